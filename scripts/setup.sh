@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# One-time (idempotent) set-up of a fresh Debian 12 machine of this kind, as root:
+#   system packages (bcc, kernel headers, qemu, busybox, strace), the header links and the
+#   tracefs mount bcc needs, two old Debian kernels for the qemu oracles, and the project venv.
+# See ../shared/docs/ebpf-here.md §0 and ../shared/docs/old-kernels.md for why each step exists.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PY=${PYTHON:-python3}
+say() { printf '[setup] %s\n' "$*"; }
+
+if [ "$(id -u)" != 0 ]; then
+  echo "setup.sh: run as root (sudo $0): it installs Debian packages and mounts tracefs" >&2
+  exit 1
+fi
+
+# 1. Debian packages.
+PKGS=(python3-bpfcc linux-headers-amd64 qemu-system-x86 busybox-static cpio strace gcc libc6-dev make)
+missing=()
+for p in "${PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# 2. Kernel headers where bcc looks (both links are required) and tracefs.
+KV=$(uname -r)
+HDR=$(ls -d /usr/src/linux-headers-*-amd64 | sort -V | tail -1)
+mkdir -p "/lib/modules/$KV"
+[ -e "/lib/modules/$KV/build" ] || ln -sfn "$HDR" "/lib/modules/$KV/build"
+[ -e "/lib/modules/$KV/source" ] || ln -sfn "${HDR%-amd64}-common" "/lib/modules/$KV/source"
+if ! mountpoint -q /sys/kernel/tracing; then
+  mount -t tracefs nodev /sys/kernel/tracing || say "warning: could not mount tracefs"
+fi
+
+# 3. Old kernels for the qemu oracles: only vmlinuz is extracted into .cache/kernels, nothing is
+#    installed into /boot.
+KDIR=$ROOT/.cache/kernels
+mkdir -p "$KDIR"
+fetch_kernel() {  # $1 = label, $2 = regex of package names
+  local label=$1 re=$2 pkg tmp
+  [ -s "$KDIR/vmlinuz-$label" ] && return 0
+  pkg=$(apt-cache search --names-only "$re" | awk '{print $1}' | grep -v -- '-dbg$' | sort -V | tail -1)
+  if [ -z "$pkg" ]; then say "warning: no package matches $re"; return 0; fi
+  say "fetching $pkg for the $label oracle"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -qq "$pkg" >/dev/null && dpkg-deb -x ./*.deb x)
+  cp "$(ls "$tmp"/x/boot/vmlinuz-* | head -1)" "$KDIR/vmlinuz-$label"
+  echo "$pkg" > "$KDIR/vmlinuz-$label.pkg"
+  rm -rf "$tmp"
+}
+fetch_kernel 6.1 '^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$'
+fetch_kernel 6.12 '^linux-image-6\.12\.[0-9]+\+deb12-cloud-amd64-unsigned$'
+
+# 4. The venv: the project and its Python deps from PyPI; bcc linked in from Debian
+#    (it is pure Python over libbcc.so through ctypes; a .pth would drag in all of dist-packages).
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
+  "$PY" -m venv .venv
+fi
+SITE=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+[ -e "$SITE/bcc" ] || ln -s /usr/lib/python3/dist-packages/bcc "$SITE/bcc"
+stamp=.venv/.vmatrace-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  say "pip install -e .[dev]"
+  .venv/bin/pip install -q --upgrade pip >/dev/null
+  .venv/bin/pip install -q -e '.[dev]'
+  touch "$stamp"
+fi
+
+# Files created by this root run belong to the invoking user when run through sudo.
+if [ -n "${SUDO_UID:-}" ]; then chown -R "$SUDO_UID:${SUDO_GID:-$SUDO_UID}" .venv .cache 2>/dev/null || true; fi
+say "ready: $(.venv/bin/python -c 'import bcc, polars; print("bcc", bcc.__version__, "polars", polars.__version__)' 2>&1)"

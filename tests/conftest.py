@@ -1,0 +1,71 @@
+"""Shared test helpers.
+
+Live tests need root, bcc, qemu or a kernel feature. On a user's machine they skip with a reason;
+in CI (VMATRACE_REQUIRE_LIVE=1) a skip of a live test is turned into a failure, so a missing
+capability can never hide behind a green run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REQUIRE_LIVE = os.environ.get("VMATRACE_REQUIRE_LIVE") == "1"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip (or, under VMATRACE_REQUIRE_LIVE=1, fail) unless `condition` holds."""
+    if condition:
+        return
+    if REQUIRE_LIVE:
+        pytest.fail(f"live requirement missing (VMATRACE_REQUIRE_LIVE=1): {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def need_root() -> None:
+    need(os.geteuid() == 0, "needs root")
+
+
+def need_bcc() -> None:
+    need_root()
+    try:
+        import bcc  # noqa: F401
+    except Exception as e:  # pragma: no cover - depends on the machine
+        need(False, f"bcc is not importable ({e}); run scripts/setup.sh")
+    need(
+        os.path.isdir("/sys/kernel/tracing/events") or os.path.isdir("/sys/kernel/debug/tracing/events"),
+        "tracefs is not mounted",
+    )
+
+
+def need_cc() -> str:
+    cc = shutil.which("gcc") or shutil.which("cc")
+    need(cc is not None, "needs a C compiler")
+    assert cc is not None
+    return cc
+
+
+def build_c(src: str | Path, out: Path, *extra: str) -> Path:
+    """Compile a C file (or source text) with gcc; returns the binary path."""
+    cc = need_cc()
+    if isinstance(src, str) and "\n" in src:
+        c = out.with_suffix(".c")
+        c.write_text(src)
+        src = c
+    subprocess.run([cc, "-O1", "-g", "-o", str(out), str(src), *extra], check=True)
+    return out
+
+
+@pytest.fixture
+def cbuild(tmp_path: Path):
+    """Fixture: cbuild(source_text_or_path, name="prog", *flags) -> Path of the binary."""
+
+    def _build(src: str | Path, name: str = "prog", *extra: str) -> Path:
+        return build_c(src, tmp_path / name, *extra)
+
+    return _build
