@@ -1,0 +1,380 @@
+"""Exact snapshots of a live process's address space.
+
+Two readers:
+
+* ``PROCMAP_QUERY`` (Linux 6.11+): an ioctl on an open ``/proc/PID/maps`` that returns one VMA per
+  call, binary and without text formatting. Used for maps-only snapshots where the kernel has it.
+* The text files ``/proc/PID/maps`` and ``/proc/PID/smaps``: everywhere, and always for smaps
+  (Rss, Pss, Anonymous, Swap, VmFlags), which no ioctl exposes.
+
+A snapshot is a polars frame with :data:`VMA_SCHEMA` (documented in ``docs/trace-format.md``).
+Reading a live process can show oddities: ``seq_file`` restarts after each read() chunk, so a VMA
+that changes between two chunks can be printed twice; the process can exit mid-read; /proc can say
+EACCES. Each is reported as a warning or a one-line :class:`SnapshotError`, never a traceback.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import os
+import time
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from vmatrace.errors import AccessDenied, NoSuchProcess, VmatraceError
+
+VMA_SCHEMA: dict[str, pl.DataType] = {
+    "start": pl.UInt64(),
+    "end": pl.UInt64(),
+    "perms": pl.Utf8(),
+    "offset": pl.UInt64(),
+    "dev": pl.Utf8(),
+    "inode": pl.UInt64(),
+    "path": pl.Utf8(),
+    "rss_kb": pl.UInt64(),
+    "pss_kb": pl.UInt64(),
+    "anonymous_kb": pl.UInt64(),
+    "swap_kb": pl.UInt64(),
+    "vmflags": pl.Utf8(),
+}
+
+# smaps field -> column
+_SMAPS_FIELDS = {"Rss:": "rss_kb", "Pss:": "pss_kb", "Anonymous:": "anonymous_kb", "Swap:": "swap_kb"}
+
+PF_KTHREAD = 0x00200000
+
+
+class SnapshotError(VmatraceError):
+    """A snapshot could not be taken; the message says why in one line."""
+
+
+@dataclass
+class Snapshot:
+    pid: int
+    t_start_ns: int  # CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns()
+    t_end_ns: int
+    method: str  # "procmap_query" | "text"
+    frame: pl.DataFrame
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not any(w.startswith("incomplete") for w in self.warnings)
+
+    def maps_lines(self) -> list[str]:
+        """The snapshot as /proc/PID/maps lines."""
+        return [format_maps_line(r) for r in self.frame.iter_rows(named=True)]
+
+
+def format_maps_line(r: dict[str, object]) -> str:
+    """One row back in the kernel's show_map_vma() layout (fs/proc/task_mmu.c)."""
+    start, end, off, ino = r["start"], r["end"], r["offset"], r["inode"]
+    assert isinstance(start, int) and isinstance(end, int)
+    assert isinstance(off, int) and isinstance(ino, int)
+    head = f"{start:08x}-{end:08x} {r['perms']} {off:08x} {r['dev']} {ino} "
+    path = r["path"]
+    if path:
+        # the kernel pads the name to column 73 (25 + 2*sizeof(long)*2 ... seq_pad)
+        return head.ljust(73) + str(path)
+    return head.rstrip(" ")
+
+
+# ---------------------------------------------------------------------------------------------
+# Text parsing
+
+
+def _rows_from_header(line: str) -> tuple[int, int, str, int, str, int, str | None]:
+    parts = line.split(None, 5)
+    if len(parts) < 5:
+        raise ValueError(f"not a maps line: {line!r}")
+    lo, _, hi = parts[0].partition("-")
+    path = parts[5] if len(parts) == 6 else None
+    return int(lo, 16), int(hi, 16), parts[1], int(parts[2], 16), parts[3], int(parts[4]), path
+
+
+def _frame(rows: dict[str, list[object]]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=VMA_SCHEMA)
+
+
+def _empty_columns() -> dict[str, list[object]]:
+    return {k: [] for k in VMA_SCHEMA}
+
+
+def _dedupe(cols: dict[str, list[object]], warnings: list[str]) -> dict[str, list[object]]:
+    """Drop VMAs that overlap an earlier one: seq_file printed a changed VMA twice."""
+    starts = cols["start"]
+    ends = cols["end"]
+    keep: list[int] = []
+    last_end = -1
+    dropped = 0
+    for i, (s, e) in enumerate(zip(starts, ends, strict=True)):
+        assert isinstance(s, int) and isinstance(e, int)
+        if s < last_end:
+            dropped += 1
+            continue
+        keep.append(i)
+        last_end = e
+    if not dropped:
+        return cols
+    warnings.append(f"dropped {dropped} VMA line(s) printed twice (the address space changed during the read)")
+    return {k: [v[i] for i in keep] for k, v in cols.items()}
+
+
+def parse_maps_text(text: str, warnings: list[str] | None = None) -> pl.DataFrame:
+    """Parse /proc/PID/maps text into a VMA_SCHEMA frame (smaps columns null)."""
+    cols = _empty_columns()
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            s, e, perms, off, dev, ino, path = _rows_from_header(line)
+        except ValueError:
+            raise SnapshotError(f"line {n} is not a /proc/PID/maps line: {line[:60]!r}") from None
+        for k, v in (("start", s), ("end", e), ("perms", perms), ("offset", off), ("dev", dev),
+                     ("inode", ino), ("path", path)):
+            cols[k].append(v)
+        for k in ("rss_kb", "pss_kb", "anonymous_kb", "swap_kb", "vmflags"):
+            cols[k].append(None)
+    return _frame(_dedupe(cols, warnings if warnings is not None else []))
+
+
+def parse_smaps_text(text: str, warnings: list[str] | None = None) -> pl.DataFrame:
+    """Parse /proc/PID/smaps text into a VMA_SCHEMA frame."""
+    cols = _empty_columns()
+    cur: dict[str, object] | None = None
+
+    def flush() -> None:
+        if cur is not None:
+            for k in VMA_SCHEMA:
+                cols[k].append(cur.get(k))
+
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line:
+            continue
+        first, _, rest = line.partition(" ")
+        if first.endswith(":"):
+            if cur is None:
+                raise SnapshotError(f"line {n}: smaps field before any VMA header")
+            col = _SMAPS_FIELDS.get(first)
+            if col is not None:
+                cur[col] = int(rest.split()[0])
+            elif first == "VmFlags:":
+                cur["vmflags"] = " ".join(rest.split())
+            continue
+        flush()
+        try:
+            s, e, perms, off, dev, ino, path = _rows_from_header(line)
+        except ValueError:
+            raise SnapshotError(f"line {n} is not a /proc/PID/smaps line: {line[:60]!r}") from None
+        cur = {"start": s, "end": e, "perms": perms, "offset": off, "dev": dev, "inode": ino, "path": path,
+               "rss_kb": 0, "pss_kb": 0, "anonymous_kb": 0, "swap_kb": 0, "vmflags": ""}
+    flush()
+    return _frame(_dedupe(cols, warnings if warnings is not None else []))
+
+
+# ---------------------------------------------------------------------------------------------
+# PROCMAP_QUERY (include/uapi/linux/fs.h, Linux 6.11)
+
+
+class _ProcmapQuery(ctypes.Structure):
+    _fields_ = [
+        ("size", ctypes.c_uint64),
+        ("query_flags", ctypes.c_uint64),
+        ("query_addr", ctypes.c_uint64),
+        ("vma_start", ctypes.c_uint64),
+        ("vma_end", ctypes.c_uint64),
+        ("vma_flags", ctypes.c_uint64),
+        ("vma_page_size", ctypes.c_uint64),
+        ("vma_offset", ctypes.c_uint64),
+        ("inode", ctypes.c_uint64),
+        ("dev_major", ctypes.c_uint32),
+        ("dev_minor", ctypes.c_uint32),
+        ("vma_name_size", ctypes.c_uint32),
+        ("build_id_size", ctypes.c_uint32),
+        ("vma_name_addr", ctypes.c_uint64),
+        ("build_id_addr", ctypes.c_uint64),
+    ]
+
+
+_IOC_WRITE, _IOC_READ = 1, 2
+PROCMAP_QUERY = ((_IOC_READ | _IOC_WRITE) << 30) | (ctypes.sizeof(_ProcmapQuery) << 16) | (ord("f") << 8) | 17
+PROCMAP_QUERY_COVERING_OR_NEXT_VMA = 0x10
+_PQ_READ, _PQ_WRITE, _PQ_EXEC, _PQ_SHARED = 1, 2, 4, 8
+# The gate VMA (x86-64 vsyscall page) is not in the mm's VMA tree, so PROCMAP_QUERY never returns it;
+# /proc/PID/maps prints it last for every 64-bit process when vsyscall emulation is enabled.
+VSYSCALL_START, VSYSCALL_END = 0xFFFFFFFFFF600000, 0xFFFFFFFFFF601000
+
+_procmap_query_ok: bool | None = None
+_vsyscall_perms: str | None | bool = False  # False = not probed yet
+
+
+def has_procmap_query() -> bool:
+    """Whether this kernel implements PROCMAP_QUERY (probed once on our own maps)."""
+    global _procmap_query_ok
+    if _procmap_query_ok is None:
+        try:
+            fd = os.open("/proc/self/maps", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            _procmap_query_ok = False
+            return False
+        try:
+            q = _ProcmapQuery(size=ctypes.sizeof(_ProcmapQuery), query_flags=PROCMAP_QUERY_COVERING_OR_NEXT_VMA)
+            fcntl.ioctl(fd, PROCMAP_QUERY, q)  # type: ignore[call-overload]
+            _procmap_query_ok = True
+        except OSError:
+            _procmap_query_ok = False
+        finally:
+            os.close(fd)
+    return _procmap_query_ok
+
+
+def _vsyscall_line_perms() -> str | None:
+    global _vsyscall_perms
+    if _vsyscall_perms is False:
+        _vsyscall_perms = None
+        try:
+            with open("/proc/self/maps") as f:
+                for line in f:
+                    if line.rstrip().endswith("[vsyscall]"):
+                        _vsyscall_perms = line.split()[1]
+        except OSError:
+            pass
+    return _vsyscall_perms if isinstance(_vsyscall_perms, str) else None
+
+
+def _query_all(fd: int) -> dict[str, list[object]]:
+    cols = _empty_columns()
+    name = ctypes.create_string_buffer(4096)
+    q = _ProcmapQuery()
+    addr = 0
+    while True:
+        q.size = ctypes.sizeof(_ProcmapQuery)
+        q.query_flags = PROCMAP_QUERY_COVERING_OR_NEXT_VMA
+        q.query_addr = addr
+        q.vma_name_addr = ctypes.addressof(name)
+        q.vma_name_size = ctypes.sizeof(name)
+        q.build_id_size = 0
+        q.build_id_addr = 0
+        try:
+            fcntl.ioctl(fd, PROCMAP_QUERY, q)  # type: ignore[call-overload]
+        except OSError as e:
+            if e.errno == errno.ENOENT:
+                break
+            raise
+        f = q.vma_flags
+        perms = ("r" if f & _PQ_READ else "-") + ("w" if f & _PQ_WRITE else "-") + (
+            "x" if f & _PQ_EXEC else "-") + ("s" if f & _PQ_SHARED else "p")
+        cols["start"].append(q.vma_start)
+        cols["end"].append(q.vma_end)
+        cols["perms"].append(perms)
+        cols["offset"].append(q.vma_offset)
+        cols["dev"].append(f"{q.dev_major:02x}:{q.dev_minor:02x}")
+        cols["inode"].append(q.inode)
+        cols["path"].append(name.value.decode("utf-8", "surrogateescape") if q.vma_name_size else None)
+        addr = q.vma_end
+    return cols
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a live process
+
+
+def _is_kernel_thread(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    fields = stat[stat.rfind(b")") + 2:].split()
+    return bool(int(fields[6]) & PF_KTHREAD)  # field 9: flags
+
+
+def _proc_error(pid: int, what: str, e: OSError) -> VmatraceError:
+    if e.errno in (errno.ENOENT, errno.ESRCH):
+        return NoSuchProcess(f"no process with PID {pid}")
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return AccessDenied(f"permission denied reading {what} (run as root or as the process's owner)")
+    return SnapshotError(f"cannot read {what}: {e.strerror}")
+
+
+def _read_all(path: str) -> bytes:
+    """Read a /proc file in large chunks (fewer seq_file restarts than line reads)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        parts = []
+        while True:
+            b = os.read(fd, 1 << 20)
+            if not b:
+                break
+            parts.append(b)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
+
+
+def read_snapshot(pid: int, *, smaps: bool = True, method: str = "auto", task: int | None = None) -> Snapshot:
+    """Snapshot the address space of ``pid``.
+
+    ``smaps=True`` reads /proc/PID/smaps (sizes and VmFlags) and is always text. ``smaps=False``
+    reads only the layout: through PROCMAP_QUERY when ``method`` is "auto" or "procmap_query" and
+    the kernel has it, else /proc/PID/maps text. ``task=tid`` reads /proc/PID/task/TID/..., which
+    stays readable while a non-leader thread is in do_exit() after the group leader is gone.
+    """
+    if method not in ("auto", "text", "procmap_query"):
+        raise SnapshotError(f"unknown snapshot method {method!r} (auto, text, procmap_query)")
+    base = f"/proc/{pid}/task/{task}" if task is not None else f"/proc/{pid}"
+    if not os.path.exists(base):
+        raise NoSuchProcess(f"no process with PID {pid}" + (f" (task {task})" if task is not None else ""))
+    if _is_kernel_thread(pid):
+        raise SnapshotError(f"PID {pid} is a kernel thread: it has no user address space")
+    warnings: list[str] = []
+    use_ioctl = not smaps and method != "text" and has_procmap_query()
+    if method == "procmap_query" and not use_ioctl:
+        if smaps:
+            raise SnapshotError("PROCMAP_QUERY gives no smaps data: use --method text or --no-smaps")
+        raise SnapshotError("this kernel has no PROCMAP_QUERY ioctl (Linux 6.11+)")
+    t0 = time.monotonic_ns()
+    if use_ioctl:
+        what = f"{base}/maps"
+        try:
+            fd = os.open(what, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise _proc_error(pid, what, e) from None
+        try:
+            cols = _query_all(fd)
+        except OSError as e:
+            if e.errno in (errno.ESRCH, errno.ENOENT):
+                cols = _empty_columns()
+                warnings.append("incomplete: the process exited during the read")
+            else:
+                raise _proc_error(pid, what, e) from None
+        finally:
+            os.close(fd)
+        if cols["start"] and (perms := _vsyscall_line_perms()) is not None:
+            for k, v in (("start", VSYSCALL_START), ("end", VSYSCALL_END), ("perms", perms), ("offset", 0),
+                         ("dev", "00:00"), ("inode", 0), ("path", "[vsyscall]")):
+                cols[k].append(v)
+        n = len(cols["start"])
+        for k in ("rss_kb", "pss_kb", "anonymous_kb", "swap_kb", "vmflags"):
+            cols[k] = [None] * n
+        frame = _frame(cols)
+        used = "procmap_query"
+    else:
+        what = f"{base}/{'smaps' if smaps else 'maps'}"
+        try:
+            raw = _read_all(what)
+        except OSError as e:
+            raise _proc_error(pid, what, e) from None
+        text = raw.decode("utf-8", "surrogateescape")
+        frame = parse_smaps_text(text, warnings) if smaps else parse_maps_text(text, warnings)
+        used = "text"
+    t1 = time.monotonic_ns()
+    if frame.height == 0:
+        if not os.path.exists(base):
+            warnings.append("incomplete: the process exited during the read")
+        elif not any(w.startswith("incomplete") for w in warnings):
+            warnings.append("incomplete: empty address space (exiting process or zombie)")
+    return Snapshot(pid=pid, t_start_ns=t0, t_end_ns=t1, method=used, frame=frame, warnings=warnings)

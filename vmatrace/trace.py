@@ -1,0 +1,355 @@
+"""Trace format v1: a directory of Parquet chunk files plus ``meta.json``.
+
+Layout (documented for other readers in ``docs/trace-format.md``)::
+
+    TRACE/                      0700, owned by the invoking user
+      meta.json                 rewritten atomically (write + rename) at every flush and at close
+      events/part-000000.parquet          EVENT_SCHEMA rows, ordered by seq
+      snapshots/part-000000.parquet       VMA_SCHEMA rows + snapshot_id, pid
+      snapshot_index/part-000000.parquet  SNAPSHOT_INDEX_SCHEMA, one row per snapshot
+      stacks/  procs/  losses/            STACK_SCHEMA, PROC_SCHEMA, LOSS_SCHEMA
+
+Each chunk file is complete on its own: it is written under a temporary name and renamed into place,
+so a writer killed at any moment leaves every earlier chunk readable and loses only what it had
+buffered (at most ``flush_interval_s``, one second by default). ``polars.scan_parquet("T/events/*.parquet")``
+or DuckDB's ``read_parquet('T/events/*.parquet')`` read a trace without vmatrace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from collectors.procmaps import VMA_SCHEMA, Snapshot
+from vmatrace import __version__
+from vmatrace.errors import VmatraceError
+from vmatrace.safeio import safe_create, safe_mkdir
+
+FORMAT = "vmatrace-trace"
+FORMAT_VERSION = 1
+
+# Event flag bits.
+EV_RACED_SNAPSHOT = 1  # the event may have raced with the start snapshot (its effect may or may not be in it)
+EV_POPULATES = 2  # the call pre-faults pages (MAP_POPULATE, mlock*, MADV_POPULATE_WRITE): no fault events follow
+EV_RECONSTRUCTED = 4  # state reconstructed (e.g. from ELF headers), not observed
+
+EVENT_SCHEMA: dict[str, pl.DataType] = {
+    "seq": pl.UInt64(),
+    "ts_ns": pl.UInt64(),
+    "pid": pl.UInt32(),
+    "tid": pl.UInt32(),
+    "kind": pl.Utf8(),
+    "a0": pl.UInt64(),
+    "a1": pl.UInt64(),
+    "a2": pl.UInt64(),
+    "a3": pl.UInt64(),
+    "a4": pl.UInt64(),
+    "a5": pl.UInt64(),
+    "ret": pl.Int64(),
+    "stack_id": pl.Int32(),
+    "flags": pl.UInt16(),
+    "text": pl.Utf8(),
+}
+SNAPSHOT_SCHEMA: dict[str, pl.DataType] = {"snapshot_id": pl.UInt32(), "pid": pl.UInt32(), **VMA_SCHEMA}
+SNAPSHOT_INDEX_SCHEMA: dict[str, pl.DataType] = {
+    "snapshot_id": pl.UInt32(),
+    "pid": pl.UInt32(),
+    "reason": pl.Utf8(),
+    "t_start_ns": pl.UInt64(),
+    "t_end_ns": pl.UInt64(),
+    "method": pl.Utf8(),
+    "vma_count": pl.UInt32(),
+    "warnings": pl.Utf8(),
+}
+STACK_SCHEMA: dict[str, pl.DataType] = {
+    "pid": pl.UInt32(),
+    "stack_id": pl.Int32(),
+    "depth": pl.UInt16(),
+    "ip": pl.UInt64(),
+    "symbol": pl.Utf8(),
+    "module": pl.Utf8(),
+    "offset": pl.UInt64(),
+}
+PROC_SCHEMA: dict[str, pl.DataType] = {
+    "pid": pl.UInt32(),
+    "ppid": pl.UInt32(),
+    "comm": pl.Utf8(),
+    "cmdline": pl.Utf8(),
+    "start_ns": pl.UInt64(),
+    "exit_ns": pl.UInt64(),
+    "exit_code": pl.Int32(),
+    "how_ended": pl.Utf8(),
+}
+LOSS_SCHEMA: dict[str, pl.DataType] = {"count": pl.UInt64(), "t_from_ns": pl.UInt64(), "t_to_ns": pl.UInt64()}
+
+TABLES: dict[str, dict[str, pl.DataType]] = {
+    "events": EVENT_SCHEMA,
+    "snapshots": SNAPSHOT_SCHEMA,
+    "snapshot_index": SNAPSHOT_INDEX_SCHEMA,
+    "stacks": STACK_SCHEMA,
+    "procs": PROC_SCHEMA,
+    "losses": LOSS_SCHEMA,
+}
+
+_PART_RE = re.compile(r"^part-(\d{6})\.parquet$")
+
+
+class TraceError(VmatraceError):
+    """A trace cannot be read; the message names what is wrong."""
+
+
+def base_meta(**kv: Any) -> dict[str, Any]:
+    """Metadata every trace carries; collectors add theirs."""
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "vmatrace_version": __version__,
+        "kernel_release": platform.release(),
+        "page_size": os.sysconf("SC_PAGE_SIZE"),
+        "host": socket.gethostname(),
+        "clock": "CLOCK_MONOTONIC",
+        "start_ns": time.monotonic_ns(),
+        "start_wall": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "end_ns": None,
+        "pids": [],
+        "comm": None,
+        "cmdline": None,
+        "collector": None,
+        "event_count": 0,
+        "lost_count": 0,
+        "complete": False,
+    }
+    meta.update(kv)
+    return meta
+
+
+def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """Cast/extend ``frame`` to exactly ``schema`` (missing nullable columns become null)."""
+    cols = []
+    for name, dtype in schema.items():
+        if name in frame.columns:
+            cols.append(frame.get_column(name).cast(dtype, strict=True).alias(name))
+        else:
+            cols.append(pl.repeat(None, frame.height, dtype=dtype, eager=True).alias(name))
+    return pl.DataFrame(cols)
+
+
+class TraceWriter:
+    """Appends a trace in self-contained chunks; see the module docstring for the guarantees."""
+
+    def __init__(self, path: str | os.PathLike[str], meta: dict[str, Any], *, force: bool = False,
+                 flush_interval_s: float = 1.0) -> None:
+        self.path = Path(path)
+        self.meta = base_meta(**meta)
+        self.flush_interval_s = flush_interval_s
+        self._dirfd = safe_mkdir(self.path, force=force)
+        self._subfds: dict[str, int] = {}
+        self._buf: dict[str, list[pl.DataFrame]] = {t: [] for t in TABLES}
+        self._parts: dict[str, int] = dict.fromkeys(TABLES, 0)
+        self._next_snapshot_id = 0
+        self._last_flush = time.monotonic()
+        self._closed = False
+        self._write_meta()
+
+    # -- adding data ---------------------------------------------------------------------------
+    def add_events(self, frame: pl.DataFrame) -> None:
+        if frame.height:
+            self._buf["events"].append(conform(frame, EVENT_SCHEMA))
+            self.meta["event_count"] += frame.height
+        self.maybe_flush()
+
+    def add_snapshot(self, snap: Snapshot, reason: str) -> int:
+        sid = self._next_snapshot_id
+        self._next_snapshot_id += 1
+        rows = snap.frame.with_columns(pl.lit(sid, pl.UInt32).alias("snapshot_id"),
+                                       pl.lit(snap.pid, pl.UInt32).alias("pid"))
+        self._buf["snapshots"].append(conform(rows, SNAPSHOT_SCHEMA))
+        self._buf["snapshot_index"].append(pl.DataFrame([{
+            "snapshot_id": sid, "pid": snap.pid, "reason": reason, "t_start_ns": snap.t_start_ns,
+            "t_end_ns": snap.t_end_ns, "method": snap.method, "vma_count": snap.frame.height,
+            "warnings": "; ".join(snap.warnings) or None,
+        }], schema=SNAPSHOT_INDEX_SCHEMA))
+        self.maybe_flush()
+        return sid
+
+    def add_stacks(self, frame: pl.DataFrame) -> None:
+        if frame.height:
+            self._buf["stacks"].append(conform(frame, STACK_SCHEMA))
+        self.maybe_flush()
+
+    def add_procs(self, frame: pl.DataFrame) -> None:
+        if frame.height:
+            self._buf["procs"].append(conform(frame, PROC_SCHEMA))
+        self.maybe_flush()
+
+    def note_lost(self, count: int, t_from_ns: int, t_to_ns: int) -> None:
+        if count > 0:
+            self._buf["losses"].append(pl.DataFrame([{"count": count, "t_from_ns": t_from_ns, "t_to_ns": t_to_ns}],
+                                                    schema=LOSS_SCHEMA))
+            self.meta["lost_count"] += count
+        self.maybe_flush()
+
+    def update_meta(self, **kv: Any) -> None:
+        self.meta.update(kv)
+
+    # -- writing -------------------------------------------------------------------------------
+    def maybe_flush(self) -> None:
+        if time.monotonic() - self._last_flush >= self.flush_interval_s:
+            self.flush()
+
+    def flush(self) -> None:
+        for table, frames in self._buf.items():
+            if frames:
+                self._write_part(table, pl.concat(frames, how="vertical"))
+                frames.clear()
+        self._write_meta()
+        self._last_flush = time.monotonic()
+
+    def close(self, **final_meta: Any) -> None:
+        if self._closed:
+            return
+        self.meta.update(final_meta)
+        if self.meta.get("end_ns") is None:
+            self.meta["end_ns"] = time.monotonic_ns()
+        self.meta["complete"] = True
+        self.flush()
+        for fd in self._subfds.values():
+            os.close(fd)
+        os.close(self._dirfd)
+        self._closed = True
+
+    def __enter__(self) -> TraceWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _subdir(self, table: str) -> int:
+        fd = self._subfds.get(table)
+        if fd is None:
+            try:
+                os.mkdir(table, 0o700, dir_fd=self._dirfd)
+            except FileExistsError:
+                pass
+            fd = os.open(table, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._dirfd)
+            from vmatrace.safeio import _chown
+
+            _chown(fd)
+            self._subfds[table] = fd
+        return fd
+
+    def _write_part(self, table: str, frame: pl.DataFrame) -> None:
+        dfd = self._subdir(table)
+        n = self._parts[table]
+        self._parts[table] = n + 1
+        name = f"part-{n:06d}.parquet"
+        tmp = f".{name}.tmp"
+        fd = safe_create(tmp, force=True, dir_fd=dfd)
+        with os.fdopen(fd, "wb") as f:
+            frame.write_parquet(f, compression="zstd", compression_level=3, statistics=True)
+            f.flush()
+        os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+
+    def _write_meta(self) -> None:
+        data = json.dumps(self.meta, indent=1, sort_keys=True, default=str).encode()
+        fd = safe_create(".meta.json.tmp", force=True, dir_fd=self._dirfd)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.rename(".meta.json.tmp", "meta.json", src_dir_fd=self._dirfd, dst_dir_fd=self._dirfd)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+@dataclass
+class Trace:
+    path: Path
+    meta: dict[str, Any]
+    events: pl.DataFrame
+    snapshots: pl.DataFrame
+    snapshot_index: pl.DataFrame
+    stacks: pl.DataFrame
+    procs: pl.DataFrame
+    losses: pl.DataFrame
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def damaged(self) -> bool:
+        return bool(self.warnings)
+
+    def snapshot(self, snapshot_id: int) -> pl.DataFrame:
+        """The VMA rows of one snapshot (VMA_SCHEMA), sorted by start."""
+        return (self.snapshots.filter(pl.col("snapshot_id") == snapshot_id)
+                .drop("snapshot_id", "pid").sort("start"))
+
+
+def _read_meta(p: Path) -> dict[str, Any]:
+    if not p.exists():
+        raise TraceError(f"{p}: no such trace")
+    if not p.is_dir():
+        raise TraceError(f"{p} is not a vmatrace trace (a trace is a directory holding meta.json)")
+    mp = p / "meta.json"
+    if not mp.is_file():
+        raise TraceError(f"{p} is not a vmatrace trace: it has no meta.json")
+    try:
+        meta = json.loads(mp.read_bytes())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise TraceError(f"{mp} is damaged: not valid JSON ({str(e).splitlines()[0]})") from None
+    except OSError as e:
+        raise TraceError(f"cannot read {mp}: {e.strerror}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise TraceError(f"{p} is not a vmatrace trace: meta.json format is {meta.get('format') if isinstance(meta, dict) else None!r}")
+    ver = meta.get("format_version")
+    if ver != FORMAT_VERSION:
+        raise TraceError(f"{p}: trace format version {ver!r} is not supported (this vmatrace reads version {FORMAT_VERSION})")
+    return meta
+
+
+def read_trace(path: str | os.PathLike[str]) -> Trace:
+    """Read and validate a trace. Damaged chunks are skipped and named in ``Trace.warnings``."""
+    p = Path(path)
+    meta = _read_meta(p)
+    warnings: list[str] = []
+    tables: dict[str, pl.DataFrame] = {}
+    for table, schema in TABLES.items():
+        frames = []
+        d = p / table
+        if d.is_dir():
+            for f in sorted(d.iterdir()):
+                if f.name.endswith(".tmp"):
+                    warnings.append(f"{table}/{f.name}: unfinished chunk (the writer was stopped while writing it)")
+                    continue
+                if not _PART_RE.match(f.name):
+                    warnings.append(f"{table}/{f.name}: unexpected file, ignored")
+                    continue
+                try:
+                    df = pl.read_parquet(f)
+                except Exception as e:
+                    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+                    warnings.append(f"{table}/{f.name}: damaged chunk skipped ({first[:120]})")
+                    continue
+                if dict(df.schema) != schema:
+                    warnings.append(f"{table}/{f.name}: schema differs from format v1, chunk skipped")
+                    continue
+                frames.append(df)
+        tables[table] = pl.concat(frames) if frames else pl.DataFrame(schema=schema)
+    if not meta.get("complete"):
+        warnings.append("the trace was not finalized (recorder killed?): up to about a second before its end may be missing")
+    ev = tables["events"]
+    if meta.get("complete") and ev.height != meta.get("event_count", ev.height):
+        warnings.append(f"meta.json says {meta.get('event_count')} events but the chunks hold {ev.height}")
+    if ev.height > 1 and not ev.get_column("seq").is_sorted():
+        ev = ev.sort("seq")
+    return Trace(path=p, meta=meta, events=ev, snapshots=tables["snapshots"],
+                 snapshot_index=tables["snapshot_index"], stacks=tables["stacks"], procs=tables["procs"],
+                 losses=tables["losses"], warnings=warnings)
