@@ -1,0 +1,3 @@
+from vmatrace.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,122 @@
+"""Terminal rendering (rich) and JSON shaping for the foundation commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from collectors.procmaps import Snapshot
+from vmatrace.analysis import Run, reason_counts
+from vmatrace.census import Census
+from vmatrace.doctor import Check
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def hexa(x: int) -> str:
+    return f"{x:x}"
+
+
+def human(n: int) -> str:
+    for unit in ("B", "K", "M", "G", "T"):
+        if n < 1024 or unit == "T":
+            return f"{n}{unit}" if unit == "B" else f"{n:.0f}{unit}" if n >= 10 else f"{n:.1f}{unit}"
+        n = n / 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def snapshot_json(snap: Snapshot, runs: list[Run], limit: int | None) -> dict[str, Any]:
+    return {
+        "pid": snap.pid,
+        "method": snap.method,
+        "t_start_ns": snap.t_start_ns,
+        "t_end_ns": snap.t_end_ns,
+        "warnings": snap.warnings,
+        "vma_count": snap.frame.height,
+        "max_map_count": limit,
+        "vmas": snap.frame.to_dicts(),
+        "invisible_fragmentation": {
+            "runs": [r.to_dict() for r in runs],
+            "extra_vmas": sum(r.extra_vmas for r in runs),
+            "reasons": reason_counts(runs),
+        },
+    }
+
+
+def print_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=1, default=str)
+    sys.stdout.write("\n")
+
+
+def render_snapshot(snap: Snapshot, runs: list[Run], limit: int | None, *, show_vmas: bool) -> None:
+    n = snap.frame.height
+    if show_vmas:
+        t = Table(title=f"PID {snap.pid}: {n} VMAs ({snap.method})", show_edge=False, pad_edge=False)
+        for col, just in (("start", "right"), ("end", "right"), ("size", "right"), ("perms", "left"),
+                          ("offset", "right"), ("rss", "right"), ("anon", "right"), ("vmflags", "left"),
+                          ("path", "left")):
+            t.add_column(col, justify=just)  # type: ignore[arg-type]
+        split_at = {s.addr for r in runs for s in r.splits}
+        for r in snap.frame.iter_rows(named=True):
+            mark = "[yellow]" if r["start"] in split_at else ""
+            t.add_row(f"{mark}{r['start']:x}", f"{r['end']:x}", human(r["end"] - r["start"]), r["perms"],
+                      f"{r['offset']:x}", "" if r["rss_kb"] is None else f"{r['rss_kb']}k",
+                      "" if r["anonymous_kb"] is None else f"{r['anonymous_kb']}k", r["vmflags"] or "",
+                      r["path"] or "")
+        console.print(t)
+    share = f" ({100 * n / limit:.2f}% of vm.max_map_count={limit})" if limit else ""
+    console.print(f"[bold]{n}[/] VMAs{share}")
+    for w in snap.warnings:
+        err_console.print(f"[yellow]warning:[/] {w}")
+    extra = sum(r.extra_vmas for r in runs)
+    if not runs:
+        console.print("invisible fragmentation: none (no adjacent VMAs that look identical in /proc/PID/maps)")
+        return
+    rc = reason_counts(runs)
+    console.print(f"invisible fragmentation: [bold]{extra}[/] extra VMAs in {len(runs)} runs "
+                  f"(vmflags {rc['vmflags']}, file {rc['file']}, anon_vma {rc['anon_vma']})")
+    t = Table(show_edge=False, pad_edge=False)
+    for col in ("start", "end", "VMAs", "perms", "path", "splits: address, reason"):
+        t.add_column(col)
+    for run in sorted(runs, key=lambda r: -r.vmas)[:50]:
+        details = "\n".join(f"{s.addr:x}: {s.detail}" for s in run.splits[:8])
+        if len(run.splits) > 8:
+            details += f"\n… {len(run.splits) - 8} more"
+        t.add_row(f"{run.start:x}", f"{run.end:x}", str(run.vmas), run.perms, run.path or "[anon]", details)
+    console.print(t)
+
+
+def render_census(c: Census) -> None:
+    t = Table(title="VMAs per process", show_edge=False, pad_edge=False)
+    for col, just in (("PID", "right"), ("COMM", "left"), ("USER", "left"), ("VMAs", "right"),
+                      ("% max", "right"), ("invisible", "right"), ("reasons f/F/a", "left"), ("worst region", "left")):
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    for e in c.entries:
+        share = f"{100 * e.vmas / c.max_map_count:.2f}" if c.max_map_count else "?"
+        reasons = f"{e.reasons['vmflags']}/{e.reasons['file']}/{e.reasons['anon_vma']}" if e.reasons else ""
+        worst = ""
+        if e.worst is not None:
+            worst = f"{e.worst.start:x}-{e.worst.end:x} {e.worst.vmas} VMAs {e.worst.path or '[anon]'}"
+        t.add_row(str(e.pid), e.comm, e.user or "?", str(e.vmas), share,
+                  "" if e.invisible_extra is None else str(e.invisible_extra), reasons, worst)
+    console.print(t)
+    console.print(f"{c.seen} processes read, {c.total_vmas} VMAs in all; vm.max_map_count={c.max_map_count}. "
+                  "reasons: f=VmFlags differ, F=file/offset, a=anon_vma (invisible in /proc)")
+    for why, k in sorted(c.skipped.items()):
+        console.print(f"skipped {k}: {why}")
+
+
+def render_checks(checks: list[Check], ok: bool) -> None:
+    t = Table(show_edge=False, pad_edge=False)
+    for col in ("", "check", "state", "fix"):
+        t.add_column(col)
+    for c in checks:
+        mark = "[green]ok[/]" if c.ok else ("[red]FAIL[/]" if c.required else "[yellow]note[/]")
+        t.add_row(mark, c.name, c.detail, "" if c.ok else (c.fix or ""))
+    console.print(t)
+    console.print("[green]record can work here[/]" if ok else "[red]record cannot work here yet[/]: see the fixes above")
