@@ -1,0 +1,182 @@
+"""Data types of the oracle: sequences (operation scripts), results and the runner output parser.
+
+A *sequence* is a named list of operation lines in the runner's script format (docs/oracle.md),
+with addresses and lengths in pages relative to a private window. A *result* holds, for step 0 (the
+empty window) and after every operation, the errno, the return value (mmap/mremap: the page of the
+result) and the window's VMAs as smaps shows them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence as Seq
+from dataclasses import dataclass, field
+
+PAGE = 4096
+# Not 2 MiB aligned and only 64 pages long: no transparent huge page can ever fit in the window,
+# so no THP read fault can assign an anon_vma (kernel-vma.md §3) and khugepaged never touches it.
+WINDOW_BASE = 0x100000001000
+WINDOW_PAGES = 64
+
+
+@dataclass(frozen=True)
+class Sequence:
+    """A named operation script. `ops` are runner lines such as "mprotect 0 5 r--"."""
+
+    name: str
+    ops: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not self.name or any(c.isspace() for c in self.name):
+            raise ValueError(f"sequence name must be one non-empty word: {self.name!r}")
+        for op in self.ops:
+            if "\n" in op or not op.strip() or op.strip() in ("end",) or op.startswith("seq "):
+                raise ValueError(f"bad op line {op!r}")
+
+    def to_script(self) -> str:
+        return f"seq {self.name}\n" + "".join(op.strip() + "\n" for op in self.ops) + "end\n"
+
+    def to_json(self) -> dict[str, object]:
+        return {"name": self.name, "ops": list(self.ops)}
+
+    @staticmethod
+    def from_json(d: dict[str, object]) -> Sequence:
+        ops = d["ops"]
+        assert isinstance(ops, list)
+        return Sequence(str(d["name"]), tuple(str(o) for o in ops))
+
+
+def seq(name: str, *ops: str) -> Sequence:
+    return Sequence(name, tuple(ops))
+
+
+def to_script(seqs: Iterable[Sequence]) -> str:
+    return "".join(s.to_script() for s in seqs)
+
+
+@dataclass(frozen=True)
+class Vma:
+    start: int  # pages relative to the window base
+    end: int
+    perms: str  # "rw-p"
+    flags: frozenset[str]  # smaps VmFlags mnemonics
+
+    def __str__(self) -> str:
+        return f"[{self.start},{self.end}) {self.perms} {' '.join(sorted(self.flags))}"
+
+    def key(self) -> tuple[int, int, str]:
+        return (self.start, self.end, self.perms)
+
+
+@dataclass
+class Step:
+    index: int  # 0 = before the first op
+    op: str  # "" for step 0
+    errno: int  # 0 = success; -1 = the model raised something that is not an OSError
+    ret: int | str | None  # mmap/mremap: page relative to the window (or "x<hex>"); else None
+    vmas: tuple[Vma, ...]
+    note: str = ""  # model exception text, if any
+
+    def maps_text(self, indent: str = "  ") -> str:
+        if not self.vmas:
+            return indent + "(no VMA in the window)"
+        return "\n".join(indent + str(v) for v in self.vmas)
+
+
+@dataclass
+class SeqResult:
+    name: str
+    steps: list[Step] = field(default_factory=list)
+    status: str = "ok"  # runner: ok / exit:N / signal:N / missing; model: ok / model-error
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "steps": [
+                {
+                    "i": s.index,
+                    "op": s.op,
+                    "errno": s.errno,
+                    "ret": s.ret,
+                    "vmas": [[v.start, v.end, v.perms, sorted(v.flags)] for v in s.vmas],
+                }
+                for s in self.steps
+            ],
+        }
+
+
+class OracleError(RuntimeError):
+    """The runner or qemu did not produce a usable result."""
+
+
+def _parse_ret(tok: str) -> int | str | None:
+    if tok == "-":
+        return None
+    if tok.startswith("x"):
+        return tok
+    return int(tok)
+
+
+def parse_output(text: str, seqs: Seq[Sequence]) -> list[SeqResult]:
+    """Parse runner output (\\r\\n tolerated) into one SeqResult per input sequence, in order."""
+    by_name: dict[str, Sequence] = {s.name: s for s in seqs}
+    if len(by_name) != len(seqs):
+        raise ValueError("sequence names must be unique within a batch")
+    results: dict[str, SeqResult] = {}
+    cur: SeqResult | None = None
+    step: Step | None = None
+    vmas: list[Vma] = []
+
+    def close_step() -> None:
+        nonlocal step, vmas
+        if cur is not None and step is not None:
+            step.vmas = tuple(vmas)
+            cur.steps.append(step)
+        step, vmas = None, []
+
+    for raw in text.splitlines():
+        line = raw.rstrip("\r").strip()
+        if not line:
+            continue
+        if line.startswith("#seq "):
+            close_step()
+            name = line[5:].strip()
+            cur = SeqResult(name)
+            results[name] = cur
+        elif line.startswith("#end "):
+            close_step()
+            parts = line.split()
+            if cur is not None and len(parts) >= 3 and parts[1] == cur.name:
+                cur.status = parts[2]
+            cur = None
+        elif cur is None:
+            continue  # runner banner, kernel messages between sequences
+        elif line.startswith("@ "):
+            close_step()
+            parts = line.split()
+            i = int(parts[1])
+            ops = by_name[cur.name].ops if cur.name in by_name else ()
+            op = ops[i - 1] if 1 <= i <= len(ops) else ""
+            step = Step(i, op, int(parts[2]), _parse_ret(parts[3]), ())
+        elif line.startswith("!"):
+            close_step()
+            cur.status = "runner:" + line[1:].replace(" ", "_")
+        elif step is not None:
+            parts = line.split()
+            try:
+                vmas.append(Vma(int(parts[0]), int(parts[1]), parts[2], frozenset(parts[3:])))
+            except (ValueError, IndexError):
+                continue  # a stray console line; the comparison will show any damage
+    close_step()
+    out: list[SeqResult] = []
+    for s in seqs:
+        r = results.get(s.name)
+        if r is None:
+            r = SeqResult(s.name, [], "missing")
+        out.append(r)
+    return out
+
+
+def dump_results(results: Iterable[SeqResult]) -> str:
+    return json.dumps([r.to_json() for r in results], indent=1)

@@ -1,0 +1,203 @@
+"""Build the static runner and run sequences on the live kernel or on an old kernel under qemu."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence as Seq
+from pathlib import Path
+
+from .core import WINDOW_BASE, WINDOW_PAGES, OracleError, SeqResult, Sequence, parse_output, to_script
+
+HERE = Path(__file__).resolve().parent
+RUNNER_SRC = HERE / "runner.c"
+_REPO = HERE.parent.parent
+BEGIN = "=====VMATRACE-ORACLE-BEGIN====="
+END = "=====VMATRACE-ORACLE-END====="
+QEMU_KERNELS = ("6.1", "6.12")
+
+
+def cache_dir() -> Path:
+    """$VMATRACE_ORACLE_CACHE, else <repo>/.cache/oracle in a checkout, else ~/.cache/vmatrace/oracle."""
+    env = os.environ.get("VMATRACE_ORACLE_CACHE")
+    if env:
+        d = Path(env)
+    elif (_REPO / "pyproject.toml").exists() and os.access(_REPO, os.W_OK):
+        d = _REPO / ".cache" / "oracle"
+    else:
+        d = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vmatrace" / "oracle"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def kernel_image(kernel: str) -> Path:
+    """vmlinuz of an old kernel, as extracted by scripts/setup.sh ($VMATRACE_KERNELS overrides)."""
+    d = Path(os.environ.get("VMATRACE_KERNELS", _REPO / ".cache" / "kernels"))
+    return d / f"vmlinuz-{kernel}"
+
+
+def _atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def build_runner(cc: str | None = None) -> Path:
+    """Compile runner.c statically (once per source hash); returns the binary path."""
+    cc = cc or shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        raise OracleError("no C compiler (gcc) found: run scripts/setup.sh")
+    src = RUNNER_SRC.read_bytes()
+    flags = ["-static", "-O2", "-Wall"]
+    key = hashlib.sha256(src + " ".join([cc, *flags]).encode()).hexdigest()[:16]
+    out = cache_dir() / f"runner-{key}"
+    if out.exists():
+        return out
+    with tempfile.TemporaryDirectory(dir=cache_dir()) as td:
+        tmp = Path(td) / "runner"
+        p = subprocess.run([cc, *flags, "-o", str(tmp), str(RUNNER_SRC)], capture_output=True, text=True)
+        if p.returncode != 0:
+            raise OracleError(f"building the runner failed:\n{p.stderr}")
+        _atomic_write(out, tmp.read_bytes(), 0o755)
+    return out
+
+
+def _runner_args(base: int, pages: int) -> list[str]:
+    return ["-b", f"{base:x}", "-w", str(pages)]
+
+
+def run_live(
+    seqs: Seq[Sequence], base: int = WINDOW_BASE, pages: int = WINDOW_PAGES, timeout: float = 600
+) -> list[SeqResult]:
+    """Run every sequence on the running kernel (one runner process, one forked child each)."""
+    if not seqs:
+        return []
+    runner = build_runner()
+    p = subprocess.run(
+        [str(runner), *_runner_args(base, pages)],
+        input=to_script(seqs),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if p.returncode != 0 or "#done" not in p.stdout:
+        raise OracleError(f"runner failed (rc {p.returncode}): {p.stderr[-2000:]}")
+    return parse_output(p.stdout, seqs)
+
+
+# ---- qemu -------------------------------------------------------------------------------------
+
+
+def _cpio_newc(entries: list[tuple[str, int, bytes, int]]) -> bytes:
+    """A newc cpio archive. entries: (name, mode, data, rdev as (major<<8|minor))."""
+    out = bytearray()
+    ino = 1
+    for name, mode, data, rdev in [*entries, ("TRAILER!!!", 0, b"", 0)]:
+        nm = name.encode() + b"\0"
+        hdr = "070701" + "".join(
+            f"{v:08x}"
+            for v in (ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev >> 8, rdev & 0xFF, len(nm), 0)
+        )
+        out += hdr.encode() + nm
+        out += b"\0" * (-len(out) % 4)
+        out += data
+        out += b"\0" * (-len(out) % 4)
+        ino += 1
+    return bytes(out)
+
+
+_INIT = """#!/bin/busybox sh
+/bin/busybox mount -t proc proc /proc
+/bin/busybox echo {begin}
+/runner {args} /script.txt
+/bin/busybox echo rc=$?
+/bin/busybox echo {end}
+/bin/busybox poweroff -f
+"""
+
+
+def _busybox() -> Path:
+    for c in ("/bin/busybox", "/usr/bin/busybox"):
+        p = Path(c)
+        if p.exists():
+            out = subprocess.run(["file", "-L", str(p)], capture_output=True, text=True).stdout
+            if "dynamically linked" not in out:
+                return p
+    raise OracleError("busybox-static not found: run scripts/setup.sh")
+
+
+def build_initramfs(script: str, dest: Path, base: int = WINDOW_BASE, pages: int = WINDOW_PAGES) -> Path:
+    init = _INIT.format(begin=BEGIN, end=END, args=" ".join(_runner_args(base, pages)))
+    entries: list[tuple[str, int, bytes, int]] = [
+        ("bin", 0o040755, b"", 0),
+        ("dev", 0o040755, b"", 0),
+        ("dev/console", 0o020600, b"", (5 << 8) | 1),
+        ("proc", 0o040755, b"", 0),
+        ("bin/busybox", 0o100755, _busybox().read_bytes(), 0),
+        ("bin/sh", 0o120777, b"busybox", 0),
+        ("init", 0o100755, init.encode(), 0),
+        ("runner", 0o100755, build_runner().read_bytes(), 0),
+        ("script.txt", 0o100644, script.encode(), 0),
+    ]
+    dest.write_bytes(gzip.compress(_cpio_newc(entries), compresslevel=1))
+    return dest
+
+
+def qemu_available(kernel: str) -> tuple[bool, str]:
+    if shutil.which("qemu-system-x86_64") is None:
+        return False, "qemu-system-x86_64 not installed (scripts/setup.sh)"
+    if not kernel_image(kernel).exists():
+        return False, f"{kernel_image(kernel)} missing (scripts/setup.sh)"
+    try:
+        _busybox()
+    except OracleError as e:
+        return False, str(e)
+    if (shutil.which("gcc") or shutil.which("cc")) is None:
+        return False, "no gcc"
+    return True, ""
+
+
+def qemu_console(kernel: str, script: str, timeout: float = 1200, base: int = WINDOW_BASE,
+                 pages: int = WINDOW_PAGES) -> str:
+    """Boot `kernel` (TCG) with the runner over `script`; returns the runner's output section."""
+    if kernel not in QEMU_KERNELS:
+        raise ValueError(f"no qemu kernel {kernel!r}; have {QEMU_KERNELS}")
+    ok, why = qemu_available(kernel)
+    if not ok:
+        raise OracleError(why)
+    with tempfile.TemporaryDirectory(prefix="vmatrace-qemu-") as td:
+        initrd = build_initramfs(script, Path(td) / "initrd.gz", base, pages)
+        cmd = [
+            "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "512", "-smp", "1",
+            "-nographic", "-no-reboot", "-monitor", "none",
+            "-kernel", str(kernel_image(kernel)), "-initrd", str(initrd),
+            "-append", "console=ttyS0 quiet loglevel=1 panic=-1",
+        ]  # fmt: skip
+        try:
+            p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            raise OracleError(f"qemu {kernel} timed out after {timeout}s") from e
+    text = p.stdout.decode(errors="replace").replace("\r", "")
+    if BEGIN not in text or END not in text:
+        raise OracleError(f"qemu {kernel}: no complete output (rc {p.returncode}); tail:\n{text[-3000:]}")
+    body = text.split(BEGIN, 1)[1].split(END, 1)[0]
+    if "#done" not in body:
+        raise OracleError(f"qemu {kernel}: runner did not finish; tail:\n{body[-3000:]}")
+    return body
+
+
+def run_qemu(kernel: str, seqs: Seq[Sequence], timeout: float = 1200) -> list[SeqResult]:
+    """Run every sequence on an old kernel ("6.1" or "6.12") in one qemu boot."""
+    if not seqs:
+        return []
+    return parse_output(qemu_console(kernel, to_script(seqs), timeout), seqs)

@@ -1,0 +1,572 @@
+/*
+ * vmatrace oracle runner: executes VMA operation scripts on the running kernel and prints, after
+ * every step, the errno and the VMAs of a private window as /proc/self/smaps shows them.
+ *
+ * Build: gcc -static -O2 -o runner runner.c   (static, so it also runs in a busybox initramfs)
+ * Usage: runner [-b BASE_HEX] [-w PAGES] [SCRIPT]      (script from stdin when omitted)
+ *
+ * The script and output formats are documented in docs/oracle.md. In short:
+ *
+ *   seq ID               starts a sequence (each sequence runs in a fresh forked child)
+ *   mmap P N PROT FLAGS  e.g. "mmap 0 4 rw- private,anon,fixed,noreserve"
+ *   munmap P N | mprotect P N PROT | madvise P N ADVICE | mlock P N | mlock2 P N [onfault]
+ *   munlock P N | mseal P N | mremap P OLDN NEWN FLAGS [NEWP] | touch P | read P | fork | forkp
+ *   end                  ends the sequence
+ *
+ * P, N are pages relative to the window base. Output:
+ *
+ *   #seq ID
+ *   @ STEP ERRNO RET            (RET: page of the result for mmap/mremap, else "-")
+ *   START END PERMS FLAG...     (one line per VMA overlapping the window, pages relative to base)
+ *   #end ID STATUS              (STATUS: "ok", "exit:N" or "signal:N")
+ *
+ * Step 0 is the empty window before the first operation.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define PAGE 4096UL
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
+#endif
+#ifndef MREMAP_DONTUNMAP
+#define MREMAP_DONTUNMAP 4
+#endif
+#define SYS_MSEAL_NR 462
+#define SYS_MLOCK2_NR 325
+
+static unsigned long base = 0x100000001000UL; /* not 2 MiB aligned: no THP can ever fit */
+static unsigned long wpages = 64;
+
+/* ---- output: one buffer per process, flushed before fork and at exit ---- */
+static char obuf[1 << 16];
+static size_t olen;
+
+static void oflush(void)
+{
+	size_t off = 0;
+	while (off < olen) {
+		ssize_t n = write(1, obuf + off, olen - off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			_exit(120);
+		}
+		off += (size_t)n;
+	}
+	olen = 0;
+}
+
+static void oprintf(const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+	if (olen > sizeof(obuf) - 512)
+		oflush();
+	va_start(ap, fmt);
+	n = vsnprintf(obuf + olen, sizeof(obuf) - olen, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		olen += (size_t)n < sizeof(obuf) - olen ? (size_t)n : sizeof(obuf) - olen - 1;
+}
+
+/* ---- /proc/self/smaps reader (static buffer: the check itself creates no mappings) ---- */
+static char sbuf[1 << 20];
+
+static void dump_window(void)
+{
+	int fd = open("/proc/self/smaps", O_RDONLY | O_CLOEXEC);
+	size_t len = 0;
+	char *p, *line;
+	int in = 0;
+	unsigned long wend = base + wpages * PAGE;
+
+	if (fd < 0) {
+		oprintf("!smaps-open %d\n", errno);
+		return;
+	}
+	for (;;) {
+		ssize_t n = read(fd, sbuf + len, sizeof(sbuf) - 1 - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		if (len >= sizeof(sbuf) - 1)
+			break;
+	}
+	close(fd);
+	sbuf[len] = 0;
+	for (line = sbuf; line && *line; line = p) {
+		p = strchr(line, '\n');
+		if (p)
+			*p++ = 0;
+		if ((line[0] >= '0' && line[0] <= '9') || (line[0] >= 'a' && line[0] <= 'f')) {
+			unsigned long s, e;
+			char perms[8];
+			if (sscanf(line, "%lx-%lx %7s", &s, &e, perms) == 3) {
+				in = s < wend && e > base;
+				if (in)
+					oprintf("%ld %ld %s", (long)(s - base) / (long)PAGE,
+						(long)(e - base) / (long)PAGE, perms);
+				continue;
+			}
+		}
+		if (in && strncmp(line, "VmFlags:", 8) == 0) {
+			char *f = line + 8;
+			char *tok, *save = NULL;
+			for (tok = strtok_r(f, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save))
+				oprintf(" %s", tok);
+			oprintf("\n");
+			in = 0;
+		}
+	}
+}
+
+/* ---- parsing helpers ---- */
+static int parse_prot(const char *s)
+{
+	int prot = 0;
+	if (!s)
+		return -1;
+	for (; *s; s++) {
+		if (*s == 'r')
+			prot |= PROT_READ;
+		else if (*s == 'w')
+			prot |= PROT_WRITE;
+		else if (*s == 'x')
+			prot |= PROT_EXEC;
+		else if (*s != '-')
+			return -1;
+	}
+	return prot;
+}
+
+static int has_tok(const char *list, const char *word)
+{
+	size_t wl = strlen(word);
+	const char *p = list;
+	while (p && *p) {
+		const char *c = strchr(p, ',');
+		size_t l = c ? (size_t)(c - p) : strlen(p);
+		if (l == wl && strncmp(p, word, wl) == 0)
+			return 1;
+		p = c ? c + 1 : NULL;
+	}
+	return 0;
+}
+
+static int check_toks(const char *list, const char *const *known)
+{
+	const char *p = list;
+	if (!p || strcmp(p, "-") == 0 || strcmp(p, "0") == 0)
+		return 0;
+	while (p && *p) {
+		const char *c = strchr(p, ',');
+		size_t l = c ? (size_t)(c - p) : strlen(p);
+		int ok = 0;
+		for (const char *const *k = known; *k; k++)
+			if (strlen(*k) == l && strncmp(p, *k, l) == 0)
+				ok = 1;
+		if (!ok)
+			return -1;
+		p = c ? c + 1 : NULL;
+	}
+	return 0;
+}
+
+struct advice {
+	const char *name;
+	int value;
+};
+static const struct advice advices[] = {
+	{"normal", 0}, {"random", 1}, {"sequential", 2}, {"willneed", 3}, {"dontneed", 4},
+	{"free", 8}, {"dontfork", 10}, {"dofork", 11}, {"mergeable", 12}, {"unmergeable", 13},
+	{"hugepage", 14}, {"nohugepage", 15}, {"dontdump", 16}, {"dodump", 17},
+	{"wipeonfork", 18}, {"keeponfork", 19}, {"cold", 20}, {"pageout", 21},
+	{"populate_read", 22}, {"populate_write", 23}, {"guard_install", 102},
+	{"guard_remove", 103}, {NULL, 0},
+};
+
+static int parse_advice(const char *s)
+{
+	char *end;
+	long v;
+	if (!s)
+		return -1;
+	for (const struct advice *a = advices; a->name; a++)
+		if (strcmp(a->name, s) == 0)
+			return a->value;
+	v = strtol(s, &end, 0);
+	return (*end == 0 && v >= 0) ? (int)v : -1;
+}
+
+static sigjmp_buf fault_env;
+static volatile sig_atomic_t in_touch;
+
+static void on_fault(int sig)
+{
+	(void)sig;
+	if (in_touch)
+		siglongjmp(fault_env, 1);
+	_exit(121);
+}
+
+/* One access; returns 0 or EFAULT (SIGSEGV or SIGBUS). */
+static __attribute__((noinline)) int do_touch(unsigned long a, int write)
+{
+	if (sigsetjmp(fault_env, 1) == 0) {
+		in_touch = 1;
+		if (write)
+			*(volatile char *)a = 1;
+		else
+			(void)*(volatile char *)a;
+		in_touch = 0;
+		return 0;
+	}
+	in_touch = 0;
+	return EFAULT;
+}
+
+static unsigned long addr_of(const char *tok, int *bad)
+{
+	char *end;
+	long v;
+	if (!tok) {
+		*bad = 1;
+		return 0;
+	}
+	v = strtol(tok, &end, 0);
+	if (*end)
+		*bad = 1;
+	return base + (unsigned long)(v * (long)PAGE);
+}
+
+static long pages_of(const char *tok, int *bad)
+{
+	char *end;
+	long v;
+	if (!tok) {
+		*bad = 1;
+		return 0;
+	}
+	v = strtol(tok, &end, 0);
+	if (*end || v < 0)
+		*bad = 1;
+	return v;
+}
+
+static void print_ret(int step, int err, void *ret, int is_addr)
+{
+	if (!is_addr || err) {
+		oprintf("@ %d %d -\n", step, err);
+		return;
+	}
+	unsigned long r = (unsigned long)ret;
+	if (r >= base && r < base + wpages * PAGE && (r - base) % PAGE == 0)
+		oprintf("@ %d %d %ld\n", step, err, (long)((r - base) / PAGE));
+	else
+		oprintf("@ %d %d x%lx\n", step, err, r);
+}
+
+/* Execute one op line. Returns 0, or 1 when this process must stop (fork parent done). */
+static int run_op(char *line, int step)
+{
+	char *tok[8] = {0};
+	int nt = 0, bad = 0, err = 0;
+	char *save = NULL;
+	void *ret = NULL;
+	int is_addr = 0;
+
+	for (char *t = strtok_r(line, " \t\r", &save); t && nt < 8; t = strtok_r(NULL, " \t\r", &save))
+		tok[nt++] = t;
+	if (nt == 0)
+		return 0;
+	const char *op = tok[0];
+
+	if (strcmp(op, "mmap") == 0) {
+		static const char *const known[] = {"private", "shared", "anon", "fixed", "noreplace",
+						    "noreserve", "populate", "locked", "growsdown", NULL};
+		unsigned long a = addr_of(tok[1], &bad);
+		long n = pages_of(tok[2], &bad);
+		int prot = parse_prot(tok[3]);
+		const char *fl = tok[4] ? tok[4] : "";
+		int flags = 0;
+		if (prot < 0 || check_toks(fl, known) < 0 || !has_tok(fl, "anon"))
+			bad = 1;
+		flags |= has_tok(fl, "shared") ? MAP_SHARED : 0;
+		flags |= has_tok(fl, "private") ? MAP_PRIVATE : 0;
+		flags |= MAP_ANONYMOUS;
+		flags |= has_tok(fl, "fixed") ? MAP_FIXED : 0;
+		flags |= has_tok(fl, "noreplace") ? MAP_FIXED_NOREPLACE : 0;
+		flags |= has_tok(fl, "noreserve") ? MAP_NORESERVE : 0;
+		flags |= has_tok(fl, "populate") ? MAP_POPULATE : 0;
+		flags |= has_tok(fl, "locked") ? MAP_LOCKED : 0;
+		flags |= has_tok(fl, "growsdown") ? MAP_GROWSDOWN : 0;
+		if (!bad) {
+			ret = mmap((void *)a, (size_t)n * PAGE, prot, flags, -1, 0);
+			err = ret == MAP_FAILED ? errno : 0;
+			is_addr = 1;
+		}
+	} else if (strcmp(op, "munmap") == 0 || strcmp(op, "mlock") == 0 ||
+		   strcmp(op, "munlock") == 0 || strcmp(op, "mseal") == 0) {
+		unsigned long a = addr_of(tok[1], &bad);
+		long n = pages_of(tok[2], &bad);
+		if (!bad) {
+			long r;
+			if (op[1] == 'u' && op[2] == 'n')
+				r = munmap((void *)a, (size_t)n * PAGE);
+			else if (strcmp(op, "mlock") == 0)
+				r = mlock((void *)a, (size_t)n * PAGE);
+			else if (strcmp(op, "munlock") == 0)
+				r = munlock((void *)a, (size_t)n * PAGE);
+			else
+				r = syscall(SYS_MSEAL_NR, a, (size_t)n * PAGE, 0UL);
+			err = r ? errno : 0;
+		}
+	} else if (strcmp(op, "mlock2") == 0) {
+		unsigned long a = addr_of(tok[1], &bad);
+		long n = pages_of(tok[2], &bad);
+		unsigned long fl = 0;
+		if (tok[3]) {
+			if (strcmp(tok[3], "onfault") == 0)
+				fl = 1;
+			else if (strcmp(tok[3], "0") != 0)
+				bad = 1;
+		}
+		if (!bad)
+			err = syscall(SYS_MLOCK2_NR, a, (size_t)n * PAGE, fl) ? errno : 0;
+	} else if (strcmp(op, "mprotect") == 0) {
+		unsigned long a = addr_of(tok[1], &bad);
+		long n = pages_of(tok[2], &bad);
+		int prot = parse_prot(tok[3]);
+		if (prot < 0)
+			bad = 1;
+		if (!bad)
+			err = mprotect((void *)a, (size_t)n * PAGE, prot) ? errno : 0;
+	} else if (strcmp(op, "madvise") == 0) {
+		unsigned long a = addr_of(tok[1], &bad);
+		long n = pages_of(tok[2], &bad);
+		int adv = parse_advice(tok[3]);
+		if (adv < 0)
+			bad = 1;
+		if (!bad)
+			err = madvise((void *)a, (size_t)n * PAGE, adv) ? errno : 0;
+	} else if (strcmp(op, "mremap") == 0) {
+		static const char *const known[] = {"maymove", "fixed", "dontunmap", NULL};
+		unsigned long a = addr_of(tok[1], &bad);
+		long on = pages_of(tok[2], &bad);
+		long nn = pages_of(tok[3], &bad);
+		const char *fl = tok[4] ? tok[4] : "0";
+		int flags = 0;
+		unsigned long na = 0;
+		if (check_toks(fl, known) < 0)
+			bad = 1;
+		flags |= has_tok(fl, "maymove") ? MREMAP_MAYMOVE : 0;
+		flags |= has_tok(fl, "fixed") ? MREMAP_FIXED : 0;
+		flags |= has_tok(fl, "dontunmap") ? MREMAP_DONTUNMAP : 0;
+		if (tok[5])
+			na = addr_of(tok[5], &bad);
+		if (!bad) {
+			ret = (void *)syscall(SYS_mremap, a, (size_t)on * PAGE, (size_t)nn * PAGE,
+					      flags, na);
+			err = ret == MAP_FAILED ? errno : 0;
+			is_addr = 1;
+		}
+	} else if (strcmp(op, "touch") == 0 || strcmp(op, "read") == 0) {
+		unsigned long a = addr_of(tok[1], &bad);
+		if (!bad)
+			err = do_touch(a, op[0] == 't');
+	} else if (strcmp(op, "fork") == 0 || strcmp(op, "forkp") == 0) {
+		pid_t pid;
+		int st;
+		oflush();
+		pid = fork();
+		if (pid < 0) {
+			err = errno;
+		} else if (strcmp(op, "fork") == 0 && pid > 0) {
+			/* parent: wait for the child, which continues the script; pass on its status */
+			while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+				;
+			if (WIFSIGNALED(st))
+				raise(WTERMSIG(st));
+			_exit(WIFEXITED(st) ? WEXITSTATUS(st) : 122);
+		} else if (strcmp(op, "forkp") == 0 && pid == 0) {
+			_exit(0); /* child exits at once: the parent continues */
+		} else if (pid > 0) {
+			while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+				;
+		}
+	} else {
+		bad = 1;
+	}
+	if (bad) {
+		oprintf("!bad-op %d %s\n", step, op);
+		return 1;
+	}
+	print_ret(step, err, ret, is_addr);
+	dump_window();
+	return 0;
+}
+
+static int reserve_window(void)
+{
+	/* one guard page either side: nothing may be adjacent to the window */
+	unsigned long lo = base - PAGE, len = (wpages + 2) * PAGE;
+	void *r = mmap((void *)lo, len, PROT_NONE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+	if (r == MAP_FAILED)
+		return -errno;
+	if ((unsigned long)r != lo) {
+		munmap(r, len);
+		return -EEXIST;
+	}
+	return munmap(r, len) ? -errno : 0;
+}
+
+static void run_sequence(char **lines, int n)
+{
+	struct sigaction sa;
+	int rw;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_fault;
+	sa.sa_flags = SA_NODEFER;
+	sigaction(SIGSEGV, &sa, NULL);
+	sigaction(SIGBUS, &sa, NULL);
+	rw = reserve_window();
+	if (rw) {
+		oprintf("!window %d\n", -rw);
+		oflush();
+		_exit(123);
+	}
+	oprintf("@ 0 0 -\n");
+	dump_window();
+	for (int i = 0; i < n; i++) {
+		if (run_op(lines[i], i + 1)) {
+			oflush();
+			_exit(124);
+		}
+	}
+	oflush();
+	_exit(0);
+}
+
+static char *read_all(FILE *f)
+{
+	size_t cap = 1 << 16, len = 0;
+	char *b = malloc(cap);
+	size_t n;
+	if (!b)
+		return NULL;
+	while ((n = fread(b + len, 1, cap - len - 1, f)) > 0) {
+		len += n;
+		if (len + 1 >= cap) {
+			char *nb = realloc(b, cap * 2);
+			if (!nb)
+				return NULL;
+			b = nb;
+			cap *= 2;
+		}
+	}
+	b[len] = 0;
+	return b;
+}
+
+int main(int argc, char **argv)
+{
+	int opt;
+	FILE *f = stdin;
+	char *text, *p, *line;
+	char **lines = NULL;
+	int nlines = 0, cap = 0, inseq = 0;
+	char seqid[128] = "";
+
+	while ((opt = getopt(argc, argv, "b:w:")) != -1) {
+		if (opt == 'b')
+			base = strtoul(optarg, NULL, 16);
+		else if (opt == 'w')
+			wpages = strtoul(optarg, NULL, 0);
+		else {
+			fprintf(stderr, "usage: %s [-b BASE_HEX] [-w PAGES] [SCRIPT]\n", argv[0]);
+			return 2;
+		}
+	}
+	if (base % PAGE || wpages == 0) {
+		fprintf(stderr, "bad window\n");
+		return 2;
+	}
+	if (optind < argc && !(f = fopen(argv[optind], "r"))) {
+		perror(argv[optind]);
+		return 2;
+	}
+	text = read_all(f);
+	if (!text)
+		return 3;
+	printf("#runner base=%lx pages=%lu\n", base, wpages);
+	fflush(stdout);
+	for (line = text; line && *line; line = p) {
+		p = strchr(line, '\n');
+		if (p)
+			*p++ = 0;
+		while (*line == ' ' || *line == '\t')
+			line++;
+		size_t l = strlen(line);
+		while (l && (line[l - 1] == '\r' || line[l - 1] == ' '))
+			line[--l] = 0;
+		if (!*line || *line == '#')
+			continue;
+		if (strncmp(line, "seq ", 4) == 0) {
+			snprintf(seqid, sizeof(seqid), "%s", line + 4);
+			nlines = 0;
+			inseq = 1;
+			continue;
+		}
+		if (strcmp(line, "end") == 0 && inseq) {
+			pid_t pid;
+			int st = 0;
+			inseq = 0;
+			printf("#seq %s\n", seqid);
+			fflush(stdout);
+			pid = fork();
+			if (pid < 0) {
+				printf("#end %s fork-failed:%d\n", seqid, errno);
+				continue;
+			}
+			if (pid == 0)
+				run_sequence(lines, nlines);
+			while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+				;
+			if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+				printf("#end %s ok\n", seqid);
+			else if (WIFEXITED(st))
+				printf("#end %s exit:%d\n", seqid, WEXITSTATUS(st));
+			else
+				printf("#end %s signal:%d\n", seqid, WTERMSIG(st));
+			fflush(stdout);
+			continue;
+		}
+		if (inseq) {
+			if (nlines == cap) {
+				cap = cap ? cap * 2 : 64;
+				lines = realloc(lines, sizeof(*lines) * (size_t)cap);
+				if (!lines)
+					return 3;
+			}
+			lines[nlines++] = line;
+		}
+	}
+	printf("#done\n");
+	fflush(stdout);
+	return 0;
+}
