@@ -79,7 +79,7 @@ def format_maps_line(r: dict[str, object]) -> str:
     if path:
         # the kernel pads the name to column 73 (25 + 2*sizeof(long)*2 ... seq_pad)
         return head.ljust(73) + str(path)
-    return head.rstrip(" ")
+    return head  # the kernel leaves the single space after the inode when there is no name
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,243 @@
+"""Snapshots of real processes equal /proc/PID/maps line for line; PROCMAP_QUERY and text agree."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from collectors.procmaps import (
+    SnapshotError,
+    has_procmap_query,
+    parse_maps_text,
+    parse_smaps_text,
+    read_snapshot,
+)
+from tests.conftest import need
+from vmatrace.analysis import REASON_ANON, REASON_FLAGS, invisible_fragmentation
+from vmatrace.errors import NoSuchProcess
+
+MAPPINGS_C = r"""
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+#ifndef PR_SET_VMA
+#define PR_SET_VMA 0x53564d41
+#define PR_SET_VMA_ANON_NAME 0
+#endif
+int main(int argc, char **argv) {
+    long pg = sysconf(_SC_PAGESIZE);
+    int fd = open(argv[1], O_RDWR | O_CREAT, 0600);
+    ftruncate(fd, 8 * pg);
+    char *f = mmap(NULL, 2 * pg, PROT_READ, MAP_PRIVATE, fd, 3 * pg);          /* file, offset 3 pages */
+    char *s = mmap(NULL, 2 * pg, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);  /* shared file */
+    unlink(argv[1]);                                                          /* shows " (deleted)" */
+    char *n = mmap(NULL, 3 * pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    int named = prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, n, 3 * pg, "vmatrace test") == 0; /* CONFIG_ANON_VMA_NAME */
+    char *g = mmap(NULL, 4 * pg, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *l = mmap(NULL, 2 * pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    mlock(l, pg);
+    char *sh = mmap(NULL, pg, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    memset(l, 1, 2 * pg); sh[0] = 1; s[0] = 1;
+    printf("%p %p %p %p %p %p %d\n", f, s, n, g, l, sh, named);
+    fflush(stdout);
+    raise(SIGSTOP);
+    return 0;
+}
+"""
+
+
+def _stopped(cmd: list[str]) -> Iterator[subprocess.Popen[str]]:
+    """Start cmd, wait until it has stopped itself (SIGSTOP) or, for python, stop it."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        yield p
+    finally:
+        p.kill()
+        p.wait()
+
+
+def _wait_stopped(pid: int) -> None:
+    for _ in range(500):
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                return
+        time.sleep(0.01)
+    raise AssertionError("process did not stop")
+
+
+def _maps_lines(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/maps") as f:
+        return f.read().splitlines()
+
+
+@pytest.fixture
+def mappings_proc(cbuild, tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+    exe = cbuild(MAPPINGS_C, "mappings")
+    yield from _stopped([str(exe), str(tmp_path / "data.bin")])
+
+
+def test_c_program_text_and_ioctl_equal_proc_maps(mappings_proc: subprocess.Popen[str]) -> None:
+    assert mappings_proc.stdout is not None
+    named = mappings_proc.stdout.readline().split()[-1] == "1"
+    _wait_stopped(mappings_proc.pid)
+    want = _maps_lines(mappings_proc.pid)
+    text = read_snapshot(mappings_proc.pid, smaps=False, method="text")
+    assert text.method == "text"
+    assert text.maps_lines() == want
+    smaps = read_snapshot(mappings_proc.pid, smaps=True)
+    assert smaps.maps_lines() == want
+    paths = set(smaps.frame["path"].drop_nulls().to_list())
+    # anonymous VMA names need CONFIG_ANON_VMA_NAME (not set on every kernel)
+    assert ("[anon:vmatrace test]" in paths) == named
+    assert any(p.endswith("data.bin (deleted)") for p in paths)
+    # the mlock'ed page shows `lo` in VmFlags and is a VMA of its own
+    assert smaps.frame.filter(smaps.frame["vmflags"].str.contains(r"\blo\b")).height == 1
+    need(has_procmap_query(), "PROCMAP_QUERY needs Linux 6.11+")
+    ioctl = read_snapshot(mappings_proc.pid, smaps=False, method="procmap_query")
+    assert ioctl.method == "procmap_query"
+    assert ioctl.maps_lines() == want
+    assert ioctl.frame.equals(text.frame)
+
+
+def test_spawned_python_equals_proc_maps() -> None:
+    p = subprocess.Popen([sys.executable, "-c", "import json, os, signal; os.kill(os.getpid(), signal.SIGSTOP)"])
+    try:
+        _wait_stopped(p.pid)
+        want = _maps_lines(p.pid)
+        assert read_snapshot(p.pid, smaps=True).maps_lines() == want
+        assert read_snapshot(p.pid, smaps=False, method="text").maps_lines() == want
+        if has_procmap_query():
+            assert read_snapshot(p.pid, smaps=False, method="procmap_query").maps_lines() == want
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_this_test_process_text_and_ioctl_agree() -> None:
+    need(has_procmap_query(), "PROCMAP_QUERY needs Linux 6.11+")
+    # our own address space may change between two reads (allocations): retry until two reads agree
+    for _ in range(5):
+        a = read_snapshot(os.getpid(), smaps=False, method="procmap_query")
+        b = read_snapshot(os.getpid(), smaps=False, method="text")
+        if a.frame.equals(b.frame):
+            break
+    assert a.frame.equals(b.frame)
+    assert a.frame.height > 10
+
+
+def test_ten_thousand_vmas_both_methods_agree() -> None:
+    p = subprocess.Popen([sys.executable, "-m", "vmatrace.workloads.fragment", "--many", "10000"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None
+        info = json.loads(p.stdout.readline())
+        text = read_snapshot(p.pid, smaps=False, method="text")
+        assert text.frame.height >= 10000
+        lo, hi = info["many"]
+        many = text.frame.filter((text.frame["start"] >= lo) & (text.frame["end"] <= hi))
+        assert many.height == 10000
+        if has_procmap_query():
+            assert read_snapshot(p.pid, smaps=False, method="procmap_query").frame.equals(text.frame)
+        sm = read_snapshot(p.pid, smaps=True)
+        assert sm.frame.select("start", "end", "perms").equals(text.frame.select("start", "end", "perms"))
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_invisible_fragmentation_found_and_explained() -> None:
+    p = subprocess.Popen([sys.executable, "-m", "vmatrace.workloads.fragment", "--fork"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None
+        info = json.loads(p.stdout.readline())
+        runs = invisible_fragmentation(read_snapshot(p.pid).frame)
+
+        def run_at(region: str) -> list[str]:
+            lo, hi = info[region]
+            found = [r for r in runs if r.start <= lo and r.end >= hi]
+            assert found, f"no invisible-fragmentation run covers region {region}"
+            return [f"{s.reason}:{s.detail}" for s in found[0].splits]
+
+        ac = run_at("ac")
+        assert len(ac) == 1 and ac[0].startswith(REASON_FLAGS) and "right has ac" in ac[0]
+        locked = run_at("locked")
+        assert len(locked) == 2 and all(s.startswith(REASON_FLAGS) and " lo" in s for s in locked)
+        dd = run_at("dontdump")
+        assert len(dd) == 1 and "right has dd" in dd[0]
+        anon = run_at("anon")
+        assert len(anon) == 1 and anon[0].startswith(REASON_ANON) and "both sides have anonymous pages" in anon[0]
+        # the fork child: its own mapping next to an inherited faulted VMA stays separate
+        child_runs = invisible_fragmentation(read_snapshot(info["child_pid"]).frame)
+        lo, hi = info["fork"]
+        mid = lo + (hi - lo) // 2
+        fork = [s for r in child_runs for s in r.splits if s.addr == mid]
+        assert fork and fork[0].reason == REASON_ANON
+        # ... while the parent, which never mapped the second half, has one VMA there
+        assert not [r for r in runs if r.start <= lo < r.end]
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_missing_pid_and_kernel_thread_errors() -> None:
+    with pytest.raises(NoSuchProcess, match="no process with PID"):
+        read_snapshot(2**22 + 12345)
+    with pytest.raises(SnapshotError, match="kernel thread"):
+        read_snapshot(2)  # kthreadd
+
+
+def test_process_exiting_before_read_gives_clear_result() -> None:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()  # a reaped process: gone
+    with pytest.raises(NoSuchProcess):
+        read_snapshot(p.pid)
+    z = subprocess.Popen([sys.executable, "-c", "pass"])
+    for _ in range(200):  # a zombie (exited, not reaped): no address space
+        with open(f"/proc/{z.pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+        time.sleep(0.01)
+    s = read_snapshot(z.pid)
+    assert s.frame.height == 0 and not s.complete and s.warnings
+    z.wait()
+
+
+def test_parsers_drop_a_vma_printed_twice_and_reject_garbage() -> None:
+    text = ("00400000-00401000 r--p 00000000 08:01 12 /bin/x\n"
+            "00401000-00403000 rw-p 00000000 00:00 0 \n"
+            "00402000-00403000 rw-p 00000000 00:00 0 \n"   # seq_file restart printed an overlapping VMA again
+            "00500000-00501000 rw-p 00000000 00:00 0                          [heap]\n")
+    w: list[str] = []
+    f = parse_maps_text(text, w)
+    assert f.height == 3 and w and "printed twice" in w[0]
+    assert f["path"].to_list() == ["/bin/x", None, "[heap]"]
+    with pytest.raises(SnapshotError, match="line 1"):
+        parse_maps_text("hello world\n")
+    sm = parse_smaps_text("00400000-00401000 rw-p 00000000 00:00 0\nRss:  8 kB\nAnonymous: 4 kB\nVmFlags: rd wr mr\n")
+    assert sm.row(0, named=True)["rss_kb"] == 8 and sm.row(0, named=True)["vmflags"] == "rd wr mr"
+
+
+def test_smaps_of_stopped_process_sizes(mappings_proc: subprocess.Popen[str]) -> None:
+    assert mappings_proc.stdout is not None
+    addrs = [int(x, 16) for x in mappings_proc.stdout.readline().split()[:6]]
+    _wait_stopped(mappings_proc.pid)
+    fr = read_snapshot(mappings_proc.pid).frame
+    locked = fr.filter(fr["start"] == addrs[4]).row(0, named=True)
+    assert locked["anonymous_kb"] == os.sysconf("SC_PAGE_SIZE") // 1024
+    assert "lo" in locked["vmflags"].split()
+    os.kill(mappings_proc.pid, signal.SIGCONT)
