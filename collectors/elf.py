@@ -1,0 +1,248 @@
+"""ELF program headers and the address-space layout the kernel's ELF loader builds from them.
+
+This module answers two questions with pyelftools, without running the program:
+
+* what the PT_LOAD segments, PT_INTERP and PT_GNU_RELRO of an ELF file are
+  (:func:`read_elf`, cached per (path, size, mtime));
+* which VMAs ``execve`` creates for a file loaded at a given load bias
+  (:func:`load_vmas`), following ``elf_load()``/``elf_map()`` in fs/binfmt_elf.c:
+
+  - each PT_LOAD with ``p_filesz > 0`` is a private file mapping of
+    ``[PAGE_DOWN(bias + p_vaddr), PAGE_UP(bias + p_vaddr + p_filesz))`` at file offset
+    ``PAGE_DOWN(p_offset)``, perms from ``p_flags``;
+  - the zero-fill part beyond ``p_filesz`` that does not share the last file page
+    (``[PAGE_UP(bias + p_vaddr + p_filesz), PAGE_UP(bias + p_vaddr + p_memsz))``) is an
+    anonymous VMA made by ``vm_brk_flags``, perms ``rw`` (+``x`` if the segment is executable);
+  - the program break starts at ``PAGE_UP`` of the highest ``p_vaddr + p_memsz`` of the
+    executable (plus a random offset under ASLR, which is why the caller takes the break
+    from ``brk(NULL)`` where it can).
+
+The load bias itself is not in the file: 0 for ET_EXEC, ELF_ET_DYN_BASE plus a random
+offset for a PIE, and "wherever mmap puts it" for the interpreter. :func:`bias_from_relro`
+recovers it from the ``mprotect(..., PROT_READ)`` that ld.so issues on each object's
+PT_GNU_RELRO range, as seen in an strace log.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+from vmatrace.errors import VmatraceError
+
+__all__ = [
+    "PAGE_SIZE",
+    "ElfInfo",
+    "LoadSegment",
+    "VmaRow",
+    "bias_from_relro",
+    "brk_start",
+    "format_dev",
+    "load_vmas",
+    "read_elf",
+    "relro_range",
+]
+
+PAGE_SIZE = 4096
+_PF_X, _PF_W, _PF_R = 1, 2, 4
+
+
+def _down(x: int) -> int:
+    return x & ~(PAGE_SIZE - 1)
+
+
+def _up(x: int) -> int:
+    return (x + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSegment:
+    """One PT_LOAD program header."""
+
+    vaddr: int
+    memsz: int
+    filesz: int
+    offset: int
+    flags: int  # PF_R=4 | PF_W=2 | PF_X=1
+
+    @property
+    def perms(self) -> str:
+        """``rwxp``-style permission string of a private mapping of this segment."""
+        f = self.flags
+        return (
+            ("r" if f & _PF_R else "-")
+            + ("w" if f & _PF_W else "-")
+            + ("x" if f & _PF_X else "-")
+            + "p"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ElfInfo:
+    """What the loader and the symbolizer need from one ELF file."""
+
+    path: str
+    e_type: str  # "ET_EXEC" | "ET_DYN" | ...
+    segments: tuple[LoadSegment, ...]
+    interp: str | None
+    relro: tuple[int, int] | None  # (p_vaddr, p_memsz) of PT_GNU_RELRO
+    dev: int
+    inode: int
+
+    @property
+    def is_pie(self) -> bool:
+        """True for ET_DYN (PIE executables, shared objects, ld.so)."""
+        return self.e_type == "ET_DYN"
+
+    @property
+    def image_end(self) -> int:
+        """Highest ``p_vaddr + p_memsz`` over the PT_LOAD segments (unbiased)."""
+        return max((s.vaddr + s.memsz for s in self.segments), default=0)
+
+
+@dataclass(frozen=True, slots=True)
+class VmaRow:
+    """A VMA as /proc/PID/maps would show it (sizes unknown)."""
+
+    start: int
+    end: int
+    perms: str
+    offset: int
+    dev: str
+    inode: int
+    path: str | None
+
+
+def format_dev(dev: int) -> str:
+    """``st_dev`` as /proc/PID/maps prints it: ``MM:mm`` in hex."""
+    return f"{os.major(dev):02x}:{os.minor(dev):02x}"
+
+
+@lru_cache(maxsize=256)
+def _read_elf_cached(path: str, size: int, mtime_ns: int) -> ElfInfo:
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.segments import InterpSegment
+
+    try:
+        with open(path, "rb") as f:
+            ef = ELFFile(f)
+            segs: list[LoadSegment] = []
+            interp: str | None = None
+            relro: tuple[int, int] | None = None
+            for seg in ef.iter_segments():
+                t = seg["p_type"]
+                if t == "PT_LOAD":
+                    segs.append(
+                        LoadSegment(
+                            vaddr=seg["p_vaddr"],
+                            memsz=seg["p_memsz"],
+                            filesz=seg["p_filesz"],
+                            offset=seg["p_offset"],
+                            flags=seg["p_flags"],
+                        )
+                    )
+                elif t == "PT_INTERP" and isinstance(seg, InterpSegment):
+                    interp = seg.get_interp_name()
+                elif t == "PT_GNU_RELRO":
+                    relro = (seg["p_vaddr"], seg["p_memsz"])
+            e_type = ef.header["e_type"]
+            st = os.fstat(f.fileno())
+    except (ELFError, ValueError, OSError) as e:
+        raise VmatraceError(f"{path}: not a readable ELF file ({e})") from e
+    return ElfInfo(
+        path=path,
+        e_type=str(e_type),
+        segments=tuple(segs),
+        interp=interp,
+        relro=relro,
+        dev=st.st_dev,
+        inode=st.st_ino,
+    )
+
+
+def read_elf(path: str) -> ElfInfo:
+    """Program headers of the ELF file at `path` (cached while the file is unchanged).
+
+    Raises VmatraceError if the file is missing or not ELF.
+    """
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise VmatraceError(f"{path}: cannot read ({e.strerror})") from e
+    return _read_elf_cached(os.path.realpath(path), st.st_size, st.st_mtime_ns)
+
+
+def load_vmas(info: ElfInfo, bias: int, *, path: str | None = None) -> list[VmaRow]:
+    """The VMAs ``execve`` creates for `info` loaded at `bias` (``load_bias`` in binfmt_elf.c).
+
+    `path` is the name to show (default: the file's own path). Holes between segments stay
+    unmapped: the kernel unmaps the part of its first ``total_size`` reservation past the
+    first segment and maps each further segment with MAP_FIXED.
+    """
+    name = path or info.path
+    dev = format_dev(info.dev)
+    rows: list[VmaRow] = []
+    for s in info.segments:
+        lo = bias + s.vaddr
+        if s.filesz:
+            rows.append(
+                VmaRow(
+                    start=_down(lo),
+                    end=_up(lo + s.filesz),
+                    perms=s.perms,
+                    offset=_down(s.offset),
+                    dev=dev,
+                    inode=info.inode,
+                    path=name,
+                )
+            )
+            zero_start = _up(lo + s.filesz)
+        else:
+            zero_start = _down(lo)
+        zero_end = _up(lo + s.memsz)
+        if s.memsz > s.filesz and zero_end > zero_start:
+            # vm_brk_flags(): VM_DATA_DEFAULT_FLAGS (rw) plus VM_EXEC if the segment is X.
+            perms = "rw" + ("x" if s.flags & _PF_X else "-") + "p"
+            rows.append(VmaRow(zero_start, zero_end, perms, 0, "00:00", 0, None))
+    rows.sort(key=lambda r: r.start)
+    return rows
+
+
+def brk_start(info: ElfInfo, bias: int) -> int:
+    """``mm->start_brk`` without brk randomization: PAGE_UP of the end of the image."""
+    return _up(bias + info.image_end)
+
+
+def relro_range(info: ElfInfo, bias: int) -> tuple[int, int] | None:
+    """(addr, len) of the ``mprotect(PROT_READ)`` ld.so makes on PT_GNU_RELRO, or None.
+
+    glibc's ``_dl_protect_relro`` rounds both ends of the segment *down* to pages and skips
+    the call when they coincide.
+    """
+    if info.relro is None:
+        return None
+    vaddr, memsz = info.relro
+    start = _down(bias + vaddr)
+    end = _down(bias + vaddr + memsz)
+    if end <= start:
+        return None
+    return start, end - start
+
+
+def bias_from_relro(info: ElfInfo, addr: int, length: int) -> int | None:
+    """The load bias under which `info`'s RELRO protect is ``mprotect(addr, length, ...)``.
+
+    Returns None if `length` does not fit or the implied bias is not page-aligned.
+    """
+    if info.relro is None:
+        return None
+    vaddr, _ = info.relro
+    bias = addr - _down(vaddr)
+    if bias < 0 or bias % PAGE_SIZE:
+        return None
+    rr = relro_range(info, bias)
+    if rr is None or rr != (addr, length):
+        return None
+    return bias

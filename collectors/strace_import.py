@@ -1,0 +1,1075 @@
+"""``vmatrace import-strace``: turn strace output into a vmatrace trace (no root, no bcc).
+
+Input: the text strace writes with ``-f`` (``[pid N]`` prefixes on stderr, or a plain pid
+column with ``-o FILE``), ``-ff -o PREFIX`` (one file per process, ``PREFIX.PID``: pass them
+all), with or without ``-t``/``-tt``/``-ttt`` timestamps, ``-T`` durations, ``-y`` fd paths,
+``-X raw|abbrev|verbose`` flag decoding. Calls interrupted by another thread's output
+(``<unfinished ...>`` / ``<... NAME resumed>``) are stitched back together.
+
+Output: trace format v1 (:mod:`vmatrace.trace`) with
+
+* one event per memory syscall (``mmap``, ``munmap``, ``mprotect``, ``mremap``, ``brk``,
+  ``madvise``, ``mlock*``, ``mseal``, ``prctl``, ``shmat``/``shmdt``, ...) with the raw
+  argument values in ``a0..a5`` and the return value in ``ret`` (``-errno`` on failure);
+* ``fork`` for clone/clone3/fork/vfork (child = return value; CLONE_THREAD makes a thread),
+  ``execve`` (the call) plus ``exec`` on success, ``exit_group``, and ``exit`` for
+  ``+++ exited with N +++`` / ``+++ killed by SIG +++``;
+* snapshots: ``--maps [PID:]FILE`` maps texts as given, and otherwise one *reconstructed*
+  snapshot per successful execve, rebuilt from the ELF program headers of the executable and
+  its interpreter (:mod:`collectors.elf`) with the load bases taken from the log.
+
+``seq`` follows the log: a call is placed where it completes (the line with its return
+value), except process creation, placed where it starts so that the ``fork`` event precedes
+every line of the child. See ``docs/strace-import.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno as _errno
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from collectors import elf
+from vmatrace.errors import VmatraceError
+
+__all__ = [
+    "MEMORY_KINDS",
+    "ParsedLog",
+    "add_parser",
+    "import_strace",
+    "parse_args_text",
+    "parse_strace",
+    "reconstruct_exec",
+    "run",
+]
+
+U64 = (1 << 64) - 1
+
+# Syscalls that become events of the same name.
+MEMORY_KINDS = frozenset({
+    "mmap", "munmap", "mprotect", "pkey_mprotect", "mremap", "brk", "madvise", "process_madvise",
+    "mlock", "mlock2", "munlock", "mlockall", "munlockall", "mseal", "prctl", "shmat", "shmdt",
+    "execve", "exit_group",
+})
+_ALIASES = {"mmap2": "mmap", "execveat": "execve"}
+_FORK_CALLS = frozenset({"clone", "clone3", "fork", "vfork"})
+
+# -- symbolic constants strace prints (x86-64 values) ---------------------------------------
+_CONST: dict[str, int] = {
+    "NULL": 0,
+    # mman.h
+    "PROT_NONE": 0, "PROT_READ": 1, "PROT_WRITE": 2, "PROT_EXEC": 4, "PROT_SEM": 8,
+    "PROT_GROWSDOWN": 0x01000000, "PROT_GROWSUP": 0x02000000,
+    "MAP_FILE": 0, "MAP_SHARED": 1, "MAP_PRIVATE": 2, "MAP_SHARED_VALIDATE": 3, "MAP_DROPPABLE": 8,
+    "MAP_TYPE": 0xF, "MAP_FIXED": 0x10, "MAP_ANONYMOUS": 0x20, "MAP_ANON": 0x20, "MAP_32BIT": 0x40,
+    "MAP_GROWSDOWN": 0x100, "MAP_DENYWRITE": 0x800, "MAP_EXECUTABLE": 0x1000, "MAP_LOCKED": 0x2000,
+    "MAP_NORESERVE": 0x4000, "MAP_POPULATE": 0x8000, "MAP_NONBLOCK": 0x10000, "MAP_STACK": 0x20000,
+    "MAP_HUGETLB": 0x40000, "MAP_SYNC": 0x80000, "MAP_FIXED_NOREPLACE": 0x100000,
+    "MAP_UNINITIALIZED": 0x4000000, "MAP_HUGE_SHIFT": 26,
+    "MAP_HUGE_64KB": 16 << 26, "MAP_HUGE_512KB": 19 << 26, "MAP_HUGE_1MB": 20 << 26,
+    "MAP_HUGE_2MB": 21 << 26, "MAP_HUGE_8MB": 23 << 26, "MAP_HUGE_16MB": 24 << 26,
+    "MAP_HUGE_32MB": 25 << 26, "MAP_HUGE_256MB": 28 << 26, "MAP_HUGE_512MB": 29 << 26,
+    "MAP_HUGE_1GB": 30 << 26, "MAP_HUGE_2GB": 31 << 26, "MAP_HUGE_16GB": 34 << 26,
+    "MADV_NORMAL": 0, "MADV_RANDOM": 1, "MADV_SEQUENTIAL": 2, "MADV_WILLNEED": 3,
+    "MADV_DONTNEED": 4, "MADV_FREE": 8, "MADV_REMOVE": 9, "MADV_DONTFORK": 10, "MADV_DOFORK": 11,
+    "MADV_MERGEABLE": 12, "MADV_UNMERGEABLE": 13, "MADV_HUGEPAGE": 14, "MADV_NOHUGEPAGE": 15,
+    "MADV_DONTDUMP": 16, "MADV_DODUMP": 17, "MADV_WIPEONFORK": 18, "MADV_KEEPONFORK": 19,
+    "MADV_COLD": 20, "MADV_PAGEOUT": 21, "MADV_POPULATE_READ": 22, "MADV_POPULATE_WRITE": 23,
+    "MADV_DONTNEED_LOCKED": 24, "MADV_COLLAPSE": 25, "MADV_HWPOISON": 100,
+    "MADV_SOFT_OFFLINE": 101, "MADV_GUARD_INSTALL": 102, "MADV_GUARD_REMOVE": 103,
+    "MREMAP_MAYMOVE": 1, "MREMAP_FIXED": 2, "MREMAP_DONTUNMAP": 4,
+    "MLOCK_ONFAULT": 1, "MCL_CURRENT": 1, "MCL_FUTURE": 2, "MCL_ONFAULT": 4,
+    "SHM_RDONLY": 0o10000, "SHM_RND": 0o20000, "SHM_REMAP": 0o40000, "SHM_EXEC": 0o100000,
+    "IPC_PRIVATE": 0,
+    # prctl options that touch VMAs, and a few common others
+    "PR_SET_VMA": 0x53564D41, "PR_SET_VMA_ANON_NAME": 0, "PR_SET_NAME": 15, "PR_GET_NAME": 16,
+    "PR_SET_THP_DISABLE": 41, "PR_GET_THP_DISABLE": 42, "PR_SET_MM": 35, "PR_SET_MDWE": 65,
+    "PR_GET_MDWE": 66, "PR_MDWE_REFUSE_EXEC_GAIN": 1, "PR_MDWE_NO_INHERIT": 2,
+    "PR_SET_DUMPABLE": 4, "PR_GET_DUMPABLE": 3, "PR_SET_PDEATHSIG": 1, "PR_SET_NO_NEW_PRIVS": 38,
+    "PR_SET_MEMORY_MERGE": 67, "PR_GET_MEMORY_MERGE": 68, "PR_SET_TIMERSLACK": 29,
+    # clone
+    "CSIGNAL": 0xFF, "CLONE_VM": 0x100, "CLONE_FS": 0x200, "CLONE_FILES": 0x400,
+    "CLONE_SIGHAND": 0x800, "CLONE_PIDFD": 0x1000, "CLONE_PTRACE": 0x2000, "CLONE_VFORK": 0x4000,
+    "CLONE_PARENT": 0x8000, "CLONE_THREAD": 0x10000, "CLONE_NEWNS": 0x20000,
+    "CLONE_SYSVSEM": 0x40000, "CLONE_SETTLS": 0x80000, "CLONE_PARENT_SETTID": 0x100000,
+    "CLONE_CHILD_CLEARTID": 0x200000, "CLONE_DETACHED": 0x400000, "CLONE_UNTRACED": 0x800000,
+    "CLONE_CHILD_SETTID": 0x1000000, "CLONE_NEWCGROUP": 0x2000000, "CLONE_NEWUTS": 0x4000000,
+    "CLONE_NEWIPC": 0x8000000, "CLONE_NEWUSER": 0x10000000, "CLONE_NEWPID": 0x20000000,
+    "CLONE_NEWNET": 0x40000000, "CLONE_IO": 0x80000000, "CLONE_CLEAR_SIGHAND": 0x100000000,
+    "CLONE_INTO_CGROUP": 0x200000000, "CLONE_NEWTIME": 0x80,
+    "P_ALL": 0, "P_PID": 1, "P_PGID": 2, "P_PIDFD": 3,
+}
+_SIGNALS = {
+    "SIGHUP": 1, "SIGINT": 2, "SIGQUIT": 3, "SIGILL": 4, "SIGTRAP": 5, "SIGABRT": 6, "SIGIOT": 6,
+    "SIGBUS": 7, "SIGFPE": 8, "SIGKILL": 9, "SIGUSR1": 10, "SIGSEGV": 11, "SIGUSR2": 12,
+    "SIGPIPE": 13, "SIGALRM": 14, "SIGTERM": 15, "SIGSTKFLT": 16, "SIGCHLD": 17, "SIGCONT": 18,
+    "SIGSTOP": 19, "SIGTSTP": 20, "SIGTTIN": 21, "SIGTTOU": 22, "SIGURG": 23, "SIGXCPU": 24,
+    "SIGXFSZ": 25, "SIGVTALRM": 26, "SIGPROF": 27, "SIGWINCH": 28, "SIGIO": 29, "SIGPOLL": 29,
+    "SIGPWR": 30, "SIGSYS": 31, "SIGRTMIN": 32,
+}
+_CONST.update(_SIGNALS)
+# strace's names for the kernel-internal restart codes (include/linux/errno.h)
+_ERRNO_EXTRA = {"ERESTARTSYS": 512, "ERESTARTNOINTR": 513, "ERESTARTNOHAND": 514,
+                "ENOIOCTLCMD": 515, "ERESTART_RESTARTBLOCK": 516, "EPROBE_DEFER": 517,
+                "EOPENSTALE": 518, "ENOPARAM": 519}
+
+# -- line syntax -------------------------------------------------------------------------------
+_PREFIX_RE = re.compile(
+    r"^(?:\[pid\s+(?P<pid1>\d+)\]\s+|(?P<pid2>\d+)\s+)?"
+    r"(?:(?P<ts>\d{2}:\d{2}:\d{2}(?:\.\d+)?|\d+\.\d+)\s+)?"
+    r"(?P<rest>.*)$"
+)
+_NAME_RE = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)\(")
+_RESUMED_RE = re.compile(r"^<\.\.\.\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*)?\s*resumed>\s?")
+_UNFINISHED = "<unfinished ...>"
+_RET_RE = re.compile(
+    r"^\s*=\s*(?P<ret>0x[0-9a-fA-F]+|-?\d+|\?)"
+    r"(?:\s+(?P<errno>E[A-Z0-9_]+)(?:\s+\((?P<errtext>[^)]*)\))?)?"
+)
+_EXIT_RE = re.compile(r"^\+\+\+ (?:exited with (?P<code>-?\d+)|killed by (?P<sig>SIG[A-Z0-9+]+|\d+)(?P<core> \(core dumped\))?|superseded by execve in pid (?P<newpid>\d+)) \+\+\+\s*$")
+_SIGNAL_RE = re.compile(r"^--- (?P<sig>SIG[A-Z0-9+]+|\d+) (?P<info>\{.*\}|.*)---\s*$")
+_DURATION_RE = re.compile(r"\s*<\d+\.\d+>\s*$")
+_ATTACHED_RE = re.compile(r"strace: Process \d+ (?:attached|detached|suspended)")
+_INT_RE = re.compile(r"^-?(?:0x[0-9a-fA-F]+|\d+)$")
+_FD_PATH_RE = re.compile(r"^(-?\d+)<.*>$")
+
+
+def _to_u64(v: int) -> int:
+    return v & U64
+
+
+def _const(tok: str) -> int | None:
+    """Value of one token of a flags expression, or None if unknown."""
+    tok = tok.strip()
+    if not tok:
+        return None
+    if _INT_RE.match(tok):
+        neg = tok.startswith("-")
+        body = tok[1:] if neg else tok
+        if body.startswith("0x"):
+            v = int(body, 16)
+        elif len(body) > 1 and body.startswith("0"):
+            v = int(body, 8)
+        else:
+            v = int(body)
+        return -v if neg else v
+    if "<<" in tok:
+        a, _, b = tok.partition("<<")
+        x, y = _const(a), _const(b)
+        return None if x is None or y is None else x << y
+    if "*" in tok:  # strace writes 8192*1024 for rlimits
+        a, _, b = tok.partition("*")
+        x, y = _const(a), _const(b)
+        return None if x is None or y is None else x * y
+    if tok.startswith("~"):
+        inv = _const(tok[1:])
+        return None if inv is None else ~inv
+    return _CONST.get(tok)
+
+
+@dataclass
+class Arg:
+    """One syscall argument as printed by strace."""
+
+    text: str
+    value: int | None  # numeric value, None if strace printed a structure/string/unknown name
+    unknown: list[str] = field(default_factory=list)  # symbolic names we do not know
+
+
+def _split_top(s: str) -> list[str]:
+    """Split at commas that are outside quotes, brackets, braces and comments."""
+    out: list[str] = []
+    depth = 0
+    cur: list[str] = []
+    i, n = 0, len(s)
+    while i < n:
+        c = s[i]
+        if c == '"':
+            j = i + 1
+            while j < n and s[j] != '"':
+                j += 2 if s[j] == "\\" else 1
+            cur.append(s[i : j + 1])
+            i = j + 1
+            continue
+        if s.startswith("/*", i):
+            j = s.find("*/", i + 2)
+            j = n if j < 0 else j + 2
+            cur.append(s[i:j])
+            i = j
+            continue
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        if c == "," and depth == 0:
+            out.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(c)
+        i += 1
+    last = "".join(cur).strip()
+    if last or out:
+        out.append(last)
+    return out
+
+
+def _find_close(s: str, start: int) -> int:
+    """Index of the ')' closing the '(' just before `start`, or -1."""
+    depth = 1
+    i, n = start, len(s)
+    while i < n:
+        c = s[i]
+        if c == '"':
+            j = i + 1
+            while j < n and s[j] != '"':
+                j += 2 if s[j] == "\\" else 1
+            i = j + 1
+            continue
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+            if depth == 0:
+                return i if c == ")" else -1
+        i += 1
+    return -1
+
+
+def _parse_arg(text: str) -> Arg:
+    t = text.strip()
+    m = re.match(r"^[a-z_][a-z0-9_]*=(?!=)", t)  # clone's "flags=...", "child_stack=..."
+    if m:
+        t = t[m.end() :]
+    verbose = re.match(r"^(\S+)\s*/\*.*\*/$", t)  # -X verbose: 0x3 /* PROT_READ|PROT_WRITE */
+    if verbose:
+        t = verbose.group(1)
+    fdm = _FD_PATH_RE.match(t)  # -y: 3</usr/lib/libc.so.6>
+    if fdm:
+        t = fdm.group(1)
+    if not t or t[0] in "\"[{":
+        return Arg(text, None)
+    total = 0
+    unknown: list[str] = []
+    for tok in t.split("|"):
+        v = _const(tok)
+        if v is None:
+            unknown.append(tok.strip())
+        else:
+            total |= v
+    if unknown and len(unknown) == len(t.split("|")):
+        return Arg(text, None, unknown)
+    return Arg(text, total, unknown)
+
+
+def parse_args_text(args: str) -> list[Arg]:
+    """Split and decode an strace argument list (the text between the parentheses)."""
+    return [_parse_arg(a) for a in _split_top(args)]
+
+
+# -- records -----------------------------------------------------------------------------------
+@dataclass
+class _Line:
+    src: str
+    lineno: int
+    tid: int | None
+    ts: str | None
+    rest: str
+
+
+@dataclass
+class _Proc:
+    pid: int
+    ppid: int = 0
+    comm: str = ""
+    cmdline: str = ""
+    start_ns: int = 0
+    exit_ns: int = 0
+    exit_code: int = 0
+    how_ended: str = "unknown"
+
+
+@dataclass
+class ExecInfo:
+    """A successful execve, and what the log tells about the new image's layout."""
+
+    pid: int
+    event: dict[str, Any]  # the "exec" event (its "seq" is final once parsing is done)
+    ts_ns: int
+    filename: str
+    brk: int | None = None  # return of the first brk(NULL)
+    prot_read: list[tuple[int, int]] = field(default_factory=list)  # mprotect(a, l, PROT_READ)
+    mmaps: list[tuple[int, int]] = field(default_factory=list)  # successful mmaps (addr, len)
+    done: bool = False  # a later exec of the same pid ended this image
+
+
+@dataclass
+class ParsedLog:
+    """Everything :func:`parse_strace` extracted from a log."""
+
+    events: list[dict[str, Any]]
+    procs: dict[int, _Proc]
+    execs: list[ExecInfo]
+    warnings: list[str]
+    clock: str  # "realtime" or "none"
+    lines: int
+    strace_lines: int
+    other_syscalls: int
+    signals: dict[str, int]
+    first_pid: int | None
+
+
+def _errno_value(name: str) -> int | None:
+    v = getattr(_errno, name, None)
+    if isinstance(v, int):
+        return v
+    return _ERRNO_EXTRA.get(name)
+
+
+def _parse_ret(tail: str) -> tuple[int, str | None] | None:
+    """(ret, errno name) from the text after the closing parenthesis."""
+    tail = _DURATION_RE.sub("", tail)
+    m = _RET_RE.match(tail)
+    if not m:
+        return None
+    r, en = m.group("ret"), m.group("errno")
+    if r == "?":
+        ret = 0
+        if en:
+            v = _errno_value(en)
+            ret = -v if v is not None else 0
+        return ret, en
+    v = int(r, 16) if r.startswith("0x") else int(r)
+    if v >= 1 << 63:
+        v -= 1 << 64
+    if v == -1 and en:
+        ev = _errno_value(en)
+        if ev is not None:
+            v = -ev
+    return v, en
+
+
+def _strings(text: str) -> list[str]:
+    return [bytes(s, "utf-8").decode("unicode_escape", errors="replace")
+            for s in re.findall(r'"((?:[^"\\]|\\.)*)"', text)]
+
+
+def _read_lines(paths: list[Path]) -> tuple[list[_Line], list[str]]:
+    """Read all files; returns their lines with pid and timestamp split off, in log order."""
+    per_file: list[list[_Line]] = []
+    warnings: list[str] = []
+    for p in paths:
+        try:
+            data = p.read_bytes()
+        except FileNotFoundError:
+            raise VmatraceError(f"{p}: no such file") from None
+        except IsADirectoryError:
+            raise VmatraceError(f"{p} is a directory, not an strace log") from None
+        except OSError as e:
+            raise VmatraceError(f"cannot read {p}: {e.strerror}") from None
+        head = data[:4096]
+        if b"\0" in head or (head and sum(b < 9 or 13 < b < 32 for b in head) > len(head) // 20):
+            raise VmatraceError(f"{p} is binary data, not strace output")
+        text = data.decode("utf-8", errors="replace")
+        # -ff -o PREFIX writes PREFIX.PID without a pid column
+        suffix = p.suffix[1:]
+        file_pid = int(suffix) if len(paths) > 1 and suffix.isdigit() else None
+        out: list[_Line] = []
+        for n, raw in enumerate(text.splitlines(), 1):
+            if not raw.strip():
+                continue
+            m = _PREFIX_RE.match(raw)
+            assert m is not None  # the pattern matches every string
+            pid = m.group("pid1") or m.group("pid2")
+            tid = int(pid) if pid else file_pid
+            out.append(_Line(str(p), n, tid, m.group("ts"), m.group("rest")))
+        per_file.append(out)
+    if len(per_file) == 1:
+        return per_file[0], warnings
+    # -ff: merge the per-process files by timestamp (stable: ties keep file order)
+    if not all(ln.ts for f in per_file for ln in f):
+        warnings.append("several logs without timestamps (-tt/-ttt): concatenated in argument order, "
+                        "so the interleaving of processes is unknown")
+        return [ln for f in per_file for ln in f], warnings
+    merged = [ln for f in per_file for ln in f]
+    merged.sort(key=lambda ln: _ts_sort_key(ln.ts or ""))
+    return merged, warnings
+
+
+def _ts_sort_key(ts: str) -> float:
+    if ":" in ts:
+        h, m, s = ts.split(":")
+        return int(h) * 3600 + int(m) * 60 + float(s)
+    return float(ts)
+
+
+class _Clock:
+    """Converts strace timestamps to ns since the epoch."""
+
+    def __init__(self, mtime: float | None) -> None:
+        self.mtime = mtime
+        self.base: int | None = None  # epoch ns of local midnight for time-of-day stamps
+        self.last_tod = -1
+        self.day = 0
+        self.kind: str | None = None
+
+    def ns(self, ts: str | None) -> int:
+        if ts is None:
+            return 0
+        if ":" not in ts:
+            self.kind = self.kind or "epoch"
+            sec, _, frac = ts.partition(".")
+            return int(sec) * 1_000_000_000 + int((frac + "000000000")[:9])
+        self.kind = self.kind or "time-of-day"
+        h, m, s = ts.split(":")
+        sec, _, frac = s.partition(".")
+        tod = ((int(h) * 60 + int(m)) * 60 + int(sec)) * 1_000_000_000 + int((frac + "000000000")[:9])
+        if tod + 43_200 * 1_000_000_000 < self.last_tod:  # wrapped past midnight
+            self.day += 1
+        self.last_tod = tod
+        if self.base is None:
+            self.base = self._midnight(tod)
+        return self.base + self.day * 86_400_000_000_000 + tod
+
+    def _midnight(self, first_tod: int) -> int:
+        # strace -t/-tt prints local time of day without a date: take the date of the log
+        # file's modification time (when strace last wrote it), in local time.
+        ref = datetime.fromtimestamp(self.mtime if self.mtime is not None else time.time())
+        day = ref.replace(hour=0, minute=0, second=0, microsecond=0)
+        ref_tod = int((ref - day).total_seconds() * 1e9)
+        if first_tod > ref_tod + 3_600 * 1_000_000_000:  # the log began before midnight
+            day -= timedelta(days=1)
+        return int(day.timestamp()) * 1_000_000_000
+
+
+class _Parser:
+    def __init__(self, lines: list[_Line], mtime: float | None) -> None:
+        self.lines = lines
+        self.clock = _Clock(mtime)
+        self.events: list[dict[str, Any] | None] = []
+        self.warnings: list[str] = []
+        self.bad_lines = 0
+        self.strace_lines = 0
+        self.other = 0
+        self.signals: dict[str, int] = {}
+        self.pending: dict[int, tuple[str, str, _Line, int | None]] = {}
+        self.tgid: dict[int, int] = {}
+        self.live: dict[int, set[int]] = {}  # tgid -> live tids
+        self.procs: dict[int, _Proc] = {}
+        self.execs: list[ExecInfo] = []
+        self.cur_exec: dict[int, ExecInfo] = {}
+        self.unknown_names: set[str] = set()
+        self.first_pid = self._guess_first_pid()
+
+    # The initial process has no "[pid N]" prefix while it is the only traced process; find
+    # its pid: the one prefixed pid that is never a child, or a getpid/gettid-like return.
+    def _guess_first_pid(self) -> int | None:
+        seen: list[int] = []
+        children: set[int] = set()
+        self_ret: int | None = None
+        for ln in self.lines:
+            if ln.tid is not None and ln.tid not in seen:
+                seen.append(ln.tid)
+            m = re.search(r"(?:clone3?|v?fork)\(.*=\s*(\d+)\s*$", ln.rest)
+            if m:
+                children.add(int(m.group(1)))
+            m = re.search(r"<\.\.\. (?:clone3?|v?fork) resumed>.*\)\s*=\s*(\d+)\s*$", ln.rest)
+            if m:
+                children.add(int(m.group(1)))
+            if ln.tid is None and self_ret is None:
+                m = re.match(r"^(?:getpid|gettid|set_tid_address)\(.*\)\s*=\s*(\d+)", ln.rest)
+                if m:
+                    self_ret = int(m.group(1))
+        roots = [p for p in seen if p not in children]
+        if self_ret is not None:
+            return self_ret
+        if roots:
+            return roots[0]
+        return None
+
+    def warn_line(self, ln: _Line, what: str) -> None:
+        self.bad_lines += 1
+        if self.bad_lines <= 20:
+            self.warnings.append(f"{ln.src}:{ln.lineno}: {what}: {ln.rest[:80]!r}")
+
+    def tid_of(self, ln: _Line) -> int:
+        if ln.tid is not None:
+            return ln.tid
+        alive = [t for ts in self.live.values() for t in ts]
+        if len(alive) == 1:
+            return alive[0]
+        return self.first_pid if self.first_pid is not None else 0
+
+    def pid_of(self, tid: int) -> int:
+        pid = self.tgid.setdefault(tid, tid)
+        self.live.setdefault(pid, set()).add(tid)
+        if pid not in self.procs:
+            self.procs[pid] = _Proc(pid)
+        return pid
+
+    def emit(self, ts_ns: int, pid: int, tid: int, kind: str, args: list[int], ret: int,
+             flags: int = 0, text: str | None = None, slot: int | None = None) -> int:
+        a = [_to_u64(x) for x in args[:6]] + [0] * (6 - min(len(args), 6))
+        ev = {"seq": 0, "ts_ns": ts_ns, "pid": pid, "tid": tid, "kind": kind,
+              "a0": a[0], "a1": a[1], "a2": a[2], "a3": a[3], "a4": a[4], "a5": a[5],
+              "ret": ret, "stack_id": None, "flags": flags, "text": text}
+        if slot is not None:
+            self.events[slot] = ev
+            return slot
+        self.events.append(ev)
+        return len(self.events) - 1
+
+    def run(self) -> None:
+        for ln in self.lines:
+            self.line(ln)
+        for tid, (name, _, ln, slot) in self.pending.items():
+            self.warnings.append(f"{ln.src}:{ln.lineno}: {name}() by {tid} never completed in the log "
+                                 "(log truncated, or the process was killed in the call)")
+            if slot is not None:
+                self.events[slot] = None
+
+    def line(self, ln: _Line) -> None:
+        rest = ln.rest.rstrip()
+        if rest.startswith("strace: ") or rest.startswith("> ") or rest.startswith(" > "):
+            return  # strace's own messages; -k stack lines
+        cut = _ATTACHED_RE.search(rest)
+        if cut:  # "clone(...strace: Process N attached": strace's stderr message split the line
+            rest = rest[: cut.start()].rstrip() + " " + _UNFINISHED
+            if rest.startswith(_UNFINISHED):
+                return
+        if rest.startswith("+++"):
+            self.exit_line(ln, rest)
+            return
+        if rest.startswith("---"):
+            m = _SIGNAL_RE.match(rest)
+            if not m:
+                self.warn_line(ln, "cannot parse signal line")
+                return
+            self.strace_lines += 1
+            self.signals[m.group("sig")] = self.signals.get(m.group("sig"), 0) + 1
+            return
+        tid = self.tid_of(ln)
+        m = _RESUMED_RE.match(rest)
+        if m:
+            self.strace_lines += 1
+            p = self.pending.pop(tid, None)
+            if p is None:
+                # strace -ff or a log that starts mid-call: nothing to stitch to
+                self.warn_line(ln, "resumed call whose start is not in the log, skipped")
+                return
+            name, args_start, first, slot = p
+            if m.group("name") and m.group("name") != name:
+                self.warn_line(ln, f"resumed {m.group('name')} but {name} was pending")
+                return
+            body = args_start + rest[m.end() :]
+            if body.rstrip().endswith(_UNFINISHED):  # resumed and interrupted again
+                self.pending[tid] = (name, body.rstrip()[: -len(_UNFINISHED)], first, slot)
+                return
+            self.complete(ln, tid, name, body, slot, first)
+            return
+        m = _NAME_RE.match(rest)
+        if not m:
+            self.warn_line(ln, "not an strace line")
+            return
+        name = m.group("name")
+        body = rest[m.end() :]
+        if body.endswith(_UNFINISHED):
+            self.strace_lines += 1
+            slot = None
+            if name in _FORK_CALLS:  # reserve the fork's place before anything the child does
+                self.events.append(None)
+                slot = len(self.events) - 1
+            self.pending[tid] = (name, body[: -len(_UNFINISHED)], ln, slot)
+            return
+        self.complete(ln, tid, name, body, None, ln)
+
+    def complete(self, ln: _Line, tid: int, name: str, body: str, slot: int | None, first: _Line) -> None:
+        close = _find_close(body, 0)
+        if close < 0:
+            self.warn_line(ln, "incomplete call (no closing parenthesis; truncated line?)")
+            if slot is not None:
+                self.events[slot] = None
+            return
+        r = _parse_ret(body[close + 1 :])
+        if r is None:
+            self.warn_line(ln, "cannot parse the return value")
+            if slot is not None:
+                self.events[slot] = None
+            return
+        self.strace_lines += 1
+        ret, _ = r
+        args = parse_args_text(body[:close])
+        ts_ns = self.clock.ns(first.ts if slot is not None else ln.ts)
+        pid = self.pid_of(tid)
+        proc = self.procs[pid]
+        if not proc.start_ns:
+            proc.start_ns = ts_ns
+        kind = _ALIASES.get(name, name)
+        if kind in _FORK_CALLS:
+            self.fork(ts_ns, pid, tid, name, args, ret, slot)
+            return
+        if kind not in MEMORY_KINDS:
+            self.other += 1
+            return
+        for a in args:
+            for u in a.unknown:
+                if u not in self.unknown_names:
+                    self.unknown_names.add(u)
+                    self.warnings.append(f"{ln.src}:{ln.lineno}: unknown constant {u!r} in {name}(), taken as 0")
+        vals = [a.value if a.value is not None else 0 for a in args]
+        text: str | None = None
+        flags = 0
+        if kind == "mmap" and name == "mmap2" and len(vals) >= 6:
+            vals[5] *= elf.PAGE_SIZE
+        if kind == "execve":
+            strs = _strings(body[:close])
+            filename = strs[0] if strs else (args[0].text if args else "")
+            if name == "execveat" and len(strs) > 0:
+                filename = strs[0]
+            text = filename
+            vals = [0, 0, 0]
+            self.emit(ts_ns, pid, tid, "execve", vals, ret, text=text)
+            if ret == 0:
+                self.exec_done(ts_ns, pid, tid, filename, body[:close])
+            return
+        if kind == "prctl" or kind == "process_madvise":
+            strs = _strings(body[:close])
+            text = strs[0] if strs else None
+            if kind == "process_madvise":
+                text = args[1].text if len(args) > 1 else None
+        if ret >= 0:
+            flags |= self.populates(kind, vals)
+        self.emit(ts_ns, pid, tid, kind, vals, ret, flags=flags, text=text)
+        self.note_layout(pid, kind, vals, ret)
+
+    @staticmethod
+    def populates(kind: str, v: list[int]) -> int:
+        from vmatrace.trace import EV_POPULATES
+
+        def at(i: int) -> int:
+            return v[i] if len(v) > i else 0
+
+        if kind == "mmap" and at(3) & _CONST["MAP_POPULATE"]:
+            return EV_POPULATES
+        if kind == "mlock" or (kind == "mlock2" and not at(2) & _CONST["MLOCK_ONFAULT"]):
+            return EV_POPULATES
+        if kind == "mlockall" and at(0) & _CONST["MCL_CURRENT"] and not at(0) & _CONST["MCL_ONFAULT"]:
+            return EV_POPULATES
+        if kind == "madvise" and at(2) == _CONST["MADV_POPULATE_WRITE"]:
+            return EV_POPULATES
+        return 0
+
+    def note_layout(self, pid: int, kind: str, vals: list[int], ret: int) -> None:
+        ex = self.cur_exec.get(pid)
+        if ex is None or ret < 0:
+            return
+        if kind == "brk" and ex.brk is None and vals and vals[0] == 0:
+            ex.brk = ret
+        elif kind == "mprotect" and len(vals) >= 3 and vals[2] == _CONST["PROT_READ"]:
+            ex.prot_read.append((vals[0], vals[1]))
+        elif kind == "mmap" and len(vals) >= 2:
+            ex.mmaps.append((ret, vals[1]))
+
+    def fork(self, ts_ns: int, pid: int, tid: int, name: str, args: list[Arg], ret: int,
+             slot: int | None) -> None:
+        if ret <= 0:
+            if slot is not None:
+                self.events[slot] = None
+            return
+        flags = 0
+        if name == "clone" and len(args) >= 2:
+            for a in args:
+                if a.text.strip().startswith("flags="):
+                    flags = a.value or 0
+                    break
+            else:
+                flags = args[0].value or 0  # raw syscall order (flags, stack, ...)
+        elif name == "clone3" and args:
+            m = re.search(r"flags=([^,}]+)", args[0].text)
+            if m:
+                flags = _parse_arg(m.group(1)).value or 0
+        elif name == "vfork":
+            flags = _CONST["CLONE_VM"] | _CONST["CLONE_VFORK"]
+        thread = bool(flags & _CONST["CLONE_THREAD"])
+        child = ret
+        child_tgid = pid if thread else child
+        self.tgid[child] = child_tgid
+        self.live.setdefault(child_tgid, set()).add(child)
+        if not thread:
+            self.procs.setdefault(child, _Proc(child, ppid=pid, start_ns=ts_ns))
+            self.procs[child].ppid = pid
+            parent = self.procs[pid]
+            self.procs[child].comm = parent.comm
+            self.procs[child].cmdline = parent.cmdline
+            if pid in self.cur_exec:
+                pass  # the child shares the parent's image until it execs
+        self.emit(ts_ns, pid, tid, "fork", [child, child_tgid, int(thread), flags], ret,
+                  text=name, slot=slot)
+
+    def exec_done(self, ts_ns: int, pid: int, tid: int, filename: str, argtext: str) -> None:
+        from vmatrace.trace import EV_RECONSTRUCTED  # noqa: F401  (flag set later, if reconstructed)
+
+        if tid != pid:  # a non-leader thread exec'd: it takes over the thread group id
+            self.tgid[tid] = pid
+        self.live[pid] = {tid}
+        idx = self.emit(ts_ns, pid, tid, "exec", [tid], 0, text=filename)
+        ev = self.events[idx]
+        assert ev is not None
+        old = self.cur_exec.get(pid)
+        if old is not None:
+            old.done = True
+        ex = ExecInfo(pid=pid, event=ev, ts_ns=ts_ns, filename=filename)
+        self.execs.append(ex)
+        self.cur_exec[pid] = ex
+        proc = self.procs[pid]
+        proc.comm = os.path.basename(filename)[:15]
+        strs = _strings(argtext)
+        argv = strs[1:] if len(strs) > 1 else []
+        # argv is printed as ["a", "b"...]: take the strings inside the first [...]
+        lb = argtext.find("[")
+        rb = _find_close(argtext, lb + 1) if lb >= 0 else -1
+        if lb >= 0:
+            inner = argtext[lb + 1 : rb if rb > 0 else len(argtext)]
+            argv = _strings(inner)
+        proc.cmdline = " ".join(argv)
+
+    def exit_line(self, ln: _Line, rest: str) -> None:
+        m = _EXIT_RE.match(rest)
+        if not m:
+            self.warn_line(ln, "cannot parse exit line")
+            return
+        self.strace_lines += 1
+        tid = self.tid_of(ln)
+        pid = self.pid_of(tid)
+        ts_ns = self.clock.ns(ln.ts)
+        self.pending.pop(tid, None)
+        if m.group("newpid"):
+            self.live.get(pid, set()).discard(tid)
+            return
+        live = self.live.get(pid, set())
+        live.discard(tid)
+        group_dead = int(not live)
+        proc = self.procs[pid]
+        if m.group("code") is not None:
+            code = int(m.group("code"))
+            text = None
+            how = "exited"
+        else:
+            sig = m.group("sig")
+            signo = _SIGNALS.get(sig, int(sig) if sig.isdigit() else 0)
+            code = 128 + signo
+            text = f"killed by {sig}" + (" (core dumped)" if m.group("core") else "")
+            how = "killed"
+        self.emit(ts_ns, pid, tid, "exit", [code, group_dead], 0, text=text)
+        if group_dead:
+            proc.exit_ns = ts_ns
+            proc.exit_code = code
+            proc.how_ended = how if how == "exited" else f"killed by {m.group('sig')}"
+
+
+def parse_strace(paths: list[Path]) -> ParsedLog:
+    """Parse strace log file(s) into events, processes and exec records (see module docstring).
+
+    Raises VmatraceError if a file is missing, binary, or not strace output at all.
+    """
+    lines, warnings = _read_lines(paths)
+    mtime = None
+    with contextlib.suppress(OSError):
+        mtime = max(p.stat().st_mtime for p in paths)
+    p = _Parser(lines, mtime)
+    p.warnings.extend(warnings)
+    p.run()
+    if not lines:
+        raise VmatraceError(f"{paths[0]} is empty: no strace output to import")
+    if p.strace_lines == 0:
+        first = lines[0]
+        raise VmatraceError(f"{first.src} is not strace output (line {first.lineno}: {first.rest[:60]!r})")
+    if p.bad_lines > 20:
+        p.warnings.append(f"... {p.bad_lines - 20} more unparseable lines skipped")
+    if p.bad_lines > max(10, p.strace_lines):
+        raise VmatraceError(f"{paths[0]} is mostly not strace output ({p.bad_lines} of {len(lines)} "
+                            f"lines unparseable; first: {p.warnings[0] if p.warnings else '?'})")
+    events = [e for e in p.events if e is not None]
+    for i, e in enumerate(events):
+        e["seq"] = i
+    if p.first_pid is None and any(ln.tid is None for ln in lines):
+        p.warnings.append("the pid of the traced process is not in the log (no -f prefix, getpid() "
+                          "or set_tid_address()); its events carry pid 0")
+    clock = "realtime" if p.clock.kind else "none"
+    return ParsedLog(events=events, procs=p.procs, execs=p.execs, warnings=p.warnings, clock=clock,
+                     lines=len(lines), strace_lines=p.strace_lines, other_syscalls=p.other,
+                     signals=p.signals, first_pid=p.first_pid)
+
+
+# -- layout reconstruction -------------------------------------------------------------------
+@dataclass
+class Reconstruction:
+    """The layout right after one execve, as far as the ELF headers and the log tell."""
+
+    rows: list[elf.VmaRow]
+    known: list[str]
+    unknown: list[str]
+
+
+def _pick_bias(info: elf.ElfInfo, cands: list[tuple[int, int]], taken: set[int],
+               mmaps: list[tuple[int, int]]) -> int | None:
+    """The bias whose RELRO mprotect is among `cands`, outside every mmap made after exec."""
+    for addr, length in cands:
+        if addr in taken:
+            continue
+        if any(a <= addr < a + ln for a, ln in mmaps):
+            continue  # inside a library ld.so mapped: not this object
+        b = elf.bias_from_relro(info, addr, length)
+        if b is not None:
+            taken.add(addr)
+            return b
+    return None
+
+
+def _shown_path(local: str, root: str) -> str:
+    """The name /proc/PID/maps shows: the file's real path (symlinks resolved), under `root`."""
+    real = os.path.realpath(local)
+    rroot = os.path.realpath(root)
+    if rroot != "/" and real.startswith(rroot + "/"):
+        return real[len(rroot) :]
+    return real
+
+
+def _resolve_image(local: str, root: str, notes: list[str]) -> tuple[str, str]:
+    """Follow ``#!`` lines the way binfmt_script does: the ELF that is mapped is the interpreter."""
+    for _ in range(4):
+        try:
+            with open(local, "rb") as f:
+                head = f.read(256)
+        except OSError as e:
+            raise VmatraceError(f"{local}: cannot read ({e.strerror})") from None
+        if not head.startswith(b"#!"):
+            break
+        interp = head[2:].split(b"\n")[0].strip().split()
+        if not interp:
+            break
+        notes.append(f"{local} is a script: the layout is that of its interpreter {interp[0].decode()}")
+        name = interp[0].decode(errors="replace")
+        local = os.path.join(root, name.lstrip("/")) if os.path.isabs(name) else name
+    return local, _shown_path(local, root)
+
+
+def reconstruct_exec(ex: ExecInfo, *, root: str = "/") -> Reconstruction:
+    """Rebuild the VMAs of the executable and its interpreter right after `ex`'s execve.
+
+    Load biases: ET_EXEC is at its link address; a PIE executable and the interpreter are
+    placed by the kernel (ASLR), so their bias is recovered from the RELRO ``mprotect`` ld.so
+    makes on each of them (:func:`collectors.elf.bias_from_relro`). The heap start is the
+    first ``brk(NULL)``'s return. What cannot be recovered is listed in ``unknown``.
+    """
+    known: list[str] = []
+    unknown: list[str] = []
+    path = ex.filename
+    if not os.path.isabs(path):
+        unknown.append(f"executable {path!r} is a relative path: resolved against the current directory")
+    local = os.path.join(root, path.lstrip("/")) if os.path.isabs(path) else path
+    local, shown = _resolve_image(local, root, unknown)
+    exe = elf.read_elf(local)
+    rows: list[elf.VmaRow] = []
+    taken: set[int] = set()
+    # ld.so protects the executable's RELRO after the libraries', and its own last; candidates
+    # are tried in log order for the executable and in reverse order for the interpreter.
+    interp_info = None
+    if exe.interp:
+        ipath = os.path.join(root, exe.interp.lstrip("/"))
+        interp_info = elf.read_elf(ipath)
+        ishown = _shown_path(ipath, root)
+    ibias = None
+    if interp_info is not None:
+        ibias = _pick_bias(interp_info, list(reversed(ex.prot_read)), taken, ex.mmaps)
+    if not exe.is_pie:
+        bias: int | None = 0
+        known.append("executable at its link address (ET_EXEC)")
+    else:
+        bias = _pick_bias(exe, ex.prot_read, taken, ex.mmaps)
+        if bias is not None:
+            known.append(f"executable load bias {bias:#x} from its RELRO mprotect")
+        elif ex.brk is not None and exe.image_end:
+            unknown.append("executable load bias (no RELRO mprotect in the log; ASLR)")
+        else:
+            unknown.append("executable load bias (ASLR)")
+    if bias is not None:
+        rows += elf.load_vmas(exe, bias, path=shown)
+    if interp_info is not None:
+        if ibias is not None:
+            rows += elf.load_vmas(interp_info, ibias, path=ishown)
+            known.append(f"interpreter {exe.interp} at {ibias:#x} from its RELRO mprotect")
+        else:
+            unknown.append(f"interpreter {exe.interp} base (ASLR; no RELRO mprotect in the log)")
+    if ex.brk is not None:
+        known.append(f"program break {ex.brk:#x} from brk(NULL)")
+        # /proc/PID/maps names [heap] every VMA overlapping [start_brk, brk]: at exec time
+        # brk == start_brk, so an anonymous bss VMA ending exactly there is shown as [heap].
+        rows = [elf.VmaRow(r.start, r.end, r.perms, r.offset, r.dev, r.inode, "[heap]")
+                if r.path is None and r.start <= ex.brk <= r.end else r for r in rows]
+    else:
+        unknown.append("program break (no brk(NULL) in the log)")
+    unknown += ["[stack] (placement is randomized; strace does not show it)",
+                "[vdso]/[vvar] placement", "smaps sizes and VmFlags"]
+    rows.sort(key=lambda r: r.start)
+    return Reconstruction(rows, known, unknown)
+
+
+def _rows_frame(rows: list[elf.VmaRow]) -> pl.DataFrame:
+    from collectors.procmaps import VMA_SCHEMA
+
+    return pl.DataFrame({
+        "start": [r.start for r in rows], "end": [r.end for r in rows],
+        "perms": [r.perms for r in rows], "offset": [r.offset for r in rows],
+        "dev": [r.dev for r in rows], "inode": [r.inode for r in rows],
+        "path": [r.path for r in rows],
+        "rss_kb": [None] * len(rows), "pss_kb": [None] * len(rows),
+        "anonymous_kb": [None] * len(rows), "swap_kb": [None] * len(rows),
+        "vmflags": [None] * len(rows),
+    }, schema=VMA_SCHEMA)
+
+
+# -- the command -----------------------------------------------------------------------------
+def _parse_maps_arg(spec: str, default_pid: int | None) -> tuple[int | None, Path]:
+    m = re.match(r"^(\d+):(.+)$", spec)
+    if m:
+        return int(m.group(1)), Path(m.group(2))
+    return default_pid, Path(spec)
+
+
+def import_strace(logs: list[Path], out: Path, *, maps: list[str] | None = None,
+                  force: bool = False, root: str = "/") -> dict[str, Any]:
+    """Parse `logs` and write the trace `out`; returns the final meta.
+
+    `maps` are ``[PID:]FILE`` saved /proc/PID/maps texts (PID defaults to the first process).
+    `root` is where the executables named in the log are looked up (``/`` on the machine
+    that ran strace; a copy of its root file system elsewhere).
+    """
+    from collectors.procmaps import Snapshot, parse_maps_text
+    from vmatrace.trace import EV_RECONSTRUCTED, EVENT_SCHEMA, PROC_SCHEMA, TraceWriter
+
+    parsed = parse_strace(logs)
+    warnings = list(parsed.warnings)
+    snaps: list[tuple[Snapshot, str]] = []
+    maps_pids: set[int] = set()
+    for spec in maps or []:
+        pid, mp = _parse_maps_arg(spec, parsed.first_pid)
+        try:
+            text = mp.read_text(errors="replace")
+            st = mp.stat()
+        except FileNotFoundError:
+            raise VmatraceError(f"--maps {spec}: {mp}: no such file") from None
+        except OSError as e:
+            raise VmatraceError(f"--maps {spec}: cannot read {mp}: {e.strerror}") from None
+        swarn: list[str] = []
+        try:
+            frame = parse_maps_text(text, swarn)
+        except VmatraceError as e:
+            raise VmatraceError(f"--maps {spec}: {e}") from None
+        if pid is None:
+            pid = 0
+            warnings.append(f"--maps {spec}: pid unknown (write PID:FILE); attached to pid 0")
+        t = st.st_mtime_ns if parsed.clock == "realtime" else 0
+        swarn.append(f"from {mp} (saved /proc/PID/maps; time = file mtime)")
+        snaps.append((Snapshot(pid, t, t, "maps-file", frame, swarn), "periodic"))
+        maps_pids.add(pid)
+
+    recon_meta: list[dict[str, Any]] = []
+    for ex in parsed.execs:
+        if ex.pid in maps_pids:
+            continue
+        try:
+            rec = reconstruct_exec(ex, root=root)
+        except VmatraceError as e:
+            warnings.append(f"pid {ex.pid}: layout after execve({ex.filename!r}) not reconstructed: {e}")
+            continue
+        if not rec.rows:
+            warnings.append(f"pid {ex.pid}: layout after execve({ex.filename!r}) unknown: "
+                            + "; ".join(rec.unknown[:2]))
+            continue
+        ex.event["flags"] |= EV_RECONSTRUCTED
+        seq = ex.event["seq"]
+        snap = Snapshot(ex.pid, ex.ts_ns, ex.ts_ns, "elf-reconstruction", _rows_frame(rec.rows),
+                        [f"reconstructed after seq {seq}: " + "; ".join(rec.known),
+                         "unknown: " + "; ".join(rec.unknown)])
+        snaps.append((snap, "reconstructed"))
+        recon_meta.append({"pid": ex.pid, "after_seq": seq, "filename": ex.filename,
+                           "known": rec.known, "unknown": rec.unknown})
+
+    events = pl.DataFrame(parsed.events, schema=EVENT_SCHEMA) if parsed.events else pl.DataFrame(schema=EVENT_SCHEMA)
+    procs = pl.DataFrame([vars(p) for p in parsed.procs.values()], schema=PROC_SCHEMA) if parsed.procs \
+        else pl.DataFrame(schema=PROC_SCHEMA)
+    first = parsed.procs.get(parsed.first_pid) if parsed.first_pid is not None else None
+    ts = events.get_column("ts_ns") if events.height else None
+    meta = {
+        "collector": "strace-import",
+        "clock": parsed.clock,
+        "source_logs": [str(p) for p in logs],
+        "pids": sorted(parsed.procs),
+        "comm": first.comm if first else None,
+        "cmdline": first.cmdline if first else None,
+        "start_ns": int(ts.min()) if ts is not None and parsed.clock != "none" else 0,  # type: ignore[arg-type]
+        "end_ns": int(ts.max()) if ts is not None and parsed.clock != "none" else 0,  # type: ignore[arg-type]
+        "reconstructed": bool(recon_meta),
+        "reconstructions": recon_meta,
+        "strace": {"lines": parsed.lines, "strace_lines": parsed.strace_lines,
+                   "other_syscalls": parsed.other_syscalls, "signals": parsed.signals},
+        "warnings": warnings,
+    }
+    w = TraceWriter(out, meta, force=force)
+    try:
+        w.add_events(events)
+        for snap, reason in snaps:
+            w.add_snapshot(snap, reason)
+        w.add_procs(procs)
+    finally:
+        w.close()
+    return w.meta
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``import-strace`` on the CLI's subparsers."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "import-strace",
+        help="convert strace output into a trace (no root or bcc needed)",
+        description=(
+            "Convert strace output into a vmatrace trace. Record with e.g.\n"
+            "  strace -f -tt -X raw -e trace=%memory,%process -o LOG PROGRAM ...\n"
+            "(-ff -o PREFIX also works: pass every PREFIX.PID file). Where no --maps is given, "
+            "the layout right after each execve is rebuilt from the ELF headers."),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=("examples:\n"
+                "  vmatrace import-strace app.strace -o app.trace\n"
+                "  vmatrace import-strace log.* -o app.trace --maps 1234:maps-1234.txt"),
+    )
+    p.add_argument("logs", metavar="LOG", nargs="+", type=Path, help="strace output file(s)")
+    p.add_argument("-o", "--output", required=True, type=Path, metavar="TRACE", help="trace directory to write")
+    p.add_argument("--maps", action="append", default=[], metavar="[PID:]FILE",
+                   help="a saved /proc/PID/maps text to add as a snapshot (repeatable)")
+    p.add_argument("--root", default="/", help="where to find the traced executables (default /)")
+    p.add_argument("--force", "-f", action="store_true", help="overwrite TRACE if it exists")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Carry out ``import-strace``."""
+    import sys
+
+    meta = import_strace(list(args.logs), args.output, maps=args.maps, force=args.force, root=args.root)
+    for wmsg in meta["warnings"][:20]:
+        print(f"vmatrace: warning: {wmsg}", file=sys.stderr)
+    n = meta["event_count"]
+    rec = len(meta["reconstructions"])
+    print(f"imported {n} events from {meta['strace']['strace_lines']} strace lines "
+          f"({len(meta['pids'])} processes, {rec} reconstructed layouts) into {args.output}",
+          file=sys.stderr)
+    return 0
