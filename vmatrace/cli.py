@@ -97,7 +97,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from vmatrace.report import console, err_console, print_json
+    from vmatrace.report import console, print_json
     from vmatrace.trace import read_trace
 
     t = read_trace(args.trace)
@@ -119,7 +119,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         if kinds is not None:
             console.print("  " + ", ".join(f"{k} {n}" for k, n in kinds.iter_rows()))
         for w in t.warnings:
-            err_console.print(f"vmatrace: warning: {w}")
+            print(f"vmatrace: warning: {w}", file=sys.stderr)
     return 2 if t.warnings else 0
 
 

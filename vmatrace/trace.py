@@ -335,8 +335,8 @@ def read_trace(path: str | os.PathLike[str]) -> Trace:
                 try:
                     df = pl.read_parquet(f)
                 except Exception as e:
-                    first = str(e).splitlines()[0] if str(e) else type(e).__name__
-                    warnings.append(f"{table}/{f.name}: damaged chunk skipped ({first[:120]})")
+                    why = " ".join(str(e).split()) or type(e).__name__
+                    warnings.append(f"{table}/{f.name}: damaged chunk skipped ({why[:120]})")
                     continue
                 if dict(df.schema) != schema:
                     warnings.append(f"{table}/{f.name}: schema differs from format v1, chunk skipped")

@@ -1,0 +1,131 @@
+"""The command line: help for every command, clear one-line errors, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from tests.conftest import ROOT, need, need_root
+from vmatrace.cli import build_parser
+
+VMATRACE = [sys.executable, "-m", "vmatrace"]
+
+
+def run(*args: str, user: int | None = None, **kw: object) -> subprocess.CompletedProcess[str]:
+    cmd = [*VMATRACE, *args]
+    if user is not None:
+        setpriv = shutil.which("setpriv")
+        need(setpriv is not None, "needs setpriv (util-linux) to drop privileges")
+        assert setpriv is not None
+        cmd = [setpriv, f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="200")
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, **kw)  # type: ignore[call-overload]
+
+
+def assert_one_line_error(p: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert p.returncode != 0
+    assert "Traceback" not in p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def workload() -> Iterator[dict[str, int]]:
+    p = subprocess.Popen([sys.executable, "-m", "vmatrace.workloads.fragment", "--many", "300"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    assert p.stdout is not None
+    info = json.loads(p.stdout.readline())
+    yield info
+    p.kill()
+    p.wait()
+
+
+def test_every_command_has_help() -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    commands = sorted(sub.choices)  # type: ignore[arg-type]
+    assert {"snapshot", "top", "doctor", "info"} <= set(commands)
+    for c in ["", *commands]:
+        p = run(*([c] if c else []), "--help")
+        assert p.returncode == 0, (c, p.stderr)
+        assert "usage: vmatrace" in p.stdout and "example" in p.stdout, c
+
+
+def test_snapshot_json_and_files(workload: dict[str, int], tmp_path: Path) -> None:
+    p = run("snapshot", str(workload["pid"]), "--json")
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert d["pid"] == workload["pid"] and d["vma_count"] == len(d["vmas"]) >= 300
+    assert d["max_map_count"] > 0
+    assert d["invisible_fragmentation"]["extra_vmas"] >= 4
+    out = tmp_path / "s.parquet"
+    assert run("snapshot", str(workload["pid"]), "-o", str(out)).returncode == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert pl.read_parquet(out).height == d["vma_count"]
+    again = run("snapshot", str(workload["pid"]), "-o", str(out))
+    assert_one_line_error(again, "exists", "--force")
+    assert run("snapshot", str(workload["pid"]), "-o", str(out), "--force").returncode == 0
+    table = run("snapshot", str(workload["pid"]))
+    assert table.returncode == 0 and "invisible fragmentation" in table.stdout and "right has lo" in table.stdout
+
+
+def test_snapshot_errors() -> None:
+    assert_one_line_error(run("snapshot", "4194303"), "no process with PID 4194303")
+    assert_one_line_error(run("snapshot", "2"), "kernel thread")
+    bad = run("snapshot", "abc")
+    assert bad.returncode == 2 and "not a PID" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_other_users_process_as_non_root(workload: dict[str, int]) -> None:
+    need_root()  # to drop to another user we must start as root
+    p = run("snapshot", str(workload["pid"]), user=65534)
+    assert_one_line_error(p, "permission denied")
+
+
+def test_top_as_root_sees_the_workload(workload: dict[str, int]) -> None:
+    need_root()
+    p = run("top", "-n", "3", "--json")
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert d["processes_read"] > 3 and d["total_vmas"] > 0
+    pids = [e["pid"] for e in d["top"]]
+    assert workload["pid"] in pids  # 300+ VMAs: among the top three on a quiet machine
+    e = next(e for e in d["top"] if e["pid"] == workload["pid"])
+    assert e["vmas"] >= 300 and 0 < e["share_of_max_map_count"] < 1
+    assert e["invisible_extra_vmas"] >= 4 and e["reasons"]["vmflags"] >= 3 and e["reasons"]["anon_vma"] >= 1
+
+
+def test_top_as_non_root_says_what_it_skipped() -> None:
+    need_root()
+    p = run("top", "--json", user=65534)
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert any("other users" in k for k in d["skipped"])
+    assert all(e["user"] in (None, "nobody") for e in d["top"])
+
+
+def test_doctor_exit_status_follows_checks() -> None:
+    p = run("doctor", "--json")
+    d = json.loads(p.stdout)
+    names = {c["name"] for c in d["checks"]}
+    assert {"privileges", "bcc", "kernel headers", "tracefs", "tracepoints", "BTF", "PROCMAP_QUERY",
+            "vm.overcommit_memory", "vm.max_map_count"} <= names
+    assert (p.returncode == 0) == d["record_can_work"]
+    need(d["record_can_work"], "record cannot work here: " + "; ".join(
+        c["detail"] for c in d["checks"] if not c["ok"] and c["required"]))
+    need_root()
+    nobody = run("doctor", "--json", user=65534)
+    assert nobody.returncode == 1
+    priv = next(c for c in json.loads(nobody.stdout)["checks"] if c["name"] == "privileges")
+    assert not priv["ok"] and "sudo" in priv["fix"]
