@@ -85,13 +85,13 @@ def take_census(n: int = 10, *, analyse: bool = True) -> Census:
     entries.sort(key=lambda e: (-e.vmas, e.pid))
     top = entries[:n]
     if analyse:
-        for e in top:
+        for entry in top:
             try:
-                snap = read_snapshot(e.pid, smaps=True)
+                snap = read_snapshot(entry.pid, smaps=True)
             except VmatraceError:
                 continue
             runs = invisible_fragmentation(snap.frame)
-            e.invisible_extra = sum(r.extra_vmas for r in runs)
-            e.reasons = reason_counts(runs)
-            e.worst = max(runs, key=lambda r: r.vmas, default=None)
+            entry.invisible_extra = sum(r.extra_vmas for r in runs)
+            entry.reasons = reason_counts(runs)
+            entry.worst = max(runs, key=lambda r: r.vmas, default=None)
     return Census(top, max_map_count(), seen, skipped, sum(e.vmas for e in entries))

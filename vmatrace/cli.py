@@ -9,9 +9,14 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vmatrace import __version__
 from vmatrace.errors import VmatraceError
+
+if TYPE_CHECKING:
+    from collectors.procmaps import Snapshot
+    from vmatrace.analysis import Run
 
 PLUGINS = ("collectors.record", "collectors.strace_import", "replay.cli")
 
@@ -41,7 +46,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     from vmatrace.report import print_json, render_snapshot, snapshot_json
 
     snap = read_snapshot(args.pid, smaps=not args.no_smaps, method=args.method)
-    runs = invisible_fragmentation(snap.frame) if not args.no_smaps else invisible_fragmentation(snap.frame)
+    runs = invisible_fragmentation(snap.frame)
     limit = max_map_count()
     if args.output:
         _write_snapshot_file(Path(args.output), snap, runs, limit, force=args.force)
@@ -54,7 +59,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_snapshot_file(path: Path, snap, runs, limit, *, force: bool) -> None:  # type: ignore[no-untyped-def]
+def _write_snapshot_file(path: Path, snap: Snapshot, runs: list[Run], limit: int | None, *, force: bool) -> None:
     import json
 
     from vmatrace.report import snapshot_json

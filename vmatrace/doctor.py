@@ -58,7 +58,7 @@ def run_checks() -> list[Check]:
                         "root" if os.geteuid() == 0 else ("CAP_BPF+CAP_PERFMON" if priv else "not root, no CAP_BPF+CAP_PERFMON"),
                         "sudo vmatrace ..."))
     try:
-        import bcc  # type: ignore[import-not-found]
+        import bcc
 
         checks.append(Check("bcc", True, f"bcc {getattr(bcc, '__version__', '?')} importable from this Python"))
     except Exception as e:  # bcc raises odd things when libbcc is missing

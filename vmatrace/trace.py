@@ -17,6 +17,7 @@ or DuckDB's ``read_parquet('T/events/*.parquet')`` read a trace without vmatrace
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -236,10 +237,8 @@ class TraceWriter:
     def _subdir(self, table: str) -> int:
         fd = self._subfds.get(table)
         if fd is None:
-            try:
+            with contextlib.suppress(FileExistsError):
                 os.mkdir(table, 0o700, dir_fd=self._dirfd)
-            except FileExistsError:
-                pass
             fd = os.open(table, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._dirfd)
             from vmatrace.safeio import _chown
 
