@@ -208,7 +208,7 @@ _PQ_READ, _PQ_WRITE, _PQ_EXEC, _PQ_SHARED = 1, 2, 4, 8
 VSYSCALL_START, VSYSCALL_END = 0xFFFFFFFFFF600000, 0xFFFFFFFFFF601000
 
 _procmap_query_ok: bool | None = None
-_vsyscall_perms: str | None | bool = False  # False = not probed yet
+_vsyscall_perms: str | bool | None = False  # False = not probed yet
 
 
 def has_procmap_query() -> bool:
@@ -222,7 +222,7 @@ def has_procmap_query() -> bool:
             return False
         try:
             q = _ProcmapQuery(size=ctypes.sizeof(_ProcmapQuery), query_flags=PROCMAP_QUERY_COVERING_OR_NEXT_VMA)
-            fcntl.ioctl(fd, PROCMAP_QUERY, q)  # type: ignore[call-overload]
+            fcntl.ioctl(fd, PROCMAP_QUERY, q)
             _procmap_query_ok = True
         except OSError:
             _procmap_query_ok = False
@@ -259,7 +259,7 @@ def _query_all(fd: int) -> dict[str, list[object]]:
         q.build_id_size = 0
         q.build_id_addr = 0
         try:
-            fcntl.ioctl(fd, PROCMAP_QUERY, q)  # type: ignore[call-overload]
+            fcntl.ioctl(fd, PROCMAP_QUERY, q)
         except OSError as e:
             if e.errno == errno.ENOENT:
                 break

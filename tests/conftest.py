@@ -69,3 +69,13 @@ def cbuild(tmp_path: Path):
         return build_c(src, tmp_path / name, *extra)
 
     return _build
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """Under VMATRACE_REQUIRE_LIVE=1, a skipped test marked live/bcc/qemu is reported as a failure."""
+    outcome = yield
+    rep = outcome.get_result()
+    if REQUIRE_LIVE and rep.skipped and any(item.get_closest_marker(m) for m in ("live", "bcc", "qemu")):
+        rep.outcome = "failed"
+        rep.longrepr = f"live test skipped under VMATRACE_REQUIRE_LIVE=1: {rep.longrepr}"
