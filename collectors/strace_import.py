@@ -60,7 +60,11 @@ MEMORY_KINDS = frozenset({
     "mlock", "mlock2", "munlock", "mlockall", "munlockall", "mseal", "prctl", "shmat", "shmdt",
     "execve", "exit_group",
 })
-_ALIASES = {"mmap2": "mmap", "execveat": "execve"}
+_ALIASES = {"mmap2": "mmap", "execveat": "execve",
+            # x86-64 numbers of memory syscalls newer than some strace releases (strace 6.1
+            # prints mseal as syscall_0x1ce)
+            "syscall_0x1ce": "mseal", "syscall_0x149": "pkey_mprotect", "syscall_0x1b8": "process_madvise",
+            "syscall_0x145": "mlock2"}
 _FORK_CALLS = frozenset({"clone", "clone3", "fork", "vfork"})
 
 # -- symbolic constants strace prints (x86-64 values) ---------------------------------------
