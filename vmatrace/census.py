@@ -63,6 +63,8 @@ def take_census(n: int = 10, *, analyse: bool = True) -> Census:
     seen = 0
     for p in psutil.process_iter(["pid", "name", "username", "uids"]):
         pid = p.info["pid"]
+        if pid == os.getpid():
+            continue  # the census itself is not what anyone is chasing
         uids = p.info.get("uids")
         if me != 0 and uids is not None and uids.real != me and uids.effective != me:
             skipped["other users' processes (run as root to see them)"] = skipped.get(
