@@ -1,0 +1,149 @@
+"""Detect which merge-logic profile the running kernel follows, by probing it (never by `uname -r`).
+
+Probes run in forked children of the oracle runner (replay/oracle/runner.c), inside a private
+window, so the calling process is untouched:
+
+* L1  (kernel-vma.md §5): unfaulted prev + faulted middle merge on mprotect -> NEW (6.16+) anon
+  rule, else OLD;
+* L25: MADV_GUARD_INSTALL availability (6.13+) and `gu` in smaps afterwards -> sticky flags
+  (6.19, or 6.18.y with the June 2026 backport, which sits on top of the 6.18.8 mremap fix);
+* mseal availability (6.10+), L13b (VM_ACCOUNT drop on mprotect, ~6.7+);
+* the mremap probe (L20, forked and unforked) ONLY when sticky flags prove the kernel is past
+  6.18.8. On a NEW kernel without sticky flags it may be 6.16 .. 6.18.7, where L20 drives a
+  known use-after-free (§1a), so it is not run and the profile is chosen conservatively
+  ("6.18.0": the mremap fix is assumed missing, and the fuzzer must not generate faulted mremap
+  merges there).
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable, Sequence as Seq
+from dataclasses import dataclass, field
+
+from .oracle.core import SeqResult, Sequence
+from .oracle.recipes import BY_ID, final_flags, final_layout
+
+Runner = Callable[[Seq[Sequence]], list[SeqResult]]
+
+PROBE_MSEAL = Sequence("probe-mseal", ("mmap 1 2 rw- private,anon,fixed,noreserve", "mseal 1 1"))
+
+
+@dataclass
+class LiveInfo:
+    profile: str
+    findings: list[str] = field(default_factory=list)
+    new_anon_rule: bool = False
+    has_guard: bool = False
+    sticky: bool = False
+    has_mseal: bool = False
+    account_drop: bool = False
+    mremap_fixed: bool | None = None  # None: not probed (unsafe or irrelevant)
+
+    @property
+    def mremap_faulted_safe(self) -> bool:
+        """May faulted->unfaulted mremap merges (L20) be run on this kernel?"""
+        return not self.new_anon_rule or self.mremap_fixed is True
+
+
+def _step_errno(res: SeqResult, op_prefix: str) -> int | None:
+    for s in res.steps:
+        if s.op.startswith(op_prefix):
+            return s.errno
+    return None
+
+
+def _ok(res: SeqResult, what: str) -> None:
+    if res.status != "ok":
+        raise RuntimeError(f"probe {what} failed: runner status {res.status}")
+
+
+def probe(run: Runner) -> LiveInfo:
+    """Classify a kernel with `run` (run_live, or a qemu runner for tests)."""
+    l1, l25, l13b = BY_ID["L1"], BY_ID["L25"], BY_ID["L13b"]
+    r1, r25, r13b, rms = run([l1.sequence("-probe"), l25.sequence("-probe"), l13b.sequence("-probe"), PROBE_MSEAL])
+    for r in (r1, r25, r13b, rms):
+        _ok(r, r.name)
+    info = LiveInfo(profile="")
+    f = info.findings
+
+    lay1 = final_layout(r1)
+    if lay1 == l1.new:
+        info.new_anon_rule = True
+        f.append("L1: unfaulted prev + faulted middle merged -> NEW anon rule (6.16+)")
+    elif lay1 == l1.old:
+        f.append("L1: not merged -> OLD anon rule (<= 6.15)")
+    else:
+        raise RuntimeError(f"L1 probe gave an unexpected layout {lay1}")
+
+    g = _step_errno(r25, "madvise")
+    info.has_guard = g == 0
+    if info.has_guard:
+        gu = any("gu" in fl for fl in final_flags(r25).values())
+        info.sticky = gu
+        f.append("MADV_GUARD_INSTALL works (6.13+); "
+                 + ("`gu` shown after it -> sticky VMA flags (6.19 semantics)" if gu
+                    else "no `gu` -> no sticky flags"))
+    else:
+        f.append(f"MADV_GUARD_INSTALL fails with errno {g} ({errno.errorcode.get(g or 0, '?')}) -> < 6.13")
+
+    ms = _step_errno(rms, "mseal")
+    info.has_mseal = ms == 0
+    f.append("mseal works (6.10+)" if ms == 0 else f"mseal fails with errno {ms} -> < 6.10")
+
+    info.account_drop = len(final_layout(r13b)) == 1
+    f.append("L13b: " + ("unfaulted anon VMA loses VM_ACCOUNT on mprotect to read-only (~6.7+)"
+                         if info.account_drop else "VM_ACCOUNT kept on mprotect to read-only (<= 6.6)"))
+
+    if info.new_anon_rule:
+        if info.sticky:
+            # Sticky flags reached 6.18.y only on top of 6.18.8 and mainline in 6.19, both of which
+            # carry the mremap fix: the L20 probes are safe here.
+            a, b = BY_ID["L20prev"], BY_ID["L20fprev"]
+            ra, rb = run([a.sequence("-probe"), b.sequence("-probe")])
+            _ok(ra, "L20prev")
+            _ok(rb, "L20fprev")
+            la, lb = final_layout(ra), final_layout(rb)
+            info.mremap_fixed = la == a.new and lb == b.new
+            if info.mremap_fixed:
+                f.append("L20 (run because sticky flags imply >= 6.18.8): faulted->unfaulted mremap merges, "
+                         "and is refused for a forked source -> mremap fix present")
+                info.profile = "6.19"
+            else:
+                f.append(f"L20 gave unexpected layouts {la} / {lb}: sticky flags without the mremap fork "
+                         "check; profile 6.19 kept, mremap disagreements are expected")
+                info.profile = "6.19"
+        else:
+            f.append("NEW rule without sticky flags: 6.16 .. 6.18.7 (mremap UAF) or 6.18.8+ (fixed). "
+                     "They can only be told apart by running L20, a use-after-free on the affected "
+                     "kernels, so it is NOT run; assuming the mremap fix is missing (profile 6.18.0) "
+                     "and faulted mremap merges must not be exercised")
+            info.profile = "6.18.0"
+    else:
+        if info.has_guard:
+            info.profile = "6.15"
+        elif info.has_mseal or info.account_drop:
+            info.profile = "6.12"
+            if not info.has_mseal:
+                f.append("no mseal but the VM_ACCOUNT drop: 6.7 .. 6.9; using the 6.12 profile")
+        else:
+            info.profile = "6.1"
+            f.append("6.1 and 6.6 differ only in vm_ops->close handling, which no anonymous probe "
+                     "can see; using the 6.1 profile (the one the qemu oracle verifies)")
+    f.append(f"profile: {info.profile}")
+    return info
+
+
+def probe_live() -> LiveInfo:
+    from .oracle.execute import run_live
+
+    return probe(run_live)
+
+
+def detect_live_profile() -> tuple[str, list[str]]:
+    """(profile name for replay.profiles.get_profile, human-readable findings) of this kernel."""
+    info = probe_live()
+    return info.profile, info.findings
+
+
+__all__ = ["LiveInfo", "detect_live_profile", "probe", "probe_live"]

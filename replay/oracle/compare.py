@@ -1,0 +1,146 @@
+"""Compare kernel results with model results: the first differing step, layout and VmFlags.
+
+Comparison policy (docs/oracle.md §Comparison policy): at every step the errno, the return value
+of mmap/mremap (as a window page), the layout (start, end, perms of every VMA in the window) and
+the full VmFlags set are compared. No flag is ignored by default: `sd`, `mr mw me`, `ac`, `gu`
+are all predictable from the kernel's configuration and the operations. `ignore_flags` exists for
+experiments (bench/fuzz.py --ignore-flags) and is never used by the tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from .core import SeqResult, Sequence, Step, Vma
+
+DEFAULT_IGNORE: frozenset[str] = frozenset()
+
+
+@dataclass
+class Disagreement:
+    seq: Sequence
+    step: int  # index of the first differing step (0 = the initial window)
+    kinds: list[str]  # "errno", "ret", "layout", "vmflags", "model-error", "oracle"
+    kernel: Step | None
+    model: Step | None
+    before: Step | None  # the last step on which both agreed
+    label: str = ""  # e.g. "live/6.19"
+    details: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        op = self.seq.ops[self.step - 1] if 1 <= self.step <= len(self.seq.ops) else "(start)"
+        return f"{self.seq.name}: step {self.step} `{op}`: {'+'.join(self.kinds)}"
+
+    def format(self) -> str:
+        lines = [f"DISAGREEMENT {self.label} {self.summary()}"]
+        lines.append("  script:")
+        for i, op in enumerate(self.seq.ops, 1):
+            mark = ">>" if i == self.step else "  "
+            lines.append(f"   {mark}{i:3d} {op}")
+            if i == self.step:
+                break
+        if len(self.seq.ops) > self.step:
+            lines.append(f"        ... {len(self.seq.ops) - self.step} more op(s) not shown")
+        if self.before is not None:
+            lines.append(f"  agreed state before step {self.step}:")
+            lines.append(self.before.maps_text("    "))
+        for who, st in (("kernel", self.kernel), ("model ", self.model)):
+            if st is None:
+                lines.append(f"  {who}: (no step)")
+                continue
+            lines.append(f"  {who}: errno {st.errno} ret {st.ret}" + (f"  [{st.note}]" if st.note else ""))
+            lines.append(st.maps_text("    "))
+        lines.extend("  diff: " + d for d in self.details)
+        lines.append("  replay: " + repr({"name": self.seq.name, "ops": list(self.seq.ops[: self.step])}))
+        return "\n".join(lines)
+
+
+def _flags(v: Vma, ignore: frozenset[str]) -> frozenset[str]:
+    return v.flags - ignore
+
+
+def diff_step(k: Step, m: Step, ignore: frozenset[str] = DEFAULT_IGNORE) -> tuple[list[str], list[str]]:
+    kinds: list[str] = []
+    details: list[str] = []
+    if m.errno == -1 and m.note:
+        return ["model-error"], [m.note]
+    if k.errno != m.errno:
+        kinds.append("errno")
+        details.append(f"errno kernel {k.errno} model {m.errno}")
+    if k.ret != m.ret and k.errno == 0 and m.errno == 0:
+        kinds.append("ret")
+        details.append(f"return kernel {k.ret} model {m.ret}")
+    kl = {v.key(): v for v in k.vmas}
+    ml = {v.key(): v for v in m.vmas}
+    if set(kl) != set(ml):
+        kinds.append("layout")
+        for key in sorted(set(kl) - set(ml)):
+            details.append(f"only in kernel: {kl[key]}")
+        for key in sorted(set(ml) - set(kl)):
+            details.append(f"only in model:  {ml[key]}")
+    fl = []
+    for key in sorted(set(kl) & set(ml)):
+        kf, mf = _flags(kl[key], ignore), _flags(ml[key], ignore)
+        if kf != mf:
+            s, e, p = key
+            extra = []
+            if kf - mf:
+                extra.append("kernel only {" + " ".join(sorted(kf - mf)) + "}")
+            if mf - kf:
+                extra.append("model only {" + " ".join(sorted(mf - kf)) + "}")
+            fl.append(f"VmFlags [{s},{e}) {p}: " + ", ".join(extra))
+    if fl:
+        kinds.append("vmflags")
+        details.extend(fl)
+    return kinds, details
+
+
+def compare(
+    s: Sequence,
+    kernel: SeqResult,
+    model: SeqResult,
+    ignore: Iterable[str] = DEFAULT_IGNORE,
+    label: str = "",
+) -> Disagreement | None:
+    """None if kernel and model agree on every step, else the first disagreement."""
+    ign = frozenset(ignore)
+    if kernel.status != "ok" or len(kernel.steps) != len(s.ops) + 1:
+        last = kernel.steps[-1] if kernel.steps else None
+        return Disagreement(s, len(kernel.steps), ["oracle"], last, None, None, label,
+                            [f"runner status {kernel.status}, {len(kernel.steps)} step(s) of {len(s.ops) + 1}"])
+    before: Step | None = None
+    for i, k in enumerate(kernel.steps):
+        m = model.steps[i] if i < len(model.steps) else None
+        if m is None:
+            return Disagreement(s, i, ["model-error"], k, None, before, label, ["model stopped early"])
+        kinds, details = diff_step(k, m, ign)
+        if kinds:
+            return Disagreement(s, i, kinds, k, m, before, label, details)
+        before = k
+    return None
+
+
+def compare_all(
+    seqs: Iterable[Sequence],
+    kernel: Iterable[SeqResult],
+    model: Iterable[SeqResult],
+    ignore: Iterable[str] = DEFAULT_IGNORE,
+    label: str = "",
+) -> list[Disagreement]:
+    out = []
+    for s, k, m in zip(seqs, kernel, model, strict=True):
+        d = compare(s, k, m, ignore, label)
+        if d is not None:
+            out.append(d)
+    return out
+
+
+def compare_expected(result: SeqResult, expected: list[tuple[int, int, str]]) -> list[str]:
+    """Check the final layout of a result against an expected list of (start, end, perms)."""
+    if result.status != "ok" or not result.steps:
+        return [f"runner status {result.status}"]
+    got = [v.key() for v in result.steps[-1].vmas]
+    if got != expected:
+        return [f"final layout {got} != expected {expected}"]
+    return []
