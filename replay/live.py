@@ -18,7 +18,8 @@ window, so the calling process is untouched:
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable, Sequence as Seq
+from collections.abc import Callable
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 
 from .oracle.core import SeqResult, Sequence

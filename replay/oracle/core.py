@@ -9,7 +9,8 @@ result) and the window's VMAs as smaps shows them.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence as Seq
+from collections.abc import Iterable
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 
 PAGE = 4096

@@ -11,7 +11,15 @@ import tempfile
 from collections.abc import Sequence as Seq
 from pathlib import Path
 
-from .core import WINDOW_BASE, WINDOW_PAGES, OracleError, SeqResult, Sequence, parse_output, to_script
+from .core import (
+    WINDOW_BASE,
+    WINDOW_PAGES,
+    OracleError,
+    SeqResult,
+    Sequence,
+    parse_output,
+    to_script,
+)
 
 HERE = Path(__file__).resolve().parent
 RUNNER_SRC = HERE / "runner.c"

@@ -61,7 +61,7 @@ def _model_class(kernel: str) -> Callable[..., Any]:
     cls = getattr(mod, "AddressSpace", None)
     if cls is None:
         raise ImportError("replay.AddressSpace is not available yet")
-    return cls  # type: ignore[no-any-return]
+    return cls
 
 
 def _window_vmas(mm: Any, base: int, pages: int) -> tuple[Vma, ...]:
