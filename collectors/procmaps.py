@@ -245,36 +245,48 @@ def _vsyscall_line_perms() -> str | None:
     return _vsyscall_perms if isinstance(_vsyscall_perms, str) else None
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
+_libc.ioctl.restype = ctypes.c_int
+
+
 def _query_all(fd: int) -> dict[str, list[object]]:
+    """Walk the VMAs with PROCMAP_QUERY(COVERING_OR_NEXT_VMA) until ENOENT.
+
+    libc's ioctl() through ctypes on one reused struct: about half the per-call cost of fcntl.ioctl.
+    """
     cols = _empty_columns()
+    starts, ends, permss, offs, devs, inos, paths = (cols[k] for k in (
+        "start", "end", "perms", "offset", "dev", "inode", "path"))
     name = ctypes.create_string_buffer(4096)
     q = _ProcmapQuery()
+    qp = ctypes.addressof(q)
+    name_addr = ctypes.addressof(name)
+    size = ctypes.sizeof(_ProcmapQuery)
+    perm_str = [("r" if f & _PQ_READ else "-") + ("w" if f & _PQ_WRITE else "-") + ("x" if f & _PQ_EXEC else "-")
+                + ("s" if f & _PQ_SHARED else "p") for f in range(16)]
+    ioctl = _libc.ioctl
     addr = 0
     while True:
-        q.size = ctypes.sizeof(_ProcmapQuery)
+        q.size = size
         q.query_flags = PROCMAP_QUERY_COVERING_OR_NEXT_VMA
         q.query_addr = addr
-        q.vma_name_addr = ctypes.addressof(name)
-        q.vma_name_size = ctypes.sizeof(name)
+        q.vma_name_addr = name_addr
+        q.vma_name_size = 4096
         q.build_id_size = 0
-        q.build_id_addr = 0
-        try:
-            fcntl.ioctl(fd, PROCMAP_QUERY, q)
-        except OSError as e:
-            if e.errno == errno.ENOENT:
+        if ioctl(fd, PROCMAP_QUERY, qp) != 0:
+            err = ctypes.get_errno()
+            if err == errno.ENOENT:
                 break
-            raise
-        f = q.vma_flags
-        perms = ("r" if f & _PQ_READ else "-") + ("w" if f & _PQ_WRITE else "-") + (
-            "x" if f & _PQ_EXEC else "-") + ("s" if f & _PQ_SHARED else "p")
-        cols["start"].append(q.vma_start)
-        cols["end"].append(q.vma_end)
-        cols["perms"].append(perms)
-        cols["offset"].append(q.vma_offset)
-        cols["dev"].append(f"{q.dev_major:02x}:{q.dev_minor:02x}")
-        cols["inode"].append(q.inode)
-        cols["path"].append(name.value.decode("utf-8", "surrogateescape") if q.vma_name_size else None)
+            raise OSError(err, os.strerror(err))
         addr = q.vma_end
+        starts.append(q.vma_start)
+        ends.append(addr)
+        permss.append(perm_str[q.vma_flags & 15])
+        offs.append(q.vma_offset)
+        devs.append(f"{q.dev_major:02x}:{q.dev_minor:02x}")
+        inos.append(q.inode)
+        paths.append(name.value.decode("utf-8", "surrogateescape") if q.vma_name_size else None)
     return cols
 
 
