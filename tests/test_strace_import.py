@@ -1,0 +1,269 @@
+"""import-strace: real strace runs of a known workload, real programs, and bad input."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from collectors.strace_import import import_strace, parse_args_text, parse_strace
+from tests.conftest import ROOT, build_c, need
+from vmatrace.errors import VmatraceError
+from vmatrace.trace import EV_POPULATES, EV_RECONSTRUCTED, read_trace
+
+WORKLOAD_C = Path(__file__).with_name("strace_workload.c")
+# arguments strace prints for each kind the workload issues (mremap without MREMAP_FIXED: 4)
+NARGS = {"mmap": 6, "munmap": 2, "mprotect": 3, "madvise": 3, "mremap": 4, "mlock2": 3, "brk": 1}
+BEGIN, END = 0x4242, 0x4243
+U64 = (1 << 64) - 1
+
+
+def strace_bin() -> str:
+    s = shutil.which("strace")
+    need(s is not None, "needs strace (scripts/setup.sh installs it)")
+    assert s is not None
+    return s
+
+
+def run_strace(tmp: Path, opts: list[str], cmd: list[str], *, name: str = "log") -> tuple[Path, str]:
+    log = tmp / name
+    p = subprocess.run([strace_bin(), *opts, "-o", str(log), *cmd], capture_output=True, text=True,
+                       check=False, timeout=120)
+    need(p.returncode == 0 or log.exists(), f"strace failed: {p.stderr[-300:]}")
+    return log, p.stdout
+
+
+@pytest.fixture(scope="module")
+def workload(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_c(WORKLOAD_C, tmp_path_factory.mktemp("wl") / "strace_workload", "-pthread")
+
+
+def expected_calls(out: str) -> tuple[dict[int, list[tuple]], int, int]:
+    """The workload's own printout: calls per tid, the thread's tid, the child's pid."""
+    calls: dict[int, list[tuple]] = defaultdict(list)
+    thread = child = -1
+    for line in out.splitlines():
+        f = line.split()
+        if f[0] == "CALL":
+            tid, kind = int(f[1]), f[2]
+            args = [int(x, 16) for x in f[3:9]][: NARGS[kind]]
+            calls[tid].append((kind, *args, int(f[9])))
+        elif f[0] == "THREAD":
+            thread = int(f[1])
+        elif f[0] == "FORK":
+            child = int(f[1])
+    return calls, thread, child
+
+
+def traced_calls(ev: pl.DataFrame) -> dict[int, list[tuple]]:
+    """Per tid, the events between the workload's begin/end madvise markers."""
+    out: dict[int, list[tuple]] = defaultdict(list)
+    inside: set[int] = set()
+    for r in ev.sort("seq").iter_rows(named=True):
+        tid = r["tid"]
+        if r["kind"] == "madvise" and r["a0"] == 0 and r["a2"] in (BEGIN, END):
+            assert r["ret"] == -22  # EINVAL: the markers are invalid advice on purpose
+            (inside.add if r["a2"] == BEGIN else inside.discard)(tid)
+            continue
+        if tid in inside and r["kind"] in NARGS:
+            n = NARGS[r["kind"]]
+            out[tid].append((r["kind"], *[r[f"a{i}"] for i in range(n)], r["ret"]))
+    return out
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [
+        pytest.param(["-f", "-tt", "-X", "raw", "-e", "trace=memory,process"], id="raw-tt-memory"),
+        pytest.param(["-f", "-ttt"], id="symbolic-ttt-all"),
+    ],
+)
+def test_workload_sequence_matches_its_printout(tmp_path: Path, workload: Path, opts: list[str]) -> None:
+    # GIVEN the workload run under strace
+    log, out = run_strace(tmp_path, opts, [str(workload)])
+    calls, thread, child = expected_calls(out)
+    assert thread > 0 and child > 0 and len(calls) == 3
+    # WHEN imported
+    meta = import_strace([log], tmp_path / "t.trace")
+    t = read_trace(tmp_path / "t.trace")
+    assert not t.warnings
+    ev = t.events
+    # THEN every call the workload made is in the trace, per thread, in order, with args and ret
+    got = traced_calls(ev)
+    assert dict(got) == dict(calls)
+    # errors are -errno
+    main = next(c for c in calls if c not in (thread, child))
+    assert ("munmap", calls[main][0][-1] + 1, 0x1000, -22) in got[main]
+    assert any(c[0] == "mmap" and c[-1] == -12 for c in got[thread])
+    # the thread is a thread of the main process, the child its own process
+    pid_of = dict(zip(ev["tid"].to_list(), ev["pid"].to_list(), strict=True))
+    assert pid_of[thread] == main and pid_of[child] == child
+    forks = ev.filter(pl.col("kind") == "fork")
+    assert forks.select("pid", "a0", "a1", "a2").rows() == [(main, thread, main, 1), (main, child, child, 0)]
+    # the fork precedes everything the child does
+    first_child = ev.filter(pl.col("pid") == child)["seq"].min()
+    assert forks.filter(pl.col("a0") == child)["seq"].item() < first_child  # type: ignore[operator]
+    # exits: the thread (not group-dead), the child with 7, the main process with 0
+    ex = ev.filter(pl.col("kind") == "exit").select("tid", "a0", "a1").rows()
+    assert (thread, 0, 0) in ex and (child, 7, 1) in ex and (main, 0, 1) in ex
+    # MAP_POPULATE flagged, seq dense and in log order, realtime clock
+    pop = ev.filter((pl.col("kind") == "mmap") & (pl.col("a3") & 0x8000 != 0))
+    assert pop.height == 1 and pop["flags"].item() & EV_POPULATES
+    assert ev["seq"].to_list() == list(range(ev.height))
+    assert meta["clock"] == "realtime" and ev["ts_ns"].is_sorted()
+    # the exec was reconstructed from the ELF headers
+    assert t.snapshot_index["reason"].to_list() == ["reconstructed"]
+    exec_ev = ev.filter(pl.col("kind") == "exec")
+    assert exec_ev["flags"].item() & EV_RECONSTRUCTED and exec_ev["text"].item() == str(workload)
+    procs = t.procs.sort("pid")
+    assert procs.select("pid", "exit_code", "how_ended").rows() == sorted(
+        [(main, 0, "exited"), (child, 7, "exited")])
+
+
+def test_workload_ff_files_and_stderr_prefixes(tmp_path: Path, workload: Path) -> None:
+    # -ff -o PREFIX: one file per process, merged by timestamp
+    _log, out = run_strace(tmp_path, ["-ff", "-tt"], [str(workload)], name="ff")
+    files = sorted(tmp_path.glob("ff.*"))
+    assert len(files) == 3
+    calls, _, _ = expected_calls(out)
+    import_strace(files, tmp_path / "ff.trace")
+    assert dict(traced_calls(read_trace(tmp_path / "ff.trace").events)) == dict(calls)
+    # -f to stderr: "[pid N]" prefixes, unprefixed lines while one process is traced, and
+    # "strace: Process N attached" cutting lines
+    p = subprocess.run([strace_bin(), "-f", "-tt", str(workload)], capture_output=True, text=True, check=True)
+    (tmp_path / "stderr.log").write_text(p.stderr)
+    assert "[pid " in p.stderr
+    calls, _, _ = expected_calls(p.stdout)
+    import_strace([tmp_path / "stderr.log"], tmp_path / "e.trace")
+    assert dict(traced_calls(read_trace(tmp_path / "e.trace").events)) == dict(calls)
+
+
+def test_hand_written_edge_lines(tmp_path: Path) -> None:
+    log = tmp_path / "edge.log"
+    log.write_text(
+        "[pid  100] 12:00:00.000001 mmap(NULL, 8192, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_HUGETLB|21<<MAP_HUGE_SHIFT, -1, 0 <unfinished ...>\n"
+        "[pid  101] 12:00:00.000002 mprotect(0x7f0000000000, 4096, 0x1 /* PROT_READ */) = 0\n"
+        "[pid  100] 12:00:00.000003 <... mmap resumed>) = -1 ENOMEM (Cannot allocate memory)\n"
+        "[pid  101] 12:00:00.000004 mmap(NULL, 4096, PROT_READ, MAP_SHARED, 3</tmp/x (deleted)>, 0) = 0x7f0000001000 <0.000010>\n"
+        "[pid  101] 12:00:00.000005 madvise(0x7f0000001000, 4096, MADV_GUARD_INSTALL) = 0\n"
+        "[pid  101] 12:00:00.000006 mlockall(MCL_CURRENT|MCL_ONFAULT) = 0\n"
+        "[pid  101] 12:00:00.000007 prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, 0x7f0000001000, 4096, \"my heap\") = 0\n"
+        "[pid  101] 12:00:00.000008 frobnicate(1, 2) = 0\n"
+        "[pid  101] 12:00:00.000009 --- SIGSEGV {si_signo=SIGSEGV, si_code=SEGV_MAPERR, si_addr=0x10} ---\n"
+        "[pid  101] 12:00:00.000010 +++ killed by SIGSEGV (core dumped) +++\n"
+        "[pid  100] 12:00:00.000011 mremap(0x7f0000002000, 4096, 8192, MREMAP_MAYMOVE|MREMAP_FIXED, 0x7f0000010000) = 0x7f0000010000\n"
+        "[pid  100] 12:00:00.000012 exit_group(3) = ?\n"
+        "[pid  100] 12:00:00.000013 +++ exited with 3 +++\n"
+    )
+    p = parse_strace([log])
+    ev = {(e["tid"], e["kind"]): e for e in p.events}
+    mm = ev[(100, "mmap")]
+    assert mm["ret"] == -12 and mm["a3"] == 0x2 | 0x20 | 0x40000 | (21 << 26) and mm["a4"] == U64
+    assert ev[(101, "mprotect")]["a2"] == 1
+    shm = ev[(101, "mmap")]
+    assert shm["a4"] == 3 and shm["ret"] == 0x7F0000001000 and shm["a3"] == 1
+    assert ev[(101, "madvise")]["a2"] == 102
+    assert ev[(101, "mlockall")]["a0"] == 5 and ev[(101, "mlockall")]["flags"] == 0  # ONFAULT: no populate
+    pr = ev[(101, "prctl")]
+    assert (pr["a0"], pr["a1"], pr["a3"], pr["text"]) == (0x53564D41, 0, 4096, "my heap")
+    assert ev[(101, "exit")]["a0"] == 128 + 11 and ev[(101, "exit")]["text"] == "killed by SIGSEGV (core dumped)"
+    assert ev[(100, "mremap")]["a4"] == 0x7F0000010000
+    assert ev[(100, "exit")]["a0"] == 3 and ev[(100, "exit_group")]["a0"] == 3
+    assert p.signals == {"SIGSEGV": 1} and p.other_syscalls == 1 and not p.warnings
+    # mmap completes after pid 101's mprotect: events are placed where calls complete
+    kinds = [(e["tid"], e["kind"]) for e in p.events]
+    assert kinds.index((101, "mprotect")) < kinds.index((100, "mmap"))
+    # argument splitting keeps quoted commas and nested structures together
+    args = parse_args_text('"a, b", {x=1, y=[2, 3]}, 0x10|0x1')
+    assert [a.value for a in args] == [None, None, 0x11]
+
+
+def test_real_programs_python_and_gcc(tmp_path: Path) -> None:
+    cc = shutil.which("gcc")
+    need(cc is not None, "needs gcc")
+    assert cc is not None
+    # python3 with a thread and a fork
+    py = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    log, _ = run_strace(tmp_path, ["-f"], [py, "-c",
+                        "import os,threading; t=threading.Thread(target=lambda: bytearray(1<<22)); "
+                        "t.start(); t.join(); pid=os.fork(); os._exit(0) if pid==0 else os.waitpid(pid,0)"],
+                        name="py.log")
+    import_strace([log], tmp_path / "py.trace")
+    t = read_trace(tmp_path / "py.trace")
+    assert not t.warnings and not t.meta["warnings"]
+    kinds = set(t.events["kind"].to_list())
+    assert {"mmap", "munmap", "mprotect", "brk", "fork", "exec", "exit"} <= kinds
+    assert t.events.filter(pl.col("kind") == "fork")["a2"].to_list() == [1, 0]
+    assert t.meta["clock"] == "none" and t.snapshot_index.height == 1
+    # a gcc compile: gcc forks cc1, as, collect2, ld
+    src = tmp_path / "hello.c"
+    src.write_text("int main(void) { return 0; }\n")
+    log, _ = run_strace(tmp_path, ["-f", "-ttt", "-e", "trace=%memory,%process"],
+                        [cc, "-O1", "-o", str(tmp_path / "hello"), str(src)], name="gcc.log")
+    import_strace([log], tmp_path / "gcc.trace")
+    t = read_trace(tmp_path / "gcc.trace")
+    assert not t.warnings
+    comms = set(t.procs["comm"].to_list())
+    assert {"gcc", "cc1", "as", "collect2", "ld"} <= comms, comms
+    execs = t.events.filter(pl.col("kind") == "exec")
+    # one reconstructed layout per successful exec of an ELF file
+    assert t.snapshot_index.filter(pl.col("reason") == "reconstructed").height == execs.height
+    assert t.procs.filter(pl.col("comm") == "cc1")["ppid"].item() in t.procs["pid"].to_list()
+    assert (t.procs["how_ended"] == "exited").all()
+
+
+def test_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(VmatraceError, match="no such file"):
+        import_strace([tmp_path / "missing"], tmp_path / "o1")
+    (tmp_path / "rand").write_bytes(os.urandom(4096))
+    with pytest.raises(VmatraceError, match="binary data, not strace output"):
+        import_strace([tmp_path / "rand"], tmp_path / "o2")
+    (tmp_path / "text").write_text((ROOT / "pyproject.toml").read_text())
+    with pytest.raises(VmatraceError, match=r"not strace output \(line 1"):
+        import_strace([tmp_path / "text"], tmp_path / "o3")
+    (tmp_path / "empty").write_text("")
+    with pytest.raises(VmatraceError, match="empty"):
+        import_strace([tmp_path / "empty"], tmp_path / "o4")
+    assert not any((tmp_path / f"o{i}").exists() for i in range(1, 5))
+
+
+def test_truncated_log_imports_readable_part(tmp_path: Path, workload: Path) -> None:
+    log, _ = run_strace(tmp_path, ["-f", "-tt"], [str(workload)])
+    text = log.read_text()
+    lines = text.splitlines()
+    cut = next(i for i in range(len(lines) - 1, 0, -1) if "mmap(" in lines[i] and "= " in lines[i])
+    short = tmp_path / "short.log"
+    short.write_text("\n".join(lines[:cut]) + "\n" + lines[cut][: lines[cut].index("mmap(") + 12])
+    meta = import_strace([short], tmp_path / "s.trace")
+    t = read_trace(tmp_path / "s.trace")
+    assert t.events.height > 20
+    assert any(f":{cut + 1}:" in w and "incomplete" in w for w in meta["warnings"]), meta["warnings"]
+
+
+def test_cli_import_refuses_overwrite_and_reports(tmp_path: Path, workload: Path) -> None:
+    log, _ = run_strace(tmp_path, ["-f", "-tt", "-X", "raw"], [str(workload)])
+    maps = tmp_path / "maps.txt"
+    maps.write_text(Path("/proc/self/maps").read_text())
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "vmatrace", "import-strace", str(log), "-o", str(tmp_path / "c.trace"),
+           "--maps", f"4242:{maps}"]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    assert p.returncode == 0, p.stderr
+    assert "imported" in p.stderr
+    t = read_trace(tmp_path / "c.trace")
+    idx = t.snapshot_index.sort("snapshot_id")
+    assert idx.select("pid", "reason").rows()[0] == (4242, "periodic")
+    assert t.snapshot(int(idx["snapshot_id"][0])).height == len(maps.read_text().splitlines())
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    assert p.returncode == 1 and "--force" in p.stderr and "Traceback" not in p.stderr
+    p = subprocess.run([*cmd[:-2], "--force"], capture_output=True, text=True, env=env, check=False)
+    assert p.returncode == 0
+    p = subprocess.run([*cmd[:4], str(tmp_path / "nope"), "-o", str(tmp_path / "d")], capture_output=True,
+                       text=True, env=env, check=False)
+    assert p.returncode == 1 and p.stderr.strip().endswith("no such file") and "Traceback" not in p.stderr
