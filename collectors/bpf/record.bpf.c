@@ -1,0 +1,374 @@
+// vmatrace record: the in-kernel half of the bcc collector (collectors/record.py loads it).
+//
+// Parameters come as -D macros (never by text replacement):
+//   RINGBUF_PAGES  ring buffer size in pages (power of two)
+//   OFF_TASK_PID, OFF_TASK_TGID, OFF_TASK_EXIT_CODE, OFF_TASK_MM
+//                  task_struct member offsets read from the running kernel's BTF
+//                  (the installed headers may describe another kernel: ebpf-here.md §4)
+//   WITH_FAULTS    trace the first write fault to each page
+//   WITH_STACKS    record user stacks (STACK_ENTRIES entries)
+//   WITH_LOCKSEQ   order VMA-changing syscalls by their mmap write-lock acquisition
+//   FAULT_DEDUP_ENTRIES  size of the LRU map that deduplicates write faults
+//
+// Every record is one fixed-size struct event (88 bytes, 96 in the ring with its header) so the
+// user-space reader can decode whole batches with numpy. Strings (exec filename, prctl VMA names)
+// follow their event as K_TEXT records carrying 56 bytes each.
+//
+// Filtering: `procs` holds the tgids of the traced tree. A fork of a traced process adds the child
+// (sched_process_fork); the last thread's exit removes it. Only traced tasks ever create a stash entry,
+// so sys_exit programs of other tasks stop at one task-storage lookup.
+
+#include <uapi/linux/ptrace.h>
+
+#define K_MMAP 0
+#define K_MUNMAP 1
+#define K_MPROTECT 2
+#define K_PKEY_MPROTECT 3
+#define K_MREMAP 4
+#define K_BRK 5
+#define K_MADVISE 6
+#define K_PROCESS_MADVISE 7
+#define K_MLOCK 8
+#define K_MLOCK2 9
+#define K_MUNLOCK 10
+#define K_MLOCKALL 11
+#define K_MUNLOCKALL 12
+#define K_MSEAL 13
+#define K_PRCTL 14
+#define K_SHMAT 15
+#define K_SHMDT 16
+#define K_EXECVE 17
+#define K_EXIT_GROUP 18
+#define K_FAULT 32
+#define K_FORK 33
+#define K_EXEC 34
+#define K_EXIT 35
+#define K_TEXT 40
+
+#define CLONE_THREAD 0x00010000
+#define TEXT_CHUNK 56
+#define TEXT_MAX 280   // 5 chunks
+
+struct event {
+    u64 seq;
+    u64 ts;
+    u32 pid;
+    u32 tid;
+    u16 kind;
+    u16 flags;
+    s32 stack_id;
+    u64 a[6];
+    s64 ret;
+};
+
+struct proc {
+    u64 gen;    // bumped by every address-space change; the fault dedup key is valid for one gen
+};
+
+struct stash {
+    u64 a[6];
+    u64 seq;    // taken at the first mmap write-lock acquisition inside the call, 0 if none yet
+    u64 ts;
+    u32 kind;   // K_* + 1; 0 = no call in flight
+    u32 nolock; // 1: do not take the order from the lock (execve)
+};
+
+struct fault_key {
+    u32 tgid;
+    u32 pad;
+    u64 page;
+};
+
+struct text_buf {
+    char s[TEXT_MAX + TEXT_CHUNK];
+};
+
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+BPF_HASH(procs, u32, struct proc, 65536);
+BPF_TASK_STORAGE(stash, struct stash);
+// 0 = next sequence number, 1 = failed ring reserves (lost events), 2 = faults suppressed by dedup,
+// 3 = stack ids that failed, 4 = text records lost
+BPF_ARRAY(counters, u64, 8);
+BPF_PERCPU_ARRAY(textbuf, struct text_buf, 1);
+#ifdef WITH_FAULTS
+BPF_TABLE("lru_hash", struct fault_key, u64, faultseen, FAULT_DEDUP_ENTRIES);
+#endif
+#ifdef WITH_STACKS
+BPF_STACK_TRACE(stacks, STACK_ENTRIES);
+#endif
+
+static __always_inline u64 next_seq(void) {
+    int k = 0;
+    u64 *v = counters.lookup(&k);
+    if (!v)
+        return 0;
+    return __sync_fetch_and_add(v, 1);
+}
+
+static __always_inline void count(int k) {
+    u64 *v = counters.lookup(&k);
+    if (v)
+        __sync_fetch_and_add(v, 1);
+}
+
+static __always_inline s32 user_stack(void *ctx) {
+#ifdef WITH_STACKS
+    int id = stacks.get_stackid(ctx, BPF_F_USER_STACK);
+    if (id < 0)
+        count(3);
+    return id;
+#else
+    return -1;
+#endif
+}
+
+static __always_inline int emit(void *ctx, u64 seq, u64 ts, u32 tgid, u32 tid, u16 kind, u16 flags,
+                                u64 a0, u64 a1, u64 a2, u64 a3, u64 a4, u64 a5, s64 ret, int stack) {
+    struct event *e = events.ringbuf_reserve(sizeof(struct event));
+    if (!e) {
+        count(1);
+        return 0;
+    }
+    e->seq = seq;
+    e->ts = ts;
+    e->pid = tgid;
+    e->tid = tid;
+    e->kind = kind;
+    e->flags = flags;
+    e->stack_id = stack ? user_stack(ctx) : -1;
+    e->a[0] = a0;
+    e->a[1] = a1;
+    e->a[2] = a2;
+    e->a[3] = a3;
+    e->a[4] = a4;
+    e->a[5] = a5;
+    e->ret = ret;
+    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+    return 0;
+}
+
+// K_TEXT records for the string in the per-CPU text buffer (len bytes including the NUL).
+static __always_inline void emit_text(u64 seq, u32 tgid, u32 tid, struct text_buf *tb, int len) {
+#pragma unroll
+    for (int i = 0; i < TEXT_MAX / TEXT_CHUNK; i++) {
+        if (i * TEXT_CHUNK >= len)
+            break;
+        struct event *e = events.ringbuf_reserve(sizeof(struct event));
+        if (!e) {
+            count(4);
+            return;
+        }
+        e->seq = seq;
+        e->ts = 0;
+        e->pid = tgid;
+        e->tid = tid;
+        e->kind = K_TEXT;
+        e->flags = i;
+        e->stack_id = len;
+        __builtin_memcpy(e->a, &tb->s[i * TEXT_CHUNK], TEXT_CHUNK);
+        events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+    }
+}
+
+static __always_inline void bump_gen(u32 tgid) {
+    struct proc *p = procs.lookup(&tgid);
+    if (p)
+        __sync_fetch_and_add(&p->gen, 1);
+}
+
+// sys_enter: remember the arguments of a traced task's call.
+static __always_inline int on_enter(void *ctx, u32 kind, int nolock, int nargs) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    if (!procs.lookup(&tgid))
+        return 0;
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+    struct stash *s = stash.task_storage_get(task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+    if (!s)
+        return 0;
+    // tracepoint layout of every sys_enter_*: 8 bytes common, int nr + pad, then one u64 per
+    // argument. Only the call's own arguments may be read: the kernel refuses to attach a program
+    // that reads past the end of the tracepoint's record.
+    u64 *args = (u64 *)((char *)ctx + 16);
+    s->a[0] = nargs > 0 ? args[0] : 0;
+    s->a[1] = nargs > 1 ? args[1] : 0;
+    s->a[2] = nargs > 2 ? args[2] : 0;
+    s->a[3] = nargs > 3 ? args[3] : 0;
+    s->a[4] = nargs > 4 ? args[4] : 0;
+    s->a[5] = nargs > 5 ? args[5] : 0;
+    s->seq = 0;
+    s->ts = 0;
+    s->nolock = nolock;
+    s->kind = kind + 1;
+    return 0;
+}
+
+// sys_exit: one event with the stashed arguments and the return value.
+static __always_inline int on_exit(void *ctx, u32 kind) {
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+    struct stash *s = stash.task_storage_get(task, 0, 0);
+    if (!s || s->kind != kind + 1)
+        return 0;
+    s->kind = 0;
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    s64 ret = *(s64 *)((char *)ctx + 16);
+    u64 seq = s->seq, ts = s->ts;
+    if (!ts) {
+        seq = next_seq();
+        ts = bpf_ktime_get_ns();
+    }
+    bump_gen(tgid);
+    emit(ctx, seq, ts, tgid, (u32)id, kind, 0, s->a[0], s->a[1], s->a[2], s->a[3], s->a[4], s->a[5],
+         ret, 1);
+    if (kind == K_PRCTL && ret == 0 && s->a[0] == 0x53564d41 /* PR_SET_VMA */ && s->a[4]) {
+        int z = 0;
+        struct text_buf *tb = textbuf.lookup(&z);
+        if (tb) {
+            int n = bpf_probe_read_user_str(tb->s, 81, (void *)s->a[4]);
+            if (n > 0)
+                emit_text(seq, tgid, (u32)id, tb, n);
+        }
+    }
+    return 0;
+}
+
+#define SYSCALL(name, kind, nolock, nargs)                                             \
+    TRACEPOINT_PROBE(syscalls, sys_enter_##name) { return on_enter(args, kind, nolock, nargs); } \
+    TRACEPOINT_PROBE(syscalls, sys_exit_##name) { return on_exit(args, kind); }
+
+SYSCALL(mmap, K_MMAP, 0, 6)
+SYSCALL(munmap, K_MUNMAP, 0, 2)
+SYSCALL(mprotect, K_MPROTECT, 0, 3)
+SYSCALL(pkey_mprotect, K_PKEY_MPROTECT, 0, 4)
+SYSCALL(mremap, K_MREMAP, 0, 5)
+SYSCALL(brk, K_BRK, 0, 1)
+SYSCALL(madvise, K_MADVISE, 0, 3)
+SYSCALL(process_madvise, K_PROCESS_MADVISE, 0, 5)
+SYSCALL(mlock, K_MLOCK, 0, 2)
+SYSCALL(mlock2, K_MLOCK2, 0, 3)
+SYSCALL(munlock, K_MUNLOCK, 0, 2)
+SYSCALL(mlockall, K_MLOCKALL, 0, 1)
+SYSCALL(munlockall, K_MUNLOCKALL, 0, 0)
+SYSCALL(mseal, K_MSEAL, 0, 3)
+SYSCALL(shmat, K_SHMAT, 0, 3)
+SYSCALL(shmdt, K_SHMDT, 0, 1)
+SYSCALL(execve, K_EXECVE, 1, 3)
+
+// prctl: only the options that change VMAs or their flags.
+TRACEPOINT_PROBE(syscalls, sys_enter_prctl) {
+    u64 opt = args->option;
+    if (opt != 0x53564d41 /* PR_SET_VMA */ && opt != 35 /* PR_SET_MM */ &&
+        opt != 41 /* PR_SET_THP_DISABLE */ && opt != 65 /* PR_SET_MDWE */ &&
+        opt != 67 /* PR_SET_MEMORY_MERGE */)
+        return 0;
+    return on_enter(args, K_PRCTL, 0, 5);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_prctl) { return on_exit(args, K_PRCTL); }
+
+// exit_group never returns: one event at entry.
+TRACEPOINT_PROBE(syscalls, sys_enter_exit_group) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    if (!procs.lookup(&tgid))
+        return 0;
+    return emit(args, next_seq(), bpf_ktime_get_ns(), tgid, (u32)id, K_EXIT_GROUP, 0,
+                args->error_code, 0, 0, 0, 0, 0, 0, 1);
+}
+
+#ifdef WITH_LOCKSEQ
+// The kernel applies VMA changes of one mm under its mmap write lock, one call at a time. The order
+// in which traced calls acquire that lock is the order their changes were applied, so a call takes
+// its sequence number and timestamp here (first write acquisition of its own mm inside the call),
+// not at sys_exit, where threads can overtake each other.
+TRACEPOINT_PROBE(mmap_lock, mmap_lock_acquire_returned) {
+    if (!args->write || !args->success)
+        return 0;
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+    struct stash *s = stash.task_storage_get(task, 0, 0);
+    if (!s || !s->kind || s->ts || s->nolock)
+        return 0;
+    void *mm = 0;
+    bpf_probe_read_kernel(&mm, sizeof(mm), (char *)task + OFF_TASK_MM);
+    if (mm != (void *)args->mm)
+        return 0;
+    s->seq = next_seq();
+    s->ts = bpf_ktime_get_ns();
+    return 0;
+}
+#endif
+
+RAW_TRACEPOINT_PROBE(sched_process_fork) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    if (!procs.lookup(&tgid))
+        return 0;
+    void *child = (void *)ctx->args[1];
+    u32 cpid = 0, ctgid = 0;
+    bpf_probe_read_kernel(&cpid, 4, (char *)child + OFF_TASK_PID);
+    bpf_probe_read_kernel(&ctgid, 4, (char *)child + OFF_TASK_TGID);
+    u32 thread = ctgid == tgid;
+    if (!thread) {
+        struct proc p = {};
+        procs.update(&ctgid, &p);
+        bump_gen(tgid);  // copy-on-write: the parent's pages fault again
+    }
+    return emit(ctx, next_seq(), bpf_ktime_get_ns(), tgid, (u32)id, K_FORK, 0, cpid, ctgid, thread,
+                0, 0, 0, 0, 1);
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exec) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    if (!procs.lookup(&tgid))
+        return 0;
+    bump_gen(tgid);
+    u64 seq = next_seq();
+    emit(args, seq, bpf_ktime_get_ns(), tgid, (u32)id, K_EXEC, 0, args->old_pid, 0, 0, 0, 0, 0, 0, 0);
+    int z = 0;
+    struct text_buf *tb = textbuf.lookup(&z);
+    if (!tb)
+        return 0;
+    int n = bpf_probe_read_kernel_str(tb->s, TEXT_MAX, (char *)args + (args->data_loc_filename & 0xFFFF));
+    if (n > 0)
+        emit_text(seq, tgid, (u32)id, tb, n);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    if (!procs.lookup(&tgid))
+        return 0;
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+    int code = 0;
+    bpf_probe_read_kernel(&code, 4, (char *)task + OFF_TASK_EXIT_CODE);
+    u64 dead = args->group_dead;
+    emit(args, next_seq(), bpf_ktime_get_ns(), tgid, (u32)id, K_EXIT, 0, (u64)(u32)code, dead, 0, 0,
+         0, 0, 0, 0);
+    if (dead)
+        procs.delete(&tgid);
+    return 0;
+}
+
+#ifdef WITH_FAULTS
+TRACEPOINT_PROBE(exceptions, page_fault_user) {
+    if (!(args->error_code & 2))  // write faults only
+        return 0;
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    struct proc *p = procs.lookup(&tgid);
+    if (!p)
+        return 0;
+    struct fault_key k = {.tgid = tgid, .page = args->address >> 12};
+    u64 gen = p->gen + 1;  // stored +1 so that 0 means "never seen"
+    u64 *seen = faultseen.lookup(&k);
+    if (seen && *seen == gen) {
+        count(2);
+        return 0;
+    }
+    faultseen.update(&k, &gen);
+    return emit(args, next_seq(), bpf_ktime_get_ns(), tgid, (u32)id, K_FAULT, 0, args->address,
+                args->ip, args->error_code, 0, 0, 0, 0, 1);
+}
+#endif

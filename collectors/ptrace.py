@@ -1,0 +1,313 @@
+"""A minimal ptrace tracer whose only job is to hold processes at the moments snapshots must be taken.
+
+Every tracee is attached with ``PTRACE_SEIZE`` (the launched command too), with options
+``TRACEEXIT | TRACECLONE | TRACEFORK | TRACEVFORK | TRACEEXEC``. There are no syscall stops, so a
+tracee only stops:
+
+* at exit (``PTRACE_EVENT_EXIT``): the thread is inside ``do_exit()`` *before* ``exit_mm()``, so its
+  address space can still be read through ``/proc/TGID/task/TID/{maps,smaps}``, for every way of
+  ending (exit, exit_group from any thread, fatal signal, SIGKILL; ebpf-here.md §6);
+* after exec (``PTRACE_EVENT_EXEC``): the new image, before its first instruction;
+* at the initial stop of an auto-attached child, before it runs a single instruction;
+* at fork/clone events (to learn the new tids) and at signal and group stops (signals are passed
+  on; group stops are kept with ``PTRACE_LISTEN``, as a SEIZE tracer must).
+
+All ptrace requests must come from the thread that attached: the caller runs :meth:`Tracer.wait_one`
+in one thread (the recorder uses its main thread).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from vmatrace.errors import NoSuchProcess, VmatraceError
+
+PTRACE_CONT = 7
+PTRACE_DETACH = 17
+PTRACE_GETEVENTMSG = 0x4201
+PTRACE_SEIZE = 0x4206
+PTRACE_INTERRUPT = 0x4207
+PTRACE_LISTEN = 0x4208
+
+PTRACE_O_TRACEFORK = 0x02
+PTRACE_O_TRACEVFORK = 0x04
+PTRACE_O_TRACECLONE = 0x08
+PTRACE_O_TRACEEXEC = 0x10
+PTRACE_O_TRACEEXIT = 0x40
+
+PTRACE_EVENT_FORK = 1
+PTRACE_EVENT_VFORK = 2
+PTRACE_EVENT_CLONE = 3
+PTRACE_EVENT_EXEC = 4
+PTRACE_EVENT_VFORK_DONE = 5
+PTRACE_EVENT_EXIT = 6
+PTRACE_EVENT_STOP = 128
+
+WALL = 0x40000000  # __WALL: wait for threads and non-SIGCHLD children too
+
+OPTIONS = PTRACE_O_TRACEEXIT | PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_TRACEEXEC
+_STOP_SIGNALS = {signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU}
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.ptrace.restype = ctypes.c_long
+_libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+
+
+def ptrace(req: int, pid: int, addr: int = 0, data: int = 0) -> int:
+    r = _libc.ptrace(req, pid, ctypes.c_void_p(addr), ctypes.c_void_p(data))
+    if r == -1:
+        e = ctypes.get_errno()
+        if e:
+            raise OSError(e, os.strerror(e))
+    return int(r)
+
+
+def geteventmsg(pid: int) -> int:
+    v = ctypes.c_ulong(0)
+    r = _libc.ptrace(PTRACE_GETEVENTMSG, pid, None, ctypes.byref(v))
+    if r == -1:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    return int(v.value)
+
+
+def tgid_of(tid: int) -> int | None:
+    try:
+        with open(f"/proc/{tid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Tgid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def describe_status(status: int) -> tuple[int, str]:
+    """(exit_code, how_ended) from a wait status (also the PTRACE_EVENT_EXIT message).
+
+    exit_code is the exit status for a normal exit and -SIGNO for a death by signal.
+    """
+    sig = status & 0x7F
+    if sig == 0:
+        return (status >> 8) & 0xFF, "exit"
+    name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else f"signal {sig}"
+    how = "killed (SIGKILL)" if sig == signal.SIGKILL else f"signal {name}"
+    if status & 0x80:
+        how += " (core dumped)"
+    return -sig, how
+
+
+@dataclass
+class Proc:
+    tgid: int
+    threads: set[int] = field(default_factory=set)
+    exit_status: int | None = None  # from PTRACE_EVENT_EXIT of the last thread
+    final_done: bool = False
+
+
+class Tracer:
+    """Seizes processes and reports, through callbacks, the stops a recorder needs.
+
+    Callbacks (all run while the thread concerned is stopped):
+      on_new_process(tgid, parent_tgid)   an auto-attached child, before its first instruction
+      on_exec(tgid)                       after a successful exec, before the new image runs
+      on_last_exit(tgid, tid, status)     the last known thread of tgid is in PTRACE_EVENT_EXIT:
+                                          the address space is still intact (snapshot it now)
+      on_gone(tgid)                       the process has been reaped or detached
+    """
+
+    def __init__(self) -> None:
+        self.procs: dict[int, Proc] = {}
+        self.tid_tgid: dict[int, int] = {}
+        self.pending_parent: dict[int, int] = {}  # new tid -> parent tgid (from fork events)
+        self.on_new_process: Callable[[int, int], None] = lambda tgid, parent: None
+        self.on_exec: Callable[[int], None] = lambda tgid: None
+        self.on_last_exit: Callable[[int, int, int], None] = lambda tgid, tid, status: None
+        self.on_gone: Callable[[int], None] = lambda tgid: None
+
+    # -- attaching -------------------------------------------------------------------------------
+    def seize_thread(self, tid: int, tgid: int) -> None:
+        ptrace(PTRACE_SEIZE, tid, 0, OPTIONS)
+        self.procs.setdefault(tgid, Proc(tgid)).threads.add(tid)
+        self.tid_tgid[tid] = tgid
+
+    def seize_process(self, pid: int) -> None:
+        """Seize every thread of process ``pid`` (re-listing until no new thread shows up)."""
+        if not os.path.exists(f"/proc/{pid}"):
+            raise NoSuchProcess(f"no process with PID {pid}")
+        if tgid_of(pid) != pid:
+            raise VmatraceError(f"{pid} is a thread, not a process: pass its process ID ({tgid_of(pid)})")
+        seized: set[int] = set()
+        while True:
+            try:
+                tids = {int(t) for t in os.listdir(f"/proc/{pid}/task")}
+            except FileNotFoundError:
+                raise NoSuchProcess(f"process {pid} exited") from None
+            new = tids - seized
+            if not new:
+                break
+            for tid in sorted(new):
+                try:
+                    self.seize_thread(tid, pid)
+                except OSError as e:
+                    if e.errno == errno.ESRCH:
+                        seized.add(tid)  # the thread exited meanwhile
+                        continue
+                    if e.errno == errno.EPERM:
+                        raise VmatraceError(
+                            f"cannot trace PID {pid}: it is already traced (see TracerPid in /proc/{pid}/status: "
+                            "strace or gdb?) or protected"
+                        ) from None
+                    raise VmatraceError(f"cannot trace PID {pid}: {e.strerror}") from None
+                seized.add(tid)
+
+    @property
+    def live(self) -> list[int]:
+        return [t for t, p in self.procs.items() if p.threads]
+
+    # -- the event loop --------------------------------------------------------------------------
+    def wait_one(self, *, block: bool = True) -> bool:
+        """Handle one stop or exit. False when no tracee is left (or nothing ready when not blocking)."""
+        try:
+            tid, status = os.waitpid(-1, WALL | (0 if block else os.WNOHANG))
+        except ChildProcessError:
+            return False
+        if tid == 0:
+            return False
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            self._reaped(tid)
+            return True
+        if not os.WIFSTOPPED(status):
+            return True
+        sig = os.WSTOPSIG(status)
+        event = status >> 16
+        if tid not in self.tid_tgid:
+            self._new_tracee(tid)
+        if event == PTRACE_EVENT_EXIT:
+            self._exit_stop(tid)
+            self._cont(tid)
+        elif event in (PTRACE_EVENT_FORK, PTRACE_EVENT_VFORK, PTRACE_EVENT_CLONE):
+            try:
+                child = geteventmsg(tid)
+                self.pending_parent[child] = self.tid_tgid[tid]
+            except OSError:
+                pass
+            self._cont(tid)
+        elif event == PTRACE_EVENT_EXEC:
+            self._exec_stop(tid)
+            self._cont(tid)
+        elif event == PTRACE_EVENT_STOP:
+            if sig in _STOP_SIGNALS:
+                self._ptrace_quiet(PTRACE_LISTEN, tid)  # group-stop: stay stopped until SIGCONT
+            else:
+                self._cont(tid)  # initial stop of a new tracee, or PTRACE_INTERRUPT
+        elif event == PTRACE_EVENT_VFORK_DONE:
+            self._cont(tid)
+        else:
+            self._cont(tid, sig)  # signal-delivery stop: pass the signal on
+        return True
+
+    def _cont(self, tid: int, sig: int = 0) -> None:
+        self._ptrace_quiet(PTRACE_CONT, tid, 0, sig)
+
+    @staticmethod
+    def _ptrace_quiet(req: int, tid: int, addr: int = 0, data: int = 0) -> None:
+        try:
+            ptrace(req, tid, addr, data)
+        except OSError as e:
+            if e.errno != errno.ESRCH:  # the tracee was killed meanwhile
+                raise
+
+    def _new_tracee(self, tid: int) -> None:
+        tgid = tgid_of(tid)
+        parent = self.pending_parent.pop(tid, None)
+        if tgid is None:
+            tgid = tid
+        self.tid_tgid[tid] = tgid
+        proc = self.procs.get(tgid)
+        if proc is None or (not proc.threads and proc.final_done):
+            proc = self.procs[tgid] = Proc(tgid)
+            proc.threads.add(tid)
+            self.on_new_process(tgid, parent if parent is not None else 0)
+        else:
+            proc.threads.add(tid)
+
+    def _exit_stop(self, tid: int) -> None:
+        tgid = self.tid_tgid.get(tid, tid)
+        proc = self.procs.get(tgid)
+        try:
+            status = geteventmsg(tid)
+        except OSError:
+            status = 0
+        if proc is None:
+            return
+        proc.threads.discard(tid)
+        if not proc.threads and not proc.final_done:
+            proc.exit_status = status
+            proc.final_done = True
+            self.on_last_exit(tgid, tid, status)
+
+    def _exec_stop(self, tid: int) -> None:
+        # tid is now the thread group leader; the message is the tid that called exec.
+        try:
+            former = geteventmsg(tid)
+        except OSError:
+            former = tid
+        tgid = tid
+        proc = self.procs.setdefault(tgid, Proc(tgid))
+        if former != tid:
+            proc.threads.discard(former)
+            self.tid_tgid.pop(former, None)
+        proc.threads.add(tid)
+        self.tid_tgid[tid] = tgid
+        self.on_exec(tgid)
+
+    def _reaped(self, tid: int) -> None:
+        tgid = self.tid_tgid.pop(tid, None)
+        if tgid is None:
+            return
+        proc = self.procs.get(tgid)
+        if proc is None:
+            return
+        proc.threads.discard(tid)
+        if not proc.threads:
+            self.on_gone(tgid)
+
+    # -- leaving ---------------------------------------------------------------------------------
+    def detach_all(self, *, timeout_s: float = 1.0) -> None:
+        """Interrupt and detach every remaining tracee (they continue untraced)."""
+        import time
+
+        pending = {tid for p in self.procs.values() for tid in p.threads}
+        for tid in pending:
+            self._ptrace_quiet(PTRACE_INTERRUPT, tid)
+        deadline = time.monotonic() + timeout_s
+        while pending and time.monotonic() < deadline:
+            try:
+                tid, status = os.waitpid(-1, WALL | os.WNOHANG)
+            except ChildProcessError:
+                break
+            if tid == 0:
+                time.sleep(0.002)
+                continue
+            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                pending.discard(tid)
+                self._reaped(tid)
+                continue
+            if not os.WIFSTOPPED(status):
+                continue
+            event = status >> 16
+            if event == PTRACE_EVENT_EXIT:
+                self._exit_stop(tid)
+            sig = os.WSTOPSIG(status)
+            inject = 0 if event or sig == signal.SIGTRAP else sig
+            with contextlib.suppress(OSError):
+                ptrace(PTRACE_DETACH, tid, 0, inject)
+            pending.discard(tid)

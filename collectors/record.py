@@ -1,0 +1,723 @@
+"""``vmatrace record``: trace the address-space changes of a process tree with bcc.
+
+Pipeline (docs/recording.md has the why):
+
+1. compile and attach the BPF program (collectors/bpf/record.bpf.c) with the task_struct offsets of
+   the running kernel (collectors/btf.py) and an empty process filter;
+2. start the command (stopped before exec, seized with ptrace, its pid put into the filter, then
+   released), or seize the given PIDs and put them into the filter, then take their start snapshots;
+3. a drain thread empties the ring buffer every few milliseconds (collectors/ringbuf.py: numpy,
+   no wakeups), turns each batch into an EVENT_SCHEMA frame and hands it to the TraceWriter, and
+   takes periodic snapshots; the main thread runs the ptrace loop (collectors/ptrace.py) that takes
+   a snapshot at every exec, new child and last-thread exit;
+4. at the end (Ctrl-C, SIGTERM, -d elapsed, the tree exited) the remaining tracees are detached,
+   still-running processes get an end snapshot, the ring is drained a last time, stacks are
+   symbolized, and the trace is closed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import pwd
+import shlex
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from vmatrace.errors import VmatraceError
+
+BPF_SOURCE = Path(__file__).resolve().parent / "bpf" / "record.bpf.c"
+
+# Event kinds: codes shared with record.bpf.c (K_*).
+KINDS: dict[int, str] = {
+    0: "mmap", 1: "munmap", 2: "mprotect", 3: "pkey_mprotect", 4: "mremap", 5: "brk", 6: "madvise",
+    7: "process_madvise", 8: "mlock", 9: "mlock2", 10: "munlock", 11: "mlockall", 12: "munlockall",
+    13: "mseal", 14: "prctl", 15: "shmat", 16: "shmdt", 17: "execve", 18: "exit_group",
+    32: "fault", 33: "fork", 34: "exec", 35: "exit",
+}
+K_PRCTL, K_FAULT, K_EXEC, K_TEXT = 14, 32, 34, 40
+SYSCALL_KINDS = [v for k, v in KINDS.items() if k < 32]
+
+EVENT_DTYPE = np.dtype([
+    ("seq", "<u8"), ("ts", "<u8"), ("pid", "<u4"), ("tid", "<u4"), ("kind", "<u2"), ("flags", "<u2"),
+    ("stack_id", "<i4"), ("a", "<u8", (6,)), ("ret", "<i8"),
+])
+assert EVENT_DTYPE.itemsize == 88
+
+# Counter slots of the BPF `counters` array.
+C_SEQ, C_LOST, C_DEDUP, C_STACKFAIL, C_TEXTLOST = 0, 1, 2, 3, 4
+
+# Linux UAPI values used for EV_POPULATES.
+MAP_LOCKED, MAP_POPULATE, MAP_NONBLOCK = 0x2000, 0x8000, 0x10000
+MLOCK_ONFAULT = 1
+MCL_CURRENT, MCL_ONFAULT = 1, 4
+MADV_POPULATE_WRITE = 23
+PR_SET_VMA = 0x53564D41
+
+DRAIN_INTERVAL_S = 0.005
+
+EXAMPLES = """examples:
+  sudo vmatrace record -- python3 -c 'import json'   # trace a command (run as you, not root)
+  sudo vmatrace record -o t.vmat -p 1234 -d 10        # trace PID 1234 for 10 seconds
+  sudo vmatrace record -p 1234 -p 1240 --interval 5   # two processes, a snapshot every 5 s
+  sudo vmatrace record --stacks -- ./a.out            # with symbolized user stacks
+  sudo vmatrace record --no-faults -b 4096 -- make    # no page faults, 16 MiB ring buffer
+
+Traced: mmap munmap mprotect pkey_mprotect mremap brk madvise process_madvise mlock mlock2
+munlock mlockall munlockall mseal prctl(VMA options) shmat shmdt execve exit_group, fork/clone/
+exec/exit of processes and threads, the first write fault to each page, maps snapshots at start,
+exec, exit (before the address space is torn down) and every --interval seconds.
+
+Overhead: about 1.3-1.4x on a loop of nothing but mmap+munmap calls (1.28x is the cost of having
+syscall tracepoints attached at all); near zero for ordinary programs. See bench/bench_record.py.
+"""
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "record",
+        help="trace mmap/mprotect/munmap/... of a process tree with eBPF (root)",
+        description="Record the address-space changes of a command or of running processes into a trace "
+        "directory: every VMA-changing syscall with its arguments and result, forks/execs/exits, first "
+        "write faults, and /proc maps snapshots. Ctrl-C ends the recording.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("-o", "--output", metavar="TRACE", help="trace directory to create (default: vmatrace-<cmd|pid>-<time>.vmat)")
+    p.add_argument("-p", "--pid", metavar="PID", type=int, action="append", default=[],
+                   help="trace this running process (repeatable)")
+    p.add_argument("-d", "--duration", metavar="SECONDS", type=float, help="stop after this many seconds")
+    p.add_argument("--interval", metavar="S", type=float, help="take a maps snapshot of every process every S seconds")
+    p.add_argument("--stacks", action="store_true", help="record user stacks of each event (symbolized at the end)")
+    p.add_argument("--no-faults", action="store_true", help="do not trace page faults")
+    p.add_argument("--no-smaps", action="store_true", help="snapshots without smaps (faster, no RSS/VmFlags)")
+    p.add_argument("-b", "--buffer-pages", metavar="PAGES", type=int, default=1024,
+                   help="ring buffer size in pages, a power of two (default 1024 = 4 MiB)")
+    p.add_argument("--as-root", action="store_true", help="run the command as root instead of the invoking (sudo) user")
+    p.add_argument("--no-lock-order", action="store_true",
+                   help="order calls by their return, not by mmap_lock acquisition (a bit cheaper)")
+    p.add_argument("-f", "--force", action="store_true", help="overwrite an existing trace")
+    p.add_argument("-q", "--quiet", action="store_true", help="no start line and summary")
+    p.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ARGS", help="command to run and trace")
+    p.set_defaults(func=run)
+
+
+# ---------------------------------------------------------------------------------------------
+# Options and checks
+
+
+@dataclass
+class Options:
+    command: list[str] = field(default_factory=list)
+    pids: list[int] = field(default_factory=list)
+    output: str | None = None
+    duration: float | None = None
+    interval: float | None = None
+    stacks: bool = False
+    faults: bool = True
+    smaps: bool = True
+    buffer_pages: int = 1024
+    as_root: bool = False
+    lock_order: bool = True
+    force: bool = False
+    quiet: bool = False
+    stack_entries: int = 16384
+    fault_dedup_entries: int = 262144
+
+
+def options_from_args(args: argparse.Namespace) -> Options:
+    cmd = list(args.command or [])
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    return Options(command=cmd, pids=list(args.pid), output=args.output, duration=args.duration,
+                   interval=args.interval, stacks=args.stacks, faults=not args.no_faults,
+                   smaps=not args.no_smaps, buffer_pages=args.buffer_pages, as_root=args.as_root,
+                   lock_order=not args.no_lock_order, force=args.force, quiet=args.quiet)
+
+
+def check_options(o: Options) -> None:
+    if bool(o.command) == bool(o.pids):
+        raise VmatraceError("give either -p PID ... or -- CMD ARGS (one of them, not both)")
+    pages = o.buffer_pages
+    if pages < 1 or pages & (pages - 1):
+        raise VmatraceError(f"-b {pages}: the ring buffer size must be a power of two (pages)")
+    if o.duration is not None and o.duration <= 0:
+        raise VmatraceError("-d must be a positive number of seconds")
+    if o.interval is not None and o.interval <= 0:
+        raise VmatraceError("--interval must be a positive number of seconds")
+    for pid in o.pids:
+        if not os.path.exists(f"/proc/{pid}"):
+            raise VmatraceError(f"no process with PID {pid}")
+
+
+def check_environment() -> None:
+    """One line naming the fix for each thing `record` needs (vmatrace doctor says more)."""
+    if os.geteuid() != 0:
+        raise VmatraceError("record needs root (BPF and ptrace): run it with sudo (`vmatrace doctor` says more)")
+    if not (os.path.isdir("/sys/kernel/tracing/events") or os.path.isdir("/sys/kernel/debug/tracing/events")):
+        raise VmatraceError("tracefs is not mounted: mount -t tracefs nodev /sys/kernel/tracing "
+                            "(`vmatrace doctor` says more)")
+    try:
+        import bcc  # noqa: F401
+    except Exception as e:
+        raise VmatraceError(f"bcc is not importable ({type(e).__name__}): install python3-bpfcc and run "
+                            "scripts/setup.sh (`vmatrace doctor` says more)") from None
+
+
+def bpf_cflags(o: Options) -> list[str]:
+    from collectors.btf import struct_offsets
+
+    off = struct_offsets("task_struct", ["pid", "tgid", "exit_code", "mm"])
+    cf = [
+        f"-DRINGBUF_PAGES={o.buffer_pages}",
+        f"-DOFF_TASK_PID={off['pid']}",
+        f"-DOFF_TASK_TGID={off['tgid']}",
+        f"-DOFF_TASK_EXIT_CODE={off['exit_code']}",
+        f"-DOFF_TASK_MM={off['mm']}",
+        f"-DFAULT_DEDUP_ENTRIES={o.fault_dedup_entries}",
+        f"-DSTACK_ENTRIES={o.stack_entries}",
+    ]
+    if o.faults:
+        cf.append("-DWITH_FAULTS")
+    if o.stacks:
+        cf.append("-DWITH_STACKS")
+    if o.lock_order:
+        cf.append("-DWITH_LOCKSEQ")
+    return cf
+
+
+def bpf_text(o: Options) -> str:
+    """The BPF program as compiled: the -D parameters, then the source."""
+    head = "".join(f"#define {c[2:].replace('=', ' ', 1)}\n" for c in bpf_cflags(o))
+    return f"// cflags of this run\n{head}\n" + BPF_SOURCE.read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding ring records into EVENT_SCHEMA frames
+
+
+def event_flags(kind: np.ndarray, a: np.ndarray, ret: np.ndarray) -> np.ndarray:
+    """EV_POPULATES from the syscall arguments (vectorized)."""
+    from vmatrace.trace import EV_POPULATES
+
+    ok = ret >= 0
+    a0, a1, a2, a3 = a[:, 0], a[:, 1], a[:, 2], a[:, 3]
+    pop = (
+        ((kind == 0) & ((a3 & (MAP_POPULATE | MAP_LOCKED)) != 0) & ((a3 & MAP_NONBLOCK) == 0))
+        | (kind == 8)
+        | ((kind == 9) & ((a2 & MLOCK_ONFAULT) == 0))
+        | ((kind == 11) & ((a0 & MCL_CURRENT) != 0) & ((a0 & MCL_ONFAULT) == 0))
+        | ((kind == 6) & (a2 == MADV_POPULATE_WRITE))
+        | ((kind == 7) & (a3 == MADV_POPULATE_WRITE))
+    )
+    # mmap returns an address: success is "not in [-4095, -1]"
+    ok = np.where(kind == 0, (ret >= 0) | (ret < -4095), ok)
+    del a1
+    return np.where(pop & ok, EV_POPULATES, 0).astype(np.uint16)
+
+
+def _texts(recs: np.ndarray) -> dict[int, str]:
+    """seq -> string from K_TEXT records (56 bytes each, chunk index in flags, length in stack_id)."""
+    out: dict[int, bytearray] = {}
+    for r in recs[np.argsort(recs["flags"], kind="stable")]:
+        out.setdefault(int(r["seq"]), bytearray()).extend(r["a"].tobytes() + r["ret"].tobytes())
+    res = {}
+    for seq, b in out.items():
+        res[seq] = bytes(b).split(b"\0", 1)[0].decode("utf-8", "replace")
+    return res
+
+
+def decode(recs: np.ndarray, raced: dict[int, int] | None = None) -> pl.DataFrame:
+    """EVENT_SCHEMA frame of ring records (K_TEXT records folded into the `text` of their event)."""
+    from vmatrace.trace import EV_RACED_SNAPSHOT, EVENT_SCHEMA, conform
+
+    is_text = recs["kind"] == K_TEXT
+    texts = _texts(recs[is_text]) if is_text.any() else {}
+    ev = recs[~is_text]
+    kind = ev["kind"]
+    a = ev["a"]
+    ret = ev["ret"]
+    flags = event_flags(kind, a, ret)
+    if raced:
+        pids = ev["pid"]
+        for pid, t_end in raced.items():
+            flags |= np.where((pids == pid) & (ev["ts"] <= t_end), EV_RACED_SNAPSHOT, 0).astype(np.uint16)
+    names = pl.Series("kind", kind).replace_strict(KINDS, default="unknown", return_dtype=pl.Utf8)
+    stack = pl.Series("stack_id", ev["stack_id"])
+    cols: dict[str, Any] = {
+        "seq": ev["seq"], "ts_ns": ev["ts"], "pid": ev["pid"], "tid": ev["tid"], "kind": names,
+        "a0": a[:, 0], "a1": a[:, 1], "a2": a[:, 2], "a3": a[:, 3], "a4": a[:, 4], "a5": a[:, 5],
+        "ret": ret, "stack_id": stack, "flags": flags,
+    }
+    frame = pl.DataFrame(cols).with_columns(
+        pl.when(pl.col("stack_id") >= 0).then(pl.col("stack_id")).otherwise(None).alias("stack_id")
+    )
+    if texts:
+        tf = pl.DataFrame({"seq": list(texts.keys()), "text": list(texts.values())},
+                          schema={"seq": pl.UInt64, "text": pl.Utf8})
+        frame = frame.join(tf, on="seq", how="left")
+    return conform(frame.sort("seq"), EVENT_SCHEMA)
+
+
+# ---------------------------------------------------------------------------------------------
+# The recorder
+
+
+class _Stop(Exception):
+    pass
+
+
+@dataclass
+class ProcInfo:
+    pid: int
+    ppid: int = 0
+    comm: str | None = None
+    cmdline: str | None = None
+    start_ns: int | None = None
+    exit_ns: int | None = None
+    exit_code: int | None = None
+    how_ended: str | None = None
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read().replace(b"\0", b" ").strip().decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+class Recorder:
+    """One recording. :meth:`run` returns the process exit code for the CLI."""
+
+    def __init__(self, opts: Options) -> None:
+        self.o = opts
+        self.bpf: Any = None
+        self.ring: Any = None
+        self.writer: Any = None
+        self.tracer: Any = None
+        self.lock = threading.Lock()  # serializes writer calls between the two threads
+        self.stop = threading.Event()
+        self.waiting = False
+        self.raced: dict[int, int] = {}  # pid -> t_end of a start snapshot taken while it ran
+        self.stack_pids: set[tuple[int, int]] = set()
+        self.last_snapshot: dict[int, pl.DataFrame] = {}
+        self.procs: dict[int, ProcInfo] = {}
+        self.events = 0
+        self.faults = 0
+        self.lost = 0
+        self.snapshots = 0
+        self.snapshot_errors: list[str] = []
+        self.drain_error: BaseException | None = None
+        self.carry: np.ndarray = np.empty(0, dtype=EVENT_DTYPE)
+        self.t_last_drain = time.monotonic_ns()
+        self.ended_by = "the traced processes exited"
+        self.child: int | None = None
+        self.launch_error: str | None = None
+
+    # -- BPF -------------------------------------------------------------------------------------
+    def load_bpf(self) -> None:
+        from bcc import BPF
+
+        from collectors.ringbuf import RingReader
+
+        try:
+            self.bpf = BPF(src_file=str(BPF_SOURCE).encode(), cflags=bpf_cflags(self.o))
+        except Exception as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise VmatraceError(f"cannot load the BPF program: {first} (`vmatrace doctor` says more)") from None
+        self.ring = RingReader(self.bpf["events"].map_fd, self.o.buffer_pages * os.sysconf("SC_PAGE_SIZE"),
+                               EVENT_DTYPE)
+
+    def filter_add(self, tgid: int) -> None:
+        procs = self.bpf["procs"]
+        procs[procs.Key(tgid)] = procs.Leaf(0)
+
+    def counter(self, slot: int) -> int:
+        c = self.bpf["counters"]
+        return int(c[c.Key(slot)].value)
+
+    # -- snapshots -------------------------------------------------------------------------------
+    def snapshot(self, pid: int, reason: str, *, task: int | None = None) -> Any:
+        from collectors.procmaps import read_snapshot
+
+        try:
+            snap = read_snapshot(pid, smaps=self.o.smaps, task=task)
+        except VmatraceError as e:
+            self.snapshot_errors.append(f"{reason} snapshot of {pid}: {e}")
+            return None
+        with self.lock:
+            self.writer.add_snapshot(snap, reason)
+        self.snapshots += 1
+        self.last_snapshot[pid] = snap.frame
+        return snap
+
+    # -- ptrace callbacks (main thread, tracee stopped) -----------------------------------------
+    def _proc(self, pid: int) -> ProcInfo:
+        p = self.procs.get(pid)
+        if p is None:
+            p = self.procs[pid] = ProcInfo(pid, start_ns=time.monotonic_ns())
+        return p
+
+    def _fill_names(self, pid: int) -> None:
+        p = self._proc(pid)
+        p.comm = _read_text(f"/proc/{pid}/comm") or p.comm
+        p.cmdline = _read_text(f"/proc/{pid}/cmdline") or p.cmdline
+
+    def on_new_process(self, tgid: int, parent: int) -> None:
+        p = self._proc(tgid)
+        p.ppid = parent
+        self._fill_names(tgid)
+        self.snapshot(tgid, "start")
+
+    def on_exec(self, tgid: int) -> None:
+        self._fill_names(tgid)
+        self.snapshot(tgid, "start")
+
+    def on_last_exit(self, tgid: int, tid: int, status: int) -> None:
+        from collectors.ptrace import describe_status
+
+        self.snapshot(tgid, "exit", task=tid)
+        p = self._proc(tgid)
+        p.exit_ns = time.monotonic_ns()
+        p.exit_code, p.how_ended = describe_status(status)
+
+    def on_gone(self, tgid: int) -> None:
+        p = self._proc(tgid)
+        if p.how_ended is None:
+            p.how_ended = "gone (no exit stop seen)"
+            p.exit_ns = time.monotonic_ns()
+
+    # -- draining (drain thread) ----------------------------------------------------------------
+    def drain_once(self, *, final: bool = False) -> int:
+        recs = self.ring.drain()
+        if self.carry.size:
+            recs = np.concatenate([self.carry, recs])
+            self.carry = np.empty(0, dtype=EVENT_DTYPE)
+        now = time.monotonic_ns()
+        lost = self.counter(C_LOST)
+        if lost > self.lost:
+            with self.lock:
+                self.writer.note_lost(lost - self.lost, self.t_last_drain, now)
+            self.lost = lost
+        self.t_last_drain = now
+        if not recs.size:
+            return 0
+        if not final:
+            # An exec (or PR_SET_VMA) event's K_TEXT records are committed right after it: if the
+            # batch ends within reach of one, keep that tail for the next batch.
+            tail = recs[-6:]
+            wants = (tail["kind"] == K_EXEC) | ((tail["kind"] == K_PRCTL) & (tail["a"][:, 0] == PR_SET_VMA))
+            if wants.any():
+                cut = recs.size - tail.size + int(np.flatnonzero(wants)[0])
+                self.carry = recs[cut:].copy()
+                recs = recs[:cut]
+                if not recs.size:
+                    return 0
+        frame = decode(recs, self.raced)
+        if self.o.stacks:
+            sp = frame.filter(pl.col("stack_id").is_not_null()).select("pid", "stack_id").unique()
+            self.stack_pids.update(sp.iter_rows())
+        n = frame.height
+        self.events += n
+        self.faults += int((recs["kind"] == K_FAULT).sum())
+        with self.lock:
+            self.writer.add_events(frame)
+        return n
+
+    def drain_loop(self) -> None:
+        next_snap = time.monotonic() + self.o.interval if self.o.interval else None
+        try:
+            while not self.stop.is_set():
+                self.drain_once()
+                with self.lock:
+                    self.writer.maybe_flush()
+                if next_snap is not None and time.monotonic() >= next_snap:
+                    next_snap += self.o.interval or 0
+                    for pid in list(self.live_pids()):
+                        self.snapshot(pid, "periodic")
+                self.stop.wait(DRAIN_INTERVAL_S)
+        except BaseException as e:  # reported by the main thread
+            self.drain_error = e
+            self.stop.set()
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def live_pids(self) -> list[int]:
+        t = self.tracer
+        return [] if t is None else [pid for pid, p in list(t.procs.items()) if p.threads and not p.final_done]
+
+    # -- launching -------------------------------------------------------------------------------
+    def launch(self) -> int:
+        """Fork the command, stopped before exec; seize it; return its pid (not yet released)."""
+        import shutil
+
+        cmd = self.o.command
+        exe = shutil.which(cmd[0]) if "/" not in cmd[0] else cmd[0]
+        if exe is None or not os.path.exists(exe):
+            raise VmatraceError(f"{cmd[0]}: command not found")
+        uid, gid = self._run_as()
+        groups: list[int] | None = None
+        if uid != 0:
+            try:
+                groups = os.getgrouplist(pwd.getpwuid(uid).pw_name, gid)
+            except KeyError:
+                groups = [gid]
+        go_r, go_w = os.pipe()
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:  # child: only simple calls from here on
+            try:
+                os.close(go_w)
+                os.close(err_r)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+                if groups is not None:
+                    os.setgroups(groups)
+                    os.setgid(gid)
+                    os.setuid(uid)
+                os.read(go_r, 1)  # wait until the recorder has seized us and filters our pid
+                os.close(go_r)
+                os.execv(exe, cmd)
+            except OSError as e:
+                os.write(err_w, f"{e.strerror}".encode())
+            finally:
+                os._exit(127)
+        os.close(go_r)
+        os.close(err_w)
+        self._go_w, self._err_r = go_w, err_r
+        return pid
+
+    def _run_as(self) -> tuple[int, int]:
+        from vmatrace.safeio import invoking_user
+
+        if self.o.as_root:
+            return 0, 0
+        return invoking_user()
+
+    def release(self) -> None:
+        os.write(self._go_w, b"x")
+        os.close(self._go_w)
+        err = b""
+        while True:
+            chunk = os.read(self._err_r, 256)
+            if not chunk:
+                break
+            err += chunk
+        os.close(self._err_r)
+        if err:
+            self.launch_error = f"cannot run {self.o.command[0]}: {err.decode(errors='replace')}"
+
+    # -- main ------------------------------------------------------------------------------------
+    def default_output(self) -> str:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        what = os.path.basename(self.o.command[0]) if self.o.command else f"pid{self.o.pids[0]}"
+        return f"vmatrace-{what}-{stamp}.vmat"
+
+    def _handler(self, signum: int, _frame: object) -> None:
+        if signum == signal.SIGALRM:
+            self.ended_by = f"-d {self.o.duration:g} s elapsed"
+        elif signum == signal.SIGINT:
+            self.ended_by = "Ctrl-C"
+        elif self.drain_error is None:
+            self.ended_by = f"signal {signal.Signals(signum).name}"
+        self.stop.set()
+        if self.waiting:
+            raise _Stop
+
+    def run(self) -> int:
+        from collectors.ptrace import Tracer
+        from vmatrace.trace import TraceWriter
+
+        o = self.o
+        check_options(o)
+        check_environment()
+        out = o.output or self.default_output()
+        if os.path.lexists(out) and not o.force:
+            raise VmatraceError(f"{out} exists (use --force to overwrite)")
+        self.load_bpf()
+        self.tracer = t = Tracer()
+        t.on_new_process = self.on_new_process
+        t.on_exec = self.on_exec
+        t.on_last_exit = self.on_last_exit
+        t.on_gone = self.on_gone
+        meta: dict[str, Any] = {
+            "collector": "bcc",
+            "cmdline": shlex.join(o.command) if o.command else None,
+            "pids": list(o.pids),
+            "comm": os.path.basename(o.command[0]) if o.command else _read_text(f"/proc/{o.pids[0]}/comm"),
+            "record_options": {"faults": o.faults, "stacks": o.stacks, "interval": o.interval,
+                               "buffer_pages": o.buffer_pages, "lock_order": o.lock_order,
+                               "smaps": o.smaps, "duration": o.duration},
+            "event_order": "seq = mmap write-lock acquisition order" if o.lock_order else "seq = syscall return order",
+        }
+        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM, signal.SIGHUP)}
+        for s in old:
+            signal.signal(s, self._handler)
+        drain = threading.Thread(target=self.drain_loop, name="vmatrace-drain", daemon=True)
+        try:
+            if o.command:
+                self.child = self.launch()
+                try:
+                    t.seize_thread(self.child, self.child)
+                except OSError as e:
+                    os.kill(self.child, signal.SIGKILL)
+                    raise VmatraceError(f"cannot ptrace the command: {e.strerror}") from None
+                self._proc(self.child).ppid = os.getpid()
+                self.filter_add(self.child)
+                meta["pids"] = [self.child]
+                self.writer = TraceWriter(out, meta, force=o.force)
+            else:
+                self.writer = TraceWriter(out, meta, force=o.force)
+                for pid in o.pids:
+                    self.filter_add(pid)  # attach first, then snapshot: nothing falls in between
+                for pid in o.pids:
+                    t.seize_process(pid)
+                    self._fill_names(pid)
+                    snap = self.snapshot(pid, "start")
+                    if snap is not None:
+                        self.raced[pid] = snap.t_end_ns
+            drain.start()
+            if o.duration:
+                signal.setitimer(signal.ITIMER_REAL, o.duration)
+            if not o.quiet:
+                what = f"`{shlex.join(o.command)}`" if o.command else "PID " + ", ".join(map(str, o.pids))
+                print(f"Tracing VMA changes of {what} and its children into {out}... Ctrl-C to end.",
+                      file=sys.stderr, flush=True)
+            if o.command:
+                self.release()
+            self.trace_loop()
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            self.finish(drain)
+            for s, h in old.items():
+                signal.signal(s, h)
+        if self.drain_error is not None:
+            raise VmatraceError(f"recording failed while draining events: {self.drain_error}")
+        if not o.quiet:
+            self.print_summary(out)
+        if self.launch_error:
+            raise VmatraceError(self.launch_error)
+        return 0
+
+    def trace_loop(self) -> None:
+        t = self.tracer
+        while not self.stop.is_set():
+            try:
+                self.waiting = True
+                if self.stop.is_set():
+                    break
+                more = t.wait_one()
+            except _Stop:
+                break
+            finally:
+                self.waiting = False
+            if not more:
+                break
+
+    def finish(self, drain: threading.Thread) -> None:
+        if self.writer is None:
+            return
+        t = self.tracer
+        if t is not None:
+            live = self.live_pids()
+            for pid in live:  # still running: an end snapshot, then let them go
+                self.snapshot(pid, "periodic")
+                p = self._proc(pid)
+                p.how_ended = "still running (detached)"
+            with contextlib.suppress(_Stop):
+                t.detach_all()
+        self.stop.set()
+        if drain.is_alive():
+            drain.join()
+        # Last drain: records reserved by a CPU that is still writing them show up in a moment.
+        deadline = time.monotonic() + 0.5
+        while True:
+            self.drain_once(final=True)
+            if self.ring.pending_bytes() == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        if self.o.stacks:
+            self.write_stacks()
+        self.write_procs()
+        warnings = list(self.snapshot_errors)
+        text_lost = self.counter(C_TEXTLOST)
+        if text_lost:
+            warnings.append(f"{text_lost} text records (exec filenames, VMA names) lost")
+        stack_fail = self.counter(C_STACKFAIL) if self.o.stacks else 0
+        if stack_fail:
+            warnings.append(f"{stack_fail} user stacks could not be recorded (stack map full or not walkable)")
+        with self.lock:
+            self.writer.close(end_ns=time.monotonic_ns(), ended_by=self.ended_by,
+                              faults_deduplicated=self.counter(C_DEDUP), record_warnings=warnings)
+        self.ring.close()
+        self.bpf.cleanup()
+
+    def write_stacks(self) -> None:
+        from collectors.symbols import symbolize
+
+        stacks_map = self.bpf["stacks"]
+        by_pid: dict[int, dict[int, list[int]]] = {}
+        for pid, sid in sorted(self.stack_pids):
+            try:
+                ips = list(stacks_map.walk(sid))
+            except KeyError:
+                continue
+            by_pid.setdefault(pid, {})[sid] = ips
+        for pid, stacks in by_pid.items():
+            frame = self.last_snapshot.get(pid)
+            if frame is None:
+                continue
+            try:
+                rows = symbolize(pid, frame, stacks)
+            except Exception as e:  # symbolization is best effort: keep the raw ips
+                self.snapshot_errors.append(f"symbolizing stacks of {pid}: {e}")
+                from vmatrace.trace import STACK_SCHEMA
+
+                rows = pl.DataFrame(
+                    [(pid, sid, d, ip, None, None, None) for sid, ips in stacks.items() for d, ip in enumerate(ips)],
+                    schema=STACK_SCHEMA, orient="row")
+            with self.lock:
+                self.writer.add_stacks(rows)
+
+    def write_procs(self) -> None:
+        from vmatrace.trace import PROC_SCHEMA
+
+        rows = [(p.pid, p.ppid, p.comm, p.cmdline, p.start_ns, p.exit_ns, p.exit_code, p.how_ended)
+                for p in self.procs.values()]
+        if rows:
+            with self.lock:
+                self.writer.add_procs(pl.DataFrame(rows, schema=PROC_SCHEMA, orient="row"))
+
+    def print_summary(self, out: str) -> None:
+        n_procs = len(self.procs)
+        print(f"\nRecording ended ({self.ended_by}): {self.events} events ({self.faults} first write faults), "
+              f"{self.lost} lost, {self.snapshots} snapshots of {n_procs} process{'es' if n_procs != 1 else ''}.",
+              file=sys.stderr)
+        for p in self.procs.values():
+            if p.how_ended and p.how_ended != "exit" and p.how_ended != "still running (detached)":
+                print(f"  PID {p.pid} ({p.comm}): {p.how_ended}", file=sys.stderr)
+        for w in self.snapshot_errors[:5]:
+            print(f"  warning: {w}", file=sys.stderr)
+        if self.lost:
+            print(f"  warning: {self.lost} events were lost (ring buffer full): raise -b "
+                  f"(now {self.o.buffer_pages}); the trace records where.", file=sys.stderr)
+        print(f"Trace: {out}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    o = options_from_args(args)
+    if getattr(args, "ebpf", False):
+        print(bpf_text(o))
+        return 0
+    return Recorder(o).run()
