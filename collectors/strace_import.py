@@ -801,6 +801,9 @@ def parse_strace(paths: list[Path]) -> ParsedLog:
     if p.bad_lines > max(10, p.strace_lines):
         raise VmatraceError(f"{paths[0]} is mostly not strace output ({p.bad_lines} of {len(lines)} "
                             f"lines unparseable; first: {p.warnings[0] if p.warnings else '?'})")
+    if not p.execs and any(e is not None and e["kind"] in MEMORY_KINDS for e in p.events):
+        p.warnings.append("no successful execve in the log (trace it: -e trace=%memory,%process): "
+                          "the program is unknown, its layout is not reconstructed")
     events = [e for e in p.events if e is not None]
     for i, e in enumerate(events):
         e["seq"] = i
@@ -915,10 +918,8 @@ def reconstruct_exec(ex: ExecInfo, *, root: str = "/") -> Reconstruction:
             unknown.append(f"interpreter {exe.interp} base (ASLR; no RELRO mprotect in the log)")
     if ex.brk is not None:
         known.append(f"program break {ex.brk:#x} from brk(NULL)")
-        # /proc/PID/maps names [heap] every VMA overlapping [start_brk, brk]: at exec time
-        # brk == start_brk, so an anonymous bss VMA ending exactly there is shown as [heap].
-        rows = [elf.VmaRow(r.start, r.end, r.perms, r.offset, r.dev, r.inode, "[heap]")
-                if r.path is None and r.start <= ex.brk <= r.end else r for r in rows]
+        # No VMA is named [heap] yet: /proc/PID/maps names a VMA [heap] when it overlaps
+        # (start_brk, brk) (vma_is_initial_heap(), strict), which is empty right after exec.
     else:
         unknown.append("program break (no brk(NULL) in the log)")
     unknown += ["[stack] (placement is randomized; strace does not show it)",
