@@ -563,7 +563,6 @@ class _Parser:
         tid = self.tid_of(ln)
         m = _RESUMED_RE.match(rest)
         if m:
-            self.strace_lines += 1
             p = self.pending.pop(tid, None)
             if p is None:
                 # strace -ff or a log that starts mid-call: nothing to stitch to
@@ -575,6 +574,7 @@ class _Parser:
                 return
             body = args_start + rest[m.end() :]
             if body.rstrip().endswith(_UNFINISHED):  # resumed and interrupted again
+                self.strace_lines += 1
                 self.pending[tid] = (name, body.rstrip()[: -len(_UNFINISHED)], first, slot)
                 return
             self.complete(ln, tid, name, body, slot, first)

@@ -261,7 +261,8 @@ def test_hand_written_edge_lines(tmp_path: Path) -> None:
     assert ev[(101, "exit")]["a0"] == 128 + 11 and ev[(101, "exit")]["text"] == "killed by SIGSEGV (core dumped)"
     assert ev[(100, "mremap")]["a4"] == 0x7F0000010000
     assert ev[(100, "exit")]["a0"] == 3 and ev[(100, "exit_group")]["a0"] == 3
-    assert p.signals == {"SIGSEGV": 1} and p.other_syscalls == 1 and not p.warnings
+    assert p.signals == {"SIGSEGV": 1} and p.other_syscalls == 1 and p.strace_lines == 13
+    assert len(p.warnings) == 1 and "no successful execve" in p.warnings[0]
     # mmap completes after pid 101's mprotect: events are placed where calls complete
     kinds = [(e["tid"], e["kind"]) for e in p.events]
     assert kinds.index((101, "mprotect")) < kinds.index((100, "mmap"))
