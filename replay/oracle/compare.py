@@ -35,11 +35,9 @@ class Disagreement:
     def format(self) -> str:
         lines = [f"DISAGREEMENT {self.label} {self.summary()}"]
         lines.append("  script:")
-        for i, op in enumerate(self.seq.ops, 1):
+        for i, op in enumerate(self.seq.ops[: self.step], 1):
             mark = ">>" if i == self.step else "  "
             lines.append(f"   {mark}{i:3d} {op}")
-            if i == self.step:
-                break
         if len(self.seq.ops) > self.step:
             lines.append(f"        ... {len(self.seq.ops) - self.step} more op(s) not shown")
         if self.before is not None:

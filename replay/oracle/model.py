@@ -128,10 +128,9 @@ def apply_op(mm: Any, op: str, base: int = WINDOW_BASE, pages: int = WINDOW_PAGE
 def run_model_one(
     profile: str, s: Sequence, base: int = WINDOW_BASE, pages: int = WINDOW_PAGES
 ) -> SeqResult:
-    cls = _model_class(profile)
     res = SeqResult(s.name)
     try:
-        mm = cls(kernel=profile)
+        mm = _model_class(profile)(kernel=profile)
         res.steps.append(Step(0, "", 0, None, _window_vmas(mm, base, pages)))
     except Exception as e:
         res.status = "model-error"

@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""Differential fuzzer: random VMA operation sequences on real kernels vs the model.
+
+    bench/fuzz.py [--live] [--qemu 6.1|6.12] -n N [--seed S] [--length L]
+                  [--profile P] [--show K] [--no-minimize] [--append] [--ignore-flags sd,..]
+
+For each target prints exactly one line "N sequences, M operations, K disagreements", then the
+first --show disagreements (minimized unless --no-minimize): the script up to the differing step,
+the agreed state before it, the kernel's and the model's errno and maps, and the differences.
+--append adds the (minimized) disagreeing sequences to tests/fuzz_regressions.json.
+Sequence i of seed S is always the same (replay one with --seed S --index i -n 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence as Seq
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from replay.oracle.compare import Disagreement  # noqa: E402
+from replay.oracle.core import SeqResult, Sequence  # noqa: E402
+from replay.oracle.execute import run_live, run_qemu  # noqa: E402
+from replay.oracle.fuzz import GenConfig, gen_batch, minimize  # noqa: E402
+from replay.oracle.model import run_model  # noqa: E402
+
+REGRESSIONS = ROOT / "tests" / "fuzz_regressions.json"
+
+
+def load_regressions(path: Path = REGRESSIONS) -> list[dict[str, object]]:
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    assert isinstance(data, list)
+    return data
+
+
+def append_regressions(ds: list[Disagreement], kernel: str, profile: str, path: Path = REGRESSIONS) -> int:
+    entries = load_regressions(path)
+    seen = {(str(e["kernel"]), tuple(e["ops"])) for e in entries}  # type: ignore[arg-type]
+    added = 0
+    for d in ds:
+        key = (kernel, tuple(d.seq.ops))
+        if key in seen:
+            continue
+        seen.add(key)
+        entries.append({
+            "name": f"{kernel}-{d.seq.name}",
+            "kernel": kernel,
+            "profile": profile,
+            "ops": list(d.seq.ops),
+            "found": time.strftime("%Y-%m-%d"),
+            "first_difference": d.summary(),
+        })  # fmt: skip
+        added += 1
+    path.write_text(json.dumps(entries, indent=1) + "\n")
+    return added
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--live", action="store_true", help="fuzz the running kernel")
+    ap.add_argument("--qemu", action="append", default=[], choices=["6.1", "6.12"], help="fuzz an old kernel")
+    ap.add_argument("-n", type=int, default=300, help="sequences per target")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--index", type=int, default=0, help="first sequence index")
+    ap.add_argument("--length", type=int, default=12, help="operations per sequence")
+    ap.add_argument("--profile", help="model profile (default: live -> 'live', qemu K -> K)")
+    ap.add_argument("--show", type=int, default=3, help="disagreements to print")
+    ap.add_argument("--no-minimize", action="store_true")
+    ap.add_argument("--append", action="store_true", help="add disagreements to tests/fuzz_regressions.json")
+    ap.add_argument("--ignore-flags", default="", help="comma list of VmFlags to ignore (experiments only)")
+    ap.add_argument("--json", type=Path, help="write all disagreements as JSON here")
+    a = ap.parse_args(argv)
+    targets = (["live"] if a.live or not a.qemu else []) + a.qemu
+    ignore = frozenset(x for x in a.ignore_flags.split(",") if x)
+    rc = 0
+    dump: list[dict[str, object]] = []
+    for target in targets:
+        cfg = GenConfig(length=a.length)
+        if target == "live":
+            from replay.live import probe_live
+
+            info = probe_live()
+            cfg.allow_move = info.mremap_faulted_safe
+            profile = a.profile or "live"
+            label = f"live(detected {info.profile})/model:{profile}"
+
+            def run_k(s: Seq[Sequence]) -> list[SeqResult]:
+                return run_live(s)
+        else:
+            profile = a.profile or target
+            label = f"qemu-{target}/model:{profile}"
+
+            def run_k(s: Seq[Sequence], _k: str = target) -> list[SeqResult]:
+                return run_qemu(_k, s)
+
+        def run_m(s: Seq[Sequence], _p: str = profile) -> list[SeqResult]:
+            return run_model(_p, s)
+
+        seqs = gen_batch(a.seed, a.n, cfg, a.index)
+        t0 = time.monotonic()
+        kres = run_k(seqs)
+        t1 = time.monotonic()
+        mres = run_m(seqs)
+        t2 = time.monotonic()
+        from replay.oracle.compare import compare
+
+        ds = [d for s, k, m in zip(seqs, kres, mres, strict=True) if (d := compare(s, k, m, ignore, label))]
+        nops = sum(len(s.ops) for s in seqs)
+        print(f"== {label} seed {a.seed} length {a.length}")
+        print(f"{len(seqs)} sequences, {nops} operations, {len(ds)} disagreements")
+        print(f"   kernel {t1 - t0:.2f}s ({len(seqs) / max(t1 - t0, 1e-9):.0f} seq/s), model {t2 - t1:.2f}s",
+              file=sys.stderr)
+        oracle_bad = [d for d in ds if "oracle" in d.kinds]
+        if oracle_bad:
+            print(f"   {len(oracle_bad)} of them are runner failures (oracle), not model bugs")
+        if ds:
+            rc = 1
+            kinds: dict[str, int] = {}
+            for d in ds:
+                key = (d.seq.ops[d.step - 1].split()[0] if d.step else "start") + ":" + "+".join(d.kinds)
+                kinds[key] = kinds.get(key, 0) + 1
+            print("   by op:kind: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items(), key=lambda x: -x[1])))
+            shown = ds if a.no_minimize else minimize(ds[: max(a.show, 0) if not a.append else len(ds)],
+                                                       run_k, run_m, label, ignore)
+            for d in shown[: a.show]:
+                print()
+                print(d.format())
+            if a.append:
+                n = append_regressions(shown, target, profile)
+                print(f"\nappended {n} new entr{'y' if n == 1 else 'ies'} to {REGRESSIONS.relative_to(ROOT)}")
+            dump.extend({"target": target, "summary": d.summary(), "ops": list(d.seq.ops),
+                         "details": d.details} for d in shown)
+    if a.json:
+        a.json.write_text(json.dumps(dump, indent=1))
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

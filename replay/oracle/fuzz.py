@@ -1,0 +1,251 @@
+"""Differential fuzzing of the model against real kernels: a seeded sequence generator, batched
+execution, comparison and a batched delta-debugging minimizer.
+
+Why a seeded generator and not hypothesis: execution is batched (one runner process, or one qemu
+boot, for hundreds of sequences), which rules out hypothesis' one-example-at-a-time execution and
+its shrinking. Sequence i of seed S is generated from its own `random.Random(f"{S}:{i}")`, so it
+is reproducible from (S, i) alone, whatever the batch size, and the minimizer below replaces
+shrinking (it runs every candidate of a round in one batch).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass, field
+
+from .compare import DEFAULT_IGNORE, Disagreement, compare
+from .core import WINDOW_PAGES, SeqResult, Sequence
+
+Runner = Callable[[Seq[Sequence]], list[SeqResult]]
+
+HOT = 24  # most operations start in window pages [0, HOT): dense interaction
+PROTS = ["rw-"] * 6 + ["r--"] * 3 + ["---"] * 1 + ["rwx"] * 1 + ["r-x"] * 1
+FLAG_ADVICE = [
+    "dontfork", "dofork", "dontdump", "dodump", "wipeonfork", "keeponfork", "hugepage",
+    "nohugepage", "mergeable", "unmergeable", "random", "sequential", "normal",
+]  # fmt: skip
+
+
+@dataclass
+class GenConfig:
+    length: int = 12  # operations per sequence
+    allow_move: bool = True  # mremap MAYMOVE|FIXED moves (False on kernels where L20 is unsafe)
+    allow_mseal: bool = True
+    allow_fork: bool = True
+
+
+@dataclass
+class _State:
+    rng: random.Random
+    points: list[int] = field(default_factory=list)
+    forks: int = 0
+    # rough shadow of the mapped window pages (errors ignored): biases ranges towards VMAs
+    mapped: set[int] = field(default_factory=set)
+
+    def pos(self, hi: int = HOT) -> int:
+        x = self.rng.random()
+        if self.mapped and x < 0.4:
+            return self.rng.choice(sorted(self.mapped))
+        if self.points and x < 0.8:
+            return min(self.rng.choice(self.points), WINDOW_PAGES - 1)
+        return self.rng.randrange(0, hi)
+
+    def map(self, s: int, n: int, on: bool = True) -> None:
+        for p in range(s, s + n):
+            if on:
+                self.mapped.add(p)
+            else:
+                self.mapped.discard(p)
+
+    def rng_range(self, maxlen: int = 8) -> tuple[int, int]:
+        s = self.pos()
+        cands = [p for p in self.points if s < p <= s + maxlen]
+        if cands and self.rng.random() < 0.5:
+            e = self.rng.choice(cands)
+        else:
+            e = s + self.rng.randint(1, maxlen)
+        e = min(e, WINDOW_PAGES)
+        if e <= s:
+            s, e = WINDOW_PAGES - 1, WINDOW_PAGES
+        self.note(s, e)
+        return s, e - s
+
+    def note(self, *ps: int) -> None:
+        for p in ps:
+            if p not in self.points:
+                self.points.append(p)
+
+
+def _mmap(st: _State) -> str:
+    r = st.rng
+    s, n = st.rng_range()
+    prot = r.choice(PROTS)
+    flags = ["shared" if r.random() < 0.05 else "private", "anon"]
+    flags.append("noreplace" if r.random() < 0.15 else "fixed")
+    if r.random() < 0.5:
+        flags.append("noreserve")
+    if r.random() < 0.05:
+        flags.append("populate")
+    if r.random() < 0.04:
+        flags.append("locked")
+    st.map(s, n)
+    return f"mmap {s} {n} {prot} {','.join(flags)}"
+
+
+def _mremap(st: _State, cfg: GenConfig) -> str:
+    r = st.rng
+    s, n = st.rng_range(6)
+    kind = r.random()
+    if not cfg.allow_move or kind < 0.35:
+        # in place: shrink or expand (no MAYMOVE: never leaves the window)
+        new = r.randint(1, 10)
+        new = min(new, WINDOW_PAGES - s)
+        st.note(s + new)
+        if new < n:
+            st.map(s + new, n - new, False)
+        return f"mremap {s} {n} {new} 0"
+    dest = r.choice([p for p in st.points if p + n <= WINDOW_PAGES] or [0]) if r.random() < 0.5 else r.randrange(0, 48)
+    if kind < 0.8:
+        new = n if r.random() < 0.6 else r.randint(1, 8)
+        new = min(new, WINDOW_PAGES - dest)
+        st.note(dest, dest + new)
+        st.map(s, n, False)
+        st.map(dest, new)
+        return f"mremap {s} {n} {new} maymove,fixed {dest}"
+    dest = min(dest, WINDOW_PAGES - n)
+    st.note(dest, dest + n)
+    st.map(dest, n)
+    return f"mremap {s} {n} {n} maymove,fixed,dontunmap {dest}"
+
+
+def gen_op(st: _State, cfg: GenConfig) -> str:
+    r = st.rng
+    x = r.random()
+    if x < 0.16:
+        return _mmap(st)
+    if x < 0.22:
+        s, n = st.rng_range()
+        st.map(s, n, False)
+        return f"munmap {s} {n}"
+    if x < 0.38:
+        s, n = st.rng_range()
+        return f"mprotect {s} {n} {r.choice(PROTS)}"
+    if x < 0.52:
+        s, n = st.rng_range()
+        return f"madvise {s} {n} {r.choice(FLAG_ADVICE)}"
+    if x < 0.56:
+        s, n = st.rng_range()
+        adv = r.choice(["guard_install", "guard_install", "populate_write", "populate_write",
+                        "populate_read", "dontneed", "guard_remove"])
+        return f"madvise {s} {n} {adv}"
+    if x < 0.62:
+        s, n = st.rng_range()
+        y = r.random()
+        if y < 0.3:
+            return f"mlock {s} {n}"
+        if y < 0.6:
+            return f"mlock2 {s} {n} onfault"
+        return f"munlock {s} {n}"
+    if x < 0.70:
+        return _mremap(st, cfg)
+    if x < 0.72 and cfg.allow_mseal:
+        s, n = st.rng_range(4)
+        return f"mseal {s} {n}"
+    if x < 0.75 and cfg.allow_fork and st.forks < 2:
+        st.forks += 1
+        return "fork" if r.random() < 0.75 else "forkp"
+    p = r.choice(sorted(st.mapped)) if st.mapped and r.random() < 0.6 else st.pos()
+    return f"{'touch' if r.random() < 0.75 else 'read'} {p}"
+
+
+def gen_sequence(seed: int, index: int, cfg: GenConfig | None = None) -> Sequence:
+    cfg = cfg or GenConfig()
+    st = _State(random.Random(f"{seed}:{index}"))
+    ops = [_mmap(st)]
+    if st.rng.random() < 0.6:
+        ops.append(_mmap(st))
+    while len(ops) < cfg.length:
+        ops.append(gen_op(st, cfg))
+    return Sequence(f"fz{seed}-{index}", tuple(ops[: cfg.length]))
+
+
+def gen_batch(seed: int, n: int, cfg: GenConfig | None = None, start: int = 0) -> list[Sequence]:
+    return [gen_sequence(seed, i, cfg) for i in range(start, start + n)]
+
+
+# ---- differential run and minimization ---------------------------------------------------------
+
+
+def differential(
+    seqs: Seq[Sequence],
+    run_kernel: Runner,
+    run_model: Runner,
+    label: str = "",
+    ignore: frozenset[str] = DEFAULT_IGNORE,
+) -> tuple[list[SeqResult], list[Disagreement]]:
+    kres = run_kernel(seqs)
+    mres = run_model(seqs)
+    out = []
+    for s, k, m in zip(seqs, kres, mres, strict=True):
+        d = compare(s, k, m, ignore, label)
+        if d is not None:
+            out.append(d)
+    return kres, out
+
+
+def _same_bug(a: Disagreement, b: Disagreement) -> bool:
+    if "oracle" in b.kinds:
+        return False
+    op_a = a.seq.ops[a.step - 1].split()[0] if a.step >= 1 else ""
+    op_b = b.seq.ops[b.step - 1].split()[0] if b.step >= 1 else ""
+    return op_a == op_b and bool(set(a.kinds) & set(b.kinds))
+
+
+def minimize(
+    found: list[Disagreement],
+    run_kernel: Runner,
+    run_model: Runner,
+    label: str = "",
+    ignore: frozenset[str] = DEFAULT_IGNORE,
+    max_rounds: int = 30,
+) -> list[Disagreement]:
+    """Shrink every disagreement: cut after the differing step, then remove single operations
+    while the same kind of disagreement (same op name, overlapping kinds) persists. Each round
+    runs all candidates of all sequences in one batch."""
+    cur: list[Disagreement] = []
+    for d in found:
+        cut = Sequence(d.seq.name + "-min", d.seq.ops[: max(d.step, 1)])
+        cur.append(Disagreement(cut, d.step, d.kinds, d.kernel, d.model, d.before, d.label, d.details))
+    done = [False] * len(cur)
+    for _ in range(max_rounds):
+        batch: list[Sequence] = []
+        owners: list[int] = []
+        for j, d in enumerate(cur):
+            if done[j]:
+                continue
+            for i in range(len(d.seq.ops)):
+                ops = d.seq.ops[:i] + d.seq.ops[i + 1 :]
+                if ops:
+                    batch.append(Sequence(f"{d.seq.name}~{len(batch)}", ops))
+                    owners.append(j)
+        if not batch:
+            break
+        _, ds = differential(batch, run_kernel, run_model, label, ignore)
+        by_name = {d.seq.name: d for d in ds}
+        progressed = [False] * len(cur)
+        for s, j in zip(batch, owners, strict=True):
+            if progressed[j]:
+                continue
+            nd = by_name.get(s.name)
+            if nd is not None and _same_bug(cur[j], nd):
+                nd.seq = Sequence(cur[j].seq.name, nd.seq.ops[: max(nd.step, 1)])
+                cur[j] = nd
+                progressed[j] = True
+        for j in range(len(cur)):
+            if not progressed[j]:
+                done[j] = True
+        if all(done):
+            break
+    return cur
