@@ -218,7 +218,8 @@ def minimize(
     for d in found:
         cut = Sequence(d.seq.name + "-min", d.seq.ops[: max(d.step, 1)])
         cur.append(Disagreement(cut, d.step, d.kinds, d.kernel, d.model, d.before, d.label, d.details))
-    done = [False] * len(cur)
+    # nothing to shrink when the model fails before the first operation, or the runner failed
+    done = [d.step == 0 or "oracle" in d.kinds for d in cur]
     for _ in range(max_rounds):
         batch: list[Sequence] = []
         owners: list[int] = []

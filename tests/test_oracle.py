@@ -1,0 +1,249 @@
+"""The oracle harness on its own (no model needed): runner build, parsing, live and qemu runs,
+comparison, minimizer, generator and the op -> public API translation."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Sequence as Seq
+from typing import Any
+
+import pytest
+
+from replay.oracle import compare, run_live, run_qemu, seq
+from replay.oracle.core import WINDOW_BASE, SeqResult, Sequence, Step, Vma, parse_output
+from replay.oracle.execute import build_runner, qemu_available
+from replay.oracle.fuzz import GenConfig, gen_batch, gen_sequence, minimize
+from replay.oracle.model import apply_op
+from tests.conftest import need, need_cc
+
+NR = "private,anon,fixed,noreserve"
+
+
+def need_live() -> None:
+    need_cc()
+    with open("/proc/sys/vm/overcommit_memory") as f:
+        need(f.read().strip() != "2", "vm.overcommit_memory=2 makes MAP_NORESERVE a no-op")
+
+
+def need_qemu(kernel: str) -> None:
+    ok, why = qemu_available(kernel)
+    need(ok, why)
+
+
+# ---- pure parts -------------------------------------------------------------------------------
+
+
+def test_parse_output_tolerates_cr_and_console_noise() -> None:
+    s = seq("a", "mmap 0 2 rw- private,anon,fixed", "touch 9")
+    text = (
+        "#runner base=100000001000 pages=64\r\n[    1.0] random: crng init done\r\n"
+        "#seq a\r\n@ 0 0 -\r\n@ 1 0 0\r\n0 2 rw-p rd wr mr mw me ac\r\n@ 2 14 -\r\n"
+        "0 2 rw-p rd wr mr mw me ac\r\n#end a ok\r\n#done\r\n"
+    )
+    (r,) = parse_output(text, [s])
+    assert r.status == "ok"
+    assert [st.errno for st in r.steps] == [0, 0, errno.EFAULT]
+    assert r.steps[1].ret == 0 and r.steps[2].ret is None
+    assert r.steps[1].op == "mmap 0 2 rw- private,anon,fixed"
+    assert r.steps[2].vmas == (Vma(0, 2, "rw-p", frozenset("rd wr mr mw me ac".split())),)
+
+
+def test_parse_output_marks_missing_and_crashed() -> None:
+    a, b = seq("a", "touch 0"), seq("b", "touch 0")
+    (ra, rb) = parse_output("#seq a\n@ 0 0 -\n#end a signal:11\n", [a, b])
+    assert ra.status == "signal:11"
+    assert rb.status == "missing"
+
+
+def test_sequence_rejects_bad_lines() -> None:
+    with pytest.raises(ValueError):
+        Sequence("two words", ("touch 0",))
+    with pytest.raises(ValueError):
+        Sequence("x", ("touch 0\nend",))
+
+
+def _res(name: str, steps: list[list[Vma]], errnos: list[int] | None = None) -> SeqResult:
+    errnos = errnos or [0] * len(steps)
+    return SeqResult(name, [Step(i, "", e, None, tuple(v)) for i, (v, e) in enumerate(zip(steps, errnos, strict=True))])
+
+
+def test_compare_names_first_differing_step_and_flags() -> None:
+    s = seq("c", "mmap 0 4 rw- private,anon,fixed", "mprotect 0 2 r--")
+    v = Vma(0, 4, "rw-p", frozenset({"rd", "wr", "ac"}))
+    k = _res("c", [[], [v], [Vma(0, 2, "r--p", frozenset({"rd", "ac"})), Vma(2, 4, "rw-p", v.flags)]])
+    assert compare(s, k, k) is None
+    m = _res("c", [[], [Vma(0, 4, "rw-p", frozenset({"rd", "wr"}))], k.steps[2].vmas and list(k.steps[2].vmas)])
+    d = compare(s, k, m, label="t")
+    assert d is not None and d.step == 1 and d.kinds == ["vmflags"]
+    assert "kernel only {ac}" in d.format() and ">>  1 mmap 0 4" in d.format()
+    assert compare(s, k, m, ignore={"ac"}) is None
+    m2 = _res("c", [[], [v], [v]], [0, 0, 12])
+    d2 = compare(s, k, m2)
+    assert d2 is not None and d2.step == 2 and d2.kinds == ["errno", "layout"]
+
+
+def test_compare_reports_runner_failure_as_oracle() -> None:
+    s = seq("c", "touch 0")
+    k = SeqResult("c", [Step(0, "", 0, None, ())], "signal:11")
+    d = compare(s, k, k)
+    assert d is not None and d.kinds == ["oracle"]
+
+
+def test_generator_is_reproducible_and_batch_independent() -> None:
+    a = gen_batch(7, 30)
+    assert a == gen_batch(7, 30)
+    assert gen_batch(7, 10, start=20) == a[20:]
+    assert gen_sequence(7, 5) == a[5]
+    assert a != gen_batch(8, 30)
+    assert all(len(s.ops) == 12 for s in a)
+    cfg = GenConfig(length=40, allow_move=False)
+    ops = [op for s in gen_batch(3, 200, cfg) for op in s.ops]
+    assert not any("maymove" in op for op in ops)
+    names = {op.split()[0] for s in gen_batch(3, 300) for op in s.ops}
+    assert {"mmap", "munmap", "mprotect", "madvise", "mlock", "mlock2", "munlock", "mremap",
+            "mseal", "touch", "read", "fork"} <= names  # fmt: skip
+
+
+class Recorder:
+    """A stand-in for replay.AddressSpace that records the public-API calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        def f(*args: Any, **kw: Any) -> Any:
+            self.calls.append((name, *args, *sorted(kw.items())))
+            if name == "fork":
+                return self
+            return args[0] if name == "mmap" else (args[4] if name == "mremap" else 0)
+
+        return f
+
+
+def test_apply_op_translates_to_raw_linux_constants() -> None:
+    mm = Recorder()
+    P, B = 4096, WINDOW_BASE
+    _, ret = apply_op(mm, "mmap 3 2 rw- private,anon,fixed,noreserve")
+    assert mm.calls[-1] == ("mmap", B + 3 * P, 2 * P, 3, 0x02 | 0x20 | 0x10 | 0x4000, -1, 0) and ret == 3
+    apply_op(mm, "mmap 1 1 r-x shared,anon,noreplace,populate,locked")
+    assert mm.calls[-1][3:5] == (5, 0x01 | 0x20 | 0x100000 | 0x8000 | 0x2000)
+    apply_op(mm, "madvise 1 2 guard_install")
+    assert mm.calls[-1] == ("madvise", B + P, 2 * P, 102)
+    apply_op(mm, "madvise 1 2 wipeonfork")
+    assert mm.calls[-1][3] == 18
+    apply_op(mm, "mlock2 1 2 onfault")
+    assert mm.calls[-1] == ("mlock", B + P, 2 * P, 1)
+    _, ret = apply_op(mm, "mremap 1 2 3 maymove,fixed,dontunmap 9")
+    assert mm.calls[-1] == ("mremap", B + P, 2 * P, 3 * P, 7, B + 9 * P) and ret == 9
+    apply_op(mm, "read 4")
+    assert mm.calls[-1] == ("touch", B + 4 * P, ("write", False))
+    apply_op(mm, "mseal 0 1")
+    assert mm.calls[-1] == ("mseal", B, P)
+    for s in gen_batch(11, 100):  # every generated op translates
+        for op in s.ops:
+            apply_op(Recorder(), op)
+
+
+def test_minimizer_shrinks_to_the_culprit() -> None:
+    # fake kernel/model: the model "forgets" every madvise dontdump; disagreement shows at that step
+    def fake(seqs: Seq[Sequence], broken: bool) -> list[SeqResult]:
+        out = []
+        for s in seqs:
+            r = SeqResult(s.name, [Step(0, "", 0, None, ())])
+            dd = False
+            for i, op in enumerate(s.ops, 1):
+                if "dontdump" in op and not broken:
+                    dd = True
+                vma = Vma(0, 1, "rw-p", frozenset({"dd"} if dd else set()))
+                r.steps.append(Step(i, op, 0, None, (vma,)))
+            out.append(r)
+        return out
+
+    s = seq("x", "touch 1", "mprotect 0 1 r--", "madvise 0 1 dontdump", "touch 2", "fork")
+    k, m = fake([s], False), fake([s], True)
+    d = compare(s, k[0], m[0])
+    assert d is not None and d.step == 3
+    (mini,) = minimize([d], lambda q: fake(q, False), lambda q: fake(q, True))
+    assert mini.seq.ops == ("madvise 0 1 dontdump",) and mini.kinds == ["vmflags"]
+
+
+# ---- live kernel ------------------------------------------------------------------------------
+
+
+@pytest.mark.live
+def test_runner_builds_once() -> None:
+    need_cc()
+    a = build_runner()
+    assert a.exists() and os.access(a, os.X_OK)
+    assert build_runner() == a
+
+
+@pytest.mark.live
+def test_live_runner_basic_semantics() -> None:
+    need_live()
+    s1 = seq(
+        "basic",
+        f"mmap 0 10 rw- {NR}",
+        "mprotect 2 3 r--",
+        "munmap 0 0",  # EINVAL
+        "touch 2",  # read-only: SIGSEGV -> EFAULT
+        "read 30",  # unmapped: EFAULT
+        "touch 0",
+        "mseal 5 5",
+        "munmap 6 1",  # sealed: EPERM
+        "mremap 0 2 2 maymove,fixed 40",
+        "fork",
+        "mprotect 5 1 r--",  # sealed, in the child too
+    )
+    s2 = seq("isolated", "touch 0")  # a fresh child: nothing leaks from s1
+    r1, r2 = run_live([s1, s2])
+    assert r1.status == "ok" and len(r1.steps) == len(s1.ops) + 1
+    assert r1.steps[0].vmas == ()
+    assert [v.key() for v in r1.steps[2].vmas] == [(0, 2, "rw-p"), (2, 5, "r--p"), (5, 10, "rw-p")]
+    assert [st.errno for st in r1.steps[1:]] == [0, 0, errno.EINVAL, errno.EFAULT, errno.EFAULT, 0, 0,
+                                                  errno.EPERM, 0, 0, errno.EPERM]  # fmt: skip
+    assert r1.steps[1].ret == 0 and r1.steps[9].ret == 40
+    assert "sl" in r1.steps[7].vmas[-1].flags and "nr" in r1.steps[1].vmas[0].flags
+    assert [v.key() for v in r1.steps[9].vmas][-1] == (40, 42, "rw-p")
+    assert r2.status == "ok" and r2.steps[1].errno == errno.EFAULT and r2.steps[1].vmas == ()
+
+
+@pytest.mark.live
+def test_live_fork_semantics() -> None:
+    need_live()
+    s = seq("fk", f"mmap 0 4 rw- {NR}", "madvise 0 1 dontfork", "madvise 3 1 wipeonfork", "fork")
+    p = seq("fkp", f"mmap 0 4 rw- {NR}", "madvise 0 1 dontfork", "forkp")
+    r, rp = run_live([s, p])
+    assert [v.key()[:2] for v in r.steps[-1].vmas] == [(1, 3), (3, 4)]  # DONTCOPY VMA absent in the child
+    assert "wf" in r.steps[-1].vmas[-1].flags
+    assert [v.key()[:2] for v in rp.steps[-1].vmas] == [(0, 1), (1, 4)]  # the parent keeps it
+
+
+# ---- old kernels under qemu ---------------------------------------------------------------------
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("kernel", ["6.1", "6.12"])
+def test_qemu_runner_sane(kernel: str) -> None:
+    need_qemu(kernel)
+    s = seq(
+        "q",
+        f"mmap 0 10 rw- {NR}",
+        "mprotect 0 5 r--",
+        "touch 5",
+        "mprotect 5 5 r--",  # L1: no merge on both old kernels
+        "madvise 0 1 guard_install",  # 6.13+
+        "mseal 0 1",  # 6.10+
+        "mlock2 8 1 onfault",
+    )
+    (r,) = run_qemu(kernel, [s, seq("q2", "touch 1")])[:1]
+    assert r.status == "ok" and len(r.steps) == 8
+    assert [v.key() for v in r.steps[4].vmas] == [(0, 5, "r--p"), (5, 10, "r--p")]
+    assert r.steps[5].errno == errno.EINVAL
+    assert r.steps[6].errno == (errno.ENOSYS if kernel == "6.1" else 0)
+    assert all("sd" in v.flags for v in r.steps[1].vmas)  # Debian kernels: CONFIG_MEM_SOFT_DIRTY=y
+    locked = r.steps[7].vmas[-2]
+    assert locked.key()[:2] == (8, 9) and "lo" in locked.flags
+    # 6.1 has no mnemonic for VM_LOCKONFAULT and prints "??" (found by the fuzzer)
+    assert ("??" in locked.flags) == (kernel == "6.1") and ("lf" in locked.flags) == (kernel == "6.12")
