@@ -46,7 +46,7 @@ def test_parse_output_tolerates_cr_and_console_noise() -> None:
     assert [st.errno for st in r.steps] == [0, 0, errno.EFAULT]
     assert r.steps[1].ret == 0 and r.steps[2].ret is None
     assert r.steps[1].op == "mmap 0 2 rw- private,anon,fixed"
-    assert r.steps[2].vmas == (Vma(0, 2, "rw-p", frozenset("rd wr mr mw me ac".split())),)
+    assert r.steps[2].vmas == (Vma(0, 2, "rw-p", frozenset(["rd", "wr", "mr", "mw", "me", "ac"])),)
 
 
 def test_parse_output_marks_missing_and_crashed() -> None:
