@@ -15,7 +15,13 @@ import pytest
 
 from collectors.procmaps import parse_maps_text
 from collectors.record import SYSCALL_KINDS
-from tests.test_record_common import WORKLOADS, final_snapshot, maps_rows, parse_script_output, record
+from tests.test_record_common import (
+    WORKLOADS,
+    final_snapshot,
+    maps_rows,
+    parse_script_output,
+    record,
+)
 from vmatrace.trace import EV_POPULATES, read_trace
 
 pytestmark = [pytest.mark.live, pytest.mark.bcc]
