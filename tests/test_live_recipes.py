@@ -1,0 +1,146 @@
+"""kernel-vma.md §5 live recipes (replay/oracle/recipes.py): real kernels against the documented
+New/Old columns (runner only), and the model against the real kernels and the columns.
+
+* live kernel: expected New column (L20 only where it is safe, see replay/live.py);
+* qemu 6.1 / 6.12: expected Old column, with the era overrides (L13b, L25);
+* model kernel="live" vs the live kernel step by step, and final == New;
+* model profile 6.15: final == Old column (6.15 era);
+* model profiles 6.1 / 6.12 vs the qemu kernels step by step, and final == Old column.
+One runner process / one qemu boot per kernel for all recipes (module-scoped fixtures).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from replay.oracle import compare, run_live, run_model, run_qemu
+from replay.oracle.core import OracleError, SeqResult
+from replay.oracle.execute import qemu_available
+from replay.oracle.recipes import BY_ID, RECIPES, Recipe, final_flags, final_layout
+from tests.conftest import need, need_cc
+
+IDS = [x.rid for x in RECIPES]
+
+
+@functools.cache
+def _live_info() -> tuple[bool, str]:
+    from replay.live import probe_live
+
+    info = probe_live()
+    return info.mremap_faulted_safe, info.profile
+
+
+def _runnable_live(x: Recipe) -> bool:
+    return not x.unsafe_before_6188 or _live_info()[0]
+
+
+@functools.cache
+def _live_results() -> dict[str, SeqResult]:
+    todo = [x for x in RECIPES if _runnable_live(x)]
+    return {x.rid: res for x, res in zip(todo, run_live([x.sequence() for x in todo]), strict=True)}
+
+
+@functools.cache
+def _qemu_results(kernel: str) -> dict[str, SeqResult]:
+    return {x.rid: r for x, r in zip(RECIPES, run_qemu(kernel, [x.sequence() for x in RECIPES]), strict=True)}
+
+
+def _need_live() -> None:
+    need_cc()
+
+
+def _live(x: Recipe) -> SeqResult:
+    _need_live()
+    if not _runnable_live(x):
+        pytest.skip(f"{x.rid} is unsafe on this kernel (profile {_live_info()[1]}, mremap fix not provable)")
+    return _live_results()[x.rid]
+
+
+def _qemu(kernel: str, x: Recipe) -> SeqResult:
+    ok, why = qemu_available(kernel)
+    need(ok, why)
+    try:
+        return _qemu_results(kernel)[x.rid]
+    except OracleError as e:  # pragma: no cover - depends on the machine
+        pytest.fail(str(e))
+
+
+# ---- runner only --------------------------------------------------------------------------------
+
+
+@pytest.mark.live
+@pytest.mark.parametrize("rid", IDS)
+def test_live_kernel_matches_new_column(rid: str) -> None:
+    x = next(r for r in RECIPES if r.rid == rid)
+    res = _live(x)
+    assert res.status == "ok"
+    assert all(s.errno == 0 for s in res.steps), [(s.op, s.errno) for s in res.steps if s.errno]
+    assert final_layout(res) == x.expected("new")
+    flags = final_flags(res)
+    for rng, want in x.flags_present.items():
+        assert want <= flags[rng], f"{rid}: {rng} lacks {want - flags[rng]}"
+    for rng, unwanted in x.flags_absent.items():
+        assert not unwanted & flags[rng], f"{rid}: {rng} has {unwanted & flags[rng]}"
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("kernel", ["6.1", "6.12"])
+@pytest.mark.parametrize("rid", IDS)
+def test_old_kernel_matches_old_column(kernel: str, rid: str) -> None:
+    x = next(r for r in RECIPES if r.rid == rid)
+    res = _qemu(kernel, x)
+    assert res.status == "ok"
+    assert final_layout(res) == x.expected(kernel)
+    # the only expected failures on old kernels: guard regions (6.13+) and mseal (6.10+)
+    errs = {(s.op.split()[0], s.errno) for s in res.steps if s.errno}
+    allowed = {("madvise", 22)} | ({("mseal", 38)} if kernel == "6.1" else set())
+    assert errs <= allowed
+
+
+# ---- model ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.live
+@pytest.mark.parametrize("rid", IDS)
+def test_model_live_matches_live_kernel(rid: str) -> None:
+    x = next(r for r in RECIPES if r.rid == rid)
+    kern = _live(x)
+    (mod,) = run_model("live", [x.sequence()])
+    d = compare(x.sequence(), kern, mod, label="live/model:live")
+    assert d is None, d.format()
+    assert final_layout(mod) == x.expected("new")
+
+
+@pytest.mark.parametrize("rid", IDS)
+def test_model_615_matches_old_column(rid: str) -> None:
+    x = next(r for r in RECIPES if r.rid == rid)
+    (mod,) = run_model("6.15", [x.sequence()])
+    assert mod.status == "ok", mod.steps[-1].note
+    assert final_layout(mod) == x.expected("6.15")
+
+
+@pytest.mark.parametrize("profile", ["6.16", "6.18.8", "6.19"])
+@pytest.mark.parametrize("rid", IDS)
+def test_model_new_profiles_match_new_column(profile: str, rid: str) -> None:
+    x = next(r for r in RECIPES if r.rid == rid)
+    (mod,) = run_model(profile, [x.sequence()])
+    assert mod.status == "ok", mod.steps[-1].note
+    if x.unsafe_before_6188 and profile == "6.16":
+        # 6.16 .. 6.18.7 merge in every L20 case, forked or not (kernel-vma.md §4.4)
+        assert final_layout(mod) == BY_ID[x.rid.replace("L20f", "L20")].expected("new")
+    else:
+        assert final_layout(mod) == x.expected("new")
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("kernel", ["6.1", "6.12"])
+@pytest.mark.parametrize("rid", IDS)
+def test_model_old_profiles_match_qemu_kernels(kernel: str, rid: str) -> None:
+    x = next(r for r in RECIPES if r.rid == rid)
+    kern = _qemu(kernel, x)
+    (mod,) = run_model(kernel, [x.sequence()])
+    d = compare(x.sequence(), kern, mod, label=f"qemu-{kernel}/model:{kernel}")
+    assert d is None, d.format()
+    assert final_layout(mod) == x.expected(kernel)
