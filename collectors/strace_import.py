@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import errno as _errno
 import os
+import platform
 import re
 import time
 from dataclasses import dataclass, field
@@ -827,17 +828,26 @@ class Reconstruction:
 
 
 def _pick_bias(info: elf.ElfInfo, cands: list[tuple[int, int]], taken: set[int],
-               mmaps: list[tuple[int, int]]) -> int | None:
-    """The bias whose RELRO mprotect is among `cands`, outside every mmap made after exec."""
+               busy: list[tuple[int, int]]) -> int | None:
+    """The load bias whose RELRO ``mprotect`` is the first fitting one among `cands`.
+
+    A candidate is skipped if it is already attributed (`taken`), lies inside a range mapped
+    by a later mmap (a library ld.so mapped), or implies an image overlapping such a range
+    or the image of an object placed before (`busy`, (start, len) pairs).
+    """
     for addr, length in cands:
-        if addr in taken:
+        if addr in taken or any(a <= addr < a + ln for a, ln in busy):
             continue
-        if any(a <= addr < a + ln for a, ln in mmaps):
-            continue  # inside a library ld.so mapped: not this object
         b = elf.bias_from_relro(info, addr, length)
-        if b is not None:
-            taken.add(addr)
-            return b
+        if b is None or not info.segments:
+            continue
+        lo = (b + info.segments[0].vaddr) & ~(elf.PAGE_SIZE - 1)
+        hi = b + info.image_end
+        if any(a < hi and lo < a + ln for a, ln in busy):
+            continue
+        taken.add(addr)
+        busy.append((lo, hi - lo))
+        return b
     return None
 
 
@@ -894,20 +904,27 @@ def reconstruct_exec(ex: ExecInfo, *, root: str = "/") -> Reconstruction:
         ipath = os.path.join(root, exe.interp.lstrip("/"))
         interp_info = elf.read_elf(ipath)
         ishown = _shown_path(ipath, root)
-    ibias = None
-    if interp_info is not None:
-        ibias = _pick_bias(interp_info, list(reversed(ex.prot_read)), taken, ex.mmaps)
+    # glibc's ld.so protects the RELRO of the libraries (inside their mmaps), then of the
+    # executable, then its own: in log order, the executable's comes first.
+    busy = [(a, ln) for a, ln in ex.mmaps if ln > 0]
     if not exe.is_pie:
         bias: int | None = 0
         known.append("executable at its link address (ET_EXEC)")
+        rr = elf.relro_range(exe, 0)
+        if rr is not None:
+            taken.add(rr[0])
+        if exe.segments:
+            lo = exe.segments[0].vaddr & ~(elf.PAGE_SIZE - 1)
+            busy.append((lo, exe.image_end - lo))
     else:
-        bias = _pick_bias(exe, ex.prot_read, taken, ex.mmaps)
+        bias = _pick_bias(exe, ex.prot_read, taken, busy)
         if bias is not None:
             known.append(f"executable load bias {bias:#x} from its RELRO mprotect")
-        elif ex.brk is not None and exe.image_end:
-            unknown.append("executable load bias (no RELRO mprotect in the log; ASLR)")
         else:
-            unknown.append("executable load bias (ASLR)")
+            unknown.append("executable load bias (ASLR; no RELRO mprotect of it in the log)")
+    ibias = None
+    if interp_info is not None:
+        ibias = _pick_bias(interp_info, ex.prot_read, taken, busy)
     if bias is not None:
         rows += elf.load_vmas(exe, bias, path=shown)
     if interp_info is not None:
@@ -1016,6 +1033,10 @@ def import_strace(logs: list[Path], out: Path, *, maps: list[str] | None = None,
     ts = events.get_column("ts_ns") if events.height else None
     meta = {
         "collector": "strace-import",
+        # the log does not say which kernel or host it was recorded on
+        "kernel_release": "unknown",
+        "host": "unknown",
+        "imported_on": {"host": platform.node(), "kernel_release": platform.release()},
         "clock": parsed.clock,
         "source_logs": [str(p) for p in logs],
         "pids": sorted(parsed.procs),

@@ -283,11 +283,12 @@ def test_real_programs_python_and_gcc(tmp_path: Path) -> None:
                         name="py.log")
     import_strace([log], tmp_path / "py.trace")
     t = read_trace(tmp_path / "py.trace")
-    assert not t.warnings and not t.meta["warnings"]
+    assert not t.warnings and not t.meta["warnings"], (t.warnings, t.meta["warnings"])
     kinds = set(t.events["kind"].to_list())
     assert {"mmap", "munmap", "mprotect", "brk", "fork", "exec", "exit"} <= kinds
-    assert t.events.filter(pl.col("kind") == "fork")["a2"].to_list() == [1, 0]
-    assert t.meta["clock"] == "none" and t.snapshot_index.height == 1
+    forks = t.events.filter(pl.col("kind") == "fork")
+    assert forks["a2"].to_list() == [1, 0], forks
+    assert t.meta["clock"] == "none" and t.snapshot_index.height == 1, t.snapshot_index
     # a gcc compile: gcc forks cc1, as, collect2, ld
     src = tmp_path / "hello.c"
     src.write_text("int main(void) { return 0; }\n")
@@ -295,14 +296,14 @@ def test_real_programs_python_and_gcc(tmp_path: Path) -> None:
                         [cc, "-O1", "-o", str(tmp_path / "hello"), str(src)], name="gcc.log")
     import_strace([log], tmp_path / "gcc.trace")
     t = read_trace(tmp_path / "gcc.trace")
-    assert not t.warnings
+    assert not t.warnings and not t.meta["warnings"], (t.warnings, t.meta["warnings"])
     comms = set(t.procs["comm"].to_list())
     assert {"gcc", "cc1", "as", "collect2", "ld"} <= comms, comms
     execs = t.events.filter(pl.col("kind") == "exec")
     # one reconstructed layout per successful exec of an ELF file
-    assert t.snapshot_index.filter(pl.col("reason") == "reconstructed").height == execs.height
+    assert t.snapshot_index.filter(pl.col("reason") == "reconstructed").height == execs.height, execs
     assert t.procs.filter(pl.col("comm") == "cc1")["ppid"].item() in t.procs["pid"].to_list()
-    assert (t.procs["how_ended"] == "exited").all()
+    assert (t.procs["how_ended"] == "exited").all(), t.procs
 
 
 def test_bad_input(tmp_path: Path) -> None:
