@@ -1,0 +1,13 @@
+"""Errors of the replay package (system-call failures are plain ``OSError`` with an errno)."""
+
+from __future__ import annotations
+
+__all__ = ["ReplayError", "SnapshotError"]
+
+
+class ReplayError(Exception):
+    """Base class for misuse of the model (not for kernel errors, which are OSError)."""
+
+
+class SnapshotError(ReplayError, ValueError):
+    """A snapshot frame lacks a required column or has inconsistent rows."""

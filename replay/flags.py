@@ -1,0 +1,214 @@
+"""VM_* flag bits, the raw x86-64 syscall constants the model accepts, and smaps mnemonics.
+
+Flags are plain ``int`` bit sets (not ``enum.IntFlag``) because they sit on the hot path of every
+merge predicate. Bit positions follow include/linux/mm.h on x86-64 where that matters for
+readability; nothing outside this module depends on the exact values.
+"""
+
+from __future__ import annotations
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+PAGE_MASK = ~(PAGE_SIZE - 1)
+TASK_SIZE = 0x7FFFFFFFF000
+DEFAULT_MMAP_BASE = 0x7F0000000000
+PMD_SIZE = 2 << 20
+STACK_GUARD_GAP = 256 << PAGE_SHIFT  # stack_guard_gap default (256 pages)
+MMAP_MIN_ADDR = 0x1000  # vm.mmap_min_addr on this kind of machine (4096)
+DEFAULT_MAX_MAP_COUNT = 65530
+
+# --- VM_* bits ---------------------------------------------------------------------------------
+VM_READ = 0x1
+VM_WRITE = 0x2
+VM_EXEC = 0x4
+VM_SHARED = 0x8
+VM_MAYREAD = 0x10
+VM_MAYWRITE = 0x20
+VM_MAYEXEC = 0x40
+VM_MAYSHARE = 0x80
+VM_GROWSDOWN = 0x100
+VM_UFFD_MISSING = 0x200
+VM_PFNMAP = 0x400
+VM_MAYBE_GUARD = 0x800  # bit 11, smaps "gu" (6.19 / late 6.18.y)
+VM_UFFD_WP = 0x1000
+VM_LOCKED = 0x2000
+VM_IO = 0x4000
+VM_SEQ_READ = 0x8000
+VM_RAND_READ = 0x10000
+VM_DONTCOPY = 0x20000
+VM_DONTEXPAND = 0x40000
+VM_LOCKONFAULT = 0x80000
+VM_ACCOUNT = 0x100000
+VM_NORESERVE = 0x200000
+VM_HUGETLB = 0x400000
+VM_SYNC = 0x800000
+VM_ARCH_1 = 0x1000000
+VM_WIPEONFORK = 0x2000000
+VM_DONTDUMP = 0x4000000
+VM_SOFTDIRTY = 0x8000000
+VM_MIXEDMAP = 0x10000000
+VM_HUGEPAGE = 0x20000000
+VM_NOHUGEPAGE = 0x40000000
+VM_MERGEABLE = 0x80000000
+VM_PKEY_BIT0 = 1 << 32
+VM_PKEY_BIT1 = 1 << 33
+VM_PKEY_BIT2 = 1 << 34
+VM_PKEY_BIT3 = 1 << 35
+VM_PKEY_MASK = VM_PKEY_BIT0 | VM_PKEY_BIT1 | VM_PKEY_BIT2 | VM_PKEY_BIT3
+VM_DROPPABLE = 1 << 40
+VM_UFFD_MINOR = 1 << 41
+VM_SEALED = 1 << 42
+
+VM_ACCESS_FLAGS = VM_READ | VM_WRITE | VM_EXEC
+VM_MAY_FLAGS = VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
+VM_LOCKED_MASK = VM_LOCKED | VM_LOCKONFAULT
+VM_SPECIAL = VM_IO | VM_DONTEXPAND | VM_PFNMAP | VM_MIXEDMAP
+VM_UFFD_FLAGS = VM_UFFD_MISSING | VM_UFFD_WP | VM_UFFD_MINOR
+VM_DATA_DEFAULT_FLAGS = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
+VM_STACK_DEFAULT_FLAGS = VM_DATA_DEFAULT_FLAGS | VM_GROWSDOWN
+# Flags that make KSM refuse a VMA (vma_ksm_compatible()).
+VM_KSM_INCOMPATIBLE = (
+    VM_SHARED | VM_MAYSHARE | VM_PFNMAP | VM_IO | VM_DONTEXPAND | VM_HUGETLB | VM_MIXEDMAP
+    | VM_DROPPABLE
+)
+
+# /proc/pid/smaps VmFlags mnemonics (show_smap_vma_flags()), in bit order.
+MNEMONICS: dict[int, str] = {
+    VM_READ: "rd",
+    VM_WRITE: "wr",
+    VM_EXEC: "ex",
+    VM_SHARED: "sh",
+    VM_MAYREAD: "mr",
+    VM_MAYWRITE: "mw",
+    VM_MAYEXEC: "me",
+    VM_MAYSHARE: "ms",
+    VM_GROWSDOWN: "gd",
+    VM_PFNMAP: "pf",
+    VM_MAYBE_GUARD: "gu",
+    VM_LOCKED: "lo",
+    VM_IO: "io",
+    VM_SEQ_READ: "sr",
+    VM_RAND_READ: "rr",
+    VM_DONTCOPY: "dc",
+    VM_DONTEXPAND: "de",
+    VM_LOCKONFAULT: "lf",
+    VM_ACCOUNT: "ac",
+    VM_NORESERVE: "nr",
+    VM_HUGETLB: "ht",
+    VM_SYNC: "sf",
+    VM_ARCH_1: "ar",
+    VM_WIPEONFORK: "wf",
+    VM_DONTDUMP: "dd",
+    VM_SOFTDIRTY: "sd",
+    VM_MIXEDMAP: "mm",
+    VM_HUGEPAGE: "hg",
+    VM_NOHUGEPAGE: "nh",
+    VM_MERGEABLE: "mg",
+    VM_UFFD_MISSING: "um",
+    VM_UFFD_WP: "uw",
+    VM_DROPPABLE: "dp",
+    VM_UFFD_MINOR: "ui",
+    VM_SEALED: "sl",
+}
+FLAG_OF_MNEMONIC: dict[str, int] = {v: k for k, v in MNEMONICS.items()}
+_MNEMONIC_ITEMS = sorted(MNEMONICS.items())
+
+
+def mnemonics(flags: int, *, soft_dirty: bool = True) -> frozenset[str]:
+    """Return the smaps VmFlags mnemonics of ``flags`` (``sd`` only with CONFIG_MEM_SOFT_DIRTY)."""
+    out = {m for bit, m in _MNEMONIC_ITEMS if flags & bit}
+    if not soft_dirty:
+        out.discard("sd")
+    return frozenset(out)
+
+
+def flags_from_mnemonics(text: str) -> int:
+    """Parse a space-separated VmFlags string; unknown mnemonics are ignored."""
+    flags = 0
+    for tok in text.split():
+        flags |= FLAG_OF_MNEMONIC.get(tok, 0)
+    return flags
+
+
+def perms(flags: int) -> str:
+    """The ``rwxp``/``rwxs`` column of /proc/pid/maps (show_map_vma())."""
+    return (
+        ("r" if flags & VM_READ else "-")
+        + ("w" if flags & VM_WRITE else "-")
+        + ("x" if flags & VM_EXEC else "-")
+        + ("s" if flags & VM_MAYSHARE else "p")
+    )
+
+
+# --- raw Linux x86-64 syscall constants ----------------------------------------------------------
+PROT_NONE = 0x0
+PROT_READ = 0x1
+PROT_WRITE = 0x2
+PROT_EXEC = 0x4
+PROT_SEM = 0x8
+PROT_GROWSDOWN = 0x01000000
+PROT_GROWSUP = 0x02000000
+
+MAP_SHARED = 0x01
+MAP_PRIVATE = 0x02
+MAP_SHARED_VALIDATE = 0x03
+MAP_DROPPABLE = 0x08
+MAP_TYPE = 0x0F
+MAP_FIXED = 0x10
+MAP_ANONYMOUS = 0x20
+MAP_32BIT = 0x40
+MAP_GROWSDOWN = 0x100
+MAP_DENYWRITE = 0x800
+MAP_EXECUTABLE = 0x1000
+MAP_LOCKED = 0x2000
+MAP_NORESERVE = 0x4000
+MAP_POPULATE = 0x8000
+MAP_NONBLOCK = 0x10000
+MAP_STACK = 0x20000
+MAP_HUGETLB = 0x40000
+MAP_SYNC = 0x80000
+MAP_FIXED_NOREPLACE = 0x100000
+MAP_UNINITIALIZED = 0x4000000
+# Flags MAP_SHARED_VALIDATE accepts (LEGACY_MAP_MASK | MAP_SYNC).
+MAP_KNOWN = (
+    MAP_SHARED | MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS | MAP_DENYWRITE | MAP_EXECUTABLE
+    | MAP_UNINITIALIZED | MAP_GROWSDOWN | MAP_LOCKED | MAP_NORESERVE | MAP_POPULATE
+    | MAP_NONBLOCK | MAP_STACK | MAP_HUGETLB | MAP_SYNC | MAP_FIXED_NOREPLACE | MAP_32BIT
+)
+
+MREMAP_MAYMOVE = 1
+MREMAP_FIXED = 2
+MREMAP_DONTUNMAP = 4
+
+MLOCK_ONFAULT = 1
+MCL_CURRENT = 1
+MCL_FUTURE = 2
+MCL_ONFAULT = 4
+
+MADV_NORMAL = 0
+MADV_RANDOM = 1
+MADV_SEQUENTIAL = 2
+MADV_WILLNEED = 3
+MADV_DONTNEED = 4
+MADV_FREE = 8
+MADV_REMOVE = 9
+MADV_DONTFORK = 10
+MADV_DOFORK = 11
+MADV_MERGEABLE = 12
+MADV_UNMERGEABLE = 13
+MADV_HUGEPAGE = 14
+MADV_NOHUGEPAGE = 15
+MADV_DONTDUMP = 16
+MADV_DODUMP = 17
+MADV_WIPEONFORK = 18
+MADV_KEEPONFORK = 19
+MADV_COLD = 20
+MADV_PAGEOUT = 21
+MADV_POPULATE_READ = 22
+MADV_POPULATE_WRITE = 23
+MADV_DONTNEED_LOCKED = 24
+MADV_COLLAPSE = 25
+MADV_HWPOISON = 100
+MADV_SOFT_OFFLINE = 101
+MADV_GUARD_INSTALL = 102
+MADV_GUARD_REMOVE = 103

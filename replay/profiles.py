@@ -1,0 +1,203 @@
+"""Kernel profiles: every behaviour difference between kernel eras, as named fields.
+
+This is the only module of ``replay`` that looks at version numbers. The model reads fields of a
+:class:`KernelProfile`; it never compares versions. Each field cites the kernel commit that
+introduced the behaviour (drgn style), with the spec's confidence tag where the release that
+first carried it is INFERRED rather than VERIFIED (see kernel-vma.md §1).
+
+Support matrix (profile name -> what it models):
+
+======== ======================================================================================
+name     behaviour
+======== ======================================================================================
+6.1      vma_merge() era; OLD anon rule; a close hook on a merge target blocks the merge;
+         mprotect never drops VM_ACCOUNT; no mseal, no guard regions
+6.6      OLD anon rule; close checked only on VMAs that may be removed (714965ca8252);
+         mprotect drops VM_ACCOUNT of unfaulted anon (~6.7, INFERRED for 6.6 = not yet)
+6.12     vma_merge_new_range()/vma_merge_existing_range(); close blocks only deletion; mseal
+6.15     as 6.12 plus MADV_GUARD_INSTALL (6.13); OLD anon rule (last era before the fix)
+6.16     NEW anon rule (879bca0a2c4f); KSM flag applied before the merge (check_ksm_early)
+6.18.0   as 6.16; mremap of a faulted VMA merges without anon_vma propagation (the UAF)
+6.18.8   + copied_from propagation (61f67c230a5e) and fork check on it (3b617fd3d317)
+6.19     + sticky flags VM_SOFTDIRTY|VM_MAYBE_GUARD (64212ba02e66, 6707915e030a), guard
+         install sets VM_MAYBE_GUARD ("gu")
+======== ======================================================================================
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from enum import Enum
+
+__all__ = [
+    "PROFILES",
+    "PROFILE_NAMES",
+    "AnonRule",
+    "CloseRule",
+    "KernelProfile",
+    "get_profile",
+]
+
+
+class AnonRule(Enum):
+    """Which is_mergeable_anon_vma() the kernel has."""
+
+    # Since Linux kernel commit 965f55dea0e3 ("mmap: avoid merging cloned VMAs") (in v3.0):
+    # exactly one side faulted is allowed only if the *target* has exactly one avc.
+    OLD = "old"
+    # Since Linux kernel commit 879bca0a2c4f ("mm/vma: fix incorrectly disallowed anonymous VMA
+    # merges") (in v6.16, INFERRED): the fork check applies to the VMA whose anon_vma is used.
+    NEW = "new"
+
+
+class CloseRule(Enum):
+    """How a vm_ops->close hook restricts merging."""
+
+    # v6.1 is_mergeable_vma(): any VMA with a close hook refuses to be a merge target.
+    TARGET = "target"
+    # Since Linux kernel commit 714965ca8252 ("mm/mmap: start distinguishing if vma can be removed
+    # in mergeability test") (in v6.4, INFERRED) and fc0c8f9089c2 ("mm, mmap: fix vma_merge()
+    # case 7 with vma_ops->close"): next (which may be removed) must have no close hook, and a
+    # removed middle must have none.
+    REMOVABLE = "removable"
+    # Since the v6.12 vma_merge() elimination series: only a VMA that would be *deleted* blocks;
+    # a 3-way merge whose next has close shrinks to a left merge.
+    DELETION = "deletion"
+
+
+@dataclass(frozen=True, slots=True)
+class KernelProfile:
+    """One kernel era's VMA behaviour. Construct through :func:`get_profile`."""
+
+    name: str
+    anon_rule: AnonRule
+    close_rule: CloseRule
+    # Since Linux kernel commit 61f67c230a5e ("mm/vma: fix anon_vma UAF on mremap() faulted,
+    # unfaulted merge") (in v6.19 and v6.18.8, VERIFIED): vmg->copied_from; vma_expand() gives an
+    # unfaulted target the anon_vma of the VMA copied by mremap.
+    copied_from_propagation: bool
+    # Since Linux kernel commit 3b617fd3d317 ("mm/vma: enforce VMA fork limit on unfaulted,faulted
+    # mremap merge too") (in v6.19 and v6.18.8, VERIFIED): the copied-from VMA must not be a fork
+    # child either.
+    fork_check_copied_from: bool
+    # Since Linux kernel commit 64212ba02e66 ("mm: implement sticky VMA flags") and 6707915e030a
+    # ("mm: propagate VM_SOFTDIRTY on merge") (in v6.19; 6.18.y backport queued 2026-06-25):
+    # VM_STICKY = VM_SOFTDIRTY|VM_MAYBE_GUARD is ignored by merges and OR-ed into the result.
+    sticky_flags: bool
+    # Since Linux kernel commit 662df3e5c376 ("mm: madvise: implement lightweight guard page
+    # mechanism") (in v6.13): MADV_GUARD_INSTALL/REMOVE exist (else EINVAL).
+    guard_install_available: bool
+    # Since the VM_MAYBE_GUARD series (ab04b530e7e8 "mm: introduce copy-on-fork VMAs and make
+    # VM_MAYBE_GUARD one") (in v6.19): guard install sets VM_MAYBE_GUARD ("gu") on the whole VMA
+    # and calls anon_vma_prepare() only for anonymous VMAs.
+    guard_install_sets_maybe_guard: bool
+    # Since Linux kernel commit 8be7258aad44 ("mseal: add mseal syscall") (in v6.10): mseal exists
+    # (else ENOSYS) and VM_SEALED blocks munmap/mremap/mprotect/MAP_FIXED.
+    mseal_available: bool
+    # Since patch "mm/mprotect: allow unfaulted VMAs to be unaccounted on mprotect()" (v2 posted
+    # 2023-10-07; in ~v6.7, INFERRED; live-checked: absent in 6.1, present in 6.12):
+    # mprotect to non-writable drops VM_ACCOUNT from an unfaulted anonymous VMA.
+    mprotect_unaccount_unfaulted: bool
+    # Since "mm: prevent KSM from breaking VMA merging for new VMAs" (check_ksm_early) (in v6.16,
+    # INFERRED): with PR_SET_MEMORY_MERGE the new VMA is VM_MERGEABLE *before* the merge attempt.
+    ksm_early: bool
+    # Since Linux kernel commit efa7df3e3bb5 ("mm: align larger anonymous mappings on THP
+    # boundaries") (in v6.7) as limited by d4148aeab412 ("mm, mmap: limit THP alignment of
+    # anonymous mappings to PMD-aligned sizes") (v6.12 and stable): anonymous mmaps whose length
+    # is a multiple of 2 MiB are placed 2 MiB aligned.
+    thp_align_anon: bool
+
+    @property
+    def anon_rule_new(self) -> bool:
+        return self.anon_rule is AnonRule.NEW
+
+
+_BASE = KernelProfile(
+    name="6.1",
+    anon_rule=AnonRule.OLD,
+    close_rule=CloseRule.TARGET,
+    copied_from_propagation=False,
+    fork_check_copied_from=False,
+    sticky_flags=False,
+    guard_install_available=False,
+    guard_install_sets_maybe_guard=False,
+    mseal_available=False,
+    mprotect_unaccount_unfaulted=False,
+    ksm_early=False,
+    thp_align_anon=False,
+)
+_P66 = replace(_BASE, name="6.6", close_rule=CloseRule.REMOVABLE)
+_P612 = replace(
+    _P66,
+    name="6.12",
+    close_rule=CloseRule.DELETION,
+    mseal_available=True,
+    mprotect_unaccount_unfaulted=True,
+    thp_align_anon=True,
+)
+_P615 = replace(_P612, name="6.15", guard_install_available=True)
+_P616 = replace(_P615, name="6.16", anon_rule=AnonRule.NEW, ksm_early=True)
+_P6180 = replace(_P616, name="6.18.0")
+_P6188 = replace(
+    _P6180, name="6.18.8", copied_from_propagation=True, fork_check_copied_from=True
+)
+_P619 = replace(
+    _P6188, name="6.19", sticky_flags=True, guard_install_sets_maybe_guard=True
+)
+
+PROFILES: dict[str, KernelProfile] = {
+    p.name: p for p in (_BASE, _P66, _P612, _P615, _P616, _P6180, _P6188, _P619)
+}
+PROFILE_NAMES: tuple[str, ...] = tuple(PROFILES)
+
+_VERSION_RE = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?(?:[-+~].*)?\s*$")
+
+
+def get_profile(version: str, *, sticky: bool | None = None) -> KernelProfile:
+    """Map a kernel version string ("X.Y" or "X.Y.Z", optional "-suffix") to its profile.
+
+    ``sticky=True`` selects 6.19 semantics for a 6.18.y kernel that carries the sticky-flag
+    backport (a version number cannot tell; kernel="live" probes for it).
+
+    >>> get_profile("6.17").name, get_profile("6.18.3").name, get_profile("6.18.44").name
+    ('6.16', '6.18.0', '6.18.8')
+    """
+    if not isinstance(version, str):
+        raise ValueError(f"kernel version must be a string like '6.12', got {version!r}")
+    if version in PROFILES and sticky is None:
+        return PROFILES[version]
+    m = _VERSION_RE.match(version)
+    if not m:
+        raise ValueError(
+            f"not a kernel version: {version!r} (expected 'X.Y' or 'X.Y.Z', e.g. '6.12' or "
+            f"'6.18.8', or one of the profile names {', '.join(PROFILE_NAMES)})"
+        )
+    major, minor, patch = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+    key = (major, minor)
+    if key < (6, 1):
+        raise ValueError(
+            f"kernel {version} predates the oldest modelled era (6.1); profiles: "
+            f"{', '.join(PROFILE_NAMES)}"
+        )
+    if key < (6, 6):
+        name = "6.1"
+    elif key < (6, 12):
+        name = "6.6"
+    elif key < (6, 13):
+        name = "6.12"
+    elif key < (6, 16):
+        name = "6.15"
+    elif key < (6, 18):
+        name = "6.16"
+    elif key == (6, 18):
+        name = "6.18.8" if patch >= 8 else "6.18.0"
+        if sticky:
+            name = "6.19"
+    else:
+        name = "6.19"
+    prof = PROFILES[name]
+    if sticky is not None and sticky != prof.sticky_flags:
+        prof = replace(prof, name=f"{prof.name}{'+sticky' if sticky else '-sticky'}",
+                       sticky_flags=sticky, guard_install_sets_maybe_guard=sticky)
+    return prof
