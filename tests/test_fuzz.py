@@ -1,0 +1,184 @@
+"""Differential fuzzing, model vs real kernels (default run: 2,000 sequences live, 500 on each old
+kernel under qemu; one runner process / one qemu boot per kernel), and the regression corpus
+tests/fuzz_regressions.json.
+
+The seed is fixed so CI is reproducible; VMATRACE_FUZZ_SEED=<n> explores other sequences,
+VMATRACE_FUZZ_LIVE / VMATRACE_FUZZ_QEMU change the counts. Replay one failing sequence with
+`bench/fuzz.py --live --seed S --index I -n 1` (the name fz<S>-<I> gives S and I).
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from replay.oracle import compare, run_live, run_model, run_qemu
+from replay.oracle.compare import Disagreement
+from replay.oracle.core import SeqResult, Sequence
+from replay.oracle.execute import qemu_available
+from replay.oracle.fuzz import GenConfig, gen_batch
+from tests.conftest import ROOT, need, need_cc
+
+SEED = int(os.environ.get("VMATRACE_FUZZ_SEED", "20261127"))
+N_LIVE = int(os.environ.get("VMATRACE_FUZZ_LIVE", "2000"))
+N_QEMU = int(os.environ.get("VMATRACE_FUZZ_QEMU", "500"))
+LENGTH = 12
+REGRESSIONS = ROOT / "tests" / "fuzz_regressions.json"
+DOC = ROOT / "docs" / "fuzz-disagreements.md"
+OP_NAMES = ("mmap", "munmap", "mprotect", "madvise", "mlock", "mlock2", "munlock", "mremap",
+            "mseal", "touch", "read", "fork")  # fmt: skip
+
+
+@functools.cache
+def _live_cfg() -> tuple[GenConfig, str]:
+    from replay.live import probe_live
+
+    info = probe_live()
+    return GenConfig(length=LENGTH, allow_move=info.mremap_faulted_safe), info.profile
+
+
+@functools.cache
+def _live_batch() -> tuple[list[Sequence], list[SeqResult]]:
+    cfg, _ = _live_cfg()
+    seqs = gen_batch(SEED, N_LIVE, cfg)
+    return seqs, run_live(seqs)
+
+
+@functools.cache
+def _qemu_batch(kernel: str) -> tuple[list[Sequence], list[SeqResult]]:
+    seqs = gen_batch(SEED, N_QEMU, GenConfig(length=LENGTH))
+    return seqs, run_qemu(kernel, seqs)
+
+
+def _need_qemu(kernel: str) -> None:
+    ok, why = qemu_available(kernel)
+    need(ok, why)
+
+
+def _check_sane(seqs: list[Sequence], res: list[SeqResult], kernel: str = "live") -> None:
+    assert len(res) == len(seqs)
+    bad = [r.name + ":" + r.status for r in res if r.status != "ok" or len(r.steps) != LENGTH + 1]
+    assert not bad, bad[:10]
+    ok_ops = collections.Counter(s.op.split()[0] for r in res for s in r.steps[1:] if s.errno == 0)
+    # the batch really exercises every operation kind successfully, and real merges/splits
+    for name in OP_NAMES:
+        if name == "mseal" and kernel == "6.1":
+            assert ok_ops[name] == 0  # ENOSYS before 6.10
+            continue
+        assert ok_ops[name] > 0, f"no successful {name} in the batch"
+    counts = collections.Counter(len(r.steps[-1].vmas) for r in res)
+    assert counts[1] > 0 and sum(v for k, v in counts.items() if k >= 3) > 0
+
+
+def _report(ds: list[Disagreement], n: int) -> str:
+    by = collections.Counter((d.seq.ops[d.step - 1].split()[0] if d.step else "start") + ":" + "+".join(d.kinds)
+                             for d in ds)
+    head = f"{len(ds)} of {n} sequences disagree; by op:kind {dict(by.most_common())}\n\n"
+    return head + "\n\n".join(d.format() for d in ds[:3])
+
+
+@pytest.mark.live
+def test_fuzz_live_runner_sane() -> None:
+    need_cc()
+    _check_sane(*_live_batch())
+
+
+@pytest.mark.live
+def test_fuzz_live_vs_model() -> None:
+    need_cc()
+    seqs, kres = _live_batch()
+    _, detected = _live_cfg()
+    mres = run_model("live", seqs)
+    ds = [d for s, k, m in zip(seqs, kres, mres, strict=True)
+          if (d := compare(s, k, m, label=f"live(detected {detected})/model:live"))]  # fmt: skip
+    assert not ds, _report(ds, len(seqs))
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("kernel", ["6.1", "6.12"])
+def test_fuzz_qemu_runner_sane(kernel: str) -> None:
+    _need_qemu(kernel)
+    _check_sane(*_qemu_batch(kernel), kernel)
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("kernel", ["6.1", "6.12"])
+def test_fuzz_qemu_vs_model(kernel: str) -> None:
+    _need_qemu(kernel)
+    seqs, kres = _qemu_batch(kernel)
+    mres = run_model(kernel, seqs)
+    ds = [d for s, k, m in zip(seqs, kres, mres, strict=True)
+          if (d := compare(s, k, m, label=f"qemu-{kernel}/model:{kernel}"))]  # fmt: skip
+    assert not ds, _report(ds, len(seqs))
+
+
+# ---- regression corpus ------------------------------------------------------------------------
+
+
+def documented_divergences(path: Path = DOC) -> dict[str, str]:
+    """Entry name -> reason, from the table rows "| `name` | kernel | step | reason |"."""
+    out: dict[str, str] = {}
+    if not path.exists():
+        return out
+    for line in path.read_text().splitlines():
+        m = re.match(r"^\|\s*`([^`]+)`\s*\|(.*)\|\s*$", line)
+        if m:
+            out[m.group(1)] = m.group(2).split("|")[-1].strip()
+    return out
+
+
+def load_entries() -> list[dict[str, object]]:
+    data = json.loads(REGRESSIONS.read_text())
+    assert isinstance(data, list)
+    return data
+
+
+def test_regression_corpus_is_well_formed() -> None:
+    entries = load_entries()
+    names = [str(e["name"]) for e in entries]
+    assert len(names) == len(set(names)), "duplicate regression names"
+    for e in entries:
+        assert e["kernel"] in ("live", "6.1", "6.12"), e
+        ops = e["ops"]
+        assert isinstance(ops, list) and ops, e
+        Sequence(str(e["name"]), tuple(str(o) for o in ops))  # valid sequence
+    for name, reason in documented_divergences().items():
+        assert name in names, f"docs/fuzz-disagreements.md lists {name}, which is not in the corpus"
+        assert len(reason) > 10, f"{name}: the documented reason is missing"
+
+
+@pytest.mark.live
+@pytest.mark.qemu
+def test_regressions_agree_or_documented() -> None:
+    entries = load_entries()
+    documented = documented_divergences()
+    by_kernel: dict[str, list[dict[str, object]]] = collections.defaultdict(list)
+    for e in entries:
+        by_kernel[str(e["kernel"])].append(e)
+    problems: list[str] = []
+    checked = 0
+    for kernel, group in sorted(by_kernel.items()):
+        if kernel == "live":
+            need_cc()
+        else:
+            _need_qemu(kernel)
+        seqs = [Sequence(str(e["name"]), tuple(str(o) for o in e["ops"])) for e in group]  # type: ignore[attr-defined]
+        kres = run_live(seqs) if kernel == "live" else run_qemu(kernel, seqs)
+        for e, s, k in zip(group, seqs, kres, strict=True):
+            (m,) = run_model(str(e.get("profile", kernel)), [s])
+            d = compare(s, k, m, label=f"{kernel}/model:{e.get('profile', kernel)}")
+            checked += 1
+            if s.name in documented:
+                if d is None:
+                    problems.append(f"{s.name}: documented divergence no longer holds (model and kernel "
+                                    "agree now): remove it from docs/fuzz-disagreements.md")
+            elif d is not None:
+                problems.append(d.format())
+    assert checked == len(entries)
+    assert not problems, "\n\n".join(problems)
