@@ -141,11 +141,33 @@ _RET_RE = re.compile(
     r"(?:\s+(?P<errno>E[A-Z0-9_]+)(?:\s+\((?P<errtext>[^)]*)\))?)?"
 )
 _EXIT_RE = re.compile(r"^\+\+\+ (?:exited with (?P<code>-?\d+)|killed by (?P<sig>SIG[A-Z0-9+]+|\d+)(?P<core> \(core dumped\))?|superseded by execve in pid (?P<newpid>\d+)) \+\+\+\s*$")
-_SIGNAL_RE = re.compile(r"^--- (?P<sig>SIG[A-Z0-9+]+|\d+) (?P<info>\{.*\}|.*)---\s*$")
+_SIGNAL_RE = re.compile(r"^--- (?:stopped by )?(?P<sig>SIG[A-Z0-9+]+|\d+) (?P<info>\{.*\} |.*)?---\s*$")
 _DURATION_RE = re.compile(r"\s*<\d+\.\d+>\s*$")
 _ATTACHED_RE = re.compile(r"strace: Process \d+ (?:attached|detached|suspended)")
 _INT_RE = re.compile(r"^-?(?:0x[0-9a-fA-F]+|\d+)$")
 _FD_PATH_RE = re.compile(r"^(-?\d+)<.*>$")
+
+
+# strace -k: " > /usr/lib/x86_64-linux-gnu/libc.so.6(mmap64+0x26) [0xfb6f6]"
+_STACK_RE = re.compile(r"^(?P<module>[^(\[]*?)\((?P<sym>[^+)]*)(?:\+0x(?P<off>[0-9a-fA-F]+))?\)\s*\[0x(?P<addr>[0-9a-fA-F]+)\]$"
+                       r"|^(?P<module2>\S+)\s*\[0x(?P<addr2>[0-9a-fA-F]+)\]$")
+
+
+def _symbol_at_file_offset(module: str, fileoff: int, *, return_address: bool) -> tuple[str, int] | None:
+    """(symbol, offset) for a module file offset, from the module's own symbol tables."""
+    from collectors.symbols import load_symbols
+
+    table = load_symbols(module)
+    if table is None:
+        return None
+    look = fileoff - 1 if return_address and fileoff else fileoff
+    vaddr = table.vaddr_of(look)
+    if vaddr is None:
+        return None
+    hit = table.lookup(vaddr)
+    if hit is None:
+        return None
+    return hit[0], vaddr - hit[1] + (fileoff - look)
 
 
 def _to_u64(v: int) -> int:
@@ -330,6 +352,7 @@ class ParsedLog:
     other_syscalls: int
     signals: dict[str, int]
     first_pid: int | None
+    stacks: list[dict[str, Any]] = field(default_factory=list)  # strace -k frames (STACK_SCHEMA)
 
 
 def _errno_value(name: str) -> int | None:
@@ -473,6 +496,10 @@ class _Parser:
         self.cur_exec: dict[int, ExecInfo] = {}
         self.unknown_names: set[str] = set()
         self.first_pid = self._guess_first_pid()
+        self.last_event: dict[str, Any] | None = None
+        self.stack_ids: list[int] = []
+        self.stacks: list[dict[str, Any]] = []
+        self.stack_depth: dict[int, int] = {}
 
     # The initial process has no "[pid N]" prefix while it is the only traced process; find
     # its pid: the one prefixed pid that is never a child, or a getpid/gettid-like return.
@@ -530,7 +557,31 @@ class _Parser:
             self.events[slot] = ev
             return slot
         self.events.append(ev)
+        self.last_event = ev
         return len(self.events) - 1
+
+    def stack_line(self, ln: _Line, frame: str) -> None:
+        """One ``strace -k`` frame: ``MODULE(SYMBOL+0xOFF) [0xFILEOFF]`` after the call's line."""
+        ev = self.last_event
+        if ev is None:
+            return  # the stack of a call that is not an event
+        m = _STACK_RE.match(frame.strip())
+        if not m:
+            self.warn_line(ln, "cannot parse strace -k frame")
+            return
+        if ev["stack_id"] is None:
+            sid = len(self.stack_ids)
+            ev["stack_id"] = sid
+            self.stack_ids.append(sid)
+        module, sym, fileoff = m.group("module"), m.group("sym"), int(m.group("addr"), 16)
+        off = int(m.group("off"), 16) if m.group("off") else 0
+        depth = self.stack_depth.get(ev["stack_id"], 0)
+        self.stack_depth[ev["stack_id"]] = depth + 1
+        resolved = _symbol_at_file_offset(module, fileoff, return_address=depth > 0)
+        if resolved is not None:
+            sym, off = resolved
+        self.stacks.append({"pid": ev["pid"], "stack_id": ev["stack_id"], "depth": depth, "ip": fileoff,
+                            "symbol": sym or "[unknown]", "module": module, "offset": off})
 
     def run(self) -> None:
         for ln in self.lines:
@@ -543,8 +594,12 @@ class _Parser:
 
     def line(self, ln: _Line) -> None:
         rest = ln.rest.rstrip()
-        if rest.startswith("strace: ") or rest.startswith("> ") or rest.startswith(" > "):
-            return  # strace's own messages; -k stack lines
+        if rest.lstrip().startswith("> "):
+            self.stack_line(ln, rest.lstrip()[2:])
+            return
+        self.last_event = None
+        if rest.startswith("strace: "):
+            return  # strace's own messages
         cut = _ATTACHED_RE.search(rest)
         if cut:  # "clone(...strace: Process N attached": strace's stderr message split the line
             rest = rest[: cut.start()].rstrip() + " " + _UNFINISHED
@@ -814,7 +869,7 @@ def parse_strace(paths: list[Path]) -> ParsedLog:
     clock = "realtime" if p.clock.kind else "none"
     return ParsedLog(events=events, procs=p.procs, execs=p.execs, warnings=p.warnings, clock=clock,
                      lines=len(lines), strace_lines=p.strace_lines, other_syscalls=p.other,
-                     signals=p.signals, first_pid=p.first_pid)
+                     signals=p.signals, first_pid=p.first_pid, stacks=p.stacks)
 
 
 # -- layout reconstruction -------------------------------------------------------------------
@@ -976,7 +1031,13 @@ def import_strace(logs: list[Path], out: Path, *, maps: list[str] | None = None,
     that ran strace; a copy of its root file system elsewhere).
     """
     from collectors.procmaps import Snapshot, parse_maps_text
-    from vmatrace.trace import EV_RECONSTRUCTED, EVENT_SCHEMA, PROC_SCHEMA, TraceWriter
+    from vmatrace.trace import (
+        EV_RECONSTRUCTED,
+        EVENT_SCHEMA,
+        PROC_SCHEMA,
+        STACK_SCHEMA,
+        TraceWriter,
+    )
 
     parsed = parse_strace(logs)
     warnings = list(parsed.warnings)
@@ -1045,6 +1106,8 @@ def import_strace(logs: list[Path], out: Path, *, maps: list[str] | None = None,
         "start_ns": int(ts.min()) if ts is not None and parsed.clock != "none" else 0,  # type: ignore[arg-type]
         "end_ns": int(ts.max()) if ts is not None and parsed.clock != "none" else 0,  # type: ignore[arg-type]
         "reconstructed": bool(recon_meta),
+        # strace -k gives each frame as a file offset in its module, not a runtime address
+        "stack_ip": "module file offset (strace -k)" if parsed.stacks else None,
         "reconstructions": recon_meta,
         "strace": {"lines": parsed.lines, "strace_lines": parsed.strace_lines,
                    "other_syscalls": parsed.other_syscalls, "signals": parsed.signals},
@@ -1056,6 +1119,8 @@ def import_strace(logs: list[Path], out: Path, *, maps: list[str] | None = None,
         for snap, reason in snaps:
             w.add_snapshot(snap, reason)
         w.add_procs(procs)
+        if parsed.stacks:
+            w.add_stacks(pl.DataFrame(parsed.stacks, schema=STACK_SCHEMA))
     finally:
         w.close()
     return w.meta

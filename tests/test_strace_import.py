@@ -355,3 +355,34 @@ def test_cli_import_refuses_overwrite_and_reports(tmp_path: Path, workload: Path
     p = subprocess.run([*cmd[:4], str(tmp_path / "nope"), "-o", str(tmp_path / "d")], capture_output=True,
                        text=True, env=env, check=False)
     assert p.returncode == 1 and p.stderr.strip().endswith("no such file") and "Traceback" not in p.stderr
+
+
+NESTED = r"""
+#include <sys/mman.h>
+#define NI __attribute__((noinline))
+NI void *level3(void) { void *p = mmap(0, 7 * 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+                        __asm__ volatile("" ::: "memory"); return p; }
+NI void *level2(void) { void *p = level3(); __asm__ volatile("" ::: "memory"); return p; }
+NI void *level1(void) { void *p = level2(); __asm__ volatile("" ::: "memory"); return p; }
+int main(void) { return level1() == MAP_FAILED; }
+"""
+
+
+def test_strace_k_stacks_are_symbolized(tmp_path: Path, cbuild) -> None:  # type: ignore[no-untyped-def]
+    prog = cbuild(NESTED, "nested")
+    log = tmp_path / "k.log"
+    p = subprocess.run([strace_bin(), "-f", "-k", "-e", "trace=%memory,%process", "-o", str(log), str(prog)],
+                       capture_output=True, text=True, check=False)
+    need(p.returncode == 0 and " > " in log.read_text(), f"this strace has no -k support: {p.stderr[-200:]}")
+    meta = import_strace([log], tmp_path / "k.trace")
+    t = read_trace(tmp_path / "k.trace")
+    assert not t.warnings and meta["stack_ip"]
+    ev = t.events.filter((pl.col("kind") == "mmap") & (pl.col("a1") == 7 * 4096) & (pl.col("a3") == 0x22))
+    assert ev.height == 1 and ev["stack_id"].item() is not None
+    st = t.stacks.filter(pl.col("stack_id") == ev["stack_id"].item()).sort("depth")
+    syms = st["symbol"].to_list()
+    assert syms[1:5] == ["level3", "level2", "level1", "main"], syms
+    assert st["module"][1] == str(prog) and st["depth"].to_list() == list(range(st.height))
+    # every event with a stack points at rows that exist
+    ids = set(t.events["stack_id"].drop_nulls().to_list())
+    assert ids == set(t.stacks["stack_id"].to_list())
