@@ -818,21 +818,20 @@ class _Parser:
         live.discard(tid)
         group_dead = int(not live)
         proc = self.procs[pid]
+        # a0 is the kernel's exit code, a wait(2) status, as the bcc collector records it
         if m.group("code") is not None:
-            code = int(m.group("code"))
+            status = (int(m.group("code")) & 0xFF) << 8
             text = None
-            how = "exited"
         else:
             sig = m.group("sig")
-            signo = _SIGNALS.get(sig, int(sig) if sig.isdigit() else 0)
-            code = 128 + signo
+            status = _SIGNALS.get(sig, int(sig) if sig.isdigit() else 0) | (0x80 if m.group("core") else 0)
             text = f"killed by {sig}" + (" (core dumped)" if m.group("core") else "")
-            how = "killed"
-        self.emit(ts_ns, pid, tid, "exit", [code, group_dead], 0, text=text)
+        self.emit(ts_ns, pid, tid, "exit", [status, group_dead], 0, text=text)
         if group_dead:
+            from collectors.ptrace import describe_status
+
             proc.exit_ns = ts_ns
-            proc.exit_code = code
-            proc.how_ended = how if how == "exited" else f"killed by {m.group('sig')}"
+            proc.exit_code, proc.how_ended = describe_status(status)
 
 
 def parse_strace(paths: list[Path]) -> ParsedLog:

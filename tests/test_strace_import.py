@@ -197,7 +197,7 @@ def test_workload_sequence_matches_its_printout(tmp_path: Path, workload: Path, 
     assert forks.filter(pl.col("a0") == child)["seq"].item() < first_child  # type: ignore[operator]
     # exits: the thread (not group-dead), the child with 7, the main process with 0
     ex = ev.filter(pl.col("kind") == "exit").select("tid", "a0", "a1").rows()
-    assert (thread, 0, 0) in ex and (child, 7, 1) in ex and (main, 0, 1) in ex
+    assert (thread, 0, 0) in ex and (child, 7 << 8, 1) in ex and (main, 0, 1) in ex
     # MAP_POPULATE flagged, seq dense and in log order, realtime clock
     pop = ev.filter((pl.col("kind") == "mmap") & (pl.col("a3") & 0x8000 != 0))
     assert pop.height == 1 and pop["flags"].item() & EV_POPULATES
@@ -209,7 +209,7 @@ def test_workload_sequence_matches_its_printout(tmp_path: Path, workload: Path, 
     assert exec_ev["flags"].item() & EV_RECONSTRUCTED and exec_ev["text"].item() == str(workload)
     procs = t.procs.sort("pid")
     assert procs.select("pid", "exit_code", "how_ended").rows() == sorted(
-        [(main, 0, "exited"), (child, 7, "exited")])
+        [(main, 0, "exit"), (child, 7, "exit")])
 
 
 def test_workload_ff_files_and_stderr_prefixes(tmp_path: Path, workload: Path) -> None:
@@ -258,9 +258,11 @@ def test_hand_written_edge_lines(tmp_path: Path) -> None:
     assert ev[(101, "mlockall")]["a0"] == 5 and ev[(101, "mlockall")]["flags"] == 0  # ONFAULT: no populate
     pr = ev[(101, "prctl")]
     assert (pr["a0"], pr["a1"], pr["a3"], pr["text"]) == (0x53564D41, 0, 4096, "my heap")
-    assert ev[(101, "exit")]["a0"] == 128 + 11 and ev[(101, "exit")]["text"] == "killed by SIGSEGV (core dumped)"
+    assert ev[(101, "exit")]["a0"] == 11 | 0x80 and ev[(101, "exit")]["text"] == "killed by SIGSEGV (core dumped)"
+    assert (p.procs[101].exit_code, p.procs[101].how_ended) == (-11, "signal SIGSEGV (core dumped)")
     assert ev[(100, "mremap")]["a4"] == 0x7F0000010000
-    assert ev[(100, "exit")]["a0"] == 3 and ev[(100, "exit_group")]["a0"] == 3
+    assert ev[(100, "exit")]["a0"] == 3 << 8 and ev[(100, "exit_group")]["a0"] == 3
+    assert (p.procs[100].exit_code, p.procs[100].how_ended) == (3, "exit")
     assert p.signals == {"SIGSEGV": 1} and p.other_syscalls == 1 and p.strace_lines == 13
     assert len(p.warnings) == 1 and "no successful execve" in p.warnings[0]
     # mmap completes after pid 101's mprotect: events are placed where calls complete
@@ -303,7 +305,7 @@ def test_real_programs_python_and_gcc(tmp_path: Path) -> None:
     # one reconstructed layout per successful exec of an ELF file
     assert t.snapshot_index.filter(pl.col("reason") == "reconstructed").height == execs.height, execs
     assert t.procs.filter(pl.col("comm") == "cc1")["ppid"].item() in t.procs["pid"].to_list()
-    assert (t.procs["how_ended"] == "exited").all(), t.procs
+    assert (t.procs["how_ended"] == "exit").all(), t.procs
 
 
 def test_bad_input(tmp_path: Path) -> None:
