@@ -14,20 +14,19 @@ Sequence i of seed S is always the same (replay one with --seed S --index i -n 1
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
-from collections.abc import Sequence as Seq
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from replay.oracle.compare import Disagreement  # noqa: E402
-from replay.oracle.core import SeqResult, Sequence  # noqa: E402
 from replay.oracle.execute import run_live, run_qemu  # noqa: E402
-from replay.oracle.fuzz import GenConfig, gen_batch, minimize  # noqa: E402
-from replay.oracle.model import run_model  # noqa: E402
+from replay.oracle.fuzz import GenConfig, Runner, gen_batch, minimize  # noqa: E402
+from replay.oracle.model import ORACLE_CONFIG, run_model  # noqa: E402
 
 REGRESSIONS = ROOT / "tests" / "fuzz_regressions.json"
 
@@ -42,7 +41,11 @@ def load_regressions(path: Path = REGRESSIONS) -> list[dict[str, object]]:
 
 def append_regressions(ds: list[Disagreement], kernel: str, profile: str, path: Path = REGRESSIONS) -> int:
     entries = load_regressions(path)
-    seen = {(str(e["kernel"]), tuple(e["ops"])) for e in entries}  # type: ignore[arg-type]
+    seen: set[tuple[str, tuple[str, ...]]] = set()
+    for e in entries:
+        ops = e["ops"]
+        assert isinstance(ops, list)
+        seen.add((str(e["kernel"]), tuple(str(o) for o in ops)))
     added = 0
     for d in ds:
         key = (kernel, tuple(d.seq.ops))
@@ -90,18 +93,12 @@ def main(argv: list[str] | None = None) -> int:
             cfg.allow_move = info.mremap_faulted_safe
             profile = a.profile or "live"
             label = f"live(detected {info.profile})/model:{profile}"
-
-            def run_k(s: Seq[Sequence]) -> list[SeqResult]:
-                return run_live(s)
+            run_k: Runner = run_live
         else:
             profile = a.profile or target
             label = f"qemu-{target}/model:{profile}"
-
-            def run_k(s: Seq[Sequence], _k: str = target) -> list[SeqResult]:
-                return run_qemu(_k, s)
-
-        def run_m(s: Seq[Sequence], _p: str = profile) -> list[SeqResult]:
-            return run_model(_p, s)
+            run_k = functools.partial(run_qemu, target)
+        run_m: Runner = functools.partial(run_model, profile, options=ORACLE_CONFIG.get(target))
 
         seqs = gen_batch(a.seed, a.n, cfg, a.index)
         t0 = time.monotonic()

@@ -18,6 +18,7 @@ window, so the calling process is untouched:
 from __future__ import annotations
 
 import errno
+import functools
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
@@ -135,10 +136,17 @@ def probe(run: Runner) -> LiveInfo:
     return info
 
 
-def probe_live() -> LiveInfo:
+@functools.cache
+def _probe_live_cached() -> LiveInfo:
     from .oracle.execute import run_live
 
     return probe(run_live)
+
+
+def probe_live() -> LiveInfo:
+    """probe() on the running kernel; done once per process (the kernel cannot change under it)."""
+    info = _probe_live_cached()
+    return LiveInfo(**{**info.__dict__, "findings": list(info.findings)})
 
 
 def detect_live_profile() -> tuple[str, list[str]]:

@@ -23,6 +23,7 @@ from replay.oracle.compare import Disagreement
 from replay.oracle.core import SeqResult, Sequence
 from replay.oracle.execute import qemu_available
 from replay.oracle.fuzz import GenConfig, gen_batch
+from replay.oracle.model import ORACLE_CONFIG
 from tests.conftest import ROOT, need, need_cc
 
 SEED = int(os.environ.get("VMATRACE_FUZZ_SEED", "20261127"))
@@ -112,7 +113,7 @@ def test_fuzz_qemu_runner_sane(kernel: str) -> None:
 def test_fuzz_qemu_vs_model(kernel: str) -> None:
     _need_qemu(kernel)
     seqs, kres = _qemu_batch(kernel)
-    mres = run_model(kernel, seqs)
+    mres = run_model(kernel, seqs, options=ORACLE_CONFIG.get(kernel))
     ds = [d for s, k, m in zip(seqs, kres, mres, strict=True)
           if (d := compare(s, k, m, label=f"qemu-{kernel}/model:{kernel}"))]  # fmt: skip
     assert not ds, _report(ds, len(seqs))
@@ -171,7 +172,7 @@ def test_regressions_agree_or_documented() -> None:
         seqs = [Sequence(str(e["name"]), tuple(str(o) for o in e["ops"])) for e in group]  # type: ignore[attr-defined]
         kres = run_live(seqs) if kernel == "live" else run_qemu(kernel, seqs)
         for e, s, k in zip(group, seqs, kres, strict=True):
-            (m,) = run_model(str(e.get("profile", kernel)), [s])
+            (m,) = run_model(str(e.get("profile", kernel)), [s], options=ORACLE_CONFIG.get(kernel))
             d = compare(s, k, m, label=f"{kernel}/model:{e.get('profile', kernel)}")
             checked += 1
             if s.name in documented:

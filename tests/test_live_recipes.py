@@ -18,6 +18,7 @@ import pytest
 from replay.oracle import compare, run_live, run_model, run_qemu
 from replay.oracle.core import OracleError, SeqResult
 from replay.oracle.execute import qemu_available
+from replay.oracle.model import ORACLE_CONFIG
 from replay.oracle.recipes import BY_ID, RECIPES, Recipe, final_flags, final_layout
 from tests.conftest import need, need_cc
 
@@ -140,7 +141,7 @@ def test_model_new_profiles_match_new_column(profile: str, rid: str) -> None:
 def test_model_old_profiles_match_qemu_kernels(kernel: str, rid: str) -> None:
     x = next(r for r in RECIPES if r.rid == rid)
     kern = _qemu(kernel, x)
-    (mod,) = run_model(kernel, [x.sequence()])
+    (mod,) = run_model(kernel, [x.sequence()], options=ORACLE_CONFIG.get(kernel))
     d = compare(x.sequence(), kern, mod, label=f"qemu-{kernel}/model:{kernel}")
     assert d is None, d.format()
     assert final_layout(mod) == x.expected(kernel)

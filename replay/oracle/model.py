@@ -125,12 +125,29 @@ def apply_op(mm: Any, op: str, base: int = WINDOW_BASE, pages: int = WINDOW_PAGE
     return mm, None
 
 
+# Kernel configuration of the oracle kernels, beyond the merge era: the Debian 6.1 and 6.12 images
+# booted under qemu are built with CONFIG_MEM_SOFT_DIRTY=y (every VMA shows `sd`). Passed to the
+# model as keyword arguments of AddressSpace; kernel="live" reads the live configuration itself.
+ORACLE_CONFIG: dict[str, dict[str, Any]] = {"6.1": {"soft_dirty": True}, "6.12": {"soft_dirty": True}}
+
+
+def make_model(profile: str, options: dict[str, Any] | None = None) -> Any:
+    cls = _model_class(profile)
+    if options:
+        try:
+            return cls(kernel=profile, **options)
+        except TypeError:
+            pass  # a model without these keyword arguments: the contract's constructor
+    return cls(kernel=profile)
+
+
 def run_model_one(
-    profile: str, s: Sequence, base: int = WINDOW_BASE, pages: int = WINDOW_PAGES
+    profile: str, s: Sequence, base: int = WINDOW_BASE, pages: int = WINDOW_PAGES,
+    options: dict[str, Any] | None = None,
 ) -> SeqResult:
     res = SeqResult(s.name)
     try:
-        mm = _model_class(profile)(kernel=profile)
+        mm = make_model(profile, options)
         res.steps.append(Step(0, "", 0, None, _window_vmas(mm, base, pages)))
     except Exception as e:
         res.status = "model-error"
@@ -160,6 +177,6 @@ def run_model_one(
 
 
 def run_model(profile: str, seqs: Seq[Sequence], base: int = WINDOW_BASE,
-              pages: int = WINDOW_PAGES) -> list[SeqResult]:
-    """Run every sequence through `replay.AddressSpace(kernel=profile)`."""
-    return [run_model_one(profile, s, base, pages) for s in seqs]
+              pages: int = WINDOW_PAGES, options: dict[str, Any] | None = None) -> list[SeqResult]:
+    """Run every sequence through `replay.AddressSpace(kernel=profile, **options)`."""
+    return [run_model_one(profile, s, base, pages, options) for s in seqs]

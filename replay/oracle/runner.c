@@ -325,7 +325,7 @@ static int run_op(char *line, int step)
 		long n = pages_of(tok[2], &bad);
 		if (!bad) {
 			long r;
-			if (op[1] == 'u' && op[2] == 'n')
+			if (strcmp(op, "munmap") == 0)
 				r = munmap((void *)a, (size_t)n * PAGE);
 			else if (strcmp(op, "mlock") == 0)
 				r = mlock((void *)a, (size_t)n * PAGE);
