@@ -496,6 +496,7 @@ class _Parser:
         self.cur_exec: dict[int, ExecInfo] = {}
         self.unknown_names: set[str] = set()
         self.first_pid = self._guess_first_pid()
+        self.provisional: set[int] = set()
         self.last_event: dict[str, Any] | None = None
         self.stack_ids: list[int] = []
         self.stacks: list[dict[str, Any]] = []
@@ -541,6 +542,10 @@ class _Parser:
         return self.first_pid if self.first_pid is not None else 0
 
     def pid_of(self, tid: int) -> int:
+        if tid not in self.tgid:
+            # first seen before any clone returned it: a child that ran before its parent's
+            # "<... clone resumed>" line. Provisionally its own process; fixed up in fork().
+            self.provisional.add(tid)
         pid = self.tgid.setdefault(tid, tid)
         self.live.setdefault(pid, set()).add(tid)
         if pid not in self.procs:
@@ -761,6 +766,14 @@ class _Parser:
         thread = bool(flags & _CONST["CLONE_THREAD"])
         child = ret
         child_tgid = pid if thread else child
+        if child in self.provisional:
+            self.provisional.discard(child)
+            if thread:  # its lines came before the clone returned: they belong to the parent
+                for ev in self.events:
+                    if ev is not None and ev["tid"] == child and ev["pid"] == child:
+                        ev["pid"] = child_tgid
+                self.live.pop(child, None)
+                self.procs.pop(child, None)
         self.tgid[child] = child_tgid
         self.live.setdefault(child_tgid, set()).add(child)
         if not thread:

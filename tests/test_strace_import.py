@@ -188,8 +188,8 @@ def test_workload_sequence_matches_its_printout(tmp_path: Path, workload: Path, 
     assert ("munmap", calls[main][0][-1] + 1, 0x1000, -22) in got[main]
     assert any(c[0] == "mmap" and c[-1] == -12 for c in got[thread])
     # the thread is a thread of the main process, the child its own process
-    pid_of = dict(zip(ev["tid"].to_list(), ev["pid"].to_list(), strict=True))
-    assert pid_of[thread] == main and pid_of[child] == child
+    assert ev.filter(pl.col("tid") == thread)["pid"].unique().to_list() == [main]
+    assert ev.filter(pl.col("tid") == child)["pid"].unique().to_list() == [child]
     forks = ev.filter(pl.col("kind") == "fork")
     assert forks.select("pid", "a0", "a1", "a2").rows() == [(main, thread, main, 1), (main, child, child, 0)]
     # the fork precedes everything the child does
@@ -388,3 +388,29 @@ def test_strace_k_stacks_are_symbolized(tmp_path: Path, cbuild) -> None:  # type
     # every event with a stack points at rows that exist
     ids = set(t.events["stack_id"].drop_nulls().to_list())
     assert ids == set(t.stacks["stack_id"].to_list())
+
+
+def test_child_lines_before_the_clone_returns(tmp_path: Path) -> None:
+    # strace often prints a new thread's first calls before the parent's "<... clone3 resumed>"
+    log = tmp_path / "race.log"
+    log.write_text(
+        "200 execve(\"/bin/true\", [\"true\"], 0x7ffd /* 1 var */) = 0\n"
+        "200 clone3({flags=CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|CLONE_SYSVSEM, "
+        "exit_signal=0, stack=0x7f0000000000, stack_size=0x7fff80} <unfinished ...>\n"
+        "201 mmap(NULL, 4096, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000100000\n"
+        "200 <... clone3 resumed> => {parent_tid=[201]}, 88) = 201\n"
+        "200 clone(child_stack=NULL, flags=CLONE_CHILD_CLEARTID|CLONE_CHILD_SETTID|SIGCHLD <unfinished ...>\n"
+        "202 munmap(0x7f0000100000, 4096) = 0\n"
+        "200 <... clone resumed>, child_tidptr=0x7f00) = 202\n"
+        "202 +++ exited with 1 +++\n"
+        "201 +++ exited with 0 +++\n"
+        "200 +++ exited with 0 +++\n"
+    )
+    p = parse_strace([log])
+    rows = [(e["kind"], e["pid"], e["tid"]) for e in p.events]
+    assert rows == [("execve", 200, 200), ("exec", 200, 200), ("fork", 200, 200), ("mmap", 200, 201),
+                    ("fork", 200, 200), ("munmap", 202, 202), ("exit", 202, 202), ("exit", 200, 201),
+                    ("exit", 200, 200)]
+    assert sorted(p.procs) == [200, 202] and p.procs[202].ppid == 200
+    exits = [(e["tid"], e["a1"]) for e in p.events if e["kind"] == "exit"]
+    assert exits == [(202, 1), (201, 0), (200, 1)]  # group_dead only for the last thread
