@@ -1,0 +1,238 @@
+"""Live: every way a traced process (or the recorder) can end leaves a readable trace that says so.
+
+Also the page-fault events (first write to each page, once) and the populating-call flags.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from tests.conftest import ROOT, build_c, need_bcc
+from tests.test_record_common import WORKLOADS, final_snapshot, record
+from vmatrace.trace import EV_POPULATES, EV_RACED_SNAPSHOT, read_trace
+
+pytestmark = [pytest.mark.live, pytest.mark.bcc]
+PAGE = 4096
+
+
+@pytest.fixture(scope="module")
+def lifecycle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_c(WORKLOADS / "lifecycle.c", tmp_path_factory.mktemp("lc") / "lifecycle", "-pthread")
+
+
+def _markers(text: str) -> dict[int, int]:
+    return {int(w[1]): int(w[2], 16) for w in (ln.split() for ln in text.splitlines()) if w and w[0] == "MARKER"}
+
+
+def _has_marker(snap: pl.DataFrame, addr: int) -> bool:
+    """The 7-page marker is mapped (it may have merged with a neighbouring anonymous VMA)."""
+    return snap.filter((pl.col("start") <= addr) & (pl.col("end") >= addr + 7 * PAGE)
+                       & pl.col("perms").str.starts_with("rw")).height == 1
+
+
+def _proc(trace: object, pid: int) -> dict[str, object]:
+    rows = trace.procs.filter(pl.col("pid") == pid).rows(named=True)  # type: ignore[attr-defined]
+    assert len(rows) == 1, f"no procs row for {pid}"
+    return rows[0]
+
+
+def _start_recorder(out: Path, *args: str) -> subprocess.Popen[str]:
+    need_bcc()
+    return subprocess.Popen([sys.executable, "-m", "vmatrace", "record", "-o", str(out), *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_ready(p: subprocess.Popen[str]) -> int:
+    assert p.stdout is not None
+    for line in p.stdout:
+        if line.startswith("READY"):
+            return int(line.split()[1])
+    raise AssertionError(f"workload never became ready: {p.stderr.read() if p.stderr else ''}")
+
+
+def _state(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+@pytest.mark.parametrize("mode", ["exit", "segv", "threadexit"])
+def test_final_snapshot_for_each_way_of_ending(lifecycle: Path, tmp_path: Path, mode: str) -> None:
+    out = tmp_path / "t.vmat"
+    p = record(out, "--", str(lifecycle), mode)
+    (pid, addr), = _markers(p.stdout).items()
+    t = read_trace(out)
+    assert t.warnings == [] and t.meta["complete"] and t.meta["lost_count"] == 0
+    assert _has_marker(final_snapshot(t, pid), addr)
+    info = _proc(t, pid)
+    expect = {"exit": (0, "exit"), "segv": (-11, "signal SIGSEGV"), "threadexit": (5, "exit")}[mode]
+    assert (info["exit_code"], str(info["how_ended"]).split(" (core")[0]) == expect
+    exits = t.events.filter((pl.col("kind") == "exit") & (pl.col("pid") == pid))
+    assert exits.height == (5 if mode == "threadexit" else 1)
+    assert exits.filter(pl.col("a1") == 1).height == 1  # one group_dead
+    if mode == "segv":
+        assert "SIGSEGV" in p.stderr  # the summary says what happened
+    if mode == "threadexit":
+        eg = t.events.filter(pl.col("kind") == "exit_group")
+        assert eg.select("a0").rows() == [(5,)] and eg.get_column("tid")[0] != pid
+
+
+def test_target_killed_with_sigkill(lifecycle: Path, tmp_path: Path) -> None:
+    out = tmp_path / "t.vmat"
+    rec = _start_recorder(out, "--", str(lifecycle), "pause")
+    pid = _wait_ready(rec)
+    os.kill(pid, signal.SIGKILL)
+    _out, err = rec.communicate(timeout=60)
+    assert rec.returncode == 0, err
+    t = read_trace(out)
+    assert t.warnings == []
+    info = _proc(t, pid)
+    assert info["how_ended"] == "killed (SIGKILL)" and info["exit_code"] == -9
+    snap = final_snapshot(t, pid)
+    assert snap.height > 5 and snap.filter(pl.col("path") == "[stack]").height == 1
+
+
+def test_parent_exits_before_its_child(lifecycle: Path, tmp_path: Path) -> None:
+    out = tmp_path / "t.vmat"
+    p = record(out, "--", str(lifecycle), "forkexit")
+    markers = _markers(p.stdout)
+    child = next(int(ln.split()[1]) for ln in p.stdout.splitlines() if ln.startswith("CHILD"))
+    parent = next(pid for pid in markers if pid != child)
+    t = read_trace(out)
+    assert t.warnings == [] and t.meta["complete"]
+    assert _proc(t, parent)["exit_code"] == 0 and _proc(t, child)["exit_code"] == 4
+    assert _has_marker(final_snapshot(t, child), markers[child])
+    assert _has_marker(final_snapshot(t, parent), markers[parent])
+    # the child outlived its parent and was still traced: its late mmap is in the trace
+    mm = t.events.filter((pl.col("pid") == child) & (pl.col("kind") == "mmap") & (pl.col("ret") == markers[child]))
+    assert mm.height == 1
+    parent_exit = t.events.filter((pl.col("pid") == parent) & (pl.col("kind") == "exit")).get_column("ts_ns")[0]
+    assert mm.get_column("ts_ns")[0] > parent_exit
+
+
+def test_recorder_killed_with_sigkill(lifecycle: Path, tmp_path: Path) -> None:
+    out = tmp_path / "t.vmat"
+    rec = _start_recorder(out, "--", str(lifecycle), "loop", "30")
+    pid = _wait_ready(rec)
+    try:
+        time.sleep(2.5)
+        killed_ns = time.monotonic_ns()
+        rec.kill()
+        rec.wait(timeout=30)
+        time.sleep(0.2)
+        # the target is left running, untraced (not stopped in a ptrace stop)
+        assert _state(pid) in ("S", "R")
+        assert "TracerPid:\t0" in Path(f"/proc/{pid}/status").read_text()
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    t = read_trace(out)
+    assert not t.meta["complete"]
+    assert any("not finalized" in w for w in t.warnings)
+    mm = t.events.filter((pl.col("pid") == pid) & (pl.col("kind") == "mmap"))
+    assert mm.height > 50  # about one every 2 ms for 2.5 s
+    # at most about a second is missing (the writer writes a chunk at least every second)
+    assert killed_ns - t.events.get_column("ts_ns").max() < 2_000_000_000
+    assert t.snapshot_index.filter(pl.col("reason") == "start").height == 1
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_finalizes_and_leaves_target_running(lifecycle: Path, tmp_path: Path, sig: int) -> None:
+    out = tmp_path / "t.vmat"
+    rec = _start_recorder(out, "--", str(lifecycle), "pause")
+    pid = _wait_ready(rec)
+    try:
+        rec.send_signal(sig)
+        rc = rec.wait(timeout=60)  # (communicate would wait for the target, which holds stdout)
+        time.sleep(0.1)
+        assert _state(pid) == "S"  # detached, still sleeping in pause()
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    _o, err = rec.communicate(timeout=60)
+    assert rc == 0, err
+    assert "Recording ended" in err
+    t = read_trace(out)
+    assert t.warnings == [] and t.meta["complete"]
+    assert t.meta["ended_by"] == ("Ctrl-C" if sig == signal.SIGINT else "signal SIGTERM")
+    reasons = t.snapshot_index.filter(pl.col("pid") == pid).get_column("reason").to_list()
+    assert reasons == ["start", "periodic"]  # after exec, and the end-of-recording one
+    assert _proc(t, pid)["how_ended"] == "still running (detached)"
+
+
+def test_attach_to_running_pid_with_duration(lifecycle: Path, tmp_path: Path) -> None:
+    target = subprocess.Popen([str(lifecycle), "loop", "60"], stdout=subprocess.PIPE, text=True)
+    try:
+        pid = _wait_ready(target)  # type: ignore[arg-type]
+        out = tmp_path / "t.vmat"
+        p = record(out, "-p", str(pid), "-d", "1.5", "--interval", "0.4")
+        assert "PID " + str(pid) in p.stderr
+        time.sleep(0.1)
+        assert _state(pid) in ("S", "R")  # detached and running on
+        assert "TracerPid:\t0" in Path(f"/proc/{pid}/status").read_text()
+    finally:
+        target.kill()
+        target.wait()
+    t = read_trace(out)
+    assert t.warnings == [] and t.meta["complete"] and t.meta["ended_by"] == "-d 1.5 s elapsed"
+    idx = t.snapshot_index.sort("snapshot_id")
+    reasons = idx.get_column("reason").to_list()
+    assert reasons[0] == "start" and reasons.count("periodic") >= 3 and "exit" not in reasons
+    ev = t.events.filter(pl.col("pid") == pid)
+    assert ev.filter(pl.col("kind") == "mmap").height > 100
+    # events that completed before the start snapshot finished are marked as racing with it
+    t_end = idx.get_column("t_end_ns")[0]
+    raced = (ev.get_column("flags") & EV_RACED_SNAPSHOT) != 0
+    assert (raced == (ev.get_column("ts_ns") <= t_end)).all()
+
+
+def test_interval_snapshots(lifecycle: Path, tmp_path: Path) -> None:
+    out = tmp_path / "t.vmat"
+    record(out, "--interval", "0.25", "--", str(lifecycle), "loop", "1.2")
+    t = read_trace(out)
+    reasons = t.snapshot_index.get_column("reason").to_list()
+    assert reasons[0] == "start" and reasons[-1] == "exit" and reasons.count("periodic") >= 3
+
+
+def test_first_write_faults(lifecycle: Path, tmp_path: Path) -> None:
+    out = tmp_path / "t.vmat"
+    p = record(out, "--", str(lifecycle), "faults")
+    regions = {w[1]: (int(w[2], 16), int(w[3])) for w in (ln.split() for ln in p.stdout.splitlines())
+               if w and w[0] == "REGION"}
+    child = next(int(ln.split()[1]) for ln in p.stdout.splitlines() if ln.startswith("CHILD"))
+    t = read_trace(out)
+    assert t.warnings == [] and t.meta["lost_count"] == 0
+    faults = t.events.filter(pl.col("kind") == "fault")
+    parent = t.meta["pids"][0]
+
+    def pages(name: str, pid: int) -> list[int]:
+        start, n = regions[name]
+        f = faults.filter((pl.col("pid") == pid) & pl.col("a0").is_between(start, start + n * PAGE - 1))
+        return sorted((a - start) // PAGE for a in f.get_column("a0").to_list())
+
+    # 4 threads write 256 fresh pages at once: each page recorded exactly once
+    assert pages("threads", parent) == list(range(256))
+    # read first (zero page), then write: one write fault per page (P|W|U)
+    assert pages("readfirst", parent) == list(range(32))
+    rf_start, _ = regions["readfirst"]
+    codes = faults.filter(pl.col("a0").is_between(rf_start, rf_start + 32 * PAGE - 1)).get_column("a2")
+    assert set(codes.to_list()) == {7}
+    # pre-faulted memory: no faults, and the call that populated it is flagged
+    for name in ("populate", "mlock", "popwrite"):
+        assert pages(name, parent) == [], name
+    ev = t.events.filter(pl.col("pid") == parent)
+    pop = ev.filter((pl.col("flags") & EV_POPULATES) != 0)
+    assert set(pop.get_column("kind").to_list()) == {"mmap", "mlock", "madvise"}
+    assert pop.filter(pl.col("kind") == "mmap").get_column("ret").to_list() == [regions["populate"][0]]
+    assert pop.filter(pl.col("kind") == "mlock").get_column("a0").to_list() == [regions["mlock"][0]]
+    assert pop.filter(pl.col("kind") == "madvise").get_column("a0").to_list() == [regions["popwrite"][0]]
+    # copy-on-write after fork: the parent's first writes, then the child's own
+    assert pages("forked", parent) == list(range(16))
+    assert pages("forked", child) == list(range(16))
