@@ -67,6 +67,9 @@ _ALIASES = {"mmap2": "mmap", "execveat": "execve",
             "syscall_0x1ce": "mseal", "syscall_0x149": "pkey_mprotect", "syscall_0x1b8": "process_madvise",
             "syscall_0x145": "mlock2"}
 _FORK_CALLS = frozenset({"clone", "clone3", "fork", "vfork"})
+# prctl options that change VMAs or their flags (the ones the bcc collector records):
+# PR_SET_VMA, PR_SET_MM, PR_SET_THP_DISABLE, PR_SET_MDWE, PR_SET_MEMORY_MERGE
+_PRCTL_VMA = frozenset({0x53564D41, 35, 41, 65, 67})
 
 # -- symbolic constants strace prints (x86-64 values) ---------------------------------------
 _CONST: dict[str, int] = {
@@ -681,7 +684,7 @@ class _Parser:
         if kind in _FORK_CALLS:
             self.fork(ts_ns, pid, tid, name, args, ret, slot)
             return
-        if kind not in MEMORY_KINDS:
+        if kind not in MEMORY_KINDS or (kind == "prctl" and (not args or args[0].value not in _PRCTL_VMA)):
             self.other += 1
             return
         for a in args:
