@@ -266,9 +266,14 @@ def symbolize(pid: int, snapshot_frame: pl.DataFrame, stacks: dict[int, list[int
 
     vmas = _Vmas(snapshot_frame)
     rows: dict[str, list[object]] = {k: [] for k in STACK_SCHEMA}
+    memo: dict[tuple[int, bool], tuple[str, str, int]] = {}  # stacks share most frames
     for sid, ips in stacks.items():
         for depth, ip in enumerate(_ints(ips)):
-            sym, mod, off = resolve(pid, vmas, ip, return_address=depth > 0)
+            key = (ip, depth > 0)
+            hit = memo.get(key)
+            if hit is None:
+                hit = memo[key] = resolve(pid, vmas, ip, return_address=depth > 0)
+            sym, mod, off = hit
             for k, v in (("pid", pid), ("stack_id", sid), ("depth", depth), ("ip", ip),
                          ("symbol", sym), ("module", mod), ("offset", max(off, 0))):
                 rows[k].append(v)
