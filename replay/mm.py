@@ -108,7 +108,6 @@ from replay.flags import (
     VM_MAYSHARE,
     VM_MAYWRITE,
     VM_MERGEABLE,
-    VM_MIXEDMAP,
     VM_NOHUGEPAGE,
     VM_NORESERVE,
     VM_PFNMAP,
@@ -210,10 +209,12 @@ AnonState = AnonVma | UnknownAnonVma | None
 class OpenFile:
     """An open file description (struct file): ``dup`` shares it, a second open does not."""
 
-    __slots__ = ("close", "dev", "id", "ino", "path", "readable", "shmem", "writable")
+    __slots__ = ("close", "dev", "id", "ino", "path", "readable", "shmem", "size", "writable")
 
     def __init__(self, path: str, *, dev: str = "fe:00", ino: int = 0, readable: bool = True,
-                 writable: bool = True, close: bool = False, shmem: bool = False) -> None:
+                 writable: bool = True, close: bool = False, shmem: bool = False,
+                 size: int | None = None) -> None:
+        self.size = size  # pages; None: large enough (accesses beyond EOF raise SIGBUS)
         self.id = next(_ids)
         self.path = path
         self.dev = dev
@@ -921,11 +922,22 @@ class AddressSpace:
         v.avc = 1
         self._step(X.ANON_PREPARE, v.start, v.end, v)
 
-    def _populate(self, start: int, end: int, write: bool | None = None) -> None:
-        """populate_vma_page_range()/__mm_populate(): write-fault private writable memory."""
+    def _populate(self, start: int, end: int, write: bool | None = None, *,
+                  strict: bool = False) -> None:
+        """populate_vma_page_range()/__mm_populate(): write-fault private writable memory.
+
+        ``strict``: mlock's __mm_populate(ignore_errors=0), which fails (ENOMEM) at a PROT_NONE
+        VMA; other callers ignore errors.
+        """
         v = self._find(start)
         while v is not None and v.start < end:
             fl = v.flags
+            if strict and not fl & (VM_IO | VM_PFNMAP | VM_LOCKONFAULT):
+                if not fl & VM_ACCESS_FLAGS:
+                    raise _err(E.ENOMEM, "mlock populate of a PROT_NONE VMA")
+                if self.guard_pages and any(g in self.guard_pages for g in range(
+                        max(start, v.start), min(end, v.end), _P)):
+                    raise _err(E.ENOMEM, "mlock populate hit a guard page")
             if not fl & (VM_IO | VM_PFNMAP | VM_LOCKONFAULT) and fl & VM_ACCESS_FLAGS:
                 w = (fl & (VM_WRITE | VM_SHARED)) == VM_WRITE if write is None else write
                 if w and not fl & VM_SHARED and fl & VM_WRITE:
@@ -964,14 +976,18 @@ class AddressSpace:
             vmas = self._gather(start, end)
         if not vmas:
             return self._prev_of(start)
-        for v in vmas:
-            if v.flags & VM_SEALED:
-                raise _err(E.EPERM, f"sealed VMA [{v.start:#x},{v.end:#x})")
+        # mirrors vms_gather_munmap_vmas(): split the first VMA, then check each VMA's seal
+        # (can_modify_vma()) as it is detached; an EPERM leaves the split in place
         first = vmas[0]
         if first.start < start:
+            if first.flags & VM_SEALED:
+                raise _err(E.EPERM, f"sealed VMA [{first.start:#x},{first.end:#x})")
             if end < first.end and self.map_count >= self.max_map_count:
                 raise _err(E.ENOMEM, "munmap split would exceed vm.max_map_count")
             vmas[0] = self._split(first, start, check_count=False)
+        for v in vmas:
+            if v.flags & VM_SEALED:
+                raise _err(E.EPERM, f"sealed VMA [{v.start:#x},{v.end:#x})")
         last = vmas[-1]
         if last.end > end:
             self._split(last, end, check_count=False)
@@ -1182,7 +1198,8 @@ class AddressSpace:
         if shared_anon:
             # shmem_zero_setup(): its own file; the merge attempt itself saw file == NULL
             file_for_merge = None
-            file = OpenFile("/dev/zero (deleted)", dev="00:01", ino=next(_ids), shmem=True)
+            file = OpenFile("/dev/zero (deleted)", dev="00:01", ino=next(_ids), shmem=True,
+                            size=length >> _PS)
         else:
             file_for_merge = file
         close = file.close if file is not None else False
@@ -1259,7 +1276,7 @@ class AddressSpace:
         newprot = prot & (VM_READ | VM_WRITE | VM_EXEC)
         tmp = start
         while True:
-            if vma.start != tmp:
+            if vma.start > tmp:
                 raise _err(E.ENOMEM, "hole in range")
             vend = vma.end
             new_flags = (vma.flags & ~(VM_READ | VM_WRITE | VM_EXEC)) | newprot
@@ -1365,12 +1382,10 @@ class AddressSpace:
             raise _err(E.EINVAL, "range wraps")
         if end == start:
             return
-        if advice in (MADV_DONTNEED, MADV_FREE, MADV_DONTNEED_LOCKED, MADV_REMOVE,
-                      MADV_DONTFORK, MADV_WIPEONFORK):
+        if advice in (MADV_DONTNEED, MADV_FREE, MADV_DONTNEED_LOCKED, MADV_REMOVE):
             # can_madvise_modify(): discarding advice on sealed read-only anonymous memory
             for v in self._gather(start, end):
-                if v.flags & VM_SEALED and v.file is None and not v.flags & VM_WRITE:
-                    raise _err(E.EPERM, "discard advice on sealed read-only anonymous memory")
+                _check_discard_seal(v)
         if advice in (MADV_POPULATE_READ, MADV_POPULATE_WRITE):
             return self._madvise_populate(start, end, advice == MADV_POPULATE_WRITE)
         if advice == MADV_GUARD_INSTALL:
@@ -1424,7 +1439,10 @@ class AddressSpace:
         if advice == MADV_SEQUENTIAL:
             return setf(VM_SEQ_READ, VM_RAND_READ)
         if advice == MADV_DONTFORK:
-            return setf(VM_DONTCOPY)
+            def dontfork(v: Vma) -> int:
+                _check_discard_seal(v)
+                return v.flags | VM_DONTCOPY
+            return dontfork
         if advice == MADV_DOFORK:
             def dofork(v: Vma) -> int:
                 if v.flags & VM_IO:
@@ -1433,6 +1451,7 @@ class AddressSpace:
             return dofork
         if advice == MADV_WIPEONFORK:
             def wipe(v: Vma) -> int:
+                _check_discard_seal(v)
                 if v.file is not None or v.flags & VM_SHARED:
                     raise _err(E.EINVAL, "MADV_WIPEONFORK on a file or shared mapping")
                 return v.flags | VM_WIPEONFORK
@@ -1476,6 +1495,9 @@ class AddressSpace:
                     write and not fl & VM_WRITE) or (not write and not fl & VM_READ):
                 raise _err(E.EINVAL, "incompatible mapping for populate")
             s = max(start, v.start)
+            if self.guard_pages and any(
+                    g in self.guard_pages for g in range(s, min(end, v.end), _P)):
+                raise _err(E.EFAULT, "populate hit a guard page")
             if write and not fl & VM_SHARED:
                 self._anon_vma_prepare(v)
             elif not write:
@@ -1487,11 +1509,11 @@ class AddressSpace:
     def _guard_install(self, start: int, end: int) -> None:
         """MADV_GUARD_INSTALL: no split, no merge; anon_vma_prepare (+ VM_MAYBE_GUARD, 6.19)."""
         vmas = self._gather(start, end)
-        for v in vmas:
-            if v.flags & (VM_SPECIAL | VM_HUGETLB | VM_LOCKED | VM_DROPPABLE):
-                raise _err(E.EINVAL, "guard regions not allowed here")
         sets_flag = self.profile.guard_install_sets_maybe_guard
         for v in vmas:
+            _check_discard_seal(v)
+            if v.flags & (VM_SPECIAL | VM_HUGETLB | VM_LOCKED | VM_DROPPABLE):
+                raise _err(E.EINVAL, "guard regions not allowed here")
             if sets_flag:
                 if v.file is None:
                     self._anon_vma_prepare(v)
@@ -1543,7 +1565,8 @@ class AddressSpace:
         if self._walk_modify(start, end, compute, stop_at_hole=True):
             raise _err(E.ENOMEM, "hole in range")
         if lock:
-            self._populate(start, end)
+            # __mm_populate(ignore_errors=0): GUP fails on PROT_NONE (-EFAULT -> ENOMEM)
+            self._populate(start, end, strict=True)
 
     def mlockall(self, flags: int) -> None:
         """mlockall(2)."""
@@ -1673,6 +1696,9 @@ class AddressSpace:
             raise _err(E.EFAULT, "access not permitted (SIGSEGV)")
         if addr & ~_OFF in self.guard_pages:
             raise _err(E.EFAULT, "guard page (SIGSEGV)")
+        f = v.file
+        if f is not None and f.size is not None and v.pgoff + ((addr - v.start) >> _PS) >= f.size:
+            raise _err(E.EFAULT, "beyond end of file (SIGBUS)")
         if write and not fl & VM_SHARED:
             self._anon_vma_prepare(v)
         elif not write:
@@ -1778,59 +1804,101 @@ class AddressSpace:
                          old_addr, old_len, new_len, flags, new_addr)
 
     def _mremap(self, addr: int, old_len: int, new_len: int, flags: int, new_addr: int) -> int:
+        # mirrors check_mremap_params()
         if flags & ~(MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP):
             raise _err(E.EINVAL, "unknown flags")
-        if flags & MREMAP_FIXED and not flags & MREMAP_MAYMOVE:
-            raise _err(E.EINVAL, "MREMAP_FIXED without MREMAP_MAYMOVE")
-        if flags & MREMAP_DONTUNMAP and (not flags & MREMAP_MAYMOVE or old_len != new_len):
-            raise _err(E.EINVAL, "MREMAP_DONTUNMAP needs MAYMOVE and old_len == new_len")
         if addr & _OFF:
             raise _err(E.EINVAL, "address not page aligned")
         old_len = _page_align(old_len)
         new_len = _page_align(new_len)
-        if not new_len:
-            raise _err(E.EINVAL, "new_len is 0")
-        if not old_len:
-            raise _err(E.EINVAL, "old_len 0 (shared-mapping duplication is not modelled)")
-        if addr + old_len > TASK_SIZE or addr + old_len < addr:
-            raise _err(E.EINVAL, "old range beyond TASK_SIZE")
-        if flags & MREMAP_FIXED:
+        if not new_len or new_len > TASK_SIZE:
+            raise _err(E.EINVAL, "bad new_len")
+        implies_new = bool(flags & (MREMAP_FIXED | MREMAP_DONTUNMAP))
+        if implies_new:
+            if new_addr > TASK_SIZE - new_len:
+                raise _err(E.EINVAL, "new range beyond TASK_SIZE")
             if new_addr & _OFF:
                 raise _err(E.EINVAL, "new address not page aligned")
-            if new_len > TASK_SIZE or new_addr > TASK_SIZE - new_len:
-                raise _err(E.EINVAL, "new range beyond TASK_SIZE")
-            if new_addr < addr + old_len and addr < new_addr + new_len:
+            if not flags & MREMAP_MAYMOVE:
+                raise _err(E.EINVAL, "MREMAP_FIXED/DONTUNMAP without MREMAP_MAYMOVE")
+            if flags & MREMAP_DONTUNMAP and old_len != new_len:
+                raise _err(E.EINVAL, "MREMAP_DONTUNMAP cannot resize")
+            if flags & MREMAP_FIXED and new_addr < addr + old_len and addr < new_addr + new_len:
                 raise _err(E.EINVAL, "old and new ranges overlap")
+        # check_map_count_against_split_early() / the old "map_count >= max - 3" checks
+        if self.map_count >= self.max_map_count - 3:
+            raise _err(E.ENOMEM, "vm.max_map_count")
+        if flags & MREMAP_FIXED and old_len == new_len and self.profile.mremap_multi_vma:
+            return self._remap_move(addr, old_len, flags, new_addr)
         vma = self._lookup(addr)
-        if vma is None:
-            raise _err(E.EFAULT, "no VMA at old address")
-        if vma.flags & VM_SEALED:
-            raise _err(E.EPERM, "sealed VMA")
-        if old_len > vma.end - addr:
-            raise _err(E.EFAULT, "old range spans more than one VMA")
-        if new_len > old_len and vma.flags & (VM_DONTEXPAND | VM_PFNMAP):
-            raise _err(E.EFAULT, "VM_DONTEXPAND/VM_PFNMAP cannot grow")
-        if flags & MREMAP_DONTUNMAP and vma.flags & (VM_DONTEXPAND | VM_MIXEDMAP):
-            raise _err(E.EINVAL, "MREMAP_DONTUNMAP on a special mapping")
-        if flags & (MREMAP_FIXED | MREMAP_DONTUNMAP):
+        self._check_prep_vma(vma, addr, old_len, new_len, flags)
+        assert vma is not None
+        if implies_new:
             return self._mremap_to(vma, addr, old_len, new_len, flags, new_addr)
-        if new_len <= old_len:
-            if new_len < old_len:
-                self._do_munmap(addr + new_len, addr + old_len)
+        # mirrors mremap_at()
+        if new_len == old_len:
             return addr
-        # grow: in place if the range ends at the VMA's end and the space after is free
+        if new_len < old_len:
+            self._do_munmap(addr + new_len, addr + old_len)  # shrink_vma()
+            return addr
+        # expand_vma(): in place if [addr, old_len) is the VMA's suffix and the space is free
         delta = new_len - old_len
-        if addr + old_len == vma.end:
+        if vma.end - addr == old_len:
             nxt = vma.next
             if (nxt is None or nxt.start >= vma.end + delta) and vma.end + delta <= TASK_SIZE:
-                if self.map_count > self.max_map_count:  # pragma: no cover
-                    raise _err(E.ENOMEM, "max_map_count")
                 self._merge_extend(vma, delta)
                 return addr
         if not flags & MREMAP_MAYMOVE:
             raise _err(E.ENOMEM, "cannot grow in place and MREMAP_MAYMOVE not given")
         dest = self._get_unmapped_area(0, new_len)
         return self._move_vma(vma, addr, old_len, new_len, dest, flags)
+
+    def _check_prep_vma(self, vma: Vma | None, addr: int, old_len: int, new_len: int,
+                        flags: int) -> None:
+        """Mirrors check_prep_vma()."""
+        if vma is None:
+            raise _err(E.EFAULT, "no VMA at old address")
+        if vma.flags & VM_SEALED:
+            raise _err(E.EPERM, "sealed VMA")
+        implies_new = bool(flags & (MREMAP_FIXED | MREMAP_DONTUNMAP))
+        if not (new_len > old_len or implies_new):
+            return
+        if not old_len and not vma.flags & (VM_SHARED | VM_MAYSHARE):
+            raise _err(E.EINVAL, "old_len 0 on a private mapping")
+        if flags & MREMAP_DONTUNMAP and vma.flags & (VM_DONTEXPAND | VM_PFNMAP):
+            raise _err(E.EINVAL, "MREMAP_DONTUNMAP on a special mapping")
+        if new_len < old_len:
+            old_len = new_len
+        if old_len > vma.end - addr:
+            raise _err(E.EFAULT, "old range spans more than one VMA")
+        if new_len == old_len:
+            return
+        if vma.flags & (VM_DONTEXPAND | VM_PFNMAP):
+            raise _err(E.EFAULT, "VM_DONTEXPAND/VM_PFNMAP cannot grow")
+
+    def _remap_move(self, start: int, length: int, flags: int, new_addr: int) -> int:
+        """Mirrors remap_move() (6.17+): a FIXED same-size move of every VMA in the range,
+        keeping the gaps between them; no gap allowed at the start."""
+        end = start + length
+        cur = start
+        seen = False
+        while cur < end:
+            v = self._find(cur)
+            if v is None or v.start >= end:
+                break
+            if not seen and start < v.start:
+                raise _err(E.EFAULT, "no VMA at old address")
+            piece = max(v.start, start)
+            plen = min(end, v.end) - piece
+            if v.uffd_ctx is not None and (seen or v.end < end):
+                raise _err(E.EFAULT, "userfaultfd VMA in a multi-VMA move")
+            self._check_prep_vma(v, piece, plen, plen, flags)
+            self._mremap_to(v, piece, plen, plen, flags, new_addr + (piece - start))
+            seen = True
+            cur = piece + plen
+        if not seen:
+            raise _err(E.EFAULT, "no VMA at old address")
+        return new_addr
 
     def _merge_extend(self, vma: Vma, delta: int) -> Vma:
         """Mirrors vma_merge_extend(): the extension is a new range with vma as prev."""
@@ -1849,33 +1917,30 @@ class AddressSpace:
 
     def _mremap_to(self, vma: Vma, addr: int, old_len: int, new_len: int, flags: int,
                    new_addr: int) -> int:
-        """Mirrors mremap_to(): FIXED unmaps the destination; DONTUNMAP picks one."""
-        if self.map_count >= self.max_map_count - 3:
-            raise _err(E.ENOMEM, "vm.max_map_count")
+        """Mirrors mremap_to(): FIXED unmaps the destination; DONTUNMAP without FIXED picks one."""
         if flags & MREMAP_FIXED:
-            for v in self._gather(new_addr, new_addr + new_len):
-                if v.flags & VM_SEALED:
-                    raise _err(E.EPERM, "sealed destination")
             self._do_munmap(new_addr, new_addr + new_len)
-            if old_len > new_len:
-                self._do_munmap(addr + new_len, addr + old_len)
-                old_len = new_len
-            vma = self._lookup(addr)  # type: ignore[assignment]
-            if vma is None:  # pragma: no cover - the ranges do not overlap
-                raise _err(E.EFAULT, "source vanished")
+        if new_len < old_len:
+            self._do_munmap(addr + new_len, addr + old_len)
+            old_len = new_len
+        if flags & MREMAP_FIXED:
             dest = new_addr
         else:
             dest = self._get_unmapped_area(0, new_len)
-        if new_len > old_len and addr + old_len > vma.end:  # pragma: no cover
-            raise _err(E.EFAULT, "source range")
-        return self._move_vma(vma, addr, old_len, new_len, dest, flags)
+        src = self._lookup(addr)
+        if src is None:  # pragma: no cover - the ranges do not overlap
+            raise _err(E.EFAULT, "source vanished")
+        return self._move_vma(src, addr, old_len, new_len, dest, flags)
 
     def _move_vma(self, vma: Vma, addr: int, old_len: int, new_len: int, new_addr: int,
                   flags: int) -> int:
         """Mirrors move_vma(): copy_vma() at the destination, then unmap (or keep) the source."""
-        if self.map_count >= self.max_map_count - 3:
-            raise _err(E.ENOMEM, "vm.max_map_count")
         self._step(X.MOVE, addr, addr + old_len, note=f"to {new_addr:#x}")
+        moved_guards: set[int] = set()
+        if self.guard_pages:
+            # guard markers live in the page tables, which move with the range
+            moved_guards = {g for g in self.guard_pages if addr <= g < addr + old_len}
+            self.guard_pages -= moved_guards
         new_end = new_addr + new_len
         new_pgoff = vma.pgoff + ((addr - vma.start) >> _PS)
         anon = self._anon(vma)
@@ -1894,23 +1959,27 @@ class AddressSpace:
             self._link(new_vma, prev)
             self._step(X.NEW_VMA, new_addr, new_end, new_vma)
         if flags & MREMAP_DONTUNMAP:
-            # dontunmap_complete(): the whole source VMA loses LOCKED*/ACCOUNT; if it was moved
-            # entirely it loses its anon_vma (unlink_anon_vmas())
+            # dontunmap_complete(): the whole source VMA loses VM_LOCKED*; if it was moved
+            # entirely it loses its anon_vma (unlink_anon_vmas()). VM_ACCOUNT stays (cleared
+            # only between b714ccb02a76 and its stable fix "correctly account old mapping after
+            # MREMAP_DONTUNMAP remap"; out of scope).
             src = self._lookup(addr)
             if src is not None:
-                src.flags &= ~(VM_LOCKED_MASK | VM_ACCOUNT)
+                src.flags &= ~VM_LOCKED_MASK
                 if src is not new_vma and src.start == addr and src.end == addr + old_len:
                     src.anon_vma = None
                     src.avc = 0
                 self._nomerge_bounds.update((src.start, src.end))
                 self._step(X.DONTUNMAP, src.start, src.end, src)
-        else:
+        elif old_len:
             # the source range is unmapped (split if partial); the moved range may have merged
             # into the source's own remainder, so unmap exactly [addr, addr+old_len)
             src_vmas = self._gather(addr, addr + old_len)
             for v in src_vmas:
                 v.flags &= ~VM_SEALED  # cannot be sealed (checked)
             self._do_munmap(addr, addr + old_len, src_vmas)
+        if moved_guards:
+            self.guard_pages |= {g - addr + new_addr for g in moved_guards}
         if new_vma.flags & VM_LOCKED and new_len > old_len:
             self._populate(new_addr + old_len, new_end)
         return new_addr
@@ -1951,7 +2020,10 @@ class AddressSpace:
         child._nomerge_bounds = set(self._nomerge_bounds)
         for v in child._index:
             child._nomerge_bounds.update((v.start, v.end))
-        child.guard_pages = set(self.guard_pages)
+        # guard markers are copied with the page tables, except where WIPEONFORK empties them
+        child.guard_pages = {g for g in self.guard_pages
+                             if (cv := child._lookup(g)) is not None
+                             and not cv.flags & VM_WIPEONFORK}
         self._step(X.FORK, 0, 0, note=f"child has {child.map_count} VMAs")
         self._end()
         return child
@@ -1984,6 +2056,12 @@ class AddressSpace:
         from replay.validate import check_mm
 
         check_mm(self)
+
+
+def _check_discard_seal(v: Vma) -> None:
+    """can_madvise_modify(): discard advice on sealed, read-only, private anonymous memory."""
+    if v.flags & VM_SEALED and v.file is None and not v.flags & (VM_WRITE | VM_SHARED):
+        raise _err(E.EPERM, "discard advice on sealed read-only anonymous memory")
 
 
 def refusals_has(refs: list[X.Refusal], side: str) -> bool:

@@ -107,6 +107,9 @@ class KernelProfile:
     # anonymous mappings to PMD-aligned sizes") (v6.12 and stable): anonymous mmaps whose length
     # is a multiple of 2 MiB are placed 2 MiB aligned.
     thp_align_anon: bool
+    # Since Linux kernel commit d23cb648e365 ("mm/mremap: permit mremap() move of multiple VMAs")
+    # (in v6.17): MREMAP_FIXED with old_len == new_len moves every VMA in the range, gaps kept.
+    mremap_multi_vma: bool = False
 
     @property
     def anon_rule_new(self) -> bool:
@@ -138,7 +141,8 @@ _P612 = replace(
 )
 _P615 = replace(_P612, name="6.15", guard_install_available=True)
 _P616 = replace(_P615, name="6.16", anon_rule=AnonRule.NEW, ksm_early=True)
-_P6180 = replace(_P616, name="6.18.0")
+_P617 = replace(_P616, name="6.17", mremap_multi_vma=True)  # 6.16 era, not a separate name
+_P6180 = replace(_P617, name="6.18.0")
 _P6188 = replace(
     _P6180, name="6.18.8", copied_from_propagation=True, fork_check_copied_from=True
 )
@@ -188,8 +192,10 @@ def get_profile(version: str, *, sticky: bool | None = None) -> KernelProfile:
         name = "6.12"
     elif key < (6, 16):
         name = "6.15"
-    elif key < (6, 18):
+    elif key < (6, 17):
         name = "6.16"
+    elif key < (6, 18):
+        return _P617
     elif key == (6, 18):
         name = "6.18.8" if patch >= 8 else "6.18.0"
         if sticky:
