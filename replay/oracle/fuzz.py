@@ -61,6 +61,8 @@ class _State:
 
     def rng_range(self, maxlen: int = 8) -> tuple[int, int]:
         s = self.pos()
+        if self.rng.random() < 0.01:
+            return s, 0  # zero length: errno corner cases (EINVAL for mmap/munmap, 0 for others)
         cands = [p for p in self.points if s < p <= s + maxlen]
         if cands and self.rng.random() < 0.5:
             e = self.rng.choice(cands)
@@ -90,6 +92,8 @@ def _mmap(st: _State) -> str:
         flags.append("populate")
     if r.random() < 0.04:
         flags.append("locked")
+    if r.random() < 0.02:
+        flags.append("growsdown")
     st.map(s, n)
     return f"mmap {s} {n} {prot} {','.join(flags)}"
 
