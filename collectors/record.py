@@ -543,6 +543,9 @@ class Recorder:
         check_options(o)
         check_environment()
         out = o.output or self.default_output()
+        # (TraceWriter checks again when it creates the directory; this only fails before launching)
+        if os.path.islink(out):
+            raise VmatraceError(f"{out} is a symlink: refusing to write through it")
         if os.path.lexists(out) and not o.force:
             raise VmatraceError(f"{out} exists (use --force to overwrite)")
         self.load_bpf()

@@ -1,0 +1,124 @@
+"""`vmatrace record` options, errors and output safety; --stacks symbolization."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from tests.conftest import ROOT, build_c, need_bcc, need_root
+from tests.test_record_common import WORKLOADS, record
+from vmatrace.trace import read_trace
+
+
+def _vmatrace(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vmatrace", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, **kw)  # type: ignore[call-overload]
+
+
+def test_help_has_examples_and_overhead_without_bcc() -> None:
+    p = _vmatrace("record", "--help")
+    assert p.returncode == 0
+    assert "examples:" in p.stdout and "Overhead" in p.stdout and "-b PAGES" in p.stdout
+    assert "--ebpf" not in p.stdout  # hidden
+    code = "import sys, collectors.record; assert 'bcc' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_ebpf_prints_the_program() -> None:
+    p = _vmatrace("record", "--ebpf", "--stacks", "-b", "64", "--", "true")
+    assert p.returncode == 0, p.stderr
+    assert "#define RINGBUF_PAGES 64" in p.stdout and "#define WITH_STACKS" in p.stdout
+    assert "TRACEPOINT_PROBE(syscalls, sys_enter_exit_group)" in p.stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["-p", "999999999"], "no process with PID 999999999"),
+    ([], "give either -p PID"),
+    (["-p", "1", "--", "true"], "give either -p PID"),
+    (["-b", "1000", "--", "true"], "power of two"),
+    (["-d", "0", "--", "true"], "positive"),
+])
+def test_user_errors_are_one_line(args: list[str], message: str, tmp_path: Path) -> None:
+    p = _vmatrace("record", "-o", str(tmp_path / "t"), *args)
+    assert p.returncode == 1
+    assert p.stderr.startswith("vmatrace: error: ") and message in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.live
+def test_not_root_names_the_fix() -> None:
+    need_root()
+    from collectors.record import check_environment
+    from vmatrace.errors import VmatraceError
+
+    os.seteuid(65534)  # (the venv's interpreter may not be executable by another user: stay in-process)
+    try:
+        with pytest.raises(VmatraceError) as e:
+            check_environment()
+    finally:
+        os.seteuid(0)
+    msg = str(e.value)
+    assert "needs root" in msg and "sudo" in msg and "doctor" in msg and "\n" not in msg
+
+
+@pytest.mark.live
+@pytest.mark.bcc
+def test_output_safety_and_invoking_user(tmp_path: Path) -> None:
+    need_bcc()
+    out = tmp_path / "t.vmat"
+    env = {"SUDO_UID": "65534", "SUDO_GID": "65534"}
+    p = record(out, "--", "/usr/bin/id", "-u", env=env)
+    assert p.stdout.strip() == "65534"  # the command ran as the invoking user, not root
+    st = out.stat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (65534, 0o700)
+    for f in out.rglob("*"):
+        if f.is_file():
+            assert (f.stat().st_uid, stat.S_IMODE(f.stat().st_mode)) == (65534, 0o600), f
+    # no overwrite without --force
+    again = record(out, "--", "/usr/bin/true", check=False)
+    assert again.returncode == 1 and "exists (use --force" in again.stderr
+    p = record(out, "--force", "--as-root", "--", "/usr/bin/id", "-u", env=env)
+    assert p.stdout.strip() == "0"
+    # never through a symlink
+    link = tmp_path / "link.vmat"
+    link.symlink_to(tmp_path / "elsewhere")
+    p = record(link, "--", "/usr/bin/true", check=False)
+    assert p.returncode == 1 and "symlink" in p.stderr
+    assert not (tmp_path / "elsewhere").exists()
+
+
+@pytest.mark.live
+@pytest.mark.bcc
+def test_command_not_found(tmp_path: Path) -> None:
+    need_bcc()
+    p = record(tmp_path / "t", "--", "/nonexistent/prog", check=False)
+    assert p.returncode == 1 and "command not found" in p.stderr
+
+
+@pytest.mark.live
+@pytest.mark.bcc
+def test_stacks_are_symbolized(tmp_path: Path) -> None:
+    exe = build_c(WORKLOADS / "lifecycle.c", tmp_path / "lifecycle", "-pthread", "-fno-omit-frame-pointer")
+    out = tmp_path / "t.vmat"
+    p = record(out, "--stacks", "--", str(exe), "exit")
+    marker = int(p.stdout.split()[2], 16)
+    t = read_trace(out)
+    assert t.warnings == [] and t.meta["record_warnings"] == []
+    ev = t.events.filter((pl.col("kind") == "mmap") & (pl.col("ret") == marker))
+    sid = ev.get_column("stack_id")[0]
+    assert sid is not None
+    frames = t.stacks.filter((pl.col("stack_id") == sid) & (pl.col("pid") == ev.get_column("pid")[0])).sort("depth")
+    syms = frames.get_column("symbol").to_list()
+    mods = frames.get_column("module").to_list()
+    assert "main" in syms, syms
+    assert any(str(m).endswith("/lifecycle") for m in mods)
+    assert any("libc" in str(m) for m in mods)  # the mmap wrapper itself
+    # faults carry stacks too
+    f = t.events.filter(pl.col("kind") == "fault")
+    assert f.get_column("stack_id").is_not_null().sum() > 0
