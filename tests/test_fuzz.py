@@ -98,7 +98,8 @@ def test_fuzz_live_vs_model() -> None:
     mres = run_model("live", seqs)
     ds = [d for s, k, m in zip(seqs, kres, mres, strict=True)
           if (d := compare(s, k, m, label=f"live(detected {detected})/model:live"))]  # fmt: skip
-    assert not ds, _report(ds, len(seqs))
+    if ds:
+        pytest.fail(_report(ds, len(seqs)), pytrace=False)
 
 
 @pytest.mark.qemu
@@ -116,7 +117,8 @@ def test_fuzz_qemu_vs_model(kernel: str) -> None:
     mres = run_model(kernel, seqs, options=ORACLE_CONFIG.get(kernel))
     ds = [d for s, k, m in zip(seqs, kres, mres, strict=True)
           if (d := compare(s, k, m, label=f"qemu-{kernel}/model:{kernel}"))]  # fmt: skip
-    assert not ds, _report(ds, len(seqs))
+    if ds:
+        pytest.fail(_report(ds, len(seqs)), pytrace=False)
 
 
 # ---- regression corpus ------------------------------------------------------------------------
@@ -182,4 +184,5 @@ def test_regressions_agree_or_documented() -> None:
             elif d is not None:
                 problems.append(d.format())
     assert checked == len(entries)
-    assert not problems, "\n\n".join(problems)
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from typing import Any
 
@@ -73,7 +74,7 @@ def test_compare_names_first_differing_step_and_flags() -> None:
     v = Vma(0, 4, "rw-p", frozenset({"rd", "wr", "ac"}))
     k = _res("c", [[], [v], [Vma(0, 2, "r--p", frozenset({"rd", "ac"})), Vma(2, 4, "rw-p", v.flags)]])
     assert compare(s, k, k) is None
-    m = _res("c", [[], [Vma(0, 4, "rw-p", frozenset({"rd", "wr"}))], k.steps[2].vmas and list(k.steps[2].vmas)])
+    m = _res("c", [[], [Vma(0, 4, "rw-p", frozenset({"rd", "wr"}))], list(k.steps[2].vmas)])
     d = compare(s, k, m, label="t")
     assert d is not None and d.step == 1 and d.kinds == ["vmflags"]
     assert "kernel only {ac}" in d.format() and ">>  1 mmap 0 4" in d.format()
@@ -247,3 +248,68 @@ def test_qemu_runner_sane(kernel: str) -> None:
     assert locked.key()[:2] == (8, 9) and "lo" in locked.flags
     # 6.1 has no mnemonic for VM_LOCKONFAULT and prints "??" (found by the fuzzer)
     assert ("??" in locked.flags) == (kernel == "6.1") and ("lf" in locked.flags) == (kernel == "6.12")
+
+
+# ---- live profile detection logic (fake kernels) -------------------------------------------------
+
+
+def _fake_kernel(
+    new: bool, guard: bool, gu: bool, mseal: bool, acct_drop: bool, mremap_fixed: bool = True
+) -> tuple[Callable[[Seq[Sequence]], list[SeqResult]], list[str]]:
+    """A stand-in runner for replay.live.probe() that answers like a kernel of the given kind and
+    records what was asked (L20 must never be requested from a possibly affected kernel)."""
+    from replay.oracle.recipes import BY_ID, B
+
+    asked: list[str] = []
+
+    def lay(x: list[tuple[int, int, str]], flags: frozenset[str] = frozenset()) -> tuple[Vma, ...]:
+        return tuple(Vma(a + B, b + B, p, flags) for a, b, p in x)
+
+    def run(seqs: Seq[Sequence]) -> list[SeqResult]:
+        out = []
+        for s in seqs:
+            asked.append(s.name)
+            rid = s.name.split("-")[0]
+            steps = [Step(i, op, 0, None, ()) for i, op in enumerate(s.ops, 1)]
+            if rid == "probe":  # mseal probe
+                steps[-1].errno = 0 if mseal else errno.ENOSYS
+            else:
+                x = BY_ID[rid]
+                if rid == "L1":
+                    final = lay(x.new if new else x.old)
+                elif rid == "L25":
+                    steps[-2].errno = 0 if guard else errno.EINVAL
+                    final = lay(x.new if guard and new else (x.old if guard else x.new), frozenset({"gu"} if gu else set()))
+                elif rid == "L13b":
+                    final = lay(x.new if acct_drop else x.by_kernel["6.1"])
+                elif rid.startswith("L20"):
+                    final = lay(x.new if mremap_fixed else BY_ID["L20prev"].new)
+                else:
+                    raise AssertionError(rid)
+                steps[-1].vmas = final
+            out.append(SeqResult(s.name, [Step(0, "", 0, None, ()), *steps]))
+        return out
+
+    return run, asked
+
+
+@pytest.mark.parametrize(
+    ("kind", "profile", "safe"),
+    [
+        ((True, True, True, True, True), "6.19", True),
+        ((True, True, False, True, True), "6.18.0", False),  # 6.16 .. 6.18.x without sticky flags
+        ((False, True, False, True, True), "6.15", True),
+        ((False, False, False, True, True), "6.12", True),
+        ((False, False, False, False, False), "6.1", True),
+    ],
+)
+def test_probe_classifies_and_never_runs_l20_when_unsafe(kind: tuple[bool, ...], profile: str, safe: bool) -> None:
+    from replay.live import probe
+
+    run, asked = _fake_kernel(*kind)
+    info = probe(run)
+    assert info.profile == profile, info.findings
+    assert info.mremap_faulted_safe == safe
+    ran_l20 = any(n.startswith("L20") for n in asked)
+    assert ran_l20 == (profile == "6.19")  # only where sticky flags prove the mremap fix
+    assert info.findings[-1] == f"profile: {profile}"
