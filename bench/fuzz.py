@@ -65,6 +65,10 @@ def append_regressions(ds: list[Disagreement], kernel: str, profile: str, path: 
     return added
 
 
+def _bucket(d: Disagreement) -> str:
+    return (d.seq.ops[d.step - 1].split()[0] if d.step else "start") + ":" + "+".join(d.kinds)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--live", action="store_true", help="fuzz the running kernel")
@@ -78,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-minimize", action="store_true")
     ap.add_argument("--append", action="store_true", help="add disagreements to tests/fuzz_regressions.json")
     ap.add_argument("--ignore-flags", default="", help="comma list of VmFlags to ignore (experiments only)")
+    ap.add_argument("--filter", default="", help="only disagreements whose op:kind contains this, e.g. mremap")
     ap.add_argument("--json", type=Path, help="write all disagreements as JSON here")
     a = ap.parse_args(argv)
     targets = (["live"] if a.live or not a.qemu else []) + a.qemu
@@ -117,15 +122,22 @@ def main(argv: list[str] | None = None) -> int:
         oracle_bad = [d for d in ds if "oracle" in d.kinds]
         if oracle_bad:
             print(f"   {len(oracle_bad)} of them are runner failures (oracle), not model bugs")
+        if a.filter:
+            ds = [d for d in ds if a.filter in _bucket(d)]
+            print(f"   {len(ds)} match --filter {a.filter!r}")
         if ds:
             rc = 1
-            kinds: dict[str, int] = {}
+            buckets: dict[str, list[Disagreement]] = {}
             for d in ds:
-                key = (d.seq.ops[d.step - 1].split()[0] if d.step else "start") + ":" + "+".join(d.kinds)
-                kinds[key] = kinds.get(key, 0) + 1
-            print("   by op:kind: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items(), key=lambda x: -x[1])))
-            shown = ds if a.no_minimize else minimize(ds[: max(a.show, 0) if not a.append else len(ds)],
-                                                       run_k, run_m, label, ignore)
+                buckets.setdefault(_bucket(d), []).append(d)
+            print("   by op:kind: " + ", ".join(f"{k} {len(v)}" for k, v in
+                                             sorted(buckets.items(), key=lambda x: -len(x[1]))))
+            # show one of each bucket first (most frequent first), then fill up
+            order = [v[0] for v in sorted(buckets.values(), key=len, reverse=True)]
+            first = {id(d) for d in order}
+            order += [d for d in ds if id(d) not in first]
+            pick = ds if a.append else order[: max(a.show, 0)]
+            shown = pick if a.no_minimize else minimize(pick, run_k, run_m, label, ignore)
             for d in shown[: a.show]:
                 print()
                 print(d.format())
