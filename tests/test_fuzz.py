@@ -44,17 +44,33 @@ def _live_cfg() -> tuple[GenConfig, str]:
     return GenConfig(length=LENGTH, allow_move=info.mremap_faulted_safe), info.profile
 
 
+AGAIN = 50  # the first AGAIN sequences run a second time in the same batch: determinism check
+
+
+def _with_repeats(seqs: list[Sequence]) -> list[Sequence]:
+    return seqs + [Sequence(s.name + "-again", s.ops) for s in seqs[:AGAIN]]
+
+
+def _split(seqs: list[Sequence], res: list[SeqResult]) -> tuple[list[Sequence], list[SeqResult]]:
+    n = len(seqs)
+    again = res[n:]
+    for a, b in zip(res[: len(again)], again, strict=True):
+        # the kernel is deterministic on these sequences (else the fuzzer would need exclusions)
+        assert [(s.errno, s.ret, s.vmas) for s in a.steps] == [(s.errno, s.ret, s.vmas) for s in b.steps], a.name
+    return seqs, res[:n]
+
+
 @functools.cache
 def _live_batch() -> tuple[list[Sequence], list[SeqResult]]:
     cfg, _ = _live_cfg()
     seqs = gen_batch(SEED, N_LIVE, cfg)
-    return seqs, run_live(seqs)
+    return _split(seqs, run_live(_with_repeats(seqs)))
 
 
 @functools.cache
 def _qemu_batch(kernel: str) -> tuple[list[Sequence], list[SeqResult]]:
     seqs = gen_batch(SEED, N_QEMU, GenConfig(length=LENGTH))
-    return seqs, run_qemu(kernel, seqs)
+    return _split(seqs, run_qemu(kernel, _with_repeats(seqs)))
 
 
 def _need_qemu(kernel: str) -> None:
