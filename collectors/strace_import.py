@@ -32,8 +32,10 @@ import os
 import platform
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,8 @@ __all__ = [
 ]
 
 U64 = (1 << 64) - 1
+# positions in an event row (EVENT_SCHEMA order)
+_SEQ, _TS, _PID, _TID, _KIND, _RET, _STACK, _FLAGS, _TEXT = 0, 1, 2, 3, 4, 11, 12, 13, 14
 
 # Syscalls that become events of the same name.
 MEMORY_KINDS = frozenset({
@@ -185,12 +189,15 @@ def _const(tok: str) -> int | None:
     if _INT_RE.match(tok):
         neg = tok.startswith("-")
         body = tok[1:] if neg else tok
-        if body.startswith("0x"):
-            v = int(body, 16)
-        elif len(body) > 1 and body.startswith("0"):
-            v = int(body, 8)
-        else:
-            v = int(body)
+        try:
+            if body.startswith("0x"):
+                v = int(body, 16)
+            elif len(body) > 1 and body.startswith("0"):
+                v = int(body, 8)
+            else:
+                v = int(body)
+        except ValueError:  # "09": not octal
+            return None
         return -v if neg else v
     if "<<" in tok:
         a, _, b = tok.partition("<<")
@@ -274,12 +281,19 @@ def _find_close(s: str, start: int) -> int:
     return -1
 
 
+_KW_RE = re.compile(r"^[a-z_][a-z0-9_]*=(?!=)")
+_VERBOSE_RE = re.compile(r"^(\S+)\s*/\*.*\*/$")
+_PLAIN_RE = re.compile(r'^[^"()\[\]{}/]*$')  # nothing to nest or quote: split at commas
+_SIMPLE_CALL_RE = re.compile(r'^([^"()\[\]{}]*)\)')
+
+
+@lru_cache(maxsize=1 << 16)
 def _parse_arg(text: str) -> Arg:
     t = text.strip()
-    m = re.match(r"^[a-z_][a-z0-9_]*=(?!=)", t)  # clone's "flags=...", "child_stack=..."
+    m = _KW_RE.match(t)  # clone's "flags=...", "child_stack=..."
     if m:
         t = t[m.end() :]
-    verbose = re.match(r"^(\S+)\s*/\*.*\*/$", t)  # -X verbose: 0x3 /* PROT_READ|PROT_WRITE */
+    verbose = _VERBOSE_RE.match(t)  # -X verbose: 0x3 /* PROT_READ|PROT_WRITE */
     if verbose:
         t = verbose.group(1)
     fdm = _FD_PATH_RE.match(t)  # -y: 3</usr/lib/libc.so.6>
@@ -302,11 +316,15 @@ def _parse_arg(text: str) -> Arg:
 
 def parse_args_text(args: str) -> list[Arg]:
     """Split and decode an strace argument list (the text between the parentheses)."""
-    return [_parse_arg(a) for a in _split_top(args)]
+    if _PLAIN_RE.match(args):
+        parts = [a.strip() for a in args.split(",")] if args.strip() else []
+    else:
+        parts = _split_top(args)
+    return [_parse_arg(a) for a in parts]
 
 
 # -- records -----------------------------------------------------------------------------------
-@dataclass
+@dataclass(slots=True)
 class _Line:
     src: str
     lineno: int
@@ -332,7 +350,7 @@ class ExecInfo:
     """A successful execve, and what the log tells about the new image's layout."""
 
     pid: int
-    event: dict[str, Any]  # the "exec" event (its "seq" is final once parsing is done)
+    event: list[Any]  # the "exec" event row (its seq is final once parsing is done)
     ts_ns: int
     filename: str
     brk: int | None = None  # return of the first brk(NULL)
@@ -345,7 +363,7 @@ class ExecInfo:
 class ParsedLog:
     """Everything :func:`parse_strace` extracted from a log."""
 
-    events: list[dict[str, Any]]
+    rows: list[list[Any]]  # event rows in EVENT_SCHEMA column order, seq = index
     procs: dict[int, _Proc]
     execs: list[ExecInfo]
     warnings: list[str]
@@ -356,6 +374,17 @@ class ParsedLog:
     signals: dict[str, int]
     first_pid: int | None
     stacks: list[dict[str, Any]] = field(default_factory=list)  # strace -k frames (STACK_SCHEMA)
+
+    def events_frame(self) -> pl.DataFrame:
+        """The events as an EVENT_SCHEMA frame."""
+        from vmatrace.trace import EVENT_SCHEMA
+
+        return pl.DataFrame(self.rows, schema=EVENT_SCHEMA, orient="row")
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """The events as dicts (convenient for small logs and tests)."""
+        return self.events_frame().to_dicts()
 
 
 def _errno_value(name: str) -> int | None:
@@ -379,6 +408,8 @@ def _parse_ret(tail: str) -> tuple[int, str | None] | None:
             ret = -v if v is not None else 0
         return ret, en
     v = int(r, 16) if r.startswith("0x") else int(r)
+    if not -(1 << 63) <= v < 1 << 64:
+        return None  # no 64-bit register holds that: a damaged line
     if v >= 1 << 63:
         v -= 1 << 64
     if v == -1 and en:
@@ -393,46 +424,63 @@ def _strings(text: str) -> list[str]:
             for s in re.findall(r'"((?:[^"\\]|\\.)*)"', text)]
 
 
-def _read_lines(paths: list[Path]) -> tuple[list[_Line], list[str]]:
-    """Read all files; returns their lines with pid and timestamp split off, in log order."""
-    per_file: list[list[_Line]] = []
-    warnings: list[str] = []
-    for p in paths:
-        try:
-            data = p.read_bytes()
-        except FileNotFoundError:
-            raise VmatraceError(f"{p}: no such file") from None
-        except IsADirectoryError:
-            raise VmatraceError(f"{p} is a directory, not an strace log") from None
-        except OSError as e:
-            raise VmatraceError(f"cannot read {p}: {e.strerror}") from None
-        head = data[:4096]
-        if b"\0" in head or (head and sum(b < 9 or 13 < b < 32 for b in head) > len(head) // 20):
-            raise VmatraceError(f"{p} is binary data, not strace output")
-        text = data.decode("utf-8", errors="replace")
+class _Lines:
+    """The lines of the log(s), re-iterable, with pid and timestamp split off, in log order.
+
+    One file is streamed from disk on each pass (a log can be far larger than memory allows
+    as Python objects); several ``-ff`` files are merged by timestamp in memory.
+    """
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+        self.warnings: list[str] = []
+        for p in paths:
+            try:
+                with open(p, "rb") as f:
+                    head = f.read(4096)
+            except FileNotFoundError:
+                raise VmatraceError(f"{p}: no such file") from None
+            except IsADirectoryError:
+                raise VmatraceError(f"{p} is a directory, not an strace log") from None
+            except OSError as e:
+                raise VmatraceError(f"cannot read {p}: {e.strerror}") from None
+            if b"\0" in head or (head and sum(b < 9 or 13 < b < 32 for b in head) > len(head) // 20):
+                raise VmatraceError(f"{p} is binary data, not strace output")
+        self.merged: list[_Line] | None = None
+        if len(paths) > 1:
+            per_file = [list(self._file(p, multi=True)) for p in paths]
+            merged = [ln for f in per_file for ln in f]
+            if not all(ln.ts for ln in merged):
+                self.warnings.append("several logs without timestamps (-tt/-ttt): concatenated in argument "
+                                     "order, so the interleaving of processes is unknown")
+            else:
+                merged.sort(key=lambda ln: _ts_sort_key(ln.ts or ""))  # stable: ties keep file order
+            self.merged = merged
+
+    @staticmethod
+    def _file(p: Path, *, multi: bool) -> Iterator[_Line]:
         # -ff -o PREFIX writes PREFIX.PID without a pid column
         suffix = p.suffix[1:]
-        file_pid = int(suffix) if len(paths) > 1 and suffix.isdigit() else None
-        out: list[_Line] = []
-        for n, raw in enumerate(text.splitlines(), 1):
-            if not raw.strip():
-                continue
-            m = _PREFIX_RE.match(raw)
-            assert m is not None  # the pattern matches every string
-            pid = m.group("pid1") or m.group("pid2")
-            tid = int(pid) if pid else file_pid
-            out.append(_Line(str(p), n, tid, m.group("ts"), m.group("rest")))
-        per_file.append(out)
-    if len(per_file) == 1:
-        return per_file[0], warnings
-    # -ff: merge the per-process files by timestamp (stable: ties keep file order)
-    if not all(ln.ts for f in per_file for ln in f):
-        warnings.append("several logs without timestamps (-tt/-ttt): concatenated in argument order, "
-                        "so the interleaving of processes is unknown")
-        return [ln for f in per_file for ln in f], warnings
-    merged = [ln for f in per_file for ln in f]
-    merged.sort(key=lambda ln: _ts_sort_key(ln.ts or ""))
-    return merged, warnings
+        file_pid = int(suffix) if multi and suffix.isdigit() else None
+        src = str(p)
+        try:
+            f = open(p, encoding="utf-8", errors="replace", newline=None)  # noqa: SIM115 (closed by `with f` below)
+        except OSError as e:
+            raise VmatraceError(f"cannot read {p}: {e.strerror}") from None
+        with f:
+            for n, raw in enumerate(f, 1):
+                raw = raw.rstrip("\n")
+                if not raw.strip():
+                    continue
+                m = _PREFIX_RE.match(raw)
+                assert m is not None  # the pattern matches every string
+                pid = m.group("pid1") or m.group("pid2")
+                yield _Line(src, n, int(pid) if pid else file_pid, m.group("ts"), m.group("rest"))
+
+    def __iter__(self) -> Iterator[_Line]:
+        if self.merged is not None:
+            return iter(self.merged)
+        return self._file(self.paths[0], multi=False)
 
 
 def _ts_sort_key(ts: str) -> float:
@@ -482,10 +530,13 @@ class _Clock:
 
 
 class _Parser:
-    def __init__(self, lines: list[_Line], mtime: float | None) -> None:
+    def __init__(self, lines: _Lines, mtime: float | None) -> None:
         self.lines = lines
+        self.n_lines = 0
+        self.first_line: _Line | None = None
+        self.unprefixed = False
         self.clock = _Clock(mtime)
-        self.events: list[dict[str, Any] | None] = []
+        self.events: list[list[Any] | None] = []
         self.warnings: list[str] = []
         self.bad_lines = 0
         self.strace_lines = 0
@@ -500,7 +551,7 @@ class _Parser:
         self.unknown_names: set[str] = set()
         self.first_pid = self._guess_first_pid()
         self.provisional: set[int] = set()
-        self.last_event: dict[str, Any] | None = None
+        self.last_event: list[Any] | None = None
         self.stack_ids: list[int] = []
         self.stacks: list[dict[str, Any]] = []
         self.stack_depth: dict[int, int] = {}
@@ -558,9 +609,8 @@ class _Parser:
     def emit(self, ts_ns: int, pid: int, tid: int, kind: str, args: list[int], ret: int,
              flags: int = 0, text: str | None = None, slot: int | None = None) -> int:
         a = [_to_u64(x) for x in args[:6]] + [0] * (6 - min(len(args), 6))
-        ev = {"seq": 0, "ts_ns": ts_ns, "pid": pid, "tid": tid, "kind": kind,
-              "a0": a[0], "a1": a[1], "a2": a[2], "a3": a[3], "a4": a[4], "a5": a[5],
-              "ret": ret, "stack_id": None, "flags": flags, "text": text}
+        # one row in EVENT_SCHEMA column order (a list: a dict per event costs 4x the memory)
+        ev: list[Any] = [0, ts_ns, pid, tid, kind, *a, ret, None, flags, text]
         if slot is not None:
             self.events[slot] = ev
             return slot
@@ -577,23 +627,29 @@ class _Parser:
         if not m:
             self.warn_line(ln, "cannot parse strace -k frame")
             return
-        if ev["stack_id"] is None:
+        if ev[_STACK] is None:
             sid = len(self.stack_ids)
-            ev["stack_id"] = sid
+            ev[_STACK] = sid
             self.stack_ids.append(sid)
         module, sym, fileoff = m.group("module"), m.group("sym"), int(m.group("addr"), 16)
         off = int(m.group("off"), 16) if m.group("off") else 0
-        depth = self.stack_depth.get(ev["stack_id"], 0)
-        self.stack_depth[ev["stack_id"]] = depth + 1
+        depth = self.stack_depth.get(ev[_STACK], 0)
+        self.stack_depth[ev[_STACK]] = depth + 1
         resolved = _symbol_at_file_offset(module, fileoff, return_address=depth > 0)
         if resolved is not None:
             sym, off = resolved
-        self.stacks.append({"pid": ev["pid"], "stack_id": ev["stack_id"], "depth": depth, "ip": fileoff,
+        self.stacks.append({"pid": ev[_PID], "stack_id": ev[_STACK], "depth": depth, "ip": fileoff,
                             "symbol": sym or "[unknown]", "module": module, "offset": off})
 
     def run(self) -> None:
         for ln in self.lines:
+            self.n_lines += 1
+            if self.first_line is None:
+                self.first_line = ln
+            self.unprefixed = self.unprefixed or ln.tid is None
             self.line(ln)
+            if self.n_lines >= 50 and self.strace_lines == 0:
+                return  # not strace: the caller says so without reading the rest
         for tid, (name, _, ln, slot) in self.pending.items():
             self.warnings.append(f"{ln.src}:{ln.lineno}: {name}() by {tid} never completed in the log "
                                  "(log truncated, or the process was killed in the call)")
@@ -601,6 +657,9 @@ class _Parser:
                 self.events[slot] = None
 
     def line(self, ln: _Line) -> None:
+        if ln.tid is not None and not 0 < ln.tid < 1 << 32:
+            self.warn_line(ln, "pid out of range")
+            return
         rest = ln.rest.rstrip()
         if rest.lstrip().startswith("> "):
             self.stack_line(ln, rest.lstrip()[2:])
@@ -660,7 +719,8 @@ class _Parser:
         self.complete(ln, tid, name, body, None, ln)
 
     def complete(self, ln: _Line, tid: int, name: str, body: str, slot: int | None, first: _Line) -> None:
-        close = _find_close(body, 0)
+        sm = _SIMPLE_CALL_RE.match(body)
+        close = sm.end() - 1 if sm else _find_close(body, 0)
         if close < 0:
             self.warn_line(ln, "incomplete call (no closing parenthesis; truncated line?)")
             if slot is not None:
@@ -674,13 +734,21 @@ class _Parser:
             return
         self.strace_lines += 1
         ret, _ = r
-        args = parse_args_text(body[:close])
         ts_ns = self.clock.ns(first.ts if slot is not None else ln.ts)
+        if ts_ns >= 1 << 64:
+            self.warn_line(ln, "timestamp out of range")
+            if slot is not None:
+                self.events[slot] = None
+            return
         pid = self.pid_of(tid)
         proc = self.procs[pid]
         if not proc.start_ns:
             proc.start_ns = ts_ns
         kind = _ALIASES.get(name, name)
+        if kind not in MEMORY_KINDS and kind not in _FORK_CALLS:
+            self.other += 1
+            return
+        args = parse_args_text(body[:close])
         if kind in _FORK_CALLS:
             self.fork(ts_ns, pid, tid, name, args, ret, slot)
             return
@@ -748,7 +816,7 @@ class _Parser:
 
     def fork(self, ts_ns: int, pid: int, tid: int, name: str, args: list[Arg], ret: int,
              slot: int | None) -> None:
-        if ret <= 0:
+        if not 0 < ret < 1 << 32:  # failed, or a damaged line
             if slot is not None:
                 self.events[slot] = None
             return
@@ -773,8 +841,8 @@ class _Parser:
             self.provisional.discard(child)
             if thread:  # its lines came before the clone returned: they belong to the parent
                 for ev in self.events:
-                    if ev is not None and ev["tid"] == child and ev["pid"] == child:
-                        ev["pid"] = child_tgid
+                    if ev is not None and ev[_TID] == child and ev[_PID] == child:
+                        ev[_PID] = child_tgid
                 self.live.pop(child, None)
                 self.procs.pop(child, None)
         self.tgid[child] = child_tgid
@@ -826,6 +894,9 @@ class _Parser:
         tid = self.tid_of(ln)
         pid = self.pid_of(tid)
         ts_ns = self.clock.ns(ln.ts)
+        if ts_ns >= 1 << 64:
+            self.warn_line(ln, "timestamp out of range")
+            return
         self.pending.pop(tid, None)
         if m.group("newpid"):
             self.live.get(pid, set()).discard(tid)
@@ -855,35 +926,35 @@ def parse_strace(paths: list[Path]) -> ParsedLog:
 
     Raises VmatraceError if a file is missing, binary, or not strace output at all.
     """
-    lines, warnings = _read_lines(paths)
+    lines = _Lines(paths)
     mtime = None
     with contextlib.suppress(OSError):
         mtime = max(p.stat().st_mtime for p in paths)
     p = _Parser(lines, mtime)
-    p.warnings.extend(warnings)
+    p.warnings.extend(lines.warnings)
     p.run()
-    if not lines:
+    if p.first_line is None:
         raise VmatraceError(f"{paths[0]} is empty: no strace output to import")
     if p.strace_lines == 0:
-        first = lines[0]
+        first = p.first_line
         raise VmatraceError(f"{first.src} is not strace output (line {first.lineno}: {first.rest[:60]!r})")
     if p.bad_lines > 20:
         p.warnings.append(f"... {p.bad_lines - 20} more unparseable lines skipped")
     if p.bad_lines > max(10, p.strace_lines):
-        raise VmatraceError(f"{paths[0]} is mostly not strace output ({p.bad_lines} of {len(lines)} "
+        raise VmatraceError(f"{paths[0]} is mostly not strace output ({p.bad_lines} of {p.n_lines} "
                             f"lines unparseable; first: {p.warnings[0] if p.warnings else '?'})")
-    if not p.execs and any(e is not None and e["kind"] in MEMORY_KINDS for e in p.events):
+    if not p.execs and any(e is not None and e[_KIND] in MEMORY_KINDS for e in p.events):
         p.warnings.append("no successful execve in the log (trace it: -e trace=%memory,%process): "
                           "the program is unknown, its layout is not reconstructed")
     events = [e for e in p.events if e is not None]
     for i, e in enumerate(events):
-        e["seq"] = i
-    if p.first_pid is None and any(ln.tid is None for ln in lines):
+        e[_SEQ] = i
+    if p.first_pid is None and p.unprefixed:
         p.warnings.append("the pid of the traced process is not in the log (no -f prefix, getpid() "
                           "or set_tid_address()); its events carry pid 0")
     clock = "realtime" if p.clock.kind else "none"
-    return ParsedLog(events=events, procs=p.procs, execs=p.execs, warnings=p.warnings, clock=clock,
-                     lines=len(lines), strace_lines=p.strace_lines, other_syscalls=p.other,
+    return ParsedLog(rows=events, procs=p.procs, execs=p.execs, warnings=p.warnings, clock=clock,
+                     lines=p.n_lines, strace_lines=p.strace_lines, other_syscalls=p.other,
                      signals=p.signals, first_pid=p.first_pid, stacks=p.stacks)
 
 
@@ -1093,8 +1164,8 @@ def import_strace(logs: list[Path], out: Path, *, maps: list[str] | None = None,
             warnings.append(f"pid {ex.pid}: layout after execve({ex.filename!r}) unknown: "
                             + "; ".join(rec.unknown[:2]))
             continue
-        ex.event["flags"] |= EV_RECONSTRUCTED
-        seq = ex.event["seq"]
+        ex.event[_FLAGS] |= EV_RECONSTRUCTED
+        seq = ex.event[_SEQ]
         snap = Snapshot(ex.pid, ex.ts_ns, ex.ts_ns, "elf-reconstruction", _rows_frame(rec.rows),
                         [f"reconstructed after seq {seq}: " + "; ".join(rec.known),
                          "unknown: " + "; ".join(rec.unknown)])
@@ -1102,7 +1173,8 @@ def import_strace(logs: list[Path], out: Path, *, maps: list[str] | None = None,
         recon_meta.append({"pid": ex.pid, "after_seq": seq, "filename": ex.filename,
                            "known": rec.known, "unknown": rec.unknown})
 
-    events = pl.DataFrame(parsed.events, schema=EVENT_SCHEMA) if parsed.events else pl.DataFrame(schema=EVENT_SCHEMA)
+    events = parsed.events_frame() if parsed.rows else pl.DataFrame(schema=EVENT_SCHEMA)
+    parsed.rows.clear()
     procs = pl.DataFrame([vars(p) for p in parsed.procs.values()], schema=PROC_SCHEMA) if parsed.procs \
         else pl.DataFrame(schema=PROC_SCHEMA)
     first = parsed.procs.get(parsed.first_pid) if parsed.first_pid is not None else None

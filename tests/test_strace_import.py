@@ -6,7 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import polars as pl
@@ -414,3 +414,39 @@ def test_child_lines_before_the_clone_returns(tmp_path: Path) -> None:
     assert sorted(p.procs) == [200, 202] and p.procs[202].ppid == 200
     exits = [(e["tid"], e["a1"]) for e in p.events if e["kind"] == "exit"]
     assert exits == [(202, 1), (201, 0), (200, 1)]  # group_dead only for the last thread
+
+
+def test_damaged_logs_never_crash(tmp_path: Path, workload: Path) -> None:
+    """Seeded mutations of a real log: each imports (with warnings) or fails with one line."""
+    import random
+
+    log, _ = run_strace(tmp_path, ["-f", "-ttt", "-X", "raw"], [str(workload)])
+    src = log.read_text().splitlines(keepends=True)
+    junk = ["(", ")", '"', "{", "<", "= ", "\\", "[pid ", "+++", "---", "<... ", " <unfinished ...>", "\x00",
+            "9999999999", "09", "0x", "-", "[pid 99999999999] ", "clone(", "--- SIG"]
+    rng = random.Random(4)
+    outcomes = Counter()
+    for i in range(60):
+        lines = list(src)
+        for _ in range(rng.randint(1, 12)):
+            j = rng.randrange(len(lines))
+            k = rng.randrange(len(lines[j]) + 1)
+            op = rng.random()
+            if op < 0.3:
+                lines[j] = lines[j][:k]
+            elif op < 0.7:
+                lines[j] = lines[j][:k] + rng.choice(junk) + lines[j][k:]
+            else:
+                del lines[j]
+        bad = tmp_path / f"bad{i}.log"
+        bad.write_text("".join(lines))
+        try:
+            import_strace([bad], tmp_path / f"bad{i}.trace")
+        except VmatraceError as e:
+            assert "\n" not in str(e)
+            outcomes["error"] += 1
+            continue
+        t = read_trace(tmp_path / f"bad{i}.trace")
+        assert not t.warnings and t.events["seq"].to_list() == list(range(t.events.height))
+        outcomes["imported"] += 1
+    assert outcomes["imported"] > 30
