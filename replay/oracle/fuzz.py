@@ -21,7 +21,7 @@ from .core import WINDOW_PAGES, SeqResult, Sequence
 Runner = Callable[[Seq[Sequence]], list[SeqResult]]
 
 HOT = 24  # most operations start in window pages [0, HOT): dense interaction
-PROTS = ["rw-"] * 6 + ["r--"] * 3 + ["---"] * 1 + ["rwx"] * 1 + ["r-x"] * 1
+PROTS = ["rw-"] * 12 + ["r--"] * 6 + ["---"] * 2 + ["rwx"] * 2 + ["r-x"] * 2 + ["--x", "-w-"]
 FLAG_ADVICE = [
     "dontfork", "dofork", "dontdump", "dodump", "wipeonfork", "keeponfork", "hugepage",
     "nohugepage", "mergeable", "unmergeable", "random", "sequential", "normal",

@@ -125,10 +125,15 @@ def apply_op(mm: Any, op: str, base: int = WINDOW_BASE, pages: int = WINDOW_PAGE
     return mm, None
 
 
-# Kernel configuration of the oracle kernels, beyond the merge era: the Debian 6.1 and 6.12 images
-# booted under qemu are built with CONFIG_MEM_SOFT_DIRTY=y (every VMA shows `sd`). Passed to the
-# model as keyword arguments of AddressSpace; kernel="live" reads the live configuration itself.
-ORACLE_CONFIG: dict[str, dict[str, Any]] = {"6.1": {"soft_dirty": True}, "6.12": {"soft_dirty": True}}
+# Configuration of the oracle machines, beyond the merge era, passed to the model as keyword
+# arguments of AddressSpace (kernel="live" reads the live configuration itself):
+# * the Debian 6.1 and 6.12 images are built with CONFIG_MEM_SOFT_DIRTY=y (every VMA shows `sd`);
+# * qemu's `-cpu max` has protection keys (PKU/OSPKE): a PROT_EXEC-only mapping gets the
+#   execute-only pkey and cannot be read (a read of it is EFAULT), unlike on a CPU without PKU.
+ORACLE_CONFIG: dict[str, dict[str, Any]] = {
+    "6.1": {"soft_dirty": True, "pkeys": True},
+    "6.12": {"soft_dirty": True, "pkeys": True},
+}
 
 
 def make_model(profile: str, options: dict[str, Any] | None = None) -> Any:
