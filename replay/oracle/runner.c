@@ -399,8 +399,10 @@ static int run_op(char *line, int step)
 			/* parent: wait for the child, which continues the script; pass on its status */
 			while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
 				;
-			if (WIFSIGNALED(st))
+			if (WIFSIGNALED(st)) {
+				signal(WTERMSIG(st), SIG_DFL);
 				raise(WTERMSIG(st));
+			}
 			_exit(WIFEXITED(st) ? WEXITSTATUS(st) : 122);
 		} else if (strcmp(op, "forkp") == 0 && pid == 0) {
 			_exit(0); /* child exits at once: the parent continues */
