@@ -321,6 +321,15 @@ def test_bad_input(tmp_path: Path) -> None:
     with pytest.raises(VmatraceError, match="empty"):
         import_strace([tmp_path / "empty"], tmp_path / "o4")
     assert not any((tmp_path / f"o{i}").exists() for i in range(1, 5))
+    # a bad --maps file: named in the one-line error, nothing written
+    log = tmp_path / "ok.log"
+    log.write_text("1 brk(NULL) = 0x1000\n")
+    with pytest.raises(VmatraceError, match=r"--maps 7:.*nomaps: no such file"):
+        import_strace([log], tmp_path / "o5", maps=[f"7:{tmp_path / 'nomaps'}"])
+    (tmp_path / "badmaps").write_text("hello world\n")
+    with pytest.raises(VmatraceError, match=r"--maps .*badmaps: line 1 is not a /proc/PID/maps line"):
+        import_strace([log], tmp_path / "o6", maps=[str(tmp_path / "badmaps")])
+    assert not (tmp_path / "o5").exists() and not (tmp_path / "o6").exists()
 
 
 def test_truncated_log_imports_readable_part(tmp_path: Path, workload: Path) -> None:
