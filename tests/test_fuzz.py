@@ -29,7 +29,7 @@ from tests.conftest import ROOT, need, need_cc
 SEED = int(os.environ.get("VMATRACE_FUZZ_SEED", "20261127"))
 N_LIVE = int(os.environ.get("VMATRACE_FUZZ_LIVE", "2000"))
 N_QEMU = int(os.environ.get("VMATRACE_FUZZ_QEMU", "500"))
-LENGTH = 12
+LENGTH = 16
 REGRESSIONS = ROOT / "tests" / "fuzz_regressions.json"
 DOC = ROOT / "docs" / "fuzz-disagreements.md"
 OP_NAMES = ("mmap", "munmap", "mprotect", "madvise", "mlock", "mlock2", "munlock", "mremap",

@@ -313,3 +313,32 @@ def test_probe_classifies_and_never_runs_l20_when_unsafe(kind: tuple[bool, ...],
     ran_l20 = any(n.startswith("L20") for n in asked)
     assert ran_l20 == (profile == "6.19")  # only where sticky flags prove the mremap fix
     assert info.findings[-1] == f"profile: {profile}"
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("kernel", ["6.1", "6.12"])
+def test_probe_classifies_the_old_kernels(kernel: str) -> None:
+    from replay.live import probe
+
+    need_qemu(kernel)
+    info = probe(lambda s: run_qemu(kernel, s))
+    assert info.profile == kernel, info.findings
+    assert not info.new_anon_rule and not info.has_guard and info.mremap_faulted_safe
+    assert info.has_mseal == (kernel == "6.12") and info.account_drop == (kernel == "6.12")
+
+
+@pytest.mark.live
+def test_detect_live_profile() -> None:
+    from replay.live import detect_live_profile, probe_live
+
+    need_live()
+    profile, findings = detect_live_profile()
+    assert profile in ("6.1", "6.12", "6.15", "6.18.0", "6.19")
+    assert findings and findings[-1] == f"profile: {profile}"
+    info = probe_live()
+    assert info.profile == profile
+    # the profile is consistent with what the probes saw
+    assert info.new_anon_rule == (profile in ("6.18.0", "6.19"))
+    assert info.sticky == (profile == "6.19")
+    if info.sticky:
+        assert info.mremap_fixed is True and info.mremap_faulted_safe
