@@ -12,6 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from collectors.procmaps import parse_maps_text
 from collectors.strace_import import import_strace, parse_args_text, parse_strace
 from tests.conftest import ROOT, build_c, need
 from vmatrace.errors import VmatraceError
@@ -107,6 +108,12 @@ static void *thread_main(void *arg) {
 int main(void) {
     static char obuf[1 << 16]; /* no malloc (brk/mmap) from stdio inside the markers */
     setvbuf(stdout, obuf, _IOFBF, sizeof obuf);
+    FILE *m = fopen("/proc/self/maps", "r"); /* the layout as ld.so left it, for the test */
+    char line[512];
+    while (m && fgets(line, sizeof line, m))
+        printf("MAP %s", line);
+    if (m)
+        fclose(m);
     script(0);
     pthread_t t;
     pthread_create(&t, NULL, thread_main, NULL);
@@ -144,7 +151,17 @@ def expected_calls(out: str) -> tuple[dict[int, list[tuple]], int, int]:
             thread = int(f[1])
         elif f[0] == "FORK":
             child = int(f[1])
+        elif f[0] == "MAP":
+            continue
     return calls, thread, child
+
+
+def pages(frame: pl.DataFrame, path: str) -> set[int]:
+    """Page numbers mapped from `path` in a VMA frame."""
+    out: set[int] = set()
+    for s, e in frame.filter(pl.col("path") == path).select("start", "end").rows():
+        out.update(range(s >> 12, e >> 12))
+    return out
 
 
 def traced_calls(ev: pl.DataFrame) -> dict[int, list[tuple]]:
@@ -203,8 +220,13 @@ def test_workload_sequence_matches_its_printout(tmp_path: Path, workload: Path, 
     assert pop.height == 1 and pop["flags"].item() & EV_POPULATES
     assert ev["seq"].to_list() == list(range(ev.height))
     assert meta["clock"] == "realtime" and ev["ts_ns"].is_sorted()
-    # the exec was reconstructed from the ELF headers
+    # the exec was reconstructed from the ELF headers, with the ASLR bases recovered: the pages
+    # of the executable and of ld.so are those the workload's own maps show
     assert t.snapshot_index["reason"].to_list() == ["reconstructed"]
+    real = parse_maps_text("".join(ln[4:] + "\n" for ln in out.splitlines() if ln.startswith("MAP ")))
+    rec = t.snapshot(0)
+    for path in {os.path.realpath(workload), os.path.realpath("/lib64/ld-linux-x86-64.so.2")}:
+        assert pages(rec, path) == pages(real, path) != set(), path
     exec_ev = ev.filter(pl.col("kind") == "exec")
     assert exec_ev["flags"].item() & EV_RECONSTRUCTED and exec_ev["text"].item() == str(workload)
     procs = t.procs.sort("pid")
