@@ -152,7 +152,7 @@ _SIGNAL_RE = re.compile(r"^--- (?:stopped by )?(?P<sig>SIG[A-Z0-9+]+|\d+) (?P<in
 _DURATION_RE = re.compile(r"\s*<\d+\.\d+>\s*$")
 _ATTACHED_RE = re.compile(r"strace: Process \d+ (?:attached|detached|suspended)")
 _INT_RE = re.compile(r"^-?(?:0x[0-9a-fA-F]+|\d+)$")
-_FD_PATH_RE = re.compile(r"^(-?\d+)<.*>$")
+_FD_PATH_RE = re.compile(r"^(-?\d+)<(.*)>$")
 
 
 # strace -k: " > /usr/lib/x86_64-linux-gnu/libc.so.6(mmap64+0x26) [0xfb6f6]"
@@ -765,6 +765,10 @@ class _Parser:
         flags = 0
         if kind == "mmap" and name == "mmap2" and len(vals) >= 6:
             vals[5] *= elf.PAGE_SIZE
+        if kind == "mmap" and len(args) >= 5:
+            fdm = _FD_PATH_RE.match(args[4].text.strip())  # strace -y: 3</usr/lib/libc.so.6>
+            if fdm:
+                text = fdm.group(2)
         if kind == "execve":
             strs = _strings(body[:close])
             filename = strs[0] if strs else (args[0].text if args else "")

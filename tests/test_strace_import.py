@@ -276,6 +276,7 @@ def test_hand_written_edge_lines(tmp_path: Path) -> None:
     assert ev[(101, "mprotect")]["a2"] == 1
     shm = ev[(101, "mmap")]
     assert shm["a4"] == 3 and shm["ret"] == 0x7F0000001000 and shm["a3"] == 1
+    assert shm["text"] == "/tmp/x (deleted)" and mm["text"] is None  # the -y path of the fd
     assert ev[(101, "madvise")]["a2"] == 102
     assert ev[(101, "mlockall")]["a0"] == 5 and ev[(101, "mlockall")]["flags"] == 0  # ONFAULT: no populate
     pr = ev[(101, "prctl")]
