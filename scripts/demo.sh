@@ -1,32 +1,53 @@
 #!/usr/bin/env bash
-# The main job on the bundled workload: set everything up (idempotent), then show what vmatrace
-# sees in a process with known invisible fragmentation, and the system-wide census.
+# The main job on the bundled workload: set everything up (idempotent), record the workload with
+# eBPF, show what the trace holds and the fragmentation in its final snapshot, then the same
+# analysis on a live process and the system-wide census.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then echo "demo.sh: run as root (sudo scripts/demo.sh)" >&2; exit 1; fi
 bash scripts/setup.sh
 V=.venv/bin/vmatrace
+PY=.venv/bin/python
 OUT=${VMATRACE_DEMO_OUT:-out}
 mkdir -p "$OUT"
 [ -n "${SUDO_UID:-}" ] && chown "$SUDO_UID:${SUDO_GID:-$SUDO_UID}" "$OUT"
+TRACE="$OUT/fragment.vmat"
 
 echo "== vmatrace doctor"
 $V doctor || true
 
-echo "== the bundled workload (vmatrace/workloads/fragment.py)"
-coproc WL { exec .venv/bin/python -m vmatrace.workloads.fragment --fork; }
+echo
+echo "== vmatrace record: the bundled workload (vmatrace/workloads/fragment.py), with a fork"
+$V record --force -o "$TRACE" -- "$PY" -m vmatrace.workloads.fragment --fork --hold 1 >/dev/null
+
+echo
+echo "== vmatrace info $TRACE"
+$V info "$TRACE"
+exit_sid=$($PY - "$TRACE" <<'PYEOF'
+import sys
+from vmatrace.trace import read_trace
+t = read_trace(sys.argv[1])
+pid = t.meta["pids"][0]
+idx = t.snapshot_index.filter((t.snapshot_index["pid"] == pid) & (t.snapshot_index["reason"] == "exit"))
+print(idx["snapshot_id"][0])
+PYEOF
+)
+echo
+echo "== vmatrace info $TRACE --snapshot $exit_sid   (the workload's address space just before exit)"
+$V info "$TRACE" --snapshot "$exit_sid"
+
+echo
+echo "== vmatrace snapshot: the workload again, live"
+coproc WL { exec "$PY" -m vmatrace.workloads.fragment; }
 read -r info <&"${WL[0]}"
-pid=$(.venv/bin/python -c 'import json,sys; print(json.loads(sys.argv[1])["pid"])' "$info")
-child=$(.venv/bin/python -c 'import json,sys; print(json.loads(sys.argv[1])["child_pid"])' "$info")
-echo "workload PID $pid (fork child $child): $info"
+pid=$($PY -c 'import json,sys; print(json.loads(sys.argv[1])["pid"])' "$info")
+$V snapshot "$pid" | tail -n 8
+$V snapshot "$pid" -o "$OUT/snapshot.parquet" --force
 
-echo "== vmatrace snapshot $pid"
-$V snapshot "$pid"
-$V snapshot "$pid" -o "$OUT/snapshot-$pid.parquet" --force
-echo "== vmatrace snapshot $child (the fork child)"
-$V snapshot "$child" | tail -n 12
-
+echo
 echo "== vmatrace top -n 5"
 $V top -n 5
 kill "$WL_PID" 2>/dev/null || true
 wait 2>/dev/null || true
+echo
+echo "outputs in $OUT/: $(ls "$OUT" | tr '\n' ' ')"

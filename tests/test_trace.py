@@ -163,3 +163,26 @@ def test_random_bytes_foreign_and_wrong_version(tmp_path: Path, capsys: pytest.C
     (t / "events" / "part-000001.parquet").write_bytes(os.urandom(300))
     tr = read_trace(t)
     assert tr.events.height == 10 and any("part-000001" in x for x in tr.warnings)
+
+
+def test_info_analyses_a_recorded_snapshot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = subprocess.Popen([sys.executable, "-m", "vmatrace.workloads.fragment"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None
+        info = json.loads(p.stdout.readline())
+        t = tmp_path / "t"
+        with TraceWriter(t, {}) as w:
+            sid = w.add_snapshot(read_snapshot(p.pid), "exit")
+    finally:
+        p.kill()
+        p.wait()
+    assert main(["info", str(t), "--snapshot", str(sid), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["reason"] == "exit" and d["pid"] == info["pid"]
+    lo, hi = info["locked"]
+    splits = [s for r in d["invisible_fragmentation"]["runs"] for s in r["splits"] if lo < s["addr"] < hi]
+    assert len(splits) == 2 and all(s["reason"] == "vmflags" for s in splits)
+    assert main(["info", str(t), "--snapshot", "7"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"vmatrace: error: {t} has no snapshot 7 (it has: 0)"]

@@ -17,6 +17,7 @@ from vmatrace.errors import VmatraceError
 if TYPE_CHECKING:
     from collectors.procmaps import Snapshot
     from vmatrace.analysis import Run
+    from vmatrace.trace import Trace
 
 PLUGINS = ("collectors.record", "collectors.strace_import", "replay.cli")
 
@@ -106,6 +107,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     from vmatrace.trace import read_trace
 
     t = read_trace(args.trace)
+    if args.snapshot is not None:
+        return _info_snapshot(t, args.snapshot, as_json=args.json)
     kinds = t.events.group_by("kind").len().sort("len", descending=True) if t.events.height else None
     if args.json:
         print_json({
@@ -123,9 +126,35 @@ def cmd_info(args: argparse.Namespace) -> int:
                       f"{t.stacks.select('pid', 'stack_id').n_unique() if t.stacks.height else 0} stacks")
         if kinds is not None:
             console.print("  " + ", ".join(f"{k} {n}" for k, n in kinds.iter_rows()))
+        for r in t.snapshot_index.sort("snapshot_id").iter_rows(named=True):
+            console.print(f"  snapshot {r['snapshot_id']}: PID {r['pid']} {r['reason']}, {r['vma_count']} VMAs"
+                          + (f" ({r['warnings']})" if r["warnings"] else ""))
         for w in t.warnings:
             print(f"vmatrace: warning: {w}", file=sys.stderr)
     return 2 if t.warnings else 0
+
+
+def _info_snapshot(t: Trace, sid: int, *, as_json: bool) -> int:
+    """Analyse one recorded snapshot as `snapshot` analyses a live process."""
+    from collectors.procmaps import Snapshot
+    from vmatrace.analysis import invisible_fragmentation
+    from vmatrace.report import print_json, render_snapshot, snapshot_json
+
+    idx = t.snapshot_index.filter(t.snapshot_index["snapshot_id"] == sid)
+    if idx.height == 0:
+        have = ", ".join(str(i) for i in t.snapshot_index["snapshot_id"].to_list()) or "none"
+        raise VmatraceError(f"{t.path} has no snapshot {sid} (it has: {have})")
+    row = idx.row(0, named=True)
+    snap = Snapshot(pid=row["pid"], t_start_ns=row["t_start_ns"], t_end_ns=row["t_end_ns"], method=row["method"],
+                    frame=t.snapshot(sid), warnings=row["warnings"].split("; ") if row["warnings"] else [])
+    runs = invisible_fragmentation(snap.frame)
+    limit = t.meta.get("max_map_count")
+    if as_json:
+        print_json({"snapshot_id": sid, "reason": row["reason"], **snapshot_json(snap, runs, limit)})
+    else:
+        print(f"snapshot {sid} of PID {row['pid']} ({row['reason']}), from {t.path}")
+        render_snapshot(snap, runs, limit, show_vmas=snap.frame.height <= 400)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,8 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="validate and summarise a trace",
                        description="Reads a trace, names anything damaged (exit 2, after reading what is readable) "
                                    "or unreadable (exit 1), and summarises it.",
-                       epilog="example:\n  vmatrace info trace.vmat", formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog="examples:\n  vmatrace info trace.vmat\n  vmatrace info trace.vmat --snapshot 3",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     i.add_argument("trace", metavar="TRACE")
+    i.add_argument("--snapshot", type=int, metavar="ID",
+                   help="show recorded snapshot ID (see the list) with its invisible fragmentation")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_info)
 
