@@ -1196,6 +1196,8 @@ def import_strace(logs: list[Path], out: Path, *, maps: list[str] | None = None,
         "cmdline": first.cmdline if first else None,
         "start_ns": int(ts.min()) if ts is not None and parsed.clock != "none" else 0,  # type: ignore[arg-type]
         "end_ns": int(ts.max()) if ts is not None and parsed.clock != "none" else 0,  # type: ignore[arg-type]
+        "start_wall": (datetime.fromtimestamp(int(ts.min()) / 1e9).astimezone().isoformat(timespec="seconds")  # type: ignore[arg-type]
+                       if ts is not None and parsed.clock != "none" else "unknown"),
         "reconstructed": bool(recon_meta),
         # strace -k gives each frame as a file offset in its module, not a runtime address
         "stack_ip": "module file offset (strace -k)" if parsed.stacks else None,
