@@ -18,6 +18,7 @@ Pipeline (docs/recording.md has the why):
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import os
 import pwd
@@ -63,7 +64,8 @@ MCL_CURRENT, MCL_ONFAULT = 1, 4
 MADV_POPULATE_WRITE = 23
 PR_SET_VMA = 0x53564D41
 
-DRAIN_INTERVAL_S = 0.005
+DRAIN_INTERVAL_S = 0.005  # reader: ring polling period (no wakeups: BPF_RB_NO_WAKEUP)
+WRITE_INTERVAL_S = 0.05  # writer: decode + write period
 
 EXAMPLES = """examples:
   sudo vmatrace record -- python3 -c 'import json'   # trace a command (run as you, not root)
@@ -100,8 +102,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--stacks", action="store_true", help="record user stacks of each event (symbolized at the end)")
     p.add_argument("--no-faults", action="store_true", help="do not trace page faults")
     p.add_argument("--no-smaps", action="store_true", help="snapshots without smaps (faster, no RSS/VmFlags)")
-    p.add_argument("-b", "--buffer-pages", metavar="PAGES", type=int, default=1024,
-                   help="ring buffer size in pages, a power of two (default 1024 = 4 MiB)")
+    p.add_argument("-b", "--buffer-pages", metavar="PAGES", type=int, default=4096,
+                   help="ring buffer size in pages, a power of two (default 4096 = 16 MiB)")
     p.add_argument("--as-root", action="store_true", help="run the command as root instead of the invoking (sudo) user")
     p.add_argument("--no-lock-order", action="store_true",
                    help="order calls by their return, not by mmap_lock acquisition (a bit cheaper)")
@@ -126,7 +128,7 @@ class Options:
     stacks: bool = False
     faults: bool = True
     smaps: bool = True
-    buffer_pages: int = 1024
+    buffer_pages: int = 4096
     as_root: bool = False
     lock_order: bool = True
     force: bool = False
@@ -253,20 +255,23 @@ def decode(recs: np.ndarray, raced: dict[int, int] | None = None) -> pl.DataFram
         for pid, t_end in raced.items():
             flags |= np.where((pids == pid) & (ev["ts"] <= t_end), EV_RACED_SNAPSHOT, 0).astype(np.uint16)
     names = pl.Series("kind", kind).replace_strict(KINDS, default="unknown", return_dtype=pl.Utf8)
-    stack = pl.Series("stack_id", ev["stack_id"])
     cols: dict[str, Any] = {
         "seq": ev["seq"], "ts_ns": ev["ts"], "pid": ev["pid"], "tid": ev["tid"], "kind": names,
         "a0": a[:, 0], "a1": a[:, 1], "a2": a[:, 2], "a3": a[:, 3], "a4": a[:, 4], "a5": a[:, 5],
-        "ret": ret, "stack_id": stack, "flags": flags,
+        "ret": ret, "flags": flags,
     }
-    frame = pl.DataFrame(cols).with_columns(
-        pl.when(pl.col("stack_id") >= 0).then(pl.col("stack_id")).otherwise(None).alias("stack_id")
-    )
+    frame = pl.DataFrame(cols)
+    stack = ev["stack_id"]
+    if (stack >= 0).any():  # (otherwise conform() adds an all-null column)
+        frame = frame.with_columns(pl.Series("stack_id", stack).set(pl.Series(stack < 0), None))
     if texts:
         tf = pl.DataFrame({"seq": list(texts.keys()), "text": list(texts.values())},
                           schema={"seq": pl.UInt64, "text": pl.Utf8})
         frame = frame.join(tf, on="seq", how="left")
-    return conform(frame.sort("seq"), EVENT_SCHEMA)
+    seq = ev["seq"]
+    if seq.size > 1 and not bool(np.all(seq[1:] > seq[:-1])):
+        frame = frame.sort("seq")  # calls ordered at lock acquisition are committed at their return
+    return conform(frame, EVENT_SCHEMA)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,6 +292,14 @@ class ProcInfo:
     exit_ns: int | None = None
     exit_code: int | None = None
     how_ended: str | None = None
+
+
+def _cpu_s() -> float:
+    """CPU seconds (user + system) of the recorder itself, all threads, not its children."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def _read_text(path: str) -> str | None:
@@ -320,10 +333,14 @@ class Recorder:
         self.snapshot_errors: list[str] = []
         self.drain_error: BaseException | None = None
         self.carry: np.ndarray = np.empty(0, dtype=EVENT_DTYPE)
-        self.t_last_drain = time.monotonic_ns()
+        self.raw: collections.deque[np.ndarray] = collections.deque()
+        self.loss_windows: collections.deque[tuple[int, int, int]] = collections.deque()
+        self.lost_seen = 0
+        self.t_last_pull = time.monotonic_ns()
         self.ended_by = "the traced processes exited"
         self.child: int | None = None
         self.launch_error: str | None = None
+        self.load_cpu_s = 0.0
 
     # -- BPF -------------------------------------------------------------------------------------
     def load_bpf(self) -> None:
@@ -399,20 +416,43 @@ class Recorder:
             p.exit_ns = time.monotonic_ns()
 
     # -- draining (drain thread) ----------------------------------------------------------------
-    def drain_once(self, *, final: bool = False) -> int:
+    # -- draining: a reader thread empties the ring, a writer thread decodes and writes ----------
+    def pull(self) -> int:
+        """Reader thread: move committed records out of the ring (fast: numpy copies only)."""
         recs = self.ring.drain()
-        if self.carry.size:
-            recs = np.concatenate([self.carry, recs])
-            self.carry = np.empty(0, dtype=EVENT_DTYPE)
+        if recs.size:
+            self.raw.append(recs)
         now = time.monotonic_ns()
         lost = self.counter(C_LOST)
-        if lost > self.lost:
+        if lost > self.lost_seen:
+            self.loss_windows.append((lost - self.lost_seen, self.t_last_pull, now))
+            self.lost_seen = lost
+        self.t_last_pull = now
+        return int(recs.size)
+
+    def reader_loop(self) -> None:
+        quarter = self.ring.size // self.ring.rec_size // 4
+        try:
+            while not self.stop.is_set():
+                if self.pull() < quarter:  # a busy ring is drained again at once
+                    time.sleep(DRAIN_INTERVAL_S)
+        except BaseException as e:  # reported by the main thread
+            self._thread_failed(e)
+
+    def process(self, *, final: bool = False) -> int:
+        """Writer thread: decode what the reader pulled and hand it to the TraceWriter."""
+        while self.loss_windows:
+            n, t_from, t_to = self.loss_windows.popleft()
             with self.lock:
-                self.writer.note_lost(lost - self.lost, self.t_last_drain, now)
-            self.lost = lost
-        self.t_last_drain = now
-        if not recs.size:
+                self.writer.note_lost(n, t_from, t_to)
+            self.lost += n
+        batches = [self.carry] if self.carry.size else []
+        while self.raw:
+            batches.append(self.raw.popleft())
+        self.carry = np.empty(0, dtype=EVENT_DTYPE)
+        if not batches:
             return 0
+        recs = np.concatenate(batches) if len(batches) > 1 else batches[0]
         if not final:
             # An exec (or PR_SET_VMA) event's K_TEXT records are committed right after it: if the
             # batch ends within reach of one, keep that tail for the next batch.
@@ -435,22 +475,26 @@ class Recorder:
             self.writer.add_events(frame)
         return n
 
-    def drain_loop(self) -> None:
+    def writer_loop(self) -> None:
         next_snap = time.monotonic() + self.o.interval if self.o.interval else None
         try:
             while not self.stop.is_set():
-                self.drain_once()
+                self.process()
                 with self.lock:
                     self.writer.maybe_flush()
                 if next_snap is not None and time.monotonic() >= next_snap:
                     next_snap += self.o.interval or 0
                     for pid in list(self.live_pids()):
                         self.snapshot(pid, "periodic")
-                self.stop.wait(DRAIN_INTERVAL_S)
+                self.stop.wait(WRITE_INTERVAL_S)
         except BaseException as e:  # reported by the main thread
+            self._thread_failed(e)
+
+    def _thread_failed(self, e: BaseException) -> None:
+        if self.drain_error is None:
             self.drain_error = e
-            self.stop.set()
-            os.kill(os.getpid(), signal.SIGTERM)
+        self.stop.set()
+        os.kill(os.getpid(), signal.SIGTERM)
 
     def live_pids(self) -> list[int]:
         t = self.tracer
@@ -548,7 +592,9 @@ class Recorder:
             raise VmatraceError(f"{out} is a symlink: refusing to write through it")
         if os.path.lexists(out) and not o.force:
             raise VmatraceError(f"{out} exists (use --force to overwrite)")
+        cpu0 = _cpu_s()
         self.load_bpf()
+        self.load_cpu_s = _cpu_s() - cpu0
         self.tracer = t = Tracer()
         t.on_new_process = self.on_new_process
         t.on_exec = self.on_exec
@@ -567,7 +613,8 @@ class Recorder:
         old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM, signal.SIGHUP)}
         for s in old:
             signal.signal(s, self._handler)
-        drain = threading.Thread(target=self.drain_loop, name="vmatrace-drain", daemon=True)
+        threads = [threading.Thread(target=self.reader_loop, name="vmatrace-reader", daemon=True),
+                   threading.Thread(target=self.writer_loop, name="vmatrace-writer", daemon=True)]
         try:
             if o.command:
                 self.child = self.launch()
@@ -590,7 +637,8 @@ class Recorder:
                     snap = self.snapshot(pid, "start")
                     if snap is not None:
                         self.raced[pid] = snap.t_end_ns
-            drain.start()
+            for th in threads:
+                th.start()
             if o.duration:
                 signal.setitimer(signal.ITIMER_REAL, o.duration)
             if not o.quiet:
@@ -602,7 +650,7 @@ class Recorder:
             self.trace_loop()
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
-            self.finish(drain)
+            self.finish(threads)
             for s, h in old.items():
                 signal.signal(s, h)
         if self.drain_error is not None:
@@ -628,7 +676,7 @@ class Recorder:
             if not more:
                 break
 
-    def finish(self, drain: threading.Thread) -> None:
+    def finish(self, threads: list[threading.Thread]) -> None:
         if self.writer is None:
             return
         t = self.tracer
@@ -641,15 +689,17 @@ class Recorder:
             with contextlib.suppress(_Stop):
                 t.detach_all()
         self.stop.set()
-        if drain.is_alive():
-            drain.join()
+        for th in threads:
+            if th.is_alive():
+                th.join()
         # Last drain: records reserved by a CPU that is still writing them show up in a moment.
         deadline = time.monotonic() + 0.5
         while True:
-            self.drain_once(final=True)
+            self.pull()
             if self.ring.pending_bytes() == 0 or time.monotonic() > deadline:
                 break
             time.sleep(0.01)
+        self.process(final=True)
         if self.o.stacks:
             self.write_stacks()
         self.write_procs()
@@ -661,7 +711,9 @@ class Recorder:
         if stack_fail:
             warnings.append(f"{stack_fail} user stacks could not be recorded (stack map full or not walkable)")
         with self.lock:
+            cpu = _cpu_s()
             self.writer.close(end_ns=time.monotonic_ns(), ended_by=self.ended_by,
+                              recorder_cpu_s=round(cpu, 3), bpf_load_cpu_s=round(self.load_cpu_s, 3),
                               faults_deduplicated=self.counter(C_DEDUP), record_warnings=warnings)
         self.ring.close()
         self.bpf.cleanup()
