@@ -1225,10 +1225,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "import-strace",
         help="convert strace output into a trace (no root or bcc needed)",
         description=(
-            "Convert strace output into a vmatrace trace. Record with e.g.\n"
-            "  strace -f -tt -X raw -e trace=%memory,%process -o LOG PROGRAM ...\n"
-            "(-ff -o PREFIX also works: pass every PREFIX.PID file). Where no --maps is given, "
-            "the layout right after each execve is rebuilt from the ELF headers."),
+            "Convert strace output into a vmatrace trace (no root or bcc needed). Record with\n"
+            "  strace -f -tt -X raw -y -e trace=%memory,%process -o LOG PROGRAM ...\n"
+            "(-ff -o PREFIX works too: pass every PREFIX.PID file; -k adds stacks). Where no\n"
+            "--maps is given for a process, its layout right after each execve is rebuilt from\n"
+            "the ELF headers of the executable and its interpreter (docs/strace-import.md)."),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=("examples:\n"
                 "  vmatrace import-strace app.strace -o app.trace\n"
