@@ -6,7 +6,9 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections import Counter, defaultdict
+from datetime import datetime
 from pathlib import Path
 
 import polars as pl
@@ -220,6 +222,8 @@ def test_workload_sequence_matches_its_printout(tmp_path: Path, workload: Path, 
     assert pop.height == 1 and pop["flags"].item() & EV_POPULATES
     assert ev["seq"].to_list() == list(range(ev.height))
     assert meta["clock"] == "realtime" and ev["ts_ns"].is_sorted()
+    # -tt (time of day) and -ttt (epoch) both become epoch ns of this very run
+    assert abs(ev["ts_ns"].min() / 1e9 - time.time()) < 120  # type: ignore[operator]
     # the exec was reconstructed from the ELF headers, with the ASLR bases recovered: the pages
     # of the executable and of ld.so are those the workload's own maps show
     assert t.snapshot_index["reason"].to_list() == ["reconstructed"]
@@ -482,3 +486,15 @@ def test_damaged_logs_never_crash(tmp_path: Path, workload: Path) -> None:
         assert not t.warnings and t.events["seq"].to_list() == list(range(t.events.height))
         outcomes["imported"] += 1
     assert outcomes["imported"] > 30
+
+
+def test_time_of_day_stamps_cross_midnight(tmp_path: Path) -> None:
+    log = tmp_path / "night.log"
+    log.write_text("10 23:59:59.900000 brk(NULL) = 0x1000\n10 00:00:00.100000 brk(NULL) = 0x1000\n")
+    # the log was last written at 00:00:01 local time on some day: it began the day before
+    day = datetime(2026, 3, 2, 0, 0, 1).timestamp()
+    os.utime(log, (day, day))
+    p = parse_strace([log])
+    a, b = (e["ts_ns"] for e in p.events)
+    assert b - a == 200_000_000
+    assert a == int(datetime(2026, 3, 1, 23, 59, 59).timestamp()) * 10**9 + 900_000_000
