@@ -778,7 +778,8 @@ class _Parser:
             vals = [0, 0, 0]
             self.emit(ts_ns, pid, tid, "execve", vals, ret, text=text)
             if ret == 0:
-                self.exec_done(ts_ns, pid, tid, filename, body[:close])
+                old_tid = first.tid if first.tid is not None else tid
+                self.exec_done(ts_ns, pid, tid, filename, body[:close], old_tid=old_tid)
             return
         if kind == "prctl" or kind == "process_madvise":
             strs = _strings(body[:close])
@@ -862,13 +863,10 @@ class _Parser:
         self.emit(ts_ns, pid, tid, "fork", [child, child_tgid, int(thread), flags], ret,
                   text=name, slot=slot)
 
-    def exec_done(self, ts_ns: int, pid: int, tid: int, filename: str, argtext: str) -> None:
-        from vmatrace.trace import EV_RECONSTRUCTED  # noqa: F401  (flag set later, if reconstructed)
-
-        if tid != pid:  # a non-leader thread exec'd: it takes over the thread group id
-            self.tgid[tid] = pid
-        self.live[pid] = {tid}
-        idx = self.emit(ts_ns, pid, tid, "exec", [tid], 0, text=filename)
+    def exec_done(self, ts_ns: int, pid: int, tid: int, filename: str, argtext: str, *, old_tid: int) -> None:
+        self.live[pid] = {tid}  # every other thread is gone (de_thread)
+        # a0 = the tid that called execve (the kernel's old_pid), as the bcc collector records it
+        idx = self.emit(ts_ns, pid, tid, "exec", [old_tid], 0, text=filename)
         ev = self.events[idx]
         assert ev is not None
         old = self.cur_exec.get(pid)
@@ -903,7 +901,13 @@ class _Parser:
             return
         self.pending.pop(tid, None)
         if m.group("newpid"):
-            self.live.get(pid, set()).discard(tid)
+            # A non-leader thread N exec'd: the leader's pid continues as N's new image, and
+            # N's "<... execve resumed>" comes under the leader's pid.
+            newpid = int(m.group("newpid"))
+            moved = self.pending.pop(newpid, None)
+            if moved is not None:
+                self.pending[tid] = moved
+            self.live.get(pid, set()).discard(newpid)
             return
         live = self.live.get(pid, set())
         live.discard(tid)

@@ -498,3 +498,37 @@ def test_time_of_day_stamps_cross_midnight(tmp_path: Path) -> None:
     a, b = (e["ts_ns"] for e in p.events)
     assert b - a == 200_000_000
     assert a == int(datetime(2026, 3, 1, 23, 59, 59).timestamp()) * 10**9 + 900_000_000
+
+
+THREAD_EXEC = r"""
+#include <pthread.h>
+#include <stdio.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+static void *t(void *a) {
+    (void)a;
+    printf("EXECTID %ld\n", (long)syscall(SYS_gettid));
+    fflush(stdout);
+    char *argv[] = {"/usr/bin/true", 0};
+    execv(argv[0], argv);
+    return 0;
+}
+int main(void) { pthread_t th; pthread_create(&th, 0, t, 0); pause(); return 0; }
+"""
+
+
+def test_exec_by_a_non_leader_thread(tmp_path: Path, cbuild) -> None:  # type: ignore[no-untyped-def]
+    # strace: "[leader] +++ superseded by execve in pid T +++", then "[leader] <... execve resumed>"
+    prog = cbuild(THREAD_EXEC, "texec", "-pthread")
+    log, out = run_strace(tmp_path, ["-f", "-tt"], [str(prog)])
+    assert "superseded by execve" in log.read_text()
+    tid = int(out.split()[1])
+    meta = import_strace([log], tmp_path / "x.trace")
+    t = read_trace(tmp_path / "x.trace")
+    assert not meta["warnings"]
+    execs = t.events.filter(pl.col("kind") == "exec").select("pid", "tid", "a0", "text").rows()
+    leader = execs[0][0]
+    assert execs == [(leader, leader, leader, str(prog)), (leader, leader, tid, "/usr/bin/true")]
+    assert t.events.filter(pl.col("kind") == "execve")["ret"].to_list() == [0, 0]
+    assert t.snapshot_index["reason"].to_list() == ["reconstructed", "reconstructed"]
+    assert t.procs.select("pid", "comm", "how_ended").rows() == [(leader, "true", "exit")]
