@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-minimize", action="store_true")
     ap.add_argument("--append", action="store_true", help="add disagreements to tests/fuzz_regressions.json")
     ap.add_argument("--ignore-flags", default="", help="comma list of VmFlags to ignore (experiments only)")
+    ap.add_argument("--corpus", type=Path, default=REGRESSIONS, help="regression file for --append")
     ap.add_argument("--filter", default="", help="only disagreements whose op:kind contains this, e.g. mremap")
     ap.add_argument("--json", type=Path, help="write all disagreements as JSON here")
     a = ap.parse_args(argv)
@@ -142,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
                 print()
                 print(d.format())
             if a.append:
-                n = append_regressions(shown, target, profile)
-                print(f"\nappended {n} new entr{'y' if n == 1 else 'ies'} to {REGRESSIONS.relative_to(ROOT)}")
+                n = append_regressions(shown, target, profile, a.corpus)
+                print(f"\nappended {n} new entr{'y' if n == 1 else 'ies'} to {a.corpus}")
             dump.extend({"target": target, "summary": d.summary(), "ops": list(d.seq.ops),
                          "details": d.details} for d in shown)
     if a.json:
