@@ -51,12 +51,12 @@ def rows(vmas: list[elf.VmaRow]) -> list[tuple]:
     return [(r.start, r.end, r.perms, r.offset, r.dev, r.inode, r.path) for r in vmas]
 
 
-def image_lines(maps: list[tuple], exe: str, interp: str) -> list[tuple]:
+def image_lines(maps: list[tuple], exe: str, interp: str | None) -> list[tuple]:
     """The executable's lines, the anonymous bss line right after them, and the interpreter's."""
     out = []
     for i, r in enumerate(maps):
         bss = r[6] is None and i > 0 and maps[i - 1][6] == exe and maps[i - 1][1] == r[0]
-        if r[6] in (exe, interp) or bss:
+        if (r[6] is not None and r[6] in (exe, interp)) or bss:
             out.append(r)
     return out
 
@@ -67,10 +67,12 @@ def programs(cbuild) -> dict[str, Path]:  # type: ignore[no-untyped-def]
         "/usr/bin/true": Path("/usr/bin/true"),
         "pie-bss": cbuild(BIG_BSS, "bigpie", "-pie", "-fPIE"),
         "nopie-bss": cbuild(BIG_BSS, "bignopie", "-no-pie"),
+        "static": cbuild(BIG_BSS, "bigstatic", "-static"),
+        "static-pie": cbuild(BIG_BSS, "bigstaticpie", "-static-pie"),
     }
 
 
-@pytest.mark.parametrize("which", ["/usr/bin/true", "pie-bss", "nopie-bss"])
+@pytest.mark.parametrize("which", ["/usr/bin/true", "pie-bss", "nopie-bss", "static", "static-pie"])
 def test_reconstruction_from_strace_matches_maps_at_exec(which: str, programs: dict[str, Path],
                                                         tmp_path: Path) -> None:
     strace = shutil.which("strace")
@@ -88,13 +90,15 @@ def test_reconstruction_from_strace_matches_maps_at_exec(which: str, programs: d
     rec = reconstruct_exec(parsed.execs[0])
     # THEN the executable's and interpreter's lines equal the kernel's, right after exec
     info = elf.read_elf(prog)
-    assert info.interp
-    interp = os.path.realpath(info.interp)
+    assert bool(info.interp) == (not which.startswith("static"))
+    interp = os.path.realpath(info.interp) if info.interp else None
     real = image_lines(maps_at_exec([prog], no_aslr=True), os.path.realpath(prog), interp)
     assert rows(rec.rows) == real
     assert not any("load bias" in u or "interpreter" in u for u in rec.unknown)
-    # and the program break brk(NULL) reported is where the loader put it (no randomization)
-    assert parsed.execs[0].brk == elf.brk_start(info, real[0][0] - info.segments[0].vaddr)
+    # and the program break brk(NULL) reported is where the loader put it (no randomization;
+    # a static PIE has no interpreter and its break starts at ELF_ET_DYN_BASE instead)
+    if which != "static-pie":
+        assert parsed.execs[0].brk == elf.brk_start(info, real[0][0] - info.segments[0].vaddr)
     if which != "/usr/bin/true":
         assert real[len(info.segments)][6] is None  # the bss beyond the file is an anonymous VMA
 
