@@ -22,6 +22,12 @@ Runner = Callable[[Seq[Sequence]], list[SeqResult]]
 
 HOT = 24  # most operations start in window pages [0, HOT): dense interaction
 PROTS = ["rw-"] * 12 + ["r--"] * 6 + ["---"] * 2 + ["rwx"] * 2 + ["r-x"] * 2 + ["--x", "-w-"]
+INVERSE = {
+    "dontfork": "dofork", "dontdump": "dodump", "wipeonfork": "keeponfork", "hugepage": "nohugepage",
+    "nohugepage": "hugepage", "mergeable": "unmergeable", "random": "normal", "sequential": "normal",
+    "dofork": "dontfork", "dodump": "dontdump", "keeponfork": "wipeonfork", "unmergeable": "mergeable",
+    "normal": "random",
+}  # fmt: skip
 FLAG_ADVICE = [
     "dontfork", "dofork", "dontdump", "dodump", "wipeonfork", "keeponfork", "hugepage",
     "nohugepage", "mergeable", "unmergeable", "random", "sequential", "normal",
@@ -41,6 +47,7 @@ class _State:
     rng: random.Random
     points: list[int] = field(default_factory=list)
     forks: int = 0
+    advices: list[str] = field(default_factory=list)  # flag advices used so far (undo them later)
     # rough shadow of the mapped window pages (errors ignored): biases ranges towards VMAs
     mapped: set[int] = field(default_factory=set)
 
@@ -138,7 +145,14 @@ def gen_op(st: _State, cfg: GenConfig) -> str:
         return f"mprotect {s} {n} {r.choice(PROTS)}"
     if x < 0.52:
         s, n = st.rng_range()
-        return f"madvise {s} {n} {r.choice(FLAG_ADVICE)}"
+        # undoing an earlier advice on a neighbouring/overlapping range is what makes flag
+        # changes merge again; pure random advice rarely does
+        if st.advices and r.random() < 0.5:
+            adv = INVERSE[r.choice(st.advices)]
+        else:
+            adv = r.choice(FLAG_ADVICE)
+        st.advices.append(adv)
+        return f"madvise {s} {n} {adv}"
     if x < 0.56:
         s, n = st.rng_range()
         adv = r.choice(["guard_install", "guard_install", "populate_write", "populate_write",
@@ -149,7 +163,7 @@ def gen_op(st: _State, cfg: GenConfig) -> str:
         y = r.random()
         if y < 0.3:
             return f"mlock {s} {n}"
-        if y < 0.6:
+        if y < 0.5:
             return f"mlock2 {s} {n} onfault"
         return f"munlock {s} {n}"
     if x < 0.70:
