@@ -296,7 +296,10 @@ class VmaView:
         self.end = v.end
         self.flags = v.flags
         self.perms = perms(v.flags)
-        self.vmflags = mnemonics(v.flags, soft_dirty=mm.soft_dirty)
+        vmf = mnemonics(v.flags, soft_dirty=mm.soft_dirty)
+        if "lf" in vmf and mm.profile.lockonfault_mnemonic != "lf":
+            vmf = (vmf - {"lf"}) | {mm.profile.lockonfault_mnemonic}
+        self.vmflags = vmf
         self.pgoff = v.pgoff
         self.offset = (v.pgoff << _PS) if v.file is not None else 0
         self.path = mm._vma_name(v)
@@ -654,7 +657,7 @@ class AddressSpace:
                          pgoff: int, anon: AnonVma | None, name: str | None, policy: object,
                          uffd: object, prev: Vma | None, nxt: Vma | None, *,
                          just_expand: bool = False, copied_from: Vma | None = None,
-                         src: Vma | None = None) -> Vma | None:
+                         src: Vma | None = None, legacy_mmap: bool = False) -> Vma | None:
         """Mirrors vma_merge_new_range() and vma_expand(): merge [start,end) into prev/next.
 
         ``prev``/``nxt`` are the VMAs around the range (adjacency is checked here). Returns the
@@ -673,12 +676,24 @@ class AddressSpace:
             return None
         pglen = (end - start) >> _PS
         rule = self._close_rule
-        left = prev is not None and self._mergeable(
-            prev, flags, file, prev.pgoff + ((prev.end - prev.start) >> _PS) == pgoff, anon, src,
-            name, policy, uffd, copied_from)
-        right = (not just_expand and nxt is not None and self._mergeable(
-            nxt, flags, file, pgoff + pglen == nxt.pgoff, anon, src, name, policy, uffd,
-            copied_from) and (not left or self._prev_next_ok(prev, nxt)))  # type: ignore[arg-type]
+        left_anon = anon
+        if legacy_mmap:
+            # 6.1-6.11 mmap_region(): next first; prev is then checked with next's anon_vma
+            right = nxt is not None and self._mergeable(
+                nxt, flags, file, pgoff + pglen == nxt.pgoff, anon, src, name, policy, uffd,
+                copied_from)
+            if right:
+                left_anon = self._anon(nxt)  # type: ignore[arg-type]
+            left = prev is not None and self._mergeable(
+                prev, flags, file, prev.pgoff + ((prev.end - prev.start) >> _PS) == pgoff,
+                left_anon, src, name, policy, uffd, copied_from)
+        else:
+            left = prev is not None and self._mergeable(
+                prev, flags, file, prev.pgoff + ((prev.end - prev.start) >> _PS) == pgoff, anon,
+                src, name, policy, uffd, copied_from)
+            right = (not just_expand and nxt is not None and self._mergeable(
+                nxt, flags, file, pgoff + pglen == nxt.pgoff, anon, src, name, policy, uffd,
+                copied_from) and (not left or self._prev_next_ok(prev, nxt)))  # type: ignore[arg-type]
         refusals: list[X.Refusal] = []
         if right and rule is CloseRule.REMOVABLE and nxt.close:  # type: ignore[union-attr]
             right = False
@@ -688,7 +703,8 @@ class AddressSpace:
         if self._cur is not None:
             if not left:
                 refusals += self._refusals("prev", prev, flags, file, prev is not None and (
-                    prev.pgoff + prev.pages == pgoff), anon, src, name, policy, uffd, copied_from)
+                    prev.pgoff + prev.pages == pgoff), left_anon, src, name, policy, uffd,
+                    copied_from)
             if not right and not refusals_has(refusals, "next"):
                 if just_expand and nxt is not None:
                     refusals.append(X.Refusal("next", nxt.rng, "just_expand"))
@@ -1206,7 +1222,8 @@ class AddressSpace:
         v: Vma | None = None
         if not close or self._close_rule is not CloseRule.TARGET:
             v = self._merge_new_range(addr, end, vm_flags, file_for_merge, pgoff, None, None,
-                                      None, None, prev, nxt)
+                                      None, None, prev, nxt,
+                                      legacy_mmap=self.profile.mmap_prev_uses_next_anon)
         if shared_anon and v is not None:  # pragma: no cover - cannot merge (file differs)
             v = None
         if v is None:
@@ -1804,6 +1821,72 @@ class AddressSpace:
                          old_addr, old_len, new_len, flags, new_addr)
 
     def _mremap(self, addr: int, old_len: int, new_len: int, flags: int, new_addr: int) -> int:
+        if not self.profile.mremap_vrm:
+            return self._mremap_old(addr, old_len, new_len, flags, new_addr)
+        return self._mremap_vrm(addr, old_len, new_len, flags, new_addr)
+
+    def _mremap_old(self, addr: int, old_len: int, new_len: int, flags: int,
+                    new_addr: int) -> int:
+        """Mirrors the pre-6.16 sys_mremap() / mremap_to() / vma_to_resize() order."""
+        if flags & ~(MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP):
+            raise _err(E.EINVAL, "unknown flags")
+        if flags & MREMAP_FIXED and not flags & MREMAP_MAYMOVE:
+            raise _err(E.EINVAL, "MREMAP_FIXED without MREMAP_MAYMOVE")
+        if flags & MREMAP_DONTUNMAP and (not flags & MREMAP_MAYMOVE or old_len != new_len):
+            raise _err(E.EINVAL, "MREMAP_DONTUNMAP needs MAYMOVE and old_len == new_len")
+        if addr & _OFF:
+            raise _err(E.EINVAL, "address not page aligned")
+        old_len = _page_align(old_len)
+        new_len = _page_align(new_len)
+        if not new_len:
+            raise _err(E.EINVAL, "new_len is 0")
+        vma = self._lookup(addr)
+        if vma is None:
+            raise _err(E.EFAULT, "no VMA at old address")
+        if vma.flags & VM_SEALED:
+            raise _err(E.EPERM, "sealed VMA")
+        if flags & (MREMAP_FIXED | MREMAP_DONTUNMAP):
+            # mremap_to()
+            if new_addr & _OFF:
+                raise _err(E.EINVAL, "new address not page aligned")
+            if new_len > TASK_SIZE or new_addr > TASK_SIZE - new_len:
+                raise _err(E.EINVAL, "new range beyond TASK_SIZE")
+            if addr + old_len > new_addr and new_addr + new_len > addr:
+                raise _err(E.EINVAL, "old and new ranges overlap")
+            if self.map_count + 2 >= self.max_map_count - 3:
+                raise _err(E.ENOMEM, "vm.max_map_count")
+            if flags & MREMAP_FIXED:
+                self._do_munmap(new_addr, new_addr + new_len)
+            if old_len > new_len:
+                self._do_munmap(addr + new_len, addr + old_len)
+                old_len = new_len
+            vma = self._lookup(addr)  # vma_to_resize()
+            self._check_prep_vma(vma, addr, old_len, new_len, flags | MREMAP_FIXED)
+            assert vma is not None
+            dest = new_addr if flags & MREMAP_FIXED else self._get_unmapped_area(0, new_len)
+            if self.map_count >= self.max_map_count - 3:
+                raise _err(E.ENOMEM, "vm.max_map_count")
+            return self._move_vma(vma, addr, old_len, new_len, dest, flags)
+        if old_len >= new_len:
+            if old_len > new_len:
+                self._do_munmap(addr + new_len, addr + old_len)
+            return addr
+        self._check_prep_vma(vma, addr, old_len, new_len, flags)
+        delta = new_len - old_len
+        if vma.end - addr == old_len:
+            nxt = vma.next
+            if (nxt is None or nxt.start >= vma.end + delta) and vma.end + delta <= TASK_SIZE:
+                self._merge_extend(vma, delta)
+                return addr
+        if not flags & MREMAP_MAYMOVE:
+            raise _err(E.ENOMEM, "cannot grow in place and MREMAP_MAYMOVE not given")
+        dest = self._get_unmapped_area(0, new_len)
+        if self.map_count >= self.max_map_count - 3:
+            raise _err(E.ENOMEM, "vm.max_map_count")
+        return self._move_vma(vma, addr, old_len, new_len, dest, flags)
+
+    def _mremap_vrm(self, addr: int, old_len: int, new_len: int, flags: int,
+                    new_addr: int) -> int:
         # mirrors check_mremap_params()
         if flags & ~(MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP):
             raise _err(E.EINVAL, "unknown flags")
@@ -1944,10 +2027,17 @@ class AddressSpace:
         new_end = new_addr + new_len
         new_pgoff = vma.pgoff + ((addr - vma.start) >> _PS)
         anon = self._anon(vma)
-        if vma.file is None and not vma.flags & VM_SHARED and anon is None:
+        if vma.file is None and not vma.flags & VM_SHARED and anon is None and not (
+                flags & MREMAP_DONTUNMAP and self.profile.dontunmap_copy_merges == "keep_pgoff"):
             new_pgoff = new_addr >> _PS  # unfaulted anonymous: pgoff follows the address
-        prev = self._prev_of(new_addr)
+        prev = link_prev = self._prev_of(new_addr)
         nxt = prev.next if prev is not None else self._index.first()
+        if flags & MREMAP_DONTUNMAP:
+            if self.profile.dontunmap_copy_merges == "not_source":
+                if prev is vma:
+                    prev = None
+                if nxt is vma:
+                    nxt = None
         copied_from = vma if self.profile.copied_from_propagation else None
         # mirrors copy_vma(): a new-range merge with the source's attributes
         new_vma = self._merge_new_range(new_addr, new_end, vma.flags, vma.file, new_pgoff, anon,
@@ -1956,7 +2046,7 @@ class AddressSpace:
         if new_vma is None:
             new_vma = Vma(new_addr, new_end, new_pgoff, vma.flags, vma.file, vma.anon_vma,
                           vma.avc, vma.anon_name, vma.policy, vma.uffd_ctx, vma.close)
-            self._link(new_vma, prev)
+            self._link(new_vma, link_prev)
             self._step(X.NEW_VMA, new_addr, new_end, new_vma)
         if flags & MREMAP_DONTUNMAP:
             # dontunmap_complete(): the whole source VMA loses VM_LOCKED*; if it was moved

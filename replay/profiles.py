@@ -110,6 +110,25 @@ class KernelProfile:
     # Since Linux kernel commit d23cb648e365 ("mm/mremap: permit mremap() move of multiple VMAs")
     # (in v6.17): MREMAP_FIXED with old_len == new_len moves every VMA in the range, gaps kept.
     mremap_multi_vma: bool = False
+    # Since the mremap rewrite around struct vma_remap_struct (b714ccb02a76 "mm/mremap: complete
+    # refactor of move_vma()" and its series) (in v6.16, INFERRED; qemu-checked: 6.12 differs,
+    # the live 6.18 kernel agrees): all parameters are checked before the VMA lookup, and the
+    # MREMAP_DONTUNMAP copy may merge with the source VMA it was copied from. Before: the
+    # lookup (EFAULT) precedes the new-address checks, a FIXED destination is unmapped before
+    # the source range is validated, and the copy never merges with its own source.
+    mremap_vrm: bool = False
+    # How a MREMAP_DONTUNMAP copy merges (qemu-checked on 6.1 and 6.12, live on 6.18):
+    # "keep_pgoff" (6.1; 6.6 INFERRED): an unfaulted source's pgoff is NOT reset to the new
+    # address, so unfaulted copies practically never merge; "not_source" (6.12-6.15): pgoff is
+    # reset, but the copy never merges with the VMA it was copied from; "any" (6.16+).
+    dontunmap_copy_merges: str = "keep_pgoff"
+    # smaps mnemonic of VM_LOCKONFAULT: 6.1 prints "??" (qemu-checked), 6.12 prints "lf"
+    # (qemu-checked); 6.6 INFERRED "??".
+    lockonfault_mnemonic: str = "??"
+    # mmap_region() of the maple-tree era (6.1-6.11, before vma_merge_new_range()): next is
+    # checked first, and prev is then checked with *next's* anon_vma as the proposal, so an
+    # unfaulted prev cannot join a faulted next under the OLD rule (qemu-checked on 6.1).
+    mmap_prev_uses_next_anon: bool = True
 
     @property
     def anon_rule_new(self) -> bool:
@@ -134,13 +153,17 @@ _P66 = replace(_BASE, name="6.6", close_rule=CloseRule.REMOVABLE)
 _P612 = replace(
     _P66,
     name="6.12",
+    dontunmap_copy_merges="not_source",
+    lockonfault_mnemonic="lf",
+    mmap_prev_uses_next_anon=False,
     close_rule=CloseRule.DELETION,
     mseal_available=True,
     mprotect_unaccount_unfaulted=True,
     thp_align_anon=True,
 )
 _P615 = replace(_P612, name="6.15", guard_install_available=True)
-_P616 = replace(_P615, name="6.16", anon_rule=AnonRule.NEW, ksm_early=True)
+_P616 = replace(_P615, name="6.16", anon_rule=AnonRule.NEW, ksm_early=True, mremap_vrm=True,
+                dontunmap_copy_merges="any")
 _P617 = replace(_P616, name="6.17", mremap_multi_vma=True)  # 6.16 era, not a separate name
 _P6180 = replace(_P617, name="6.18.0")
 _P6188 = replace(
