@@ -2032,12 +2032,11 @@ class AddressSpace:
             new_pgoff = new_addr >> _PS  # unfaulted anonymous: pgoff follows the address
         prev = link_prev = self._prev_of(new_addr)
         nxt = prev.next if prev is not None else self._index.first()
-        if flags & MREMAP_DONTUNMAP:
-            if self.profile.dontunmap_copy_merges == "not_source":
-                if prev is vma:
-                    prev = None
-                if nxt is vma:
-                    nxt = None
+        if flags & MREMAP_DONTUNMAP and self.profile.dontunmap_copy_merges == "not_source":
+            if prev is vma:
+                prev = None
+            if nxt is vma:
+                nxt = None
         copied_from = vma if self.profile.copied_from_propagation else None
         # mirrors copy_vma(): a new-range merge with the source's attributes
         new_vma = self._merge_new_range(new_addr, new_end, vma.flags, vma.file, new_pgoff, anon,
