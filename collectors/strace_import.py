@@ -43,6 +43,7 @@ import polars as pl
 
 from collectors import elf
 from vmatrace.errors import VmatraceError
+from vmatrace.trace import EV_POPULATES
 
 __all__ = [
     "MEMORY_KINDS",
@@ -793,8 +794,6 @@ class _Parser:
 
     @staticmethod
     def populates(kind: str, v: list[int]) -> int:
-        from vmatrace.trace import EV_POPULATES
-
         def at(i: int) -> int:
             return v[i] if len(v) > i else 0
 
@@ -845,7 +844,7 @@ class _Parser:
         if child in self.provisional:
             self.provisional.discard(child)
             if thread:  # its lines came before the clone returned: they belong to the parent
-                for ev in self.events:
+                for ev in self.events[slot or 0 :]:  # they all follow the clone's start
                     if ev is not None and ev[_TID] == child and ev[_PID] == child:
                         ev[_PID] = child_tgid
                 self.live.pop(child, None)
@@ -858,8 +857,6 @@ class _Parser:
             parent = self.procs[pid]
             self.procs[child].comm = parent.comm
             self.procs[child].cmdline = parent.cmdline
-            if pid in self.cur_exec:
-                pass  # the child shares the parent's image until it execs
         self.emit(ts_ns, pid, tid, "fork", [child, child_tgid, int(thread), flags], ret,
                   text=name, slot=slot)
 
