@@ -47,7 +47,9 @@ from vmatrace.trace import EV_POPULATES
 
 __all__ = [
     "MEMORY_KINDS",
+    "ExecInfo",
     "ParsedLog",
+    "Reconstruction",
     "add_parser",
     "import_strace",
     "parse_args_text",

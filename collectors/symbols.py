@@ -33,7 +33,7 @@ from functools import lru_cache
 
 import polars as pl
 
-__all__ = ["SymbolTable", "load_symbols", "resolve", "symbolize"]
+__all__ = ["SymbolTable", "load_symbols", "symbolize"]
 
 UNKNOWN = "[unknown]"
 
@@ -219,8 +219,8 @@ class _Vmas:
         return None
 
 
-def resolve(pid: int, vmas: _Vmas, ip: int, *, return_address: bool = False) -> tuple[str, str, int]:
-    """(symbol, module, offset) of one ip; see the module docstring for the rules."""
+def _resolve(pid: int, vmas: _Vmas, ip: int, *, return_address: bool = False) -> tuple[str, str, int]:
+    # (symbol, module, offset) of one ip; see the module docstring for the rules
     look = ip - 1 if return_address and ip > 0 else ip
     i = vmas.find(look)
     if i is None:
@@ -272,7 +272,7 @@ def symbolize(pid: int, snapshot_frame: pl.DataFrame, stacks: dict[int, list[int
             key = (ip, depth > 0)
             hit = memo.get(key)
             if hit is None:
-                hit = memo[key] = resolve(pid, vmas, ip, return_address=depth > 0)
+                hit = memo[key] = _resolve(pid, vmas, ip, return_address=depth > 0)
             sym, mod, off = hit
             for k, v in (("pid", pid), ("stack_id", sid), ("depth", depth), ("ip", ip),
                          ("symbol", sym), ("module", mod), ("offset", max(off, 0))):
