@@ -148,8 +148,9 @@ def make_model(profile: str, options: dict[str, Any] | None = None) -> Any:
 
 def run_model_one(
     profile: str, s: Sequence, base: int = WINDOW_BASE, pages: int = WINDOW_PAGES,
-    options: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None, check: bool = True,
 ) -> SeqResult:
+    """One sequence through the model; `mm.check()` (if the model has it) after every step."""
     res = SeqResult(s.name)
     try:
         mm = make_model(profile, options)
@@ -162,6 +163,7 @@ def run_model_one(
         err, ret, note = 0, None, ""
         try:
             mm, ret = apply_op(mm, op, base, pages)
+            check = check and hasattr(mm, "check")
         except OSError as e:
             err = e.errno if e.errno is not None else -1
             ret = None
@@ -173,8 +175,11 @@ def run_model_one(
             return res
         try:
             vmas = _window_vmas(mm, base, pages)
+            if check:
+                mm.check()  # the model's own invariants, after every step
         except Exception as e:
-            res.steps.append(Step(i, op, err, ret, (), note=f"vmas(): {type(e).__name__}: {e}"))
+            what = "check()" if isinstance(e, AssertionError) else "vmas()"
+            res.steps.append(Step(i, op, -1, ret, (), note=f"{what}: {type(e).__name__}: {e}"))
             res.status = "model-error"
             return res
         res.steps.append(Step(i, op, err, ret, vmas))
