@@ -160,24 +160,7 @@ def narrow(mm: AddressSpace, frame: pl.DataFrame) -> tuple[list[VmaView], list[s
     resolved: list[VmaView] = []
     problems: list[str] = []
     rows = [r for r in _rows(frame) if int(r["start"]) < TASK_SIZE]
-    # 1. Anonymous > 0 proves faulted.
-    for r in rows:
-        s, e = int(r["start"]), int(r["end"])
-        anon_kb = r.get("anonymous_kb")
-        if anon_kb is None or int(anon_kb) <= 0:
-            continue
-        for v in mm._gather(s, e):
-            a = v.anon_vma
-            if a is not None and a.unknown:
-                v.anon_vma = AnonVma(snapshot=True)
-                v.avc = 1
-                mm._nomerge_bounds.update((v.start, v.end))
-                resolved.append(VmaView(v, mm))
-            elif a is None and not v.flags & (VM_SHARED | VM_MAYSHARE):
-                problems.append(
-                    f"[{v.start:#x},{v.end:#x}): snapshot shows anonymous pages, the model says "
-                    "the VMA is unfaulted")
-    # 2. Boundaries: a snapshot VMA covering several model VMAs means the kernel merged them.
+    # 1. Boundaries: a snapshot VMA covering several model VMAs means the kernel merged them.
     for r in rows:
         s, e = int(r["start"]), int(r["end"])
         parts = mm._gather(s, e)
@@ -215,6 +198,23 @@ def narrow(mm: AddressSpace, frame: pl.DataFrame) -> tuple[list[VmaView], list[s
                 problems.append(
                     f"[{s:#x},{e:#x}): VmFlags differ: model {' '.join(sorted(have))}, "
                     f"snapshot {' '.join(sorted(want_m))}")
+    # 2. Anonymous > 0 proves faulted.
+    for r in rows:
+        s, e = int(r["start"]), int(r["end"])
+        anon_kb = r.get("anonymous_kb")
+        if anon_kb is None or int(anon_kb) <= 0:
+            continue
+        for v in mm._gather(s, e):
+            a = v.anon_vma
+            if a is not None and a.unknown:
+                v.anon_vma = AnonVma(snapshot=True)
+                v.avc = 1
+                mm._nomerge_bounds.update((v.start, v.end))
+                resolved.append(VmaView(v, mm))
+            elif a is None and not v.flags & (VM_SHARED | VM_MAYSHARE):
+                problems.append(
+                    f"[{v.start:#x},{v.end:#x}): snapshot shows anonymous pages, the model says "
+                    "the VMA is unfaulted")
     # 3. Model VMAs absent from the snapshot.
     snap = [(int(r["start"]), int(r["end"])) for r in rows]
     i = 0

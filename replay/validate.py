@@ -69,7 +69,7 @@ def check_mm(mm: AddressSpace) -> None:
                 raise AssertionError(
                     f"[{prev.start:#x},{prev.end:#x}) and {where} are identical but unmerged, and "
                     "their boundary was not made by a path that skips merging")
-        if v.anon_vma is not None:
+        if v.anon_vma is not None and not v.anon_vma.unknown:
             assert v.avc >= 1, f"{where}: has an anon_vma but avc {v.avc}"
         prev = v
     if prev is not None:
