@@ -67,16 +67,17 @@ def test_era_fields() -> None:
 
 def test_every_field_cites_its_origin() -> None:
     """Each KernelProfile field carries a comment naming its commit or evidence."""
-    src = open(profiles_mod.__file__).read()
+    with open(profiles_mod.__file__) as f:
+        src = f.read()
     body = src[src.index("class KernelProfile"):src.index("_BASE = KernelProfile(")]
-    for f in dataclasses.fields(profiles_mod.KernelProfile):
-        if f.name in ("name", "anon_rule", "close_rule"):
+    for fld in dataclasses.fields(profiles_mod.KernelProfile):
+        if fld.name in ("name", "anon_rule", "close_rule"):
             continue
         line = next(i for i, ln in enumerate(body.splitlines()) if ln.strip().startswith(
-            f"{f.name}:"))
+            f"{fld.name}:"))
         above = "\n".join(body.splitlines()[max(0, line - 6):line])
         assert "#" in above and any(w in above for w in ("commit", "checked", "INFERRED",
-                                                          "patch", "since", "Since")), f.name
+                                                          "patch", "since", "Since")), fld.name
 
 
 def test_live_without_detector_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -123,7 +123,7 @@ def test_narrow_reports_what_it_cannot_explain() -> None:
     later = [r for r in base_rows() if r[0] != B + 20 * P]  # shared mapping vanished
     later.append((B + 40 * P, B + 41 * P, "rw-p", 0, "00:00", 0, None, 0, 0, ANON_RW))
     later[4] = (B + 5 * P, B + 10 * P, "rw-p", 0, "00:00", 0, None, 20, 20, "rd wr mr mw me")
-    resolved, problems = mm.narrow_from_snapshot(frame(later))
+    _resolved, problems = mm.narrow_from_snapshot(frame(later))
     text = "\n".join(problems)
     assert "in the model, not in the snapshot" in text
     assert "in the snapshot, not in the model" in text
