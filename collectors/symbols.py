@@ -194,14 +194,20 @@ def _perf_map_lookup(pid: int, ip: int) -> tuple[str, int] | None:
     return None
 
 
-def _open_path(pid: int, path: str, start: int, end: int) -> str:
-    """A path to open the mapped file by: itself, else via /proc (containers, deleted files)."""
-    if os.path.exists(path):
-        return path
-    for cand in (f"/proc/{pid}/map_files/{start:x}-{end:x}", f"/proc/{pid}/root{path}"):
+def _open_path(pid: int, path: str, start: int, end: int) -> str | None:
+    """A path to open the mapped file by, or None.
+
+    A file shown as ``(deleted)`` was removed or replaced after it was mapped: only the
+    process's own handle (/proc/PID/map_files, needs root) still reaches that file. Otherwise
+    the path itself, else through the process's root (containers).
+    """
+    handle = f"/proc/{pid}/map_files/{start:x}-{end:x}"
+    if path.endswith(" (deleted)"):
+        return handle if os.path.exists(handle) else None
+    for cand in (path, f"/proc/{pid}/root{path}", handle):
         if os.path.exists(cand):
             return cand
-    return path
+    return None
 
 
 class _Vmas:
@@ -231,7 +237,8 @@ def _resolve(pid: int, vmas: _Vmas, ip: int, *, return_address: bool = False) ->
     start, end, off, path = vmas.starts[i], vmas.ends[i], vmas.offsets[i], vmas.paths[i]
     if path and path.startswith("/"):
         file_off = look - start + off
-        table = load_symbols(_open_path(pid, path.removesuffix(" (deleted)"), start, end))
+        where = _open_path(pid, path, start, end)
+        table = load_symbols(where) if where else None
         if table is not None:
             vaddr = table.vaddr_of(file_off)
             if vaddr is not None:

@@ -110,3 +110,25 @@ def test_symbolize_empty() -> None:
 
     df = symbolize(1, pl.DataFrame(schema=VMA_SCHEMA), {})
     assert df.height == 0 and dict(df.schema) == STACK_SCHEMA
+
+
+def test_symbolize_a_replaced_binary(cbuild, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # GIVEN a running program whose file is then replaced by another ELF (a rebuild)
+    from tests.conftest import need_root
+
+    need_root()  # /proc/PID/map_files is root-only
+    binary = cbuild(PROG, "prog", "-pie", "-fPIE")
+    pid, v, proc = run_stopped(binary)
+    try:
+        binary.unlink()
+        binary.write_bytes(Path("/usr/bin/true").read_bytes())
+        snap = read_snapshot(pid)
+        paths = set(snap.frame["path"].drop_nulls().to_list())
+        assert f"{binary} (deleted)" in paths
+        # WHEN symbolized
+        df = symbolize(pid, snap.frame, {1: [v["level2"][0]]})
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        proc.wait()
+    # THEN the mapped (old) file is read through /proc/PID/map_files, not the new one at the path
+    assert (df["symbol"].item(), df["module"].item(), df["offset"].item()) == ("level2", f"{binary} (deleted)", 0)
