@@ -139,6 +139,7 @@ _P = PAGE_SIZE
 _PS = PAGE_SHIFT
 _OFF = PAGE_SIZE - 1
 VM_STICKY = VM_SOFTDIRTY | VM_MAYBE_GUARD
+EXEC_ONLY_PKEY = 1  # the pkey x86 allocates for PROT_EXEC-only memory (execute_only_pkey())
 
 
 def _page_align(x: int) -> int:
@@ -367,6 +368,8 @@ class AddressSpace:
             profile = get_profile(name, sticky=sticky)
             if soft_dirty is None:
                 soft_dirty = _own_soft_dirty()
+            if pkeys is False:
+                pkeys = _cpu_has_pku()
         else:
             profile = get_profile(kernel, sticky=sticky)
         self.profile: KernelProfile = profile
@@ -949,7 +952,9 @@ class AddressSpace:
         while v is not None and v.start < end:
             fl = v.flags
             if strict and not fl & (VM_IO | VM_PFNMAP | VM_LOCKONFAULT):
-                if not fl & VM_ACCESS_FLAGS:
+                if not fl & VM_ACCESS_FLAGS or (
+                        fl & VM_PKEY_MASK == EXEC_ONLY_PKEY * VM_PKEY_BIT0
+                        and not fl & (VM_READ | VM_WRITE)):
                     raise _err(E.ENOMEM, "mlock populate of a PROT_NONE VMA")
                 if self.guard_pages and any(g in self.guard_pages for g in range(
                         max(start, v.start), min(end, v.end), _P)):
@@ -1139,6 +1144,8 @@ class AddressSpace:
             raise _err(E.ENOMEM, "vm.max_map_count reached")
         vm_flags = ((prot & (PROT_READ | PROT_WRITE | PROT_EXEC))
                     | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC | self.def_flags)
+        if self.pkeys and prot & 7 == PROT_EXEC:
+            vm_flags |= EXEC_ONLY_PKEY * VM_PKEY_BIT0  # execute_only_pkey()
         if flags & MAP_GROWSDOWN:
             vm_flags |= VM_GROWSDOWN
         if flags & MAP_LOCKED:
@@ -1297,8 +1304,8 @@ class AddressSpace:
                 raise _err(E.ENOMEM, "hole in range")
             vend = vma.end
             new_flags = (vma.flags & ~(VM_READ | VM_WRITE | VM_EXEC)) | newprot
-            if pkey != -1:
-                new_flags = (new_flags & ~VM_PKEY_MASK) | (pkey * VM_PKEY_BIT0)
+            new_flags = (new_flags & ~VM_PKEY_MASK) | (
+                self._override_pkey(vma, prot & 7, pkey) * VM_PKEY_BIT0)
             if (new_flags & ~(new_flags >> 4)) & VM_ACCESS_FLAGS:
                 raise _err(E.EACCES, "prot exceeds VM_MAY*")
             seg_end = min(end, vend)
@@ -1310,6 +1317,18 @@ class AddressSpace:
             if nv is None or nv.start >= end:
                 raise _err(E.ENOMEM, "hole at end of range")
             vma = nv
+
+    def _override_pkey(self, vma: Vma | None, prot: int, pkey: int) -> int:
+        """arch_override_mprotect_pkey() (x86 with PKU): PROT_EXEC alone gets the
+        execute-only pkey; leaving PROT_EXEC-only drops it; otherwise the VMA keeps its key."""
+        if not self.pkeys:
+            return 0
+        if pkey != -1:
+            return pkey
+        if prot == PROT_EXEC:
+            return EXEC_ONLY_PKEY
+        cur = ((vma.flags & VM_PKEY_MASK) // VM_PKEY_BIT0) if vma is not None else 0
+        return 0 if cur == EXEC_ONLY_PKEY else cur
 
     def _mprotect_fixup(self, vma: Vma, start: int, end: int, new_flags: int) -> Vma:
         """Mirrors mprotect_fixup()."""
@@ -1711,6 +1730,8 @@ class AddressSpace:
         fl = v.flags
         if (write and not fl & VM_WRITE) or (not write and not fl & VM_ACCESS_FLAGS):
             raise _err(E.EFAULT, "access not permitted (SIGSEGV)")
+        if fl & VM_PKEY_MASK == EXEC_ONLY_PKEY * VM_PKEY_BIT0 and not fl & (VM_READ | VM_WRITE):
+            raise _err(E.EFAULT, "execute-only protection key (SIGSEGV)")
         if addr & ~_OFF in self.guard_pages:
             raise _err(E.EFAULT, "guard page (SIGSEGV)")
         f = v.file
@@ -2163,6 +2184,18 @@ def _start_gap(v: Vma) -> int:
         s = v.start - STACK_GUARD_GAP
         return s if s < v.start else 0
     return v.start
+
+
+def _cpu_has_pku() -> bool:
+    """Does this CPU and kernel have memory protection keys (ospke)?"""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return " ospke" in line or " pku " in line
+    except OSError:  # pragma: no cover
+        pass
+    return False
 
 
 def _own_soft_dirty() -> bool:

@@ -954,3 +954,21 @@ def test_mmap_prev_check_with_next_anon_vma(kernel: str) -> None:
     mm.mmap(pg(19), 7 * P, RW, ACC)
     legacy = get_profile(kernel).mmap_prev_uses_next_anon
     assert spans(mm) == ([(16, 19), (19, 29)] if legacy else [(16, 29)])
+
+
+@pytest.mark.parametrize("pkeys", [False, True])
+def test_exec_only_memory(pkeys: bool) -> None:
+    """x86 with PKU (e.g. the qemu oracles' CPU): PROT_EXEC-only memory gets the execute-only
+    pkey, so reads fault and mlock's populate fails; without PKU it is readable."""
+    mm = new("6.12", pkeys=pkeys)
+    mm.mmap(pg(0), 4 * P, PROT_EXEC, ACC)
+    if pkeys:
+        raises(errno.EFAULT, mm.touch, pg(0), False)
+        raises(errno.ENOMEM, mm.mlock, pg(1), P)
+    else:
+        mm.touch(pg(0), write=False)
+        mm.mlock(pg(1), P)
+    mm.mprotect(pg(2), 2 * P, PROT_READ | PROT_EXEC)  # leaves the execute-only key
+    mm.touch(pg(2), write=False)
+    mm.mprotect(pg(2), 2 * P, PROT_EXEC)
+    assert (lines(mm)[-1][0], lines(mm)[-1][2]) == (2, "--xp")
