@@ -20,7 +20,8 @@ This module answers two questions with pyelftools, without running the program:
 The load bias itself is not in the file: 0 for ET_EXEC, ELF_ET_DYN_BASE plus a random
 offset for a PIE, and "wherever mmap puts it" for the interpreter. :func:`bias_from_relro`
 recovers it from the ``mprotect(..., PROT_READ)`` that ld.so issues on each object's
-PT_GNU_RELRO range, as seen in an strace log.
+PT_GNU_RELRO range, as seen in an strace log; :func:`reconstruct_after_exec` puts it all
+together for one execve (executable, its bss, its interpreter; ``#!`` scripts followed).
 """
 
 from __future__ import annotations
@@ -35,12 +36,14 @@ __all__ = [
     "PAGE_SIZE",
     "ElfInfo",
     "LoadSegment",
+    "Reconstruction",
     "VmaRow",
     "bias_from_relro",
     "brk_start",
     "format_dev",
     "load_vmas",
     "read_elf",
+    "reconstruct_after_exec",
     "relro_range",
 ]
 
@@ -246,3 +249,134 @@ def bias_from_relro(info: ElfInfo, addr: int, length: int) -> int | None:
     if rr is None or rr != (addr, length):
         return None
     return bias
+
+
+@dataclass
+class Reconstruction:
+    """The layout right after one execve, as far as the ELF headers and the log tell."""
+
+    rows: list[VmaRow]
+    known: list[str]
+    unknown: list[str]
+
+
+def _pick_bias(info: ElfInfo, cands: list[tuple[int, int]], taken: set[int],
+               busy: list[tuple[int, int]]) -> int | None:
+    """The load bias whose RELRO ``mprotect`` is the first fitting one among `cands`.
+
+    A candidate is skipped if it is already attributed (`taken`), lies inside a range mapped
+    by a later mmap (a library ld.so mapped), or implies an image overlapping such a range
+    or the image of an object placed before (`busy`, (start, len) pairs).
+    """
+    for addr, length in cands:
+        if addr in taken or any(a <= addr < a + ln for a, ln in busy):
+            continue
+        b = bias_from_relro(info, addr, length)
+        if b is None or not info.segments:
+            continue
+        lo = (b + info.segments[0].vaddr) & ~(PAGE_SIZE - 1)
+        hi = b + info.image_end
+        if any(a < hi and lo < a + ln for a, ln in busy):
+            continue
+        taken.add(addr)
+        busy.append((lo, hi - lo))
+        return b
+    return None
+
+
+def _shown_path(local: str, root: str) -> str:
+    """The name /proc/PID/maps shows: the file's real path (symlinks resolved), under `root`."""
+    real = os.path.realpath(local)
+    rroot = os.path.realpath(root)
+    if rroot != "/" and real.startswith(rroot + "/"):
+        return real[len(rroot) :]
+    return real
+
+
+def _resolve_image(local: str, root: str, notes: list[str]) -> tuple[str, str]:
+    """Follow ``#!`` lines the way binfmt_script does: the ELF that is mapped is the interpreter."""
+    for _ in range(4):
+        try:
+            with open(local, "rb") as f:
+                head = f.read(256)
+        except OSError as e:
+            raise VmatraceError(f"{local}: cannot read ({e.strerror})") from None
+        if not head.startswith(b"#!"):
+            break
+        interp = head[2:].split(b"\n")[0].strip().split()
+        if not interp:
+            break
+        notes.append(f"{local} is a script: the layout is that of its interpreter {interp[0].decode()}")
+        name = interp[0].decode(errors="replace")
+        local = os.path.join(root, name.lstrip("/")) if os.path.isabs(name) else name
+    return local, _shown_path(local, root)
+
+
+def reconstruct_after_exec(filename: str, *, brk: int | None, prot_read: list[tuple[int, int]],
+                           mmaps: list[tuple[int, int]], root: str = "/") -> Reconstruction:
+    """Rebuild the VMAs of the executable `filename` and its interpreter right after execve.
+
+    Evidence from a trace of the new image: `brk` the return of its first ``brk(NULL)``,
+    `prot_read` its ``mprotect(addr, len, PROT_READ)`` calls in order, `mmaps` the (addr, len)
+    of its successful mmaps. Files are read under `root`.
+
+    Load biases: ET_EXEC is at its link address; a PIE executable and the interpreter are
+    placed by the kernel (ASLR), so their bias is recovered from the RELRO ``mprotect`` ld.so
+    makes on each of them (:func:`bias_from_relro`). What cannot be recovered is listed in
+    ``unknown``.
+    """
+    known: list[str] = []
+    unknown: list[str] = []
+    path = filename
+    if not os.path.isabs(path):
+        unknown.append(f"executable {path!r} is a relative path: resolved against the current directory")
+    local = os.path.join(root, path.lstrip("/")) if os.path.isabs(path) else path
+    local, shown = _resolve_image(local, root, unknown)
+    exe = read_elf(local)
+    rows: list[VmaRow] = []
+    taken: set[int] = set()
+    interp_info = None
+    ishown = ""
+    if exe.interp:
+        ipath = os.path.join(root, exe.interp.lstrip("/"))
+        interp_info = read_elf(ipath)
+        ishown = _shown_path(ipath, root)
+    # glibc's ld.so protects the RELRO of the libraries (inside their mmaps), then of the
+    # executable, then its own: in log order, the executable's comes first.
+    busy = [(a, ln) for a, ln in mmaps if ln > 0]
+    if not exe.is_pie:
+        bias: int | None = 0
+        known.append("executable at its link address (ET_EXEC)")
+        rr = relro_range(exe, 0)
+        if rr is not None:
+            taken.add(rr[0])
+        if exe.segments:
+            lo = exe.segments[0].vaddr & ~(PAGE_SIZE - 1)
+            busy.append((lo, exe.image_end - lo))
+    else:
+        bias = _pick_bias(exe, prot_read, taken, busy)
+        if bias is not None:
+            known.append(f"executable load bias {bias:#x} from its RELRO mprotect")
+        else:
+            unknown.append("executable load bias (ASLR; no RELRO mprotect of it in the log)")
+    ibias = None
+    if interp_info is not None:
+        ibias = _pick_bias(interp_info, prot_read, taken, busy)
+    if bias is not None:
+        rows += load_vmas(exe, bias, path=shown)
+    if interp_info is not None:
+        if ibias is not None:
+            rows += load_vmas(interp_info, ibias, path=ishown)
+            known.append(f"interpreter {exe.interp} at {ibias:#x} from its RELRO mprotect")
+        else:
+            unknown.append(f"interpreter {exe.interp} base (ASLR; no RELRO mprotect in the log)")
+    if brk is not None:
+        known.append(f"program break {brk:#x} from brk(NULL)")
+        # No VMA is named [heap] yet: /proc/PID/maps names a VMA [heap] when it overlaps
+        # (start_brk, brk) (vma_is_initial_heap(), strict), which is empty right after exec.
+    else:
+        unknown.append("program break (no brk(NULL) in the log)")
+    unknown += ["[stack] (placement is randomized; strace does not show it)",
+                "[vdso]/[vvar] placement", "smaps sizes and VmFlags"]
+    rows.sort(key=lambda r: r.start)
+    return Reconstruction(rows, known, unknown)

@@ -966,131 +966,14 @@ def parse_strace(paths: list[Path]) -> ParsedLog:
 
 
 # -- layout reconstruction -------------------------------------------------------------------
-@dataclass
-class Reconstruction:
-    """The layout right after one execve, as far as the ELF headers and the log tell."""
-
-    rows: list[elf.VmaRow]
-    known: list[str]
-    unknown: list[str]
+Reconstruction = elf.Reconstruction
 
 
-def _pick_bias(info: elf.ElfInfo, cands: list[tuple[int, int]], taken: set[int],
-               busy: list[tuple[int, int]]) -> int | None:
-    """The load bias whose RELRO ``mprotect`` is the first fitting one among `cands`.
-
-    A candidate is skipped if it is already attributed (`taken`), lies inside a range mapped
-    by a later mmap (a library ld.so mapped), or implies an image overlapping such a range
-    or the image of an object placed before (`busy`, (start, len) pairs).
-    """
-    for addr, length in cands:
-        if addr in taken or any(a <= addr < a + ln for a, ln in busy):
-            continue
-        b = elf.bias_from_relro(info, addr, length)
-        if b is None or not info.segments:
-            continue
-        lo = (b + info.segments[0].vaddr) & ~(elf.PAGE_SIZE - 1)
-        hi = b + info.image_end
-        if any(a < hi and lo < a + ln for a, ln in busy):
-            continue
-        taken.add(addr)
-        busy.append((lo, hi - lo))
-        return b
-    return None
-
-
-def _shown_path(local: str, root: str) -> str:
-    """The name /proc/PID/maps shows: the file's real path (symlinks resolved), under `root`."""
-    real = os.path.realpath(local)
-    rroot = os.path.realpath(root)
-    if rroot != "/" and real.startswith(rroot + "/"):
-        return real[len(rroot) :]
-    return real
-
-
-def _resolve_image(local: str, root: str, notes: list[str]) -> tuple[str, str]:
-    """Follow ``#!`` lines the way binfmt_script does: the ELF that is mapped is the interpreter."""
-    for _ in range(4):
-        try:
-            with open(local, "rb") as f:
-                head = f.read(256)
-        except OSError as e:
-            raise VmatraceError(f"{local}: cannot read ({e.strerror})") from None
-        if not head.startswith(b"#!"):
-            break
-        interp = head[2:].split(b"\n")[0].strip().split()
-        if not interp:
-            break
-        notes.append(f"{local} is a script: the layout is that of its interpreter {interp[0].decode()}")
-        name = interp[0].decode(errors="replace")
-        local = os.path.join(root, name.lstrip("/")) if os.path.isabs(name) else name
-    return local, _shown_path(local, root)
-
-
-def reconstruct_exec(ex: ExecInfo, *, root: str = "/") -> Reconstruction:
-    """Rebuild the VMAs of the executable and its interpreter right after `ex`'s execve.
-
-    Load biases: ET_EXEC is at its link address; a PIE executable and the interpreter are
-    placed by the kernel (ASLR), so their bias is recovered from the RELRO ``mprotect`` ld.so
-    makes on each of them (:func:`collectors.elf.bias_from_relro`). The heap start is the
-    first ``brk(NULL)``'s return. What cannot be recovered is listed in ``unknown``.
-    """
-    known: list[str] = []
-    unknown: list[str] = []
-    path = ex.filename
-    if not os.path.isabs(path):
-        unknown.append(f"executable {path!r} is a relative path: resolved against the current directory")
-    local = os.path.join(root, path.lstrip("/")) if os.path.isabs(path) else path
-    local, shown = _resolve_image(local, root, unknown)
-    exe = elf.read_elf(local)
-    rows: list[elf.VmaRow] = []
-    taken: set[int] = set()
-    # ld.so protects the executable's RELRO after the libraries', and its own last; candidates
-    # are tried in log order for the executable and in reverse order for the interpreter.
-    interp_info = None
-    if exe.interp:
-        ipath = os.path.join(root, exe.interp.lstrip("/"))
-        interp_info = elf.read_elf(ipath)
-        ishown = _shown_path(ipath, root)
-    # glibc's ld.so protects the RELRO of the libraries (inside their mmaps), then of the
-    # executable, then its own: in log order, the executable's comes first.
-    busy = [(a, ln) for a, ln in ex.mmaps if ln > 0]
-    if not exe.is_pie:
-        bias: int | None = 0
-        known.append("executable at its link address (ET_EXEC)")
-        rr = elf.relro_range(exe, 0)
-        if rr is not None:
-            taken.add(rr[0])
-        if exe.segments:
-            lo = exe.segments[0].vaddr & ~(elf.PAGE_SIZE - 1)
-            busy.append((lo, exe.image_end - lo))
-    else:
-        bias = _pick_bias(exe, ex.prot_read, taken, busy)
-        if bias is not None:
-            known.append(f"executable load bias {bias:#x} from its RELRO mprotect")
-        else:
-            unknown.append("executable load bias (ASLR; no RELRO mprotect of it in the log)")
-    ibias = None
-    if interp_info is not None:
-        ibias = _pick_bias(interp_info, ex.prot_read, taken, busy)
-    if bias is not None:
-        rows += elf.load_vmas(exe, bias, path=shown)
-    if interp_info is not None:
-        if ibias is not None:
-            rows += elf.load_vmas(interp_info, ibias, path=ishown)
-            known.append(f"interpreter {exe.interp} at {ibias:#x} from its RELRO mprotect")
-        else:
-            unknown.append(f"interpreter {exe.interp} base (ASLR; no RELRO mprotect in the log)")
-    if ex.brk is not None:
-        known.append(f"program break {ex.brk:#x} from brk(NULL)")
-        # No VMA is named [heap] yet: /proc/PID/maps names a VMA [heap] when it overlaps
-        # (start_brk, brk) (vma_is_initial_heap(), strict), which is empty right after exec.
-    else:
-        unknown.append("program break (no brk(NULL) in the log)")
-    unknown += ["[stack] (placement is randomized; strace does not show it)",
-                "[vdso]/[vvar] placement", "smaps sizes and VmFlags"]
-    rows.sort(key=lambda r: r.start)
-    return Reconstruction(rows, known, unknown)
+def reconstruct_exec(ex: ExecInfo, *, root: str = "/") -> elf.Reconstruction:
+    """The layout right after `ex`'s execve: :func:`collectors.elf.reconstruct_after_exec`
+    with the evidence the log gave (first ``brk(NULL)``, ``mprotect(PROT_READ)`` calls, mmaps)."""
+    return elf.reconstruct_after_exec(ex.filename, brk=ex.brk, prot_read=ex.prot_read,
+                                      mmaps=ex.mmaps, root=root)
 
 
 def _rows_frame(rows: list[elf.VmaRow]) -> pl.DataFrame:
