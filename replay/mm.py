@@ -2048,16 +2048,19 @@ class AddressSpace:
         new_end = new_addr + new_len
         new_pgoff = vma.pgoff + ((addr - vma.start) >> _PS)
         anon = self._anon(vma)
-        if vma.file is None and not vma.flags & VM_SHARED and anon is None and not (
-                flags & MREMAP_DONTUNMAP and self.profile.dontunmap_copy_merges == "keep_pgoff"):
+        if vma.file is None and not vma.flags & VM_SHARED and anon is None:
             new_pgoff = new_addr >> _PS  # unfaulted anonymous: pgoff follows the address
         prev = link_prev = self._prev_of(new_addr)
         nxt = prev.next if prev is not None else self._index.first()
-        if flags & MREMAP_DONTUNMAP and self.profile.dontunmap_copy_merges == "not_source":
-            if prev is vma:
-                prev = None
-            if nxt is vma:
-                nxt = None
+        if flags & MREMAP_DONTUNMAP:
+            rule = self.profile.dontunmap_copy_merges
+            if rule == "never":
+                prev = nxt = None
+            elif rule == "not_source":
+                if prev is vma:
+                    prev = None
+                if nxt is vma:
+                    nxt = None
         copied_from = vma if self.profile.copied_from_propagation else None
         # mirrors copy_vma(): a new-range merge with the source's attributes
         new_vma = self._merge_new_range(new_addr, new_end, vma.flags, vma.file, new_pgoff, anon,

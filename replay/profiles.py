@@ -117,11 +117,11 @@ class KernelProfile:
     # lookup (EFAULT) precedes the new-address checks, a FIXED destination is unmapped before
     # the source range is validated, and the copy never merges with its own source.
     mremap_vrm: bool = False
-    # How a MREMAP_DONTUNMAP copy merges (qemu-checked on 6.1 and 6.12, live on 6.18):
-    # "keep_pgoff" (6.1; 6.6 INFERRED): an unfaulted source's pgoff is NOT reset to the new
-    # address, so unfaulted copies practically never merge; "not_source" (6.12-6.15): pgoff is
-    # reset, but the copy never merges with the VMA it was copied from; "any" (6.16+).
-    dontunmap_copy_merges: str = "keep_pgoff"
+    # How a MREMAP_DONTUNMAP copy merges when it is made (qemu-checked on 6.1 and 6.12, live on
+    # 6.18): "never" (6.1; 6.6 INFERRED) - the copy is always a new VMA (its pgoff is still
+    # reset, so later operations can merge it); "not_source" (6.12-6.15): it never merges with
+    # the VMA it was copied from; "any" (6.16+).
+    dontunmap_copy_merges: str = "never"
     # smaps mnemonic of VM_LOCKONFAULT: 6.1 prints "??" (qemu-checked), 6.12 prints "lf"
     # (qemu-checked); 6.6 INFERRED "??".
     lockonfault_mnemonic: str = "??"
