@@ -2071,6 +2071,9 @@ class AddressSpace:
                           vma.avc, vma.anon_name, vma.policy, vma.uffd_ctx, vma.close)
             self._link(new_vma, link_prev)
             self._step(X.NEW_VMA, new_addr, new_end, new_vma)
+            if flags & MREMAP_DONTUNMAP and self.profile.dontunmap_copy_merges != "any":
+                # the era's copy skipped (some) merge candidates: a legitimate unmerged pair
+                self._nomerge_bounds.update((new_addr, new_end))
         if flags & MREMAP_DONTUNMAP:
             # dontunmap_complete(): the whole source VMA loses VM_LOCKED*; if it was moved
             # entirely it loses its anon_vma (unlink_anon_vmas()). VM_ACCOUNT stays (cleared
