@@ -284,17 +284,43 @@ def _pick_bias(info: ElfInfo, cands: list[tuple[int, int]], taken: set[int],
     return None
 
 
-def _shown_path(local: str, root: str) -> str:
-    """The name /proc/PID/maps shows: the file's real path (symlinks resolved), under `root`."""
-    real = os.path.realpath(local)
-    rroot = os.path.realpath(root)
-    if rroot != "/" and real.startswith(rroot + "/"):
-        return real[len(rroot) :]
-    return real
+def _in_root(name: str, root: str) -> tuple[str, str]:
+    """(path to open here, real path as the traced machine's /proc/PID/maps shows it).
+
+    Symlinks are resolved component by component inside `root`: an absolute link target
+    means `root`'s "/", not this machine's (a copied file system keeps absolute links).
+    """
+    if root in ("", "/") or not os.path.isabs(name):
+        real = os.path.realpath(name)
+        return real, real
+    parts = [p for p in name.split("/") if p]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        here = os.path.join(root, *resolved, part)
+        if os.path.islink(here):
+            hops += 1
+            if hops > 40:
+                raise VmatraceError(f"{name}: too many levels of symbolic links under {root}")
+            target = os.readlink(here)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p] + parts
+            continue
+        resolved.append(part)
+    return os.path.join(root, *resolved), "/" + "/".join(resolved)
 
 
-def _resolve_image(local: str, root: str, notes: list[str]) -> tuple[str, str]:
+def _resolve_image(name: str, root: str, notes: list[str]) -> tuple[str, str]:
     """Follow ``#!`` lines the way binfmt_script does: the ELF that is mapped is the interpreter."""
+    local, shown = _in_root(name, root)
     for _ in range(4):
         try:
             with open(local, "rb") as f:
@@ -306,10 +332,10 @@ def _resolve_image(local: str, root: str, notes: list[str]) -> tuple[str, str]:
         interp = head[2:].split(b"\n")[0].strip().split()
         if not interp:
             break
-        notes.append(f"{local} is a script: the layout is that of its interpreter {interp[0].decode()}")
         name = interp[0].decode(errors="replace")
-        local = os.path.join(root, name.lstrip("/")) if os.path.isabs(name) else name
-    return local, _shown_path(local, root)
+        notes.append(f"{shown} is a script: the layout is that of its interpreter {name}")
+        local, shown = _in_root(name, root)
+    return local, shown
 
 
 def reconstruct_after_exec(filename: str, *, brk: int | None, prot_read: list[tuple[int, int]],
@@ -330,17 +356,15 @@ def reconstruct_after_exec(filename: str, *, brk: int | None, prot_read: list[tu
     path = filename
     if not os.path.isabs(path):
         unknown.append(f"executable {path!r} is a relative path: resolved against the current directory")
-    local = os.path.join(root, path.lstrip("/")) if os.path.isabs(path) else path
-    local, shown = _resolve_image(local, root, unknown)
+    local, shown = _resolve_image(path, root, unknown)
     exe = read_elf(local)
     rows: list[VmaRow] = []
     taken: set[int] = set()
     interp_info = None
     ishown = ""
     if exe.interp:
-        ipath = os.path.join(root, exe.interp.lstrip("/"))
+        ipath, ishown = _in_root(exe.interp, root)
         interp_info = read_elf(ipath)
-        ishown = _shown_path(ipath, root)
     # glibc's ld.so protects the RELRO of the libraries (inside their mmaps), then of the
     # executable, then its own: in log order, the executable's comes first.
     busy = [(a, ln) for a, ln in mmaps if ln > 0]

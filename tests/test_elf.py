@@ -134,3 +134,35 @@ def test_read_elf_errors(tmp_path: Path) -> None:
     (tmp_path / "notelf").write_text("#!/bin/sh\n")
     with pytest.raises(VmatraceError, match="not a readable ELF file"):
         elf.read_elf(str(tmp_path / "notelf"))
+
+
+def test_reconstruction_under_another_root(tmp_path: Path) -> None:
+    # GIVEN a log from "another machine" whose files are a copy under --root (symlinks kept)
+    strace, setarch = shutil.which("strace"), shutil.which("setarch")
+    need(strace is not None and setarch is not None, "needs strace and setarch")
+    assert strace is not None and setarch is not None
+    log = tmp_path / "log"
+    subprocess.run([setarch, "-R", strace, "-f", "-e", "trace=%memory,execve", "-o", str(log), "/usr/bin/true"],
+                   check=True, capture_output=True)
+    root = tmp_path / "root"
+    interp = elf.read_elf("/usr/bin/true").interp
+    assert interp
+    real_interp = os.path.realpath(interp)
+    for f in ("/usr/bin/true", real_interp):
+        (root / f.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, root / f.lstrip("/"))
+    (root / interp.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+    # an absolute link, as in a copied root file system: it means the copy's /, not ours
+    os.symlink(real_interp, root / interp.lstrip("/"))
+    os.rename(root / real_interp.lstrip("/"), root / (real_interp.lstrip("/") + ".copy"))
+    os.symlink(os.path.basename(real_interp) + ".copy", root / real_interp.lstrip("/"))
+    real_interp += ".copy"  # the copy's own real path differs from this machine's
+    # WHEN reconstructed from the copy
+    rec = reconstruct_exec(parse_strace([log]).execs[0], root=str(root))
+    here = reconstruct_exec(parse_strace([log]).execs[0])
+    # THEN the same VMAs, named as the traced machine names them, with the copies' inodes
+    assert [(r.start, r.end, r.perms, r.offset) for r in rec.rows] == \
+           [(r.start, r.end, r.perms, r.offset) for r in here.rows]
+    assert {r.path for r in rec.rows} == {"/usr/bin/true", real_interp}
+    assert {r.inode for r in rec.rows} == {os.stat(root / "usr/bin/true").st_ino,
+                                           os.stat(root / real_interp.lstrip("/")).st_ino}
