@@ -74,6 +74,8 @@ _ALIASES = {"mmap2": "mmap", "execveat": "execve",
             "syscall_0x1ce": "mseal", "syscall_0x149": "pkey_mprotect", "syscall_0x1b8": "process_madvise",
             "syscall_0x145": "mlock2"}
 _FORK_CALLS = frozenset({"clone", "clone3", "fork", "vfork"})
+# calls that change the fd table (followed so that mmap events can name their file)
+_FD_CALLS = frozenset({"open", "openat", "openat2", "creat", "close", "dup", "dup2", "dup3", "close_range"})
 # prctl options that change VMAs or their flags (the ones the bcc collector records):
 # PR_SET_VMA, PR_SET_MM, PR_SET_THP_DISABLE, PR_SET_MDWE, PR_SET_MEMORY_MERGE
 _PRCTL_VMA = frozenset({0x53564D41, 35, 41, 65, 67})
@@ -554,6 +556,7 @@ class _Parser:
         self.unknown_names: set[str] = set()
         self.first_pid = self._guess_first_pid()
         self.provisional: set[int] = set()
+        self.fds: dict[int, dict[int, tuple[str, bool]]] = {}  # tgid -> fd -> (path, O_CLOEXEC)
         self.last_event: list[Any] | None = None
         self.stack_ids: list[int] = []
         self.stacks: list[dict[str, Any]] = []
@@ -750,6 +753,8 @@ class _Parser:
         kind = _ALIASES.get(name, name)
         if kind not in MEMORY_KINDS and kind not in _FORK_CALLS:
             self.other += 1
+            if kind in _FD_CALLS and ret >= 0:
+                self.fd_call(pid, kind, body[:close], ret)
             return
         args = parse_args_text(body[:close])
         if kind in _FORK_CALLS:
@@ -772,6 +777,8 @@ class _Parser:
             fdm = _FD_PATH_RE.match(args[4].text.strip())  # strace -y: 3</usr/lib/libc.so.6>
             if fdm:
                 text = fdm.group(2)
+            elif args[4].value is not None and args[4].value >= 0:
+                text = self.fds.get(pid, {}).get(args[4].value, (None, False))[0]
         if kind == "execve":
             strs = _strings(body[:close])
             filename = strs[0] if strs else (args[0].text if args else "")
@@ -793,6 +800,30 @@ class _Parser:
             flags |= self.populates(kind, vals)
         self.emit(ts_ns, pid, tid, kind, vals, ret, flags=flags, text=text)
         self.note_layout(pid, kind, vals, ret)
+
+    def fd_call(self, pid: int, kind: str, argtext: str, ret: int) -> None:
+        """Follow the fd table (best effort) so that an mmap's fd can be named without -y."""
+        table = self.fds.setdefault(pid, {})
+        args = parse_args_text(argtext)
+        if kind in ("open", "openat", "openat2", "creat"):
+            strs = _strings(argtext)
+            if strs:
+                i = {"openat": 2, "open": 1}.get(kind)  # creat has no flags; openat2 a struct
+                flags = args[i] if i is not None and len(args) > i else None
+                ftext = flags.text if flags is not None else (argtext if kind == "openat2" else "")
+                cloexec = "O_CLOEXEC" in ftext or bool(flags and flags.value and flags.value & 0o2000000)
+                table[ret] = (strs[0], cloexec)
+        elif kind == "close" and args and args[0].value is not None:
+            table.pop(args[0].value, None)
+        elif kind in ("dup", "dup2", "dup3") and args and args[0].value is not None:
+            src = table.get(args[0].value)
+            if src is None:
+                table.pop(ret, None)
+            else:
+                table[ret] = (src[0], kind == "dup3" and "O_CLOEXEC" in argtext)
+        elif kind == "close_range" and len(args) >= 2 and args[0].value is not None and args[1].value is not None:
+            for fd in [f for f in table if args[0].value <= f <= args[1].value]:
+                table.pop(fd)
 
     @staticmethod
     def populates(kind: str, v: list[int]) -> int:
@@ -859,11 +890,13 @@ class _Parser:
             parent = self.procs[pid]
             self.procs[child].comm = parent.comm
             self.procs[child].cmdline = parent.cmdline
+            self.fds[child] = dict(self.fds.get(pid, {}))
         self.emit(ts_ns, pid, tid, "fork", [child, child_tgid, int(thread), flags], ret,
                   text=name, slot=slot)
 
     def exec_done(self, ts_ns: int, pid: int, tid: int, filename: str, argtext: str, *, old_tid: int) -> None:
         self.live[pid] = {tid}  # every other thread is gone (de_thread)
+        self.fds[pid] = {fd: v for fd, v in self.fds.get(pid, {}).items() if not v[1]}
         # a0 = the tid that called execve (the kernel's old_pid), as the bcc collector records it
         idx = self.emit(ts_ns, pid, tid, "exec", [old_tid], 0, text=filename)
         ev = self.events[idx]

@@ -217,6 +217,12 @@ def test_workload_sequence_matches_its_printout(tmp_path: Path, workload: Path, 
     # exits: the thread (not group-dead), the child with 7, the main process with 0
     ex = ev.filter(pl.col("kind") == "exit").select("tid", "a0", "a1").rows()
     assert (thread, 0, 0) in ex and (child, 7 << 8, 1) in ex and (main, 0, 1) in ex
+    # file mmaps name their file when the log has the open calls (fd table followed), else not
+    files = ev.filter((pl.col("kind") == "mmap") & (pl.col("a4") != U64) & (pl.col("ret") > 0))["text"]
+    if "trace=memory,process" in opts:
+        assert files.null_count() == files.len() > 0
+    else:
+        assert files.null_count() == 0 and any(t.endswith("/libc.so.6") for t in files.to_list())
     # MAP_POPULATE flagged, seq dense and in log order, realtime clock
     pop = ev.filter((pl.col("kind") == "mmap") & (pl.col("a3") & 0x8000 != 0))
     assert pop.height == 1 and pop["flags"].item() & EV_POPULATES
