@@ -991,7 +991,8 @@ class AddressSpace:
     def _do_munmap(self, start: int, end: int, vmas: list[Vma] | None = None) -> Vma | None:
         """do_vmi_align_munmap(): split the edges, remove everything in [start,end).
 
-        Returns the VMA before the hole (prev) for the caller. Never merges.
+        Returns the VMA before the hole (prev) for the caller. Never merges. (A split whose
+        upper or lower piece is removed at once is done as a trim: same result, no new VMA.)
         """
         if vmas is None:
             vmas = self._gather(start, end)
@@ -1000,22 +1001,50 @@ class AddressSpace:
         # mirrors vms_gather_munmap_vmas(): split the first VMA, then check each VMA's seal
         # (can_modify_vma()) as it is detached; an EPERM leaves the split in place
         first = vmas[0]
+        last = vmas[-1]
         if first.start < start:
             if first.flags & VM_SEALED:
                 raise _err(E.EPERM, f"sealed VMA [{first.start:#x},{first.end:#x})")
             if end < first.end and self.map_count >= self.max_map_count:
                 raise _err(E.ENOMEM, "munmap split would exceed vm.max_map_count")
-            vmas[0] = self._split(first, start, check_count=False)
         for v in vmas:
             if v.flags & VM_SEALED:
+                if first.start < start:
+                    self._split(first, start, check_count=False)
                 raise _err(E.EPERM, f"sealed VMA [{v.start:#x},{v.end:#x})")
-        last = vmas[-1]
-        if last.end > end:
-            self._split(last, end, check_count=False)
-        prev = vmas[0].prev
-        for v in vmas:
-            self._step(X.UNMAP, v.start, v.end)
-            self._unlink(v)
+        cur = self._cur
+        if first.start < start and first.end > end:
+            # one VMA, hole in its interior: the tail becomes a new VMA
+            tail = Vma(end, first.end, first.pgoff + ((end - first.start) >> _PS), first.flags,
+                       first.file, first.anon_vma, first.avc, first.anon_name, first.policy,
+                       first.uffd_ctx, first.close, first.label)
+            first.end = start
+            self._link(tail, first)
+            if cur is not None:
+                self._step(X.SPLIT, first.start, tail.end, note=f"at {start:#x}")
+                self._step(X.SPLIT, first.start, tail.end, note=f"at {end:#x}")
+                self._step(X.UNMAP, start, end)
+            prev: Vma | None = first
+        else:
+            prev = first.prev
+            if first.start < start:
+                if cur is not None:
+                    self._step(X.SPLIT, first.start, first.end, note=f"at {start:#x}")
+                    self._step(X.UNMAP, start, first.end)
+                first.end = start
+                prev = first
+                vmas = vmas[1:]
+            if vmas and last.end > end:
+                if cur is not None:
+                    self._step(X.SPLIT, last.start, last.end, note=f"at {end:#x}")
+                    self._step(X.UNMAP, last.start, end)
+                last.pgoff += (end - last.start) >> _PS
+                self._set_start(last, end)
+                vmas = vmas[:-1]
+            for v in vmas:
+                if cur is not None:
+                    self._step(X.UNMAP, v.start, v.end)
+                self._unlink(v)
         if self.guard_pages:
             self.guard_pages = {g for g in self.guard_pages if not start <= g < end}
         return prev
@@ -1109,6 +1138,8 @@ class AddressSpace:
     def mmap(self, addr: int, length: int, prot: int, flags: int, fd: int = -1,
              offset: int = 0) -> int:
         """mmap(2) (do_mmap() + __mmap_region()). Returns the address."""
+        if not self.explain:
+            return self._mmap(addr, length, prot, flags, fd, offset)
         return self._run("mmap", (addr, length, prot, flags, fd, offset), self._mmap, addr,
                          length, prot, flags, fd, offset)
 
@@ -1249,7 +1280,9 @@ class AddressSpace:
     # ------------------------------------------------------------------ munmap
     def munmap(self, addr: int, length: int) -> None:
         """munmap(2). Never merges the neighbours afterwards."""
-        self._run("munmap", (addr, length), self._munmap, addr, length)
+        if not self.explain:
+            return self._munmap(addr, length)
+        return self._run("munmap", (addr, length), self._munmap, addr, length)
 
     def _munmap(self, addr: int, length: int) -> None:
         if addr & _OFF or addr > TASK_SIZE or length > TASK_SIZE - addr:
@@ -1262,7 +1295,10 @@ class AddressSpace:
     # ------------------------------------------------------------------ mprotect
     def mprotect(self, addr: int, length: int, prot: int) -> None:
         """mprotect(2) (do_mprotect_pkey() + mprotect_fixup())."""
-        self._run("mprotect", (addr, length, prot), self._mprotect, addr, length, prot, -1)
+        if not self.explain:
+            return self._mprotect(addr, length, prot, -1)
+        return self._run("mprotect", (addr, length, prot), self._mprotect, addr, length, prot,
+                         -1)
 
     def pkey_mprotect(self, addr: int, length: int, prot: int, pkey: int) -> None:
         """pkey_mprotect(2); needs ``pkeys=True`` (this model's machines have no PKU)."""
@@ -1398,7 +1434,9 @@ class AddressSpace:
     # ------------------------------------------------------------------ madvise
     def madvise(self, addr: int, length: int, advice: int) -> None:
         """madvise(2)."""
-        self._run("madvise", (addr, length, advice), self._madvise, addr, length, advice)
+        if not self.explain:
+            return self._madvise(addr, length, advice)
+        return self._run("madvise", (addr, length, advice), self._madvise, addr, length, advice)
 
     def _madvise(self, start: int, length: int, advice: int) -> None:
         known = {MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED, MADV_DONTNEED,
@@ -1568,14 +1606,18 @@ class AddressSpace:
     # ------------------------------------------------------------------ mlock
     def mlock(self, addr: int, length: int, flags: int = 0) -> None:
         """mlock(2) / mlock2(2) (flags=MLOCK_ONFAULT)."""
-        self._run("mlock", (addr, length, flags), self._mlock, addr, length, flags, True)
+        if not self.explain:
+            return self._mlock(addr, length, flags, True)
+        return self._run("mlock", (addr, length, flags), self._mlock, addr, length, flags, True)
 
     def mlock2(self, addr: int, length: int, flags: int = 0) -> None:
         self._run("mlock2", (addr, length, flags), self._mlock, addr, length, flags, True)
 
     def munlock(self, addr: int, length: int) -> None:
         """munlock(2)."""
-        self._run("munlock", (addr, length), self._mlock, addr, length, 0, False)
+        if not self.explain:
+            return self._mlock(addr, length, 0, False)
+        return self._run("munlock", (addr, length), self._mlock, addr, length, 0, False)
 
     def _mlock(self, addr: int, length: int, flags: int, lock: bool) -> None:
         if flags & ~MLOCK_ONFAULT:
@@ -1714,7 +1756,9 @@ class AddressSpace:
     # ------------------------------------------------------------------ touch / stack
     def touch(self, addr: int, write: bool = True) -> None:
         """Access one byte at addr (a page fault). Raises EFAULT where the process gets SIGSEGV."""
-        self._run("touch", (addr, write), self._touch, addr, write)
+        if not self.explain:
+            return self._touch(addr, write)
+        return self._run("touch", (addr, write), self._touch, addr, write)
 
     def _touch(self, addr: int, write: bool) -> None:
         v = self._find(addr)
@@ -1838,6 +1882,8 @@ class AddressSpace:
     def mremap(self, old_addr: int, old_len: int, new_len: int, flags: int = 0,
                new_addr: int = 0) -> int:
         """mremap(2): shrink, expand in place (absorbing next), move, FIXED, DONTUNMAP."""
+        if not self.explain:
+            return self._mremap(old_addr, old_len, new_len, flags, new_addr)
         return self._run("mremap", (old_addr, old_len, new_len, flags, new_addr), self._mremap,
                          old_addr, old_len, new_len, flags, new_addr)
 
