@@ -675,7 +675,8 @@ class AddressSpace:
                 refs = ([X.Refusal("new", (start, end), "special")] if flags & VM_SPECIAL else
                         [X.Refusal("prev", None, "no_neighbour"),
                          X.Refusal("next", None, "no_neighbour")])
-                self._step(X.NOMERGE, start, end, None, refs)
+                if self._cur is not None:
+                    self._step(X.NOMERGE, start, end, None, refs)
             return None
         pglen = (end - start) >> _PS
         rule = self._close_rule
@@ -719,7 +720,8 @@ class AddressSpace:
                                        "prev and next have different anon_vmas")]
                     refusals += r
         if not left and not right:
-            self._step(X.NOMERGE, start, end, None, refusals)
+            if self._cur is not None:
+                self._step(X.NOMERGE, start, end, None, refusals)
             return None
         ignored_src = flags & self._ignored
         if left:
@@ -755,7 +757,8 @@ class AddressSpace:
             self._dup_anon_vma(target, copied_from)
         if self.profile.sticky_flags:
             target.flags |= ignored_src & VM_STICKY
-        self._step(path, start, end, target, refusals)
+        if self._cur is not None:
+            self._step(path, start, end, target, refusals)
         return target
 
     def _merge_existing_range(self, middle: Vma, start: int, end: int, flags: int,
@@ -811,13 +814,15 @@ class AddressSpace:
                 refusals.append(X.Refusal("next", nxt.rng, "close",  # type: ignore[union-attr]
                                           "next may be removed and has vm_ops->close"))
         if not left and not right:
-            self._step(X.NOMERGE, start, end, None, refusals)
+            if self._cur is not None:
+                self._step(X.NOMERGE, start, end, None, refusals)
             return None
         if remove_middle and middle.close and rule is not CloseRule.TARGET:
             if self._cur is not None:
                 refusals.append(X.Refusal("middle", middle.rng, "close",
                                           "middle would be deleted and has vm_ops->close"))
-            self._step(X.NOMERGE, start, end, None, refusals)
+            if self._cur is not None:
+                self._step(X.NOMERGE, start, end, None, refusals)
             return None
         if left and right and rule is CloseRule.DELETION and nxt.close:  # type: ignore[union-attr]
             right = False
@@ -870,7 +875,8 @@ class AddressSpace:
                 self._set_start(target, start)
                 target.pgoff = pgoff
                 path = X.ADJUST_NEXT_START
-        self._step(path, start, end, target, refusals)
+        if self._cur is not None:
+            self._step(path, start, end, target, refusals)
         return target
 
     def _split(self, v: Vma, addr: int, *, check_count: bool = True) -> Vma:
@@ -882,7 +888,8 @@ class AddressSpace:
         v.end = addr
         self._link(new, v)
         self._nomerge_bounds.add(addr)
-        self._step(X.SPLIT, v.start, new.end, None, note=f"at {addr:#x}")
+        if self._cur is not None:
+            self._step(X.SPLIT, v.start, new.end, None, note=f"at {addr:#x}")
         return new
 
     def _vma_modify(self, middle: Vma, start: int, end: int, flags: int, name: str | None,
@@ -935,11 +942,13 @@ class AddressSpace:
                     v.anon_vma = na
                     v.avc = 1
                     self._nomerge_bounds.update((v.start, v.end))
-                    self._step(X.ANON_REUSE, v.start, v.end, v, note=f"from {nb.rng[0]:#x}")
+                    if self._cur is not None:
+                        self._step(X.ANON_REUSE, v.start, v.end, v, note=f"from {nb.rng[0]:#x}")
                     return
         v.anon_vma = AnonVma()
         v.avc = 1
-        self._step(X.ANON_PREPARE, v.start, v.end, v)
+        if self._cur is not None:
+            self._step(X.ANON_PREPARE, v.start, v.end, v)
 
     def _populate(self, start: int, end: int, write: bool | None = None, *,
                   strict: bool = False) -> None:
@@ -1022,22 +1031,26 @@ class AddressSpace:
             self._link(tail, first)
             if cur is not None:
                 self._step(X.SPLIT, first.start, tail.end, note=f"at {start:#x}")
-                self._step(X.SPLIT, first.start, tail.end, note=f"at {end:#x}")
-                self._step(X.UNMAP, start, end)
+                if self._cur is not None:
+                    self._step(X.SPLIT, first.start, tail.end, note=f"at {end:#x}")
+                if self._cur is not None:
+                    self._step(X.UNMAP, start, end)
             prev: Vma | None = first
         else:
             prev = first.prev
             if first.start < start:
                 if cur is not None:
                     self._step(X.SPLIT, first.start, first.end, note=f"at {start:#x}")
-                    self._step(X.UNMAP, start, first.end)
+                    if self._cur is not None:
+                        self._step(X.UNMAP, start, first.end)
                 first.end = start
                 prev = first
                 vmas = vmas[1:]
             if vmas and last.end > end:
                 if cur is not None:
                     self._step(X.SPLIT, last.start, last.end, note=f"at {end:#x}")
-                    self._step(X.UNMAP, last.start, end)
+                    if self._cur is not None:
+                        self._step(X.UNMAP, last.start, end)
                 last.pgoff += (end - last.start) >> _PS
                 self._set_start(last, end)
                 vmas = vmas[:-1]
@@ -1267,7 +1280,8 @@ class AddressSpace:
         if v is None:
             v = Vma(addr, end, pgoff, vm_flags, file, close=close)
             self._link(v, prev)
-            self._step(X.NEW_VMA, addr, end, v)
+            if self._cur is not None:
+                self._step(X.NEW_VMA, addr, end, v)
         if ksm_eligible and not self.profile.ksm_early:
             v.flags |= VM_MERGEABLE  # ksm_add_vma() after the merge attempt
             self._nomerge_bounds.update((v.start, v.end))
@@ -1372,7 +1386,8 @@ class AddressSpace:
         if vma.flags & VM_SEALED:
             raise _err(E.EPERM, f"sealed VMA [{vma.start:#x},{vma.end:#x})")
         if new_flags == old:
-            self._step(X.UNCHANGED, start, end, vma)
+            if self._cur is not None:
+                self._step(X.UNCHANGED, start, end, vma)
             return vma
         if new_flags & VM_WRITE:
             if not old & (VM_ACCOUNT | VM_WRITE | VM_HUGETLB | VM_SHARED | VM_NORESERVE):
@@ -1383,7 +1398,7 @@ class AddressSpace:
         v, merged = self._vma_modify(vma, start, end, new_flags, vma.anon_name, vma.policy,
                                      vma.uffd_ctx)
         self._apply_flags(v, merged, new_flags)
-        if not merged:
+        if not merged and self._cur is not None:
             self._step(X.MODIFY, start, end, v)
         if (old & (VM_WRITE | VM_SHARED | VM_LOCKED)) == VM_LOCKED and new_flags & VM_WRITE:
             self._populate(start, end)
@@ -1414,13 +1429,14 @@ class AddressSpace:
             if new_flags is not None:
                 name = new_name if name_change else vma.anon_name
                 if new_flags == vma.flags and name == vma.anon_name:
-                    self._step(X.UNCHANGED, seg_s, seg_e, vma)
+                    if self._cur is not None:
+                        self._step(X.UNCHANGED, seg_s, seg_e, vma)
                 else:
                     v, merged = self._vma_modify(vma, seg_s, seg_e, new_flags, name, vma.policy,
                                                  vma.uffd_ctx)
                     self._apply_flags(v, merged, new_flags)
                     v.anon_name = name
-                    if not merged:
+                    if not merged and self._cur is not None:
                         self._step(X.MODIFY, seg_s, seg_e, v)
                     vma = v
             tmp = max(seg_e, vma.end)
@@ -1439,14 +1455,9 @@ class AddressSpace:
         return self._run("madvise", (addr, length, advice), self._madvise, addr, length, advice)
 
     def _madvise(self, start: int, length: int, advice: int) -> None:
-        known = {MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED, MADV_DONTNEED,
-                 MADV_FREE, MADV_REMOVE, MADV_DONTFORK, MADV_DOFORK, MADV_MERGEABLE,
-                 MADV_UNMERGEABLE, MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_DONTDUMP, MADV_DODUMP,
-                 MADV_WIPEONFORK, MADV_KEEPONFORK, MADV_COLD, MADV_PAGEOUT, MADV_POPULATE_READ,
-                 MADV_POPULATE_WRITE, MADV_DONTNEED_LOCKED, MADV_COLLAPSE}
-        if self.profile.guard_install_available:
-            known |= {MADV_GUARD_INSTALL, MADV_GUARD_REMOVE}
-        if advice not in known:
+        if advice not in _MADV_KNOWN and not (
+                self.profile.guard_install_available
+                and advice in (MADV_GUARD_INSTALL, MADV_GUARD_REMOVE)):
             raise _err(E.EINVAL, f"unknown advice {advice}")
         if start & _OFF:
             raise _err(E.EINVAL, "address not page aligned")
@@ -1469,7 +1480,7 @@ class AddressSpace:
             if self._walk_nochange(start, end):
                 raise _err(E.ENOMEM, "range not fully mapped")
             return None
-        compute = self._madvise_flag_fn(advice)
+        compute = _FLAG_FNS.get(advice)
         if compute is None:
             # non-VMA-changing advice: check per-VMA errors, then only the hole errno
             err = 0
@@ -1497,66 +1508,6 @@ class AddressSpace:
                 return True
             tmp = v.end
         return tmp < end
-
-    def _madvise_flag_fn(self, advice: int) -> Any:
-        """madvise_behavior(): the flag change of a flag advice, or None."""
-        def setf(bit: int, clear: int = 0) -> Any:
-            return lambda v: (v.flags & ~clear) | bit
-
-        def clrf(bit: int) -> Any:
-            return lambda v: v.flags & ~bit
-
-        if advice == MADV_NORMAL:
-            return clrf(VM_RAND_READ | VM_SEQ_READ)
-        if advice == MADV_RANDOM:
-            return setf(VM_RAND_READ, VM_SEQ_READ)
-        if advice == MADV_SEQUENTIAL:
-            return setf(VM_SEQ_READ, VM_RAND_READ)
-        if advice == MADV_DONTFORK:
-            def dontfork(v: Vma) -> int:
-                _check_discard_seal(v)
-                return v.flags | VM_DONTCOPY
-            return dontfork
-        if advice == MADV_DOFORK:
-            def dofork(v: Vma) -> int:
-                if v.flags & VM_IO:
-                    raise _err(E.EINVAL, "MADV_DOFORK on VM_IO")
-                return v.flags & ~VM_DONTCOPY
-            return dofork
-        if advice == MADV_WIPEONFORK:
-            def wipe(v: Vma) -> int:
-                _check_discard_seal(v)
-                if v.file is not None or v.flags & VM_SHARED:
-                    raise _err(E.EINVAL, "MADV_WIPEONFORK on a file or shared mapping")
-                return v.flags | VM_WIPEONFORK
-            return wipe
-        if advice == MADV_KEEPONFORK:
-            def keep(v: Vma) -> int:
-                if v.flags & VM_DROPPABLE:
-                    raise _err(E.EINVAL, "MADV_KEEPONFORK on VM_DROPPABLE")
-                return v.flags & ~VM_WIPEONFORK
-            return keep
-        if advice == MADV_DONTDUMP:
-            return setf(VM_DONTDUMP)
-        if advice == MADV_DODUMP:
-            def dodump(v: Vma) -> int:
-                if v.flags & VM_SPECIAL or v.flags & VM_DROPPABLE:
-                    raise _err(E.EINVAL, "MADV_DODUMP on a special mapping")
-                return v.flags & ~VM_DONTDUMP
-            return dodump
-        if advice == MADV_HUGEPAGE:
-            return setf(VM_HUGEPAGE, VM_NOHUGEPAGE)
-        if advice == MADV_NOHUGEPAGE:
-            return setf(VM_NOHUGEPAGE, VM_HUGEPAGE)
-        if advice == MADV_MERGEABLE:
-            def merge(v: Vma) -> int | None:
-                if v.flags & VM_KSM_INCOMPATIBLE:
-                    return None  # ksm_madvise(): silently ignored
-                return v.flags | VM_MERGEABLE
-            return merge
-        if advice == MADV_UNMERGEABLE:
-            return clrf(VM_MERGEABLE)
-        return None  # WILLNEED, DONTNEED, FREE, COLD, PAGEOUT, COLLAPSE, REMOVE ...
 
     def _madvise_populate(self, start: int, end: int, write: bool) -> None:
         """MADV_POPULATE_READ/WRITE: faultin_page_range(); holes are ENOMEM."""
@@ -1595,7 +1546,8 @@ class AddressSpace:
                     v.flags |= VM_MAYBE_GUARD
                     self._nomerge_bounds.add(v.start)
                     self._nomerge_bounds.add(v.end)
-                    self._step(X.FLAG_SET, v.start, v.end, v, note="VM_MAYBE_GUARD")
+                    if self._cur is not None:
+                        self._step(X.FLAG_SET, v.start, v.end, v, note="VM_MAYBE_GUARD")
             else:
                 self._anon_vma_prepare(v)
             for a in range(max(start, v.start), min(end, v.end), _P):
@@ -1636,7 +1588,8 @@ class AddressSpace:
 
         def compute(v: Vma) -> int | None:
             if v.flags & (VM_SPECIAL | VM_HUGETLB | VM_DROPPABLE):
-                self._step(X.SKIP, v.start, v.end, v, note="mlock_fixup() skips this VMA")
+                if self._cur is not None:
+                    self._step(X.SKIP, v.start, v.end, v, note="mlock_fixup() skips this VMA")
                 return None
             return (v.flags & ~VM_LOCKED_MASK) | to_add
 
@@ -1747,7 +1700,8 @@ class AddressSpace:
             if on and not v.flags & (VM_KSM_INCOMPATIBLE | VM_MERGEABLE):
                 v.flags |= VM_MERGEABLE
                 self._nomerge_bounds.update((v.start, v.end))
-                self._step(X.FLAG_SET, v.start, v.end, v, note="VM_MERGEABLE")
+                if self._cur is not None:
+                    self._step(X.FLAG_SET, v.start, v.end, v, note="VM_MERGEABLE")
             elif not on and v.flags & VM_MERGEABLE:
                 v.flags &= ~VM_MERGEABLE
                 self._nomerge_bounds.update((v.start, v.end))
@@ -1813,7 +1767,8 @@ class AddressSpace:
         self._set_start(v, addr)
         v.pgoff -= grow
         self._nomerge_bounds.add(addr)
-        self._step(X.STACK_GROW, addr, old, v)
+        if self._cur is not None:
+            self._step(X.STACK_GROW, addr, old, v)
 
     # ------------------------------------------------------------------ brk
     def set_brk_base(self, start_brk: int) -> None:
@@ -1874,7 +1829,8 @@ class AddressSpace:
             prev = self._prev_of(addr)
             v = Vma(addr, end, addr >> _PS, flags)
             self._link(v, prev)
-            self._step(X.NEW_VMA, addr, end, v)
+            if self._cur is not None:
+                self._step(X.NEW_VMA, addr, end, v)
         if self.soft_dirty:
             v.flags |= VM_SOFTDIRTY
 
@@ -2060,7 +2016,8 @@ class AddressSpace:
                                        vma.uffd_ctx, vma, vma.next)
         if merged is None:
             raise _err(E.ENOMEM, "vma_merge_extend() failed")
-        self._step(X.EXPAND_IN_PLACE, start, end, merged)
+        if self._cur is not None:
+            self._step(X.EXPAND_IN_PLACE, start, end, merged)
         if vma.flags & VM_LOCKED and not vma.flags & VM_LOCKONFAULT:
             self._populate(start, end)
         return merged
@@ -2085,7 +2042,8 @@ class AddressSpace:
     def _move_vma(self, vma: Vma, addr: int, old_len: int, new_len: int, new_addr: int,
                   flags: int) -> int:
         """Mirrors move_vma(): copy_vma() at the destination, then unmap (or keep) the source."""
-        self._step(X.MOVE, addr, addr + old_len, note=f"to {new_addr:#x}")
+        if self._cur is not None:
+            self._step(X.MOVE, addr, addr + old_len, note=f"to {new_addr:#x}")
         moved_guards: set[int] = set()
         if self.guard_pages:
             # guard markers live in the page tables, which move with the range
@@ -2116,7 +2074,8 @@ class AddressSpace:
             new_vma = Vma(new_addr, new_end, new_pgoff, vma.flags, vma.file, vma.anon_vma,
                           vma.avc, vma.anon_name, vma.policy, vma.uffd_ctx, vma.close)
             self._link(new_vma, link_prev)
-            self._step(X.NEW_VMA, new_addr, new_end, new_vma)
+            if self._cur is not None:
+                self._step(X.NEW_VMA, new_addr, new_end, new_vma)
             if flags & MREMAP_DONTUNMAP and self.profile.dontunmap_copy_merges != "any":
                 # the era's copy skipped (some) merge candidates: a legitimate unmerged pair
                 self._nomerge_bounds.update((new_addr, new_end))
@@ -2132,7 +2091,8 @@ class AddressSpace:
                     src.anon_vma = None
                     src.avc = 0
                 self._nomerge_bounds.update((src.start, src.end))
-                self._step(X.DONTUNMAP, src.start, src.end, src)
+                if self._cur is not None:
+                    self._step(X.DONTUNMAP, src.start, src.end, src)
         elif old_len:
             # the source range is unmapped (split if partial); the moved range may have merged
             # into the source's own remainder, so unmap exactly [addr, addr+old_len)
@@ -2186,7 +2146,8 @@ class AddressSpace:
         child.guard_pages = {g for g in self.guard_pages
                              if (cv := child._lookup(g)) is not None
                              and not cv.flags & VM_WIPEONFORK}
-        self._step(X.FORK, 0, 0, note=f"child has {child.map_count} VMAs")
+        if self._cur is not None:
+            self._step(X.FORK, 0, 0, note=f"child has {child.map_count} VMAs")
         self._end()
         return child
 
@@ -2194,7 +2155,8 @@ class AddressSpace:
         """execve(2): a fresh, empty address space (open files are kept)."""
         self._begin("exec", ())
         self._init_state()
-        self._step(X.EXEC, 0, 0)
+        if self._cur is not None:
+            self._step(X.EXEC, 0, 0)
         self._end()
 
     # ------------------------------------------------------------------ snapshots
@@ -2220,10 +2182,82 @@ class AddressSpace:
         check_mm(self)
 
 
+def _madvise_flag_fn(advice: int) -> Any:
+    """madvise_behavior(): the flag change of a flag advice, or None."""
+    def setf(bit: int, clear: int = 0) -> Any:
+        return lambda v: (v.flags & ~clear) | bit
+
+    def clrf(bit: int) -> Any:
+        return lambda v: v.flags & ~bit
+
+    if advice == MADV_NORMAL:
+        return clrf(VM_RAND_READ | VM_SEQ_READ)
+    if advice == MADV_RANDOM:
+        return setf(VM_RAND_READ, VM_SEQ_READ)
+    if advice == MADV_SEQUENTIAL:
+        return setf(VM_SEQ_READ, VM_RAND_READ)
+    if advice == MADV_DONTFORK:
+        def dontfork(v: Vma) -> int:
+            _check_discard_seal(v)
+            return v.flags | VM_DONTCOPY
+        return dontfork
+    if advice == MADV_DOFORK:
+        def dofork(v: Vma) -> int:
+            if v.flags & VM_IO:
+                raise _err(E.EINVAL, "MADV_DOFORK on VM_IO")
+            return v.flags & ~VM_DONTCOPY
+        return dofork
+    if advice == MADV_WIPEONFORK:
+        def wipe(v: Vma) -> int:
+            _check_discard_seal(v)
+            if v.file is not None or v.flags & VM_SHARED:
+                raise _err(E.EINVAL, "MADV_WIPEONFORK on a file or shared mapping")
+            return v.flags | VM_WIPEONFORK
+        return wipe
+    if advice == MADV_KEEPONFORK:
+        def keep(v: Vma) -> int:
+            if v.flags & VM_DROPPABLE:
+                raise _err(E.EINVAL, "MADV_KEEPONFORK on VM_DROPPABLE")
+            return v.flags & ~VM_WIPEONFORK
+        return keep
+    if advice == MADV_DONTDUMP:
+        return setf(VM_DONTDUMP)
+    if advice == MADV_DODUMP:
+        def dodump(v: Vma) -> int:
+            if v.flags & VM_SPECIAL or v.flags & VM_DROPPABLE:
+                raise _err(E.EINVAL, "MADV_DODUMP on a special mapping")
+            return v.flags & ~VM_DONTDUMP
+        return dodump
+    if advice == MADV_HUGEPAGE:
+        return setf(VM_HUGEPAGE, VM_NOHUGEPAGE)
+    if advice == MADV_NOHUGEPAGE:
+        return setf(VM_NOHUGEPAGE, VM_HUGEPAGE)
+    if advice == MADV_MERGEABLE:
+        def merge(v: Vma) -> int | None:
+            if v.flags & VM_KSM_INCOMPATIBLE:
+                return None  # ksm_madvise(): silently ignored
+            return v.flags | VM_MERGEABLE
+        return merge
+    if advice == MADV_UNMERGEABLE:
+        return clrf(VM_MERGEABLE)
+    return None  # WILLNEED, DONTNEED, FREE, COLD, PAGEOUT, COLLAPSE, REMOVE ...
+
+
+_MADV_KNOWN = frozenset({
+    MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED, MADV_DONTNEED, MADV_FREE,
+    MADV_REMOVE, MADV_DONTFORK, MADV_DOFORK, MADV_MERGEABLE, MADV_UNMERGEABLE, MADV_HUGEPAGE,
+    MADV_NOHUGEPAGE, MADV_DONTDUMP, MADV_DODUMP, MADV_WIPEONFORK, MADV_KEEPONFORK, MADV_COLD,
+    MADV_PAGEOUT, MADV_POPULATE_READ, MADV_POPULATE_WRITE, MADV_DONTNEED_LOCKED, MADV_COLLAPSE})
+
+
 def _check_discard_seal(v: Vma) -> None:
     """can_madvise_modify(): discard advice on sealed, read-only, private anonymous memory."""
     if v.flags & VM_SEALED and v.file is None and not v.flags & (VM_WRITE | VM_SHARED):
         raise _err(E.EPERM, "discard advice on sealed read-only anonymous memory")
+
+
+_FLAG_FNS: dict[int, Any] = {
+    a: f for a in _MADV_KNOWN if (f := _madvise_flag_fn(a)) is not None}
 
 
 def refusals_has(refs: list[X.Refusal], side: str) -> bool:
