@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno as E
 import itertools
+from bisect import bisect_right
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -449,7 +450,11 @@ class AddressSpace:
     # ------------------------------------------------------------------ structure helpers
     def _find(self, addr: int) -> Vma | None:
         """find_vma(): the first VMA with end > addr."""
-        v: Vma | None = self._index.floor(addr)
+        idx = self._index
+        firsts = idx._firsts
+        bi = bisect_right(firsts, addr) - 1
+        v: Vma | None = (idx._blocks[bi][bisect_right(idx._keys[bi], addr) - 1]
+                         if bi >= 0 else None)
         if v is None:
             return self._index.first()
         if v.end > addr:
@@ -1354,8 +1359,9 @@ class AddressSpace:
                 raise _err(E.ENOMEM, "hole in range")
             vend = vma.end
             new_flags = (vma.flags & ~(VM_READ | VM_WRITE | VM_EXEC)) | newprot
-            new_flags = (new_flags & ~VM_PKEY_MASK) | (
-                self._override_pkey(vma, prot & 7, pkey) * VM_PKEY_BIT0)
+            if self.pkeys:
+                new_flags = (new_flags & ~VM_PKEY_MASK) | (
+                    self._override_pkey(vma, prot & 7, pkey) * VM_PKEY_BIT0)
             if (new_flags & ~(new_flags >> 4)) & VM_ACCESS_FLAGS:
                 raise _err(E.EACCES, "prot exceeds VM_MAY*")
             seg_end = min(end, vend)
