@@ -1518,9 +1518,13 @@ class AddressSpace:
     def _madvise_populate(self, start: int, end: int, write: bool) -> None:
         """MADV_POPULATE_READ/WRITE: faultin_page_range(); holes are ENOMEM."""
         tmp = start
+        hole = False
+        in_walk = self.profile.madvise_populate_in_walk
         for v in self._gather(start, end):
             if v.start > tmp:
-                raise _err(E.ENOMEM, "hole in range")
+                if not in_walk:
+                    raise _err(E.ENOMEM, "hole in range")
+                hole = True
             fl = v.flags
             if fl & (VM_IO | VM_PFNMAP) or not fl & VM_ACCESS_FLAGS or (
                     write and not fl & VM_WRITE) or (not write and not fl & VM_READ):
@@ -1534,7 +1538,7 @@ class AddressSpace:
             elif not write:
                 self._read_fault(v, s)
             tmp = v.end
-        if tmp < end:
+        if tmp < end or hole:
             raise _err(E.ENOMEM, "hole in range")
 
     def _guard_install(self, start: int, end: int) -> None:

@@ -129,6 +129,11 @@ class KernelProfile:
     # checked first, and prev is then checked with *next's* anon_vma as the proposal, so an
     # unfaulted prev cannot join a faulted next under the OLD rule (qemu-checked on 6.1).
     mmap_prev_uses_next_anon: bool = True
+    # Before "mm/madvise: make MADV_POPULATE_(READ|WRITE) handle VM_FAULT_RETRY properly"
+    # (631426ba1d45, v6.10): MADV_POPULATE_* ran per VMA inside madvise_walk_vmas(), so a hole
+    # is ENOMEM only after the rest succeeded and an incompatible VMA is EINVAL first
+    # (qemu-checked on 6.1). Since: a hole is ENOMEM at once.
+    madvise_populate_in_walk: bool = True
 
     @property
     def anon_rule_new(self) -> bool:
@@ -156,6 +161,7 @@ _P612 = replace(
     dontunmap_copy_merges="not_source",
     lockonfault_mnemonic="lf",
     mmap_prev_uses_next_anon=False,
+    madvise_populate_in_walk=False,
     close_rule=CloseRule.DELETION,
     mseal_available=True,
     mprotect_unaccount_unfaulted=True,
