@@ -118,6 +118,8 @@ class Tracer:
     Callbacks (all run while the thread concerned is stopped):
       on_new_process(tgid, parent_tgid)   an auto-attached child, before its first instruction
       on_exec(tgid)                       after a successful exec, before the new image runs
+      on_new_thread(tgid)                 a traced process is creating a thread (the creator and the
+                                          new thread are both stopped)
       on_last_exit(tgid, tid, status)     the last known thread of tgid is in PTRACE_EVENT_EXIT:
                                           the address space is still intact (snapshot it now)
       on_gone(tgid)                       the process has been reaped or detached
@@ -129,6 +131,7 @@ class Tracer:
         self.pending_parent: dict[int, int] = {}  # new tid -> parent tgid (from fork events)
         self.on_new_process: Callable[[int, int], None] = lambda tgid, parent: None
         self.on_exec: Callable[[int], None] = lambda tgid: None
+        self.on_new_thread: Callable[[int], None] = lambda tgid: None
         self.on_last_exit: Callable[[int, int, int], None] = lambda tgid, tid, status: None
         self.on_gone: Callable[[int], None] = lambda tgid: None
 
@@ -199,6 +202,8 @@ class Tracer:
                 self.pending_parent[child] = self.tid_tgid[tid]
             except OSError:
                 pass
+            if event == PTRACE_EVENT_CLONE:
+                self.on_new_thread(self.tid_tgid[tid])
             self._cont(tid)
         elif event == PTRACE_EVENT_EXEC:
             self._exec_stop(tid)
@@ -238,6 +243,8 @@ class Tracer:
             self.on_new_process(tgid, parent if parent is not None else 0)
         else:
             proc.threads.add(tid)
+        if tid != tgid:
+            self.on_new_thread(tgid)
 
     def _exit_stop(self, tid: int) -> None:
         tgid = self.tid_tgid.get(tid, tid)

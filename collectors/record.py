@@ -194,8 +194,41 @@ def bpf_cflags(o: Options) -> list[str]:
     if o.stacks:
         cf.append("-DWITH_STACKS")
     if o.lock_order:
-        cf.append("-DWITH_LOCKSEQ")
+        mm, write, success = mmap_lock_offsets()
+        cf += ["-DWITH_LOCKSEQ", f"-DMMLOCK_OFF_MM={mm}", f"-DMMLOCK_OFF_WRITE={write}",
+               f"-DMMLOCK_OFF_SUCCESS={success}"]
     return cf
+
+
+MMAP_LOCK_TP = "mmap_lock:mmap_lock_acquire_returned"
+# x86-64 numbers of the calls ordered by their mmap write-lock acquisition (execve is not: it
+# locks the new mm while building it, before its exec event).
+LOCKSEQ_SYSCALLS = {
+    "mmap": 9, "mprotect": 10, "munmap": 11, "brk": 12, "mremap": 25, "madvise": 28, "shmat": 30,
+    "shmdt": 67, "mlock": 149, "munlock": 150, "mlockall": 151, "munlockall": 152, "prctl": 157,
+    "mlock2": 325, "pkey_mprotect": 329, "process_madvise": 440, "mseal": 462,
+}
+
+
+def mmap_lock_offsets() -> tuple[int, int, int]:
+    """Offsets of mm, write, success in the mmap_lock_acquire_returned record (tracefs format)."""
+    for base in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"):
+        fmt = Path(base) / "events" / "mmap_lock" / "mmap_lock_acquire_returned" / "format"
+        if fmt.exists():
+            offs: dict[str, int] = {}
+            for line in fmt.read_text().splitlines():
+                line = line.strip()
+                if line.startswith("field:"):
+                    decl = line.split(";")[0].removeprefix("field:").strip()
+                    name = decl.split()[-1].lstrip("*")
+                    off = int(line.split("offset:")[1].split(";")[0])
+                    offs[name] = off
+            try:
+                return offs["mm"], offs["write"], offs["success"]
+            except KeyError:
+                break
+    raise VmatraceError("the kernel has no usable mmap_lock:mmap_lock_acquire_returned tracepoint; "
+                        "use --no-lock-order")
 
 
 def bpf_text(o: Options) -> str:
@@ -341,6 +374,7 @@ class Recorder:
         self.child: int | None = None
         self.launch_error: str | None = None
         self.load_cpu_s = 0.0
+        self.lock_order_since_ns: int | None = None
 
     # -- BPF -------------------------------------------------------------------------------------
     def load_bpf(self) -> None:
@@ -353,8 +387,22 @@ class Recorder:
         except Exception as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise VmatraceError(f"cannot load the BPF program: {first} (`vmatrace doctor` says more)") from None
+        if self.o.lock_order:
+            nrs = self.bpf["lockseq_nrs"]
+            for nr in LOCKSEQ_SYSCALLS.values():
+                nrs[nrs.Key(nr)] = nrs.Leaf(1)
         self.ring = RingReader(self.bpf["events"].map_fd, self.o.buffer_pages * os.sysconf("SC_PAGE_SIZE"),
                                EVENT_DTYPE)
+
+    def enable_lock_order(self) -> None:
+        """Attach the mmap-lock ordering program (once a traced process has a second thread)."""
+        if not self.o.lock_order or self.lock_order_since_ns is not None:
+            return
+        self.bpf.attach_tracepoint(tp=MMAP_LOCK_TP.encode(), fn_name=b"vmat_mmap_lock_acquired")
+        self.lock_order_since_ns = time.monotonic_ns()
+
+    def on_new_thread(self, tgid: int) -> None:
+        self.enable_lock_order()
 
     def filter_add(self, tgid: int) -> None:
         procs = self.bpf["procs"]
@@ -600,6 +648,7 @@ class Recorder:
         t.on_exec = self.on_exec
         t.on_last_exit = self.on_last_exit
         t.on_gone = self.on_gone
+        t.on_new_thread = self.on_new_thread
         meta: dict[str, Any] = {
             "collector": "bcc",
             "cmdline": shlex.join(o.command) if o.command else None,
@@ -608,7 +657,9 @@ class Recorder:
             "record_options": {"faults": o.faults, "stacks": o.stacks, "interval": o.interval,
                                "buffer_pages": o.buffer_pages, "lock_order": o.lock_order,
                                "smaps": o.smaps, "duration": o.duration},
-            "event_order": "seq = mmap write-lock acquisition order" if o.lock_order else "seq = syscall return order",
+            "event_order": ("seq = mmap write-lock acquisition order once a process has threads "
+                            "(from lock_order_since_ns), else syscall return order") if o.lock_order
+            else "seq = syscall return order",
         }
         old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM, signal.SIGHUP)}
         for s in old:
@@ -629,6 +680,8 @@ class Recorder:
                 self.writer = TraceWriter(out, meta, force=o.force)
             else:
                 self.writer = TraceWriter(out, meta, force=o.force)
+                if any(len(os.listdir(f"/proc/{pid}/task")) > 1 for pid in o.pids):
+                    self.enable_lock_order()
                 for pid in o.pids:
                     self.filter_add(pid)  # attach first, then snapshot: nothing falls in between
                 for pid in o.pids:
@@ -714,6 +767,7 @@ class Recorder:
             cpu = _cpu_s()
             self.writer.close(end_ns=time.monotonic_ns(), ended_by=self.ended_by,
                               recorder_cpu_s=round(cpu, 3), bpf_load_cpu_s=round(self.load_cpu_s, 3),
+                              lock_order_since_ns=self.lock_order_since_ns,
                               faults_deduplicated=self.counter(C_DEDUP), record_warnings=warnings)
         self.ring.close()
         self.bpf.cleanup()

@@ -8,15 +8,18 @@
 //   WITH_FAULTS    trace the first write fault to each page
 //   WITH_STACKS    record user stacks (STACK_ENTRIES entries)
 //   WITH_LOCKSEQ   order VMA-changing syscalls by their mmap write-lock acquisition
+//                  (MMLOCK_OFF_MM/_WRITE/_SUCCESS: field offsets from the tracepoint's format file)
 //   FAULT_DEDUP_ENTRIES  size of the LRU map that deduplicates write faults
+//
+// x86-64 only: syscall arguments are read from the saved user registers (struct pt_regs).
 //
 // Every record is one fixed-size struct event (88 bytes, 96 in the ring with its header) so the
 // user-space reader can decode whole batches with numpy. Strings (exec filename, prctl VMA names)
 // follow their event as K_TEXT records carrying 56 bytes each.
 //
 // Filtering: `procs` holds the tgids of the traced tree. A fork of a traced process adds the child
-// (sched_process_fork); the last thread's exit removes it. Only traced tasks ever create a stash entry,
-// so sys_exit programs of other tasks stop at one task-storage lookup.
+// (sched_process_fork); the last thread's exit removes it. Programs of other tasks stop at that one
+// hash lookup.
 
 #include <uapi/linux/ptrace.h>
 
@@ -65,12 +68,10 @@ struct proc {
     u64 gen;    // bumped by every address-space change; the fault dedup key is valid for one gen
 };
 
-struct stash {
-    u64 a[6];
-    u64 seq;    // taken at the first mmap write-lock acquisition inside the call, 0 if none yet
-    u64 ts;
-    u32 kind;   // K_* + 1; 0 = no call in flight
-    u32 nolock; // 1: do not take the order from the lock (execve)
+struct stash {   // per task: the order a traced call took at its first mmap write-lock acquisition
+    u64 nr;     // syscall number (orig_ax) of that call
+    u64 seq;
+    u64 ts;     // 0: nothing pending
 };
 
 struct fault_key {
@@ -85,7 +86,10 @@ struct text_buf {
 
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_HASH(procs, u32, struct proc, 65536);
+#ifdef WITH_LOCKSEQ
 BPF_TASK_STORAGE(stash, struct stash);
+BPF_ARRAY(lockseq_nrs, u8, 1024);  // syscall numbers of the traced calls (filled by record.py)
+#endif
 // 0 = next sequence number, 1 = failed ring reserves (lost events), 2 = faults suppressed by dedup,
 // 3 = stack ids that failed, 4 = text records lost
 BPF_ARRAY(counters, u64, 8);
@@ -171,61 +175,61 @@ static __always_inline void emit_text(u64 seq, u32 tgid, u32 tid, struct text_bu
 }
 
 static __always_inline void bump_gen(u32 tgid) {
+#ifdef WITH_FAULTS  // the generation only serves the fault dedup
     struct proc *p = procs.lookup(&tgid);
     if (p)
         __sync_fetch_and_add(&p->gen, 1);
+#endif
 }
 
-// sys_enter: remember the arguments of a traced task's call.
-static __always_inline int on_enter(void *ctx, u32 kind, int nolock, int nargs) {
-    u64 id = bpf_get_current_pid_tgid();
-    u32 tgid = id >> 32;
-    if (!procs.lookup(&tgid))
-        return 0;
-    struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
-    struct stash *s = stash.task_storage_get(task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-    if (!s)
-        return 0;
-    // tracepoint layout of every sys_enter_*: 8 bytes common, int nr + pad, then one u64 per
-    // argument. Only the call's own arguments may be read: the kernel refuses to attach a program
-    // that reads past the end of the tracepoint's record.
-    u64 *args = (u64 *)((char *)ctx + 16);
-    s->a[0] = nargs > 0 ? args[0] : 0;
-    s->a[1] = nargs > 1 ? args[1] : 0;
-    s->a[2] = nargs > 2 ? args[2] : 0;
-    s->a[3] = nargs > 3 ? args[3] : 0;
-    s->a[4] = nargs > 4 ? args[4] : 0;
-    s->a[5] = nargs > 5 ? args[5] : 0;
-    s->seq = 0;
-    s->ts = 0;
-    s->nolock = nolock;
-    s->kind = kind + 1;
-    return 0;
-}
+// The syscall arguments, read at sys_exit from the registers saved at entry (x86-64 pt_regs, a
+// stable ABI: r10 at byte 56 ... orig_ax at 120). The kernel does not change them during the call, so
+// one program per call suffices: no sys_enter program, no per-task stash of arguments.
+struct regblk {
+    u64 r10, r9, r8, ax, cx, dx, si, di, orig_ax;
+};
 
-// sys_exit: one event with the stashed arguments and the return value.
+// sys_exit: one event with the arguments and the return value.
 static __always_inline int on_exit(void *ctx, u32 kind) {
-    struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
-    struct stash *s = stash.task_storage_get(task, 0, 0);
-    if (!s || s->kind != kind + 1)
-        return 0;
-    s->kind = 0;
     u64 id = bpf_get_current_pid_tgid();
     u32 tgid = id >> 32;
+    struct proc *p = procs.lookup(&tgid);
+    if (!p)
+        return 0;
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+    struct regblk r = {};
+    bpf_probe_read_kernel(&r, sizeof(r), (char *)bpf_task_pt_regs(task) + 56);
     s64 ret = *(s64 *)((char *)ctx + 16);
-    u64 seq = s->seq, ts = s->ts;
+    if (kind == K_PRCTL && r.di != 0x53564d41 /* PR_SET_VMA */ && r.di != 35 /* PR_SET_MM */ &&
+        r.di != 41 /* PR_SET_THP_DISABLE */ && r.di != 65 /* PR_SET_MDWE */ &&
+        r.di != 67 /* PR_SET_MEMORY_MERGE */)
+        return 0;  // prctl: only the options that change VMAs or their flags
+    u64 seq = 0, ts = 0;
+#ifdef WITH_LOCKSEQ
+    struct stash *s = stash.task_storage_get(task, 0, 0);
+    if (s && s->ts && s->nr == r.orig_ax) {
+        seq = s->seq;
+        ts = s->ts;
+        s->ts = 0;
+    }
+#endif
     if (!ts) {
         seq = next_seq();
         ts = bpf_ktime_get_ns();
     }
-    bump_gen(tgid);
-    emit(ctx, seq, ts, tgid, (u32)id, kind, 0, s->a[0], s->a[1], s->a[2], s->a[3], s->a[4], s->a[5],
-         ret, 1);
-    if (kind == K_PRCTL && ret == 0 && s->a[0] == 0x53564d41 /* PR_SET_VMA */ && s->a[4]) {
+#ifdef WITH_FAULTS
+    // Calls that can replace or discard pages: the next write to any page counts as a first one
+    // again. (kind is a constant in each program, so this test costs nothing.)
+    if (kind == K_MMAP || kind == K_MUNMAP || kind == K_MREMAP || kind == K_BRK || kind == K_MADVISE ||
+        kind == K_SHMAT || kind == K_SHMDT || kind == K_EXECVE)
+        __sync_fetch_and_add(&p->gen, 1);
+#endif
+    emit(ctx, seq, ts, tgid, (u32)id, kind, 0, r.di, r.si, r.dx, r.r10, r.r8, r.r9, ret, 1);
+    if (kind == K_PRCTL && ret == 0 && r.di == 0x53564d41 && r.r8) {
         int z = 0;
         struct text_buf *tb = textbuf.lookup(&z);
         if (tb) {
-            int n = bpf_probe_read_user_str(tb->s, 81, (void *)s->a[4]);
+            int n = bpf_probe_read_user_str(tb->s, 81, (void *)r.r8);
             if (n > 0)
                 emit_text(seq, tgid, (u32)id, tb, n);
         }
@@ -233,38 +237,27 @@ static __always_inline int on_exit(void *ctx, u32 kind) {
     return 0;
 }
 
-#define SYSCALL(name, kind, nolock, nargs)                                             \
-    TRACEPOINT_PROBE(syscalls, sys_enter_##name) { return on_enter(args, kind, nolock, nargs); } \
+#define SYSCALL(name, kind) \
     TRACEPOINT_PROBE(syscalls, sys_exit_##name) { return on_exit(args, kind); }
 
-SYSCALL(mmap, K_MMAP, 0, 6)
-SYSCALL(munmap, K_MUNMAP, 0, 2)
-SYSCALL(mprotect, K_MPROTECT, 0, 3)
-SYSCALL(pkey_mprotect, K_PKEY_MPROTECT, 0, 4)
-SYSCALL(mremap, K_MREMAP, 0, 5)
-SYSCALL(brk, K_BRK, 0, 1)
-SYSCALL(madvise, K_MADVISE, 0, 3)
-SYSCALL(process_madvise, K_PROCESS_MADVISE, 0, 5)
-SYSCALL(mlock, K_MLOCK, 0, 2)
-SYSCALL(mlock2, K_MLOCK2, 0, 3)
-SYSCALL(munlock, K_MUNLOCK, 0, 2)
-SYSCALL(mlockall, K_MLOCKALL, 0, 1)
-SYSCALL(munlockall, K_MUNLOCKALL, 0, 0)
-SYSCALL(mseal, K_MSEAL, 0, 3)
-SYSCALL(shmat, K_SHMAT, 0, 3)
-SYSCALL(shmdt, K_SHMDT, 0, 1)
-SYSCALL(execve, K_EXECVE, 1, 3)
-
-// prctl: only the options that change VMAs or their flags.
-TRACEPOINT_PROBE(syscalls, sys_enter_prctl) {
-    u64 opt = args->option;
-    if (opt != 0x53564d41 /* PR_SET_VMA */ && opt != 35 /* PR_SET_MM */ &&
-        opt != 41 /* PR_SET_THP_DISABLE */ && opt != 65 /* PR_SET_MDWE */ &&
-        opt != 67 /* PR_SET_MEMORY_MERGE */)
-        return 0;
-    return on_enter(args, K_PRCTL, 0, 5);
-}
-TRACEPOINT_PROBE(syscalls, sys_exit_prctl) { return on_exit(args, K_PRCTL); }
+SYSCALL(mmap, K_MMAP)
+SYSCALL(munmap, K_MUNMAP)
+SYSCALL(mprotect, K_MPROTECT)
+SYSCALL(pkey_mprotect, K_PKEY_MPROTECT)
+SYSCALL(mremap, K_MREMAP)
+SYSCALL(brk, K_BRK)
+SYSCALL(madvise, K_MADVISE)
+SYSCALL(process_madvise, K_PROCESS_MADVISE)
+SYSCALL(mlock, K_MLOCK)
+SYSCALL(mlock2, K_MLOCK2)
+SYSCALL(munlock, K_MUNLOCK)
+SYSCALL(mlockall, K_MLOCKALL)
+SYSCALL(munlockall, K_MUNLOCKALL)
+SYSCALL(mseal, K_MSEAL)
+SYSCALL(shmat, K_SHMAT)
+SYSCALL(shmdt, K_SHMDT)
+SYSCALL(execve, K_EXECVE)  // after a successful exec the registers are cleared: a0..a2 read 0
+SYSCALL(prctl, K_PRCTL)
 
 // exit_group never returns: one event at entry.
 TRACEPOINT_PROBE(syscalls, sys_enter_exit_group) {
@@ -277,21 +270,35 @@ TRACEPOINT_PROBE(syscalls, sys_enter_exit_group) {
 }
 
 #ifdef WITH_LOCKSEQ
-// The kernel applies VMA changes of one mm under its mmap write lock, one call at a time. The order
-// in which traced calls acquire that lock is the order their changes were applied, so a call takes
-// its sequence number and timestamp here (first write acquisition of its own mm inside the call),
-// not at sys_exit, where threads can overtake each other.
-TRACEPOINT_PROBE(mmap_lock, mmap_lock_acquire_returned) {
-    if (!args->write || !args->success)
+// The kernel applies the VMA changes of one mm under its mmap write lock, one call at a time. The
+// order in which traced calls acquire that lock is the order their changes were applied, so a call
+// takes its sequence number and timestamp here (its first write acquisition of its own mm), not at
+// sys_exit, where threads can overtake each other.
+//
+// Not a TRACEPOINT_PROBE: collectors/record.py attaches it only once a traced process has a second
+// thread (single-threaded processes cannot race with themselves and should not pay for it). The
+// tracepoint's field offsets come from its tracefs format file (-DMMLOCK_OFF_*).
+int vmat_mmap_lock_acquired(void *ctx) {
+    if (!*(u8 *)((char *)ctx + MMLOCK_OFF_WRITE) || !*(u8 *)((char *)ctx + MMLOCK_OFF_SUCCESS))
+        return 0;
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (!procs.lookup(&tgid))
         return 0;
     struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
-    struct stash *s = stash.task_storage_get(task, 0, 0);
-    if (!s || !s->kind || s->ts || s->nolock)
-        return 0;
     void *mm = 0;
     bpf_probe_read_kernel(&mm, sizeof(mm), (char *)task + OFF_TASK_MM);
-    if (mm != (void *)args->mm)
-        return 0;
+    if (mm != *(void **)((char *)ctx + MMLOCK_OFF_MM))
+        return 0;  // another process's mm (process_madvise, /proc readers)
+    u64 nr = 0;
+    bpf_probe_read_kernel(&nr, sizeof(nr), (char *)bpf_task_pt_regs(task) + 120);  // orig_ax
+    u32 k = nr;
+    u8 *traced = lockseq_nrs.lookup(&k);
+    if (nr >= 1024 || !traced || !*traced)
+        return 0;  // not inside a traced call (a page fault, an untraced syscall)
+    struct stash *s = stash.task_storage_get(task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+    if (!s || (s->ts && s->nr == nr))
+        return 0;  // only the call's first acquisition counts
+    s->nr = nr;
     s->seq = next_seq();
     s->ts = bpf_ktime_get_ns();
     return 0;
@@ -362,12 +369,19 @@ TRACEPOINT_PROBE(exceptions, page_fault_user) {
         return 0;
     struct fault_key k = {.tgid = tgid, .page = args->address >> 12};
     u64 gen = p->gen + 1;  // stored +1 so that 0 means "never seen"
+    // Threads of one process can fault on the same page at the same time: only the one that
+    // atomically claims the (page, generation) entry reports it.
     u64 *seen = faultseen.lookup(&k);
-    if (seen && *seen == gen) {
+    if (seen) {
+        u64 old = *seen;
+        if (old == gen || __sync_val_compare_and_swap(seen, old, gen) != old) {
+            count(2);
+            return 0;
+        }
+    } else if (faultseen.insert(&k, &gen) != 0) {
         count(2);
         return 0;
     }
-    faultseen.update(&k, &gen);
     return emit(args, next_seq(), bpf_ktime_get_ns(), tgid, (u32)id, K_FAULT, 0, args->address,
                 args->ip, args->error_code, 0, 0, 0, 0, 1);
 }

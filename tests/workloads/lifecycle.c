@@ -68,6 +68,7 @@ static void *fault_thread(void *arg) {
     pthread_barrier_wait(&bar);
     for (unsigned long i = 0; i < 256; i++)
         ((volatile char *)threads_region)[i * PAGE] = 1;
+    pthread_barrier_wait(&bar); /* nobody exits (madvise of its stack) while others still write */
     return NULL;
 }
 
