@@ -1162,30 +1162,23 @@ class AddressSpace:
                          length, prot, flags, fd, offset)
 
     def _mmap(self, addr: int, length: int, prot: int, flags: int, fd: int, offset: int) -> int:
+        # the checks in the order of sys_mmap(), ksys_mmap_pgoff() and do_mmap()
         if offset & _OFF or offset < 0:
             raise _err(E.EINVAL, "offset not page aligned")
+        anonymous = bool(flags & MAP_ANONYMOUS)
+        file: OpenFile | None = None
+        if not anonymous:
+            file = self.files.get(fd)
+            if file is None:
+                raise _err(E.EBADF, f"fd {fd}")
+        if flags & MAP_HUGETLB:
+            raise _err(E.ENOMEM, "hugetlb mappings are outside the model (no huge pages)")
         if length <= 0:
             raise _err(E.EINVAL, "length is 0")
+        fixed = bool(flags & (MAP_FIXED | MAP_FIXED_NOREPLACE))
         length = _page_align(length)
         if length > TASK_SIZE or not length:
             raise _err(E.ENOMEM, "length too large")
-        mtype = flags & MAP_TYPE
-        if mtype == MAP_SHARED_VALIDATE:
-            if flags & ~MAP_KNOWN & ~MAP_TYPE:
-                raise _err(E.EOPNOTSUPP, "unknown flags with MAP_SHARED_VALIDATE")
-            mtype = MAP_SHARED
-        elif mtype == MAP_DROPPABLE:
-            if not flags & MAP_ANONYMOUS:
-                raise _err(E.EINVAL, "MAP_DROPPABLE needs MAP_ANONYMOUS")
-        elif mtype not in (MAP_SHARED, MAP_PRIVATE):
-            raise _err(E.EINVAL, "bad mapping type")
-        if flags & MAP_SYNC and mtype != MAP_SHARED:
-            flags &= ~MAP_SYNC
-        if flags & MAP_HUGETLB:
-            raise _err(E.ENOMEM, "hugetlb mappings are outside the model (no huge pages)")
-        fixed = bool(flags & (MAP_FIXED | MAP_FIXED_NOREPLACE))
-        if fixed and addr & _OFF:
-            raise _err(E.EINVAL, "MAP_FIXED address not page aligned")
         pgoff = offset >> _PS
         if pgoff + (length >> _PS) < pgoff:
             raise _err(E.EOVERFLOW, "offset overflow")
@@ -1199,24 +1192,43 @@ class AddressSpace:
             vm_flags |= VM_GROWSDOWN
         if flags & MAP_LOCKED:
             vm_flags |= VM_LOCKED
-        file: OpenFile | None = None
-        anonymous = bool(flags & MAP_ANONYMOUS)
-        if not anonymous:
-            file = self.files.get(fd)
-            if file is None:
-                raise _err(E.EBADF, f"fd {fd}")
-            if not file.readable:
-                raise _err(E.EACCES, "file not open for reading")
-            if mtype == MAP_SHARED:
+        mtype = flags & MAP_TYPE
+        # placement: __get_unmapped_area()
+        if fixed:
+            if addr & _OFF:
+                raise _err(E.EINVAL, "MAP_FIXED address not page aligned")
+            if addr + length > TASK_SIZE:
+                raise _err(E.ENOMEM, "beyond TASK_SIZE")
+            if addr < MMAP_MIN_ADDR:
+                raise _err(E.EPERM, "below vm.mmap_min_addr")
+            if flags & MAP_FIXED_NOREPLACE:
+                v = self._find(addr)
+                if v is not None and v.start < addr + length:
+                    raise _err(E.EEXIST, "MAP_FIXED_NOREPLACE over an existing mapping")
+        else:
+            align = 0
+            if (self.profile.thp_align_anon and anonymous and mtype == MAP_PRIVATE
+                    and not length % PMD_SIZE and not (addr and self._gap_ok(
+                        _page_align(addr), length))):
+                align = PMD_SIZE
+            addr = self._get_unmapped_area(addr, length, align)
+        # the mapping type (do_mmap()'s switch)
+        if file is not None:
+            if mtype in (MAP_SHARED, MAP_SHARED_VALIDATE):
+                if mtype == MAP_SHARED_VALIDATE and flags & ~MAP_KNOWN & ~MAP_TYPE:
+                    raise _err(E.EOPNOTSUPP, "unknown flags with MAP_SHARED_VALIDATE")
+                if flags & MAP_SYNC and mtype == MAP_SHARED_VALIDATE:
+                    raise _err(E.EOPNOTSUPP, "MAP_SYNC needs DAX")
                 if prot & PROT_WRITE and not file.writable:
                     raise _err(E.EACCES, "shared writable mapping of a read-only file")
                 vm_flags |= VM_SHARED | VM_MAYSHARE
                 if not file.writable:
                     vm_flags &= ~(VM_MAYWRITE | VM_SHARED)
-                if flags & MAP_SYNC:
-                    raise _err(E.EOPNOTSUPP, "MAP_SYNC needs DAX")
-            elif mtype == MAP_DROPPABLE:
-                raise _err(E.EINVAL, "MAP_DROPPABLE of a file")
+                mtype = MAP_SHARED
+            elif mtype != MAP_PRIVATE:
+                raise _err(E.EINVAL, "bad mapping type for a file")
+            if not file.readable:
+                raise _err(E.EACCES, "file not open for reading")
         else:
             if mtype == MAP_SHARED:
                 if vm_flags & VM_GROWSDOWN:
@@ -1225,25 +1237,10 @@ class AddressSpace:
                 pgoff = 0
             elif mtype == MAP_DROPPABLE:
                 vm_flags |= VM_WIPEONFORK | VM_DROPPABLE | VM_DONTDUMP | VM_NORESERVE
+            elif mtype != MAP_PRIVATE:
+                raise _err(E.EINVAL, "bad mapping type")
         if flags & MAP_NORESERVE and self.overcommit_memory != 2:
             vm_flags |= VM_NORESERVE
-        # placement (get_unmapped_area)
-        if fixed:
-            if addr + length > TASK_SIZE:
-                raise _err(E.ENOMEM, "beyond TASK_SIZE")
-            if addr < MMAP_MIN_ADDR:
-                raise _err(E.EPERM, "below vm.mmap_min_addr")
-            if flags & MAP_FIXED_NOREPLACE and not flags & MAP_FIXED:
-                v = self._find(addr)
-                if v is not None and v.start < addr + length:
-                    raise _err(E.EEXIST, "MAP_FIXED_NOREPLACE over an existing mapping")
-        else:
-            align = 0
-            if (self.profile.thp_align_anon and anonymous and mtype != MAP_SHARED
-                    and not length % PMD_SIZE and not (addr and self._gap_ok(
-                        _page_align(addr), length))):
-                align = PMD_SIZE
-            addr = self._get_unmapped_area(addr, length, align)
         if anonymous and mtype != MAP_SHARED:
             pgoff = addr >> _PS
         return self._mmap_region(addr, length, vm_flags, pgoff, file, anonymous and mtype ==
