@@ -1176,7 +1176,7 @@ class AddressSpace:
         if length <= 0:
             raise _err(E.EINVAL, "length is 0")
         fixed = bool(flags & (MAP_FIXED | MAP_FIXED_NOREPLACE))
-        length = _page_align(length)
+        length = (length + _OFF) & ~_OFF
         if length > TASK_SIZE or not length:
             raise _err(E.ENOMEM, "length too large")
         pgoff = offset >> _PS
@@ -1303,7 +1303,7 @@ class AddressSpace:
     def _munmap(self, addr: int, length: int) -> None:
         if addr & _OFF or addr > TASK_SIZE or length > TASK_SIZE - addr:
             raise _err(E.EINVAL, "bad range")
-        length = _page_align(length)
+        length = (length + _OFF) & ~_OFF
         if not length:
             raise _err(E.EINVAL, "length is 0")
         self._do_munmap(addr, addr + length)
@@ -1330,7 +1330,7 @@ class AddressSpace:
             raise _err(E.EINVAL, "address not page aligned")
         if not length:
             return
-        length = _page_align(length)
+        length = (length + _OFF) & ~_OFF
         end = start + length
         if end <= start:
             raise _err(E.ENOMEM, "range wraps")
@@ -1361,9 +1361,9 @@ class AddressSpace:
                     self._override_pkey(vma, prot & 7, pkey) * VM_PKEY_BIT0)
             if (new_flags & ~(new_flags >> 4)) & VM_ACCESS_FLAGS:
                 raise _err(E.EACCES, "prot exceeds VM_MAY*")
-            seg_end = min(end, vend)
+            seg_end = end if end < vend else vend
             vma = self._mprotect_fixup(vma, tmp, seg_end, new_flags)
-            tmp = max(seg_end, vma.end)  # vma_iter_end(): a merge may have gone past seg_end
+            tmp = vma.end if vma.end > seg_end else seg_end  # vma_iter_end() after a merge
             if tmp >= end:
                 return
             nv = self._find(tmp)
@@ -1426,8 +1426,8 @@ class AddressSpace:
                 hole = True
                 if stop_at_hole:
                     return True
-            seg_s = max(tmp, vma.start)
-            seg_e = min(end, vma.end)
+            seg_s = tmp if tmp > vma.start else vma.start
+            seg_e = end if end < vma.end else vma.end
             new_flags = compute(vma)
             if new_flags is not None:
                 name = new_name if name_change else vma.anon_name
@@ -1442,7 +1442,7 @@ class AddressSpace:
                     if not merged and self._cur is not None:
                         self._step(X.MODIFY, seg_s, seg_e, v)
                     vma = v
-            tmp = max(seg_e, vma.end)
+            tmp = vma.end if vma.end > seg_e else seg_e
             if tmp >= end:
                 break
             vma = self._find(tmp)
@@ -1464,7 +1464,7 @@ class AddressSpace:
             raise _err(E.EINVAL, f"unknown advice {advice}")
         if start & _OFF:
             raise _err(E.EINVAL, "address not page aligned")
-        length = _page_align(length)
+        length = (length + _OFF) & ~_OFF
         end = start + length
         if end < start:
             raise _err(E.EINVAL, "range wraps")
@@ -1658,7 +1658,7 @@ class AddressSpace:
             raise _err(E.EINVAL, "flags must be 0")
         if start & _OFF:
             raise _err(E.EINVAL, "address not page aligned")
-        length = _page_align(length)
+        length = (length + _OFF) & ~_OFF
         end = start + length
         if end < start:
             raise _err(E.EINVAL, "range wraps")
@@ -1683,7 +1683,7 @@ class AddressSpace:
                 name = None
         if start & _OFF:
             raise _err(E.EINVAL, "address not page aligned")
-        length = _page_align(length)
+        length = (length + _OFF) & ~_OFF
         end = start + length
         if end < start:
             raise _err(E.EINVAL, "range wraps")
@@ -1866,8 +1866,8 @@ class AddressSpace:
             raise _err(E.EINVAL, "MREMAP_DONTUNMAP needs MAYMOVE and old_len == new_len")
         if addr & _OFF:
             raise _err(E.EINVAL, "address not page aligned")
-        old_len = _page_align(old_len)
-        new_len = _page_align(new_len)
+        old_len = (old_len + _OFF) & ~_OFF
+        new_len = (new_len + _OFF) & ~_OFF
         if not new_len:
             raise _err(E.EINVAL, "new_len is 0")
         vma = self._lookup(addr)
@@ -1922,8 +1922,8 @@ class AddressSpace:
             raise _err(E.EINVAL, "unknown flags")
         if addr & _OFF:
             raise _err(E.EINVAL, "address not page aligned")
-        old_len = _page_align(old_len)
-        new_len = _page_align(new_len)
+        old_len = (old_len + _OFF) & ~_OFF
+        new_len = (new_len + _OFF) & ~_OFF
         if not new_len or new_len > TASK_SIZE:
             raise _err(E.EINVAL, "bad new_len")
         implies_new = bool(flags & (MREMAP_FIXED | MREMAP_DONTUNMAP))
