@@ -2092,6 +2092,14 @@ class AddressSpace:
             # only between b714ccb02a76 and its stable fix "correctly account old mapping after
             # MREMAP_DONTUNMAP remap"; out of scope).
             src = self._lookup(addr)
+            if (src is not None and src.flags & VM_LOCKED_MASK and not self.profile.mremap_vrm
+                    and src is not new_vma):
+                # before 6.16 only the moved range is unlocked: it is split out of a locked
+                # source first (qemu-checked on 6.1 and 6.12)
+                if src.start < addr:
+                    src = self._split(src, addr, check_count=False)
+                if src.end > addr + old_len:
+                    self._split(src, addr + old_len, check_count=False)
             if src is not None:
                 src.flags &= ~VM_LOCKED_MASK
                 if src is not new_vma and src.start == addr and src.end == addr + old_len:

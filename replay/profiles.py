@@ -115,7 +115,8 @@ class KernelProfile:
     # the live 6.18 kernel agrees): all parameters are checked before the VMA lookup, and the
     # MREMAP_DONTUNMAP copy may merge with the source VMA it was copied from. Before: the
     # lookup (EFAULT) precedes the new-address checks, a FIXED destination is unmapped before
-    # the source range is validated, and the copy never merges with its own source.
+    # the source range is validated, and MREMAP_DONTUNMAP unlocks only the moved range of a
+    # locked source (split out of it) instead of the whole source VMA.
     mremap_vrm: bool = False
     # How a MREMAP_DONTUNMAP copy merges when it is made (qemu-checked on 6.1 and 6.12, live on
     # 6.18): "never" (6.1; 6.6 INFERRED) - the copy is always a new VMA (its pgoff is still

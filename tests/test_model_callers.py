@@ -975,3 +975,17 @@ def test_exec_only_memory(pkeys: bool) -> None:
     mm.touch(pg(2), write=False)
     mm.mprotect(pg(2), 2 * P, PROT_EXEC)
     assert (lines(mm)[-1][0], lines(mm)[-1][2]) == (2, "--xp")
+
+
+@pytest.mark.parametrize("kernel", ALL)
+def test_mremap_dontunmap_partial_locked_source(kernel: str) -> None:
+    """qemu 6.12 / live 6.18: before 6.16 only the moved range of a locked source is split out
+    and unlocked; since, the whole source VMA is unlocked in place."""
+    mm = new(kernel)
+    mm.mmap(pg(14), 6 * P, RW, ACC | MAP_LOCKED)
+    mm.mremap(pg(15), 2 * P, 2 * P, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, pg(30))
+    locked = [(s, e, "lo" in flags_at(mm, s)) for s, e in spans(mm)]
+    if get_profile(kernel).mremap_vrm:
+        assert locked == [(14, 20, False), (30, 32, True)]
+    else:
+        assert locked == [(14, 15, True), (15, 17, False), (17, 20, True), (30, 32, True)]
