@@ -79,6 +79,8 @@ def test_final_snapshot_for_each_way_of_ending(lifecycle: Path, tmp_path: Path, 
     exits = t.events.filter((pl.col("kind") == "exit") & (pl.col("pid") == pid))
     assert exits.height == (5 if mode == "threadexit" else 1)
     assert exits.filter(pl.col("a1") == 1).height == 1  # one group_dead
+    # the mmap-lock ordering program is attached only for processes with threads
+    assert (t.meta["lock_order_since_ns"] is not None) == (mode == "threadexit")
     if mode == "segv":
         assert "SIGSEGV" in p.stderr  # the summary says what happened
     if mode == "threadexit":

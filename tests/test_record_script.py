@@ -101,6 +101,15 @@ def test_nothing_lost_and_trace_valid(recorded: tuple[object, object]) -> None:
     assert seq.max() - seq.min() + 1 == seq.len()
 
 
+def test_lock_order_engaged_with_threads(recorded: tuple[object, object]) -> None:
+    trace, script = recorded
+    since = trace.meta["lock_order_since_ns"]  # type: ignore[attr-defined]
+    assert since is not None
+    # attached while the first thread was being created: before any scripted call
+    first = _windows(trace.events, script)[script.calls[0].pid].get_column("ts_ns").min()  # type: ignore[attr-defined]
+    assert since < first
+
+
 def test_process_events(recorded: tuple[object, object]) -> None:
     trace, script = recorded
     ev = trace.events  # type: ignore[attr-defined]
