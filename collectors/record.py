@@ -578,7 +578,9 @@ class Recorder:
                     os.setgroups(groups)
                     os.setgid(gid)
                     os.setuid(uid)
-                os.read(go_r, 1)  # wait until the recorder has seized us and filters our pid
+                # wait until the recorder has seized us and filters our pid; EOF = the recorder died
+                if os.read(go_r, 1) != b"x":
+                    os._exit(127)
                 os.close(go_r)
                 os.execv(exe, cmd)
             except OSError as e:
@@ -668,24 +670,26 @@ class Recorder:
                    threading.Thread(target=self.writer_loop, name="vmatrace-writer", daemon=True)]
         try:
             if o.command:
+                self.writer = TraceWriter(out, meta, force=o.force)
                 self.child = self.launch()
                 try:
                     t.seize_thread(self.child, self.child)
                 except OSError as e:
                     os.kill(self.child, signal.SIGKILL)
+                    os.waitpid(self.child, 0)
                     raise VmatraceError(f"cannot ptrace the command: {e.strerror}") from None
                 self._proc(self.child).ppid = os.getpid()
                 self.filter_add(self.child)
-                meta["pids"] = [self.child]
-                self.writer = TraceWriter(out, meta, force=o.force)
+                self.writer.update_meta(pids=[self.child])
             else:
-                self.writer = TraceWriter(out, meta, force=o.force)
                 if any(len(os.listdir(f"/proc/{pid}/task")) > 1 for pid in o.pids):
                     self.enable_lock_order()
                 for pid in o.pids:
                     self.filter_add(pid)  # attach first, then snapshot: nothing falls in between
                 for pid in o.pids:
                     t.seize_process(pid)
+                self.writer = TraceWriter(out, meta, force=o.force)
+                for pid in o.pids:
                     self._fill_names(pid)
                     snap = self.snapshot(pid, "start")
                     if snap is not None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -11,7 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tests.conftest import ROOT, build_c, need_bcc, need_root
+from tests.conftest import ROOT, build_c, need, need_bcc, need_root
 from tests.test_record_common import WORKLOADS, record
 from vmatrace.trace import read_trace
 
@@ -122,3 +124,45 @@ def test_stacks_are_symbolized(tmp_path: Path) -> None:
     # faults carry stacks too
     f = t.events.filter(pl.col("kind") == "fault")
     assert f.get_column("stack_id").is_not_null().sum() > 0
+
+
+@pytest.mark.live
+@pytest.mark.bcc
+def test_pid_already_traced_is_refused(tmp_path: Path) -> None:
+    need_bcc()
+    need(shutil.which("strace") is not None, "needs strace")
+    exe = build_c(WORKLOADS / "lifecycle.c", tmp_path / "lifecycle", "-pthread")
+    st = subprocess.Popen(["strace", "-o", "/dev/null", str(exe), "pause"], stdout=subprocess.PIPE, text=True)
+    assert st.stdout is not None
+    pid = int(st.stdout.readline().split()[1])  # MARKER <pid> <addr>
+    try:
+        p = record(tmp_path / "t.vmat", "-p", str(pid), "-d", "1", check=False)
+        assert p.returncode == 1 and "already traced" in p.stderr and "TracerPid" in p.stderr
+        assert not (tmp_path / "t.vmat").exists()  # nothing half-made
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        st.wait()
+
+
+@pytest.mark.live
+@pytest.mark.bcc
+def test_several_pids(tmp_path: Path) -> None:
+    exe = build_c(WORKLOADS / "lifecycle.c", tmp_path / "lifecycle", "-pthread")
+    targets = [subprocess.Popen([str(exe), "loop", "60"], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        pids = []
+        for tp in targets:
+            assert tp.stdout is not None
+            pids.append(next(int(ln.split()[1]) for ln in tp.stdout if ln.startswith("READY")))
+        out = tmp_path / "t.vmat"
+        record(out, *(a for pid in pids for a in ("-p", str(pid))), "-d", "1")
+        t = read_trace(out)
+        assert t.warnings == [] and sorted(t.meta["pids"]) == sorted(pids)
+        for pid in pids:
+            assert t.events.filter((pl.col("pid") == pid) & (pl.col("kind") == "mmap")).height > 50
+            reasons = t.snapshot_index.filter(pl.col("pid") == pid).get_column("reason").to_list()
+            assert reasons == ["start", "periodic"]
+    finally:
+        for tp in targets:
+            tp.kill()
+            tp.wait()
