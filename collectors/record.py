@@ -375,6 +375,7 @@ class Recorder:
         self.launch_error: str | None = None
         self.load_cpu_s = 0.0
         self.lock_order_since_ns: int | None = None
+        self.pre_exec: int | None = None  # the launched child until its exec event
 
     # -- BPF -------------------------------------------------------------------------------------
     def load_bpf(self) -> None:
@@ -513,6 +514,8 @@ class Recorder:
                 if not recs.size:
                     return 0
         frame = decode(recs, self.raced)
+        if self.pre_exec is not None:
+            frame = self._drop_pre_exec(frame)
         if self.o.stacks:
             sp = frame.filter(pl.col("stack_id").is_not_null()).select("pid", "stack_id").unique()
             self.stack_pids.update(sp.iter_rows())
@@ -522,6 +525,17 @@ class Recorder:
         with self.lock:
             self.writer.add_events(frame)
         return n
+
+    def _drop_pre_exec(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """Drop the launched child's events before its exec: they are the recorder's own forked
+        copy (copy-on-write faults of Python), not the command."""
+        child = self.pre_exec
+        mine = pl.col("pid") == child
+        execs = frame.filter(mine & (pl.col("kind") == "exec"))
+        if execs.height:
+            self.pre_exec = None
+            return frame.filter(~mine | (pl.col("seq") >= execs.get_column("seq").min()))
+        return frame.filter(~mine)
 
     def writer_loop(self) -> None:
         next_snap = time.monotonic() + self.o.interval if self.o.interval else None
@@ -559,9 +573,12 @@ class Recorder:
             raise VmatraceError(f"{cmd[0]}: command not found")
         uid, gid = self._run_as()
         groups: list[int] | None = None
+        env = dict(os.environ)
         if uid != 0:
             try:
-                groups = os.getgrouplist(pwd.getpwuid(uid).pw_name, gid)
+                pw = pwd.getpwuid(uid)
+                groups = os.getgrouplist(pw.pw_name, gid)
+                env.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name)
             except KeyError:
                 groups = [gid]
         go_r, go_w = os.pipe()
@@ -582,7 +599,7 @@ class Recorder:
                 if os.read(go_r, 1) != b"x":
                     os._exit(127)
                 os.close(go_r)
-                os.execv(exe, cmd)
+                os.execve(exe, cmd, env)
             except OSError as e:
                 os.write(err_w, f"{e.strerror}".encode())
             finally:
@@ -679,6 +696,7 @@ class Recorder:
                     os.waitpid(self.child, 0)
                     raise VmatraceError(f"cannot ptrace the command: {e.strerror}") from None
                 self._proc(self.child).ppid = os.getpid()
+                self.pre_exec = self.child
                 self.filter_add(self.child)
                 self.writer.update_meta(pids=[self.child])
             else:
