@@ -790,6 +790,7 @@ class Recorder:
             self.writer.close(end_ns=time.monotonic_ns(), ended_by=self.ended_by,
                               recorder_cpu_s=round(cpu, 3), bpf_load_cpu_s=round(self.load_cpu_s, 3),
                               lock_order_since_ns=self.lock_order_since_ns,
+                              seq_issued=self.counter(C_SEQ),
                               faults_deduplicated=self.counter(C_DEDUP), record_warnings=warnings)
         self.ring.close()
         self.bpf.cleanup()
