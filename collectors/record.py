@@ -214,9 +214,15 @@ def mmap_lock_offsets() -> tuple[int, int, int]:
     """Offsets of mm, write, success in the mmap_lock_acquire_returned record (tracefs format)."""
     for base in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"):
         fmt = Path(base) / "events" / "mmap_lock" / "mmap_lock_acquire_returned" / "format"
-        if fmt.exists():
+        try:
+            text = fmt.read_text()
+        except FileNotFoundError:
+            continue
+        except PermissionError:
+            raise VmatraceError(f"cannot read {fmt}: tracefs needs root (run with sudo)") from None
+        if text:
             offs: dict[str, int] = {}
-            for line in fmt.read_text().splitlines():
+            for line in text.splitlines():
                 line = line.strip()
                 if line.startswith("field:"):
                     decl = line.split(";")[0].removeprefix("field:").strip()
