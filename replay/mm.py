@@ -2065,8 +2065,9 @@ class AddressSpace:
         nxt = prev.next if prev is not None else self._index.first()
         if flags & MREMAP_DONTUNMAP:
             rule = self.profile.dontunmap_copy_merges
-            if rule == "never":
-                prev = nxt = None
+            if rule == "no_source_neighbour":
+                if (prev is vma and prev.end == new_addr) or (nxt is vma and nxt.start == new_end):
+                    prev = nxt = None
             elif rule == "not_source":
                 if prev is vma:
                     prev = None

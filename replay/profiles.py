@@ -119,10 +119,10 @@ class KernelProfile:
     # locked source (split out of it) instead of the whole source VMA.
     mremap_vrm: bool = False
     # How a MREMAP_DONTUNMAP copy merges when it is made (qemu-checked on 6.1 and 6.12, live on
-    # 6.18): "never" (6.1; 6.6 INFERRED) - the copy is always a new VMA (its pgoff is still
-    # reset, so later operations can merge it); "not_source" (6.12-6.15): it never merges with
-    # the VMA it was copied from; "any" (6.16+).
-    dontunmap_copy_merges: str = "never"
+    # 6.18): "no_source_neighbour" (6.1; 6.6 INFERRED) - no merge at all when the source VMA is
+    # the destination's prev or next, a normal merge otherwise; "not_source" (6.12-6.15): never
+    # with the source VMA, normally with the other side; "any" (6.16+).
+    dontunmap_copy_merges: str = "no_source_neighbour"
     # smaps mnemonic of VM_LOCKONFAULT: 6.1 prints "??" (qemu-checked), 6.12 prints "lf"
     # (qemu-checked); 6.6 INFERRED "??".
     lockonfault_mnemonic: str = "??"

@@ -40,6 +40,7 @@ class GenConfig:
     allow_move: bool = True  # mremap MAYMOVE|FIXED moves (False on kernels where L20 is unsafe)
     allow_mseal: bool = True
     allow_fork: bool = True
+    dense: float = 0.3  # share of sequences confined to 12 pages with ranges of 1..4 pages
 
 
 @dataclass
@@ -48,10 +49,13 @@ class _State:
     points: list[int] = field(default_factory=list)
     forks: int = 0
     advices: list[str] = field(default_factory=list)  # flag advices used so far (undo them later)
+    hot: int = HOT
+    maxlen: int = 8
     # rough shadow of the mapped window pages (errors ignored): biases ranges towards VMAs
     mapped: set[int] = field(default_factory=set)
 
-    def pos(self, hi: int = HOT) -> int:
+    def pos(self, hi: int | None = None) -> int:
+        hi = hi or self.hot
         x = self.rng.random()
         if self.mapped and x < 0.4:
             return self.rng.choice(sorted(self.mapped))
@@ -67,6 +71,7 @@ class _State:
                 self.mapped.discard(p)
 
     def rng_range(self, maxlen: int = 8) -> tuple[int, int]:
+        maxlen = min(maxlen, self.maxlen)
         s = self.pos()
         if self.rng.random() < 0.01:
             return s, 0  # zero length: errno corner cases (EINVAL for mmap/munmap, 0 for others)
@@ -181,6 +186,8 @@ def gen_op(st: _State, cfg: GenConfig) -> str:
 def gen_sequence(seed: int, index: int, cfg: GenConfig | None = None) -> Sequence:
     cfg = cfg or GenConfig()
     st = _State(random.Random(f"{seed}:{index}"))
+    if st.rng.random() < cfg.dense:
+        st.hot, st.maxlen = 12, 4  # few pages, many boundaries: deep anon_vma/merge interplay
     ops = [_mmap(st)]
     if st.rng.random() < 0.6:
         ops.append(_mmap(st))
