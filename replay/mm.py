@@ -973,6 +973,8 @@ class AddressSpace:
                 if self.guard_pages and any(g in self.guard_pages for g in range(
                         max(start, v.start), min(end, v.end), _P)):
                     raise _err(E.ENOMEM, "mlock populate hit a guard page")
+                if self._beyond_eof(v, min(end, v.end)):
+                    raise _err(E.ENOMEM, "mlock populate beyond the end of the file (SIGBUS)")
             if not fl & (VM_IO | VM_PFNMAP | VM_LOCKONFAULT) and fl & VM_ACCESS_FLAGS:
                 w = (fl & (VM_WRITE | VM_SHARED)) == VM_WRITE if write is None else write
                 if w and not fl & VM_SHARED and fl & VM_WRITE:
@@ -980,6 +982,13 @@ class AddressSpace:
                 elif not w:
                     self._read_fault(v, max(start, v.start))
             v = v.next
+
+    @staticmethod
+    def _beyond_eof(v: Vma, end: int) -> bool:
+        """Does [.., end) of v reach past the end of its file (a SIGBUS for faults)?"""
+        f = v.file
+        return (f is not None and f.size is not None
+                and v.pgoff + ((end - v.start) >> _PS) > f.size)
 
     def _read_fault(self, v: Vma, addr: int) -> None:
         """A read fault: no anon_vma, except a huge-PMD anonymous fault (THP)."""
@@ -1530,6 +1539,8 @@ class AddressSpace:
             if self.guard_pages and any(
                     g in self.guard_pages for g in range(s, min(end, v.end), _P)):
                 raise _err(E.EFAULT, "populate hit a guard page")
+            if self._beyond_eof(v, min(end, v.end)):
+                raise _err(E.EFAULT, "populate beyond the end of the file (SIGBUS)")
             if write and not fl & VM_SHARED:
                 self._anon_vma_prepare(v)
             elif not write:

@@ -990,3 +990,16 @@ def test_mremap_dontunmap_partial_locked_source(kernel: str) -> None:
         assert locked == [(14, 20, False), (30, 32, True)]
     else:
         assert locked == [(14, 15, True), (15, 17, False), (17, 20, True), (30, 32, True)]
+
+
+@pytest.mark.parametrize("kernel", ["6.12", "6.19"])
+def test_shared_anon_grown_past_its_object(kernel: str) -> None:
+    """A shmem object keeps the size it was mapped with: touching, populating or mlocking the
+    part of a grown mapping beyond it is a SIGBUS (EFAULT / ENOMEM), as on the live kernel."""
+    mm = new(kernel)
+    mm.mmap(pg(0), 3 * P, RW, MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED)
+    mm.mremap(pg(0), 3 * P, 8 * P, 0)
+    mm.touch(pg(2))
+    raises(errno.EFAULT, mm.touch, pg(3))
+    raises(errno.EFAULT, mm.madvise, pg(2), 5 * P, MADV_POPULATE_WRITE)
+    raises(errno.ENOMEM, mm.mlock, pg(7), P)
