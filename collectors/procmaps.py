@@ -77,8 +77,9 @@ def format_maps_line(r: dict[str, object]) -> str:
     head = f"{start:08x}-{end:08x} {r['perms']} {off:08x} {r['dev']} {ino} "
     path = r["path"]
     if path:
-        # the kernel pads the name to column 73 (25 + 2*sizeof(long)*2 ... seq_pad)
-        return head.ljust(73) + str(path)
+        # show_map_vma(): seq_setwidth(25 + 6 * sizeof(void *) - 1), then seq_pad(m, ' ') pads to that
+        # width and always adds one more space before the name
+        return head.ljust(72) + " " + str(path)
     return head  # the kernel leaves the single space after the inode when there is no name
 
 
@@ -103,24 +104,26 @@ def _empty_columns() -> dict[str, list[object]]:
     return {k: [] for k in VMA_SCHEMA}
 
 
-def _dedupe(cols: dict[str, list[object]], warnings: list[str]) -> dict[str, list[object]]:
-    """Drop VMAs that overlap an earlier one: seq_file printed a changed VMA twice."""
-    starts = cols["start"]
-    ends = cols["end"]
-    keep: list[int] = []
-    last_end = -1
-    dropped = 0
-    for i, (s, e) in enumerate(zip(starts, ends, strict=True)):
-        assert isinstance(s, int) and isinstance(e, int)
-        if s < last_end:
-            dropped += 1
-            continue
-        keep.append(i)
-        last_end = e
-    if not dropped:
-        return cols
-    warnings.append(f"dropped {dropped} VMA line(s) printed twice (the address space changed during the read)")
-    return {k: [v[i] for i in keep] for k, v in cols.items()}
+def _drop_reprinted(frame: pl.DataFrame, warnings: list[str]) -> pl.DataFrame:
+    """Drop VMAs that start below an earlier VMA's end: seq_file printed a changed VMA twice.
+
+    /proc/PID/maps is produced in read()-sized chunks; between two chunks the kernel restarts from
+    the last printed address, so a VMA that changed in between can appear again, overlapping.
+    """
+    if frame.height < 2:
+        return frame
+    prev_end = frame["end"].shift(1).cum_max()
+    dup = (frame["start"] < prev_end).fill_null(False)
+    if dup.any():
+        warnings.append(f"dropped {int(dup.sum())} VMA line(s) printed twice (the address space changed during the read)")
+        frame = frame.filter(~dup)
+    return frame
+
+
+def _lines(text: str) -> list[str]:
+    # only "\n" ends a line: the kernel escapes "\n" in names (as \012) but no other line-break-like
+    # character, which str.splitlines() would also split on
+    return [ln for ln in text.split("\n") if ln.strip()]
 
 
 def parse_maps_text(text: str, warnings: list[str] | None = None) -> pl.DataFrame:
@@ -128,7 +131,7 @@ def parse_maps_text(text: str, warnings: list[str] | None = None) -> pl.DataFram
 
     Vectorized with polars string kernels: a 10,000-VMA maps file parses in a few milliseconds.
     """
-    lines = pl.Series("l", [ln for ln in text.splitlines() if ln.strip()], dtype=pl.Utf8)
+    lines = pl.Series("l", _lines(text), dtype=pl.Utf8)
     f = pl.DataFrame(lines).select(pl.col("l").str.splitn(" ", 6).alias("p"), pl.col("l"))
     f = f.select(
         pl.col("p").struct.field("field_0").str.split_exact("-", 1).alias("r"),
@@ -154,7 +157,7 @@ def parse_maps_text(text: str, warnings: list[str] | None = None) -> pl.DataFram
             raise ValueError
     except (pl.exceptions.PolarsError, ValueError):
         # name the first bad line, as the line-by-line parser would
-        for n, line in enumerate(text.splitlines(), 1):
+        for n, line in enumerate(text.split("\n"), 1):
             if line.strip():
                 try:
                     _rows_from_header(line)
@@ -165,14 +168,7 @@ def parse_maps_text(text: str, warnings: list[str] | None = None) -> pl.DataFram
     out = out.with_columns(*(pl.lit(None, VMA_SCHEMA[k]).alias(k)
                              for k in ("rss_kb", "pss_kb", "anonymous_kb", "swap_kb", "vmflags")))
     out = out.select(VMA_SCHEMA.keys())
-    w = warnings if warnings is not None else []
-    if out.height > 1:
-        prev_end = out["end"].shift(1).cum_max()
-        dup = out["start"] < prev_end
-        if dup.any():
-            w.append(f"dropped {int(dup.sum())} VMA line(s) printed twice (the address space changed during the read)")
-            out = out.filter(~dup.fill_null(False))
-    return out
+    return _drop_reprinted(out, warnings if warnings is not None else [])
 
 
 def parse_smaps_text(text: str, warnings: list[str] | None = None) -> pl.DataFrame:
@@ -185,7 +181,7 @@ def parse_smaps_text(text: str, warnings: list[str] | None = None) -> pl.DataFra
             for k in VMA_SCHEMA:
                 cols[k].append(cur.get(k))
 
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(text.split("\n"), 1):
         if not line:
             continue
         first, _, rest = line.partition(" ")
@@ -206,7 +202,7 @@ def parse_smaps_text(text: str, warnings: list[str] | None = None) -> pl.DataFra
         cur = {"start": s, "end": e, "perms": perms, "offset": off, "dev": dev, "inode": ino, "path": path,
                "rss_kb": 0, "pss_kb": 0, "anonymous_kb": 0, "swap_kb": 0, "vmflags": ""}
     flush()
-    return _frame(_dedupe(cols, warnings if warnings is not None else []))
+    return _drop_reprinted(_frame(cols), warnings if warnings is not None else [])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,7 +316,8 @@ def _query_all(fd: int) -> dict[str, list[object]]:
         offs.append(q.vma_offset)
         devs.append(f"{q.dev_major:02x}:{q.dev_minor:02x}")
         inos.append(q.inode)
-        paths.append(name.value.decode("utf-8", "surrogateescape") if q.vma_name_size else None)
+        paths.append(name.value.decode("utf-8", "backslashreplace").replace("\n", "\\012")
+                     if q.vma_name_size else None)
     return cols
 
 
@@ -336,6 +333,50 @@ def _is_kernel_thread(pid: int) -> bool:
         return False
     fields = stat[stat.rfind(b")") + 2:].split()
     return bool(int(fields[6]) & PF_KTHREAD)  # field 9: flags
+
+
+def _status(pid: int | str, task: int | str | None = None) -> dict[str, str]:
+    path = f"/proc/{pid}/task/{task}/status" if task is not None else f"/proc/{pid}/status"
+    out = {}
+    with open(path) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            out[k] = v.strip()
+    return out
+
+
+def _resolve(pid: int, warnings: list[str]) -> tuple[int, int | None]:
+    """Map a thread id to its process, and a zombie group leader to a live thread of it.
+
+    /proc/TID exists for every thread (hidden from readdir); its maps are the process's. Once a
+    group leader has exited, /proc/TGID/maps is empty while other threads still run, so the
+    snapshot reads /proc/TGID/task/TID of a live one. A whole-process zombie has no address space.
+    """
+    try:
+        st = _status(pid)
+    except OSError:
+        return pid, None  # the caller names the error
+    tgid = int(st.get("Tgid", pid) or pid)
+    if tgid != pid:
+        warnings.append(f"{pid} is a thread of process {tgid}: this is the snapshot of {tgid}")
+        pid = tgid
+        try:
+            st = _status(pid)
+        except OSError:
+            return pid, None
+    if not st.get("State", "").startswith("Z"):
+        return pid, None
+    try:
+        tids = [t for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid]
+    except OSError:
+        tids = []
+    for t in tids:
+        try:
+            if not _status(pid, t).get("State", "").startswith(("Z", "X")):
+                return pid, int(t)
+        except OSError:
+            continue
+    raise SnapshotError(f"PID {pid} is a zombie: it has exited and has no address space")
 
 
 def _proc_error(pid: int, what: str, e: OSError) -> VmatraceError:
@@ -371,12 +412,14 @@ def read_snapshot(pid: int, *, smaps: bool = True, method: str = "auto", task: i
     """
     if method not in ("auto", "text", "procmap_query"):
         raise SnapshotError(f"unknown snapshot method {method!r} (auto, text, procmap_query)")
+    warnings: list[str] = []
+    if task is None:
+        pid, task = _resolve(pid, warnings)
     base = f"/proc/{pid}/task/{task}" if task is not None else f"/proc/{pid}"
     if not os.path.exists(base):
         raise NoSuchProcess(f"no process with PID {pid}" + (f" (task {task})" if task is not None else ""))
     if _is_kernel_thread(pid):
         raise SnapshotError(f"PID {pid} is a kernel thread: it has no user address space")
-    warnings: list[str] = []
     use_ioctl = not smaps and method != "text" and has_procmap_query()
     if method == "procmap_query" and not use_ioctl:
         if smaps:
@@ -399,7 +442,9 @@ def read_snapshot(pid: int, *, smaps: bool = True, method: str = "auto", task: i
                 raise _proc_error(pid, what, e) from None
         finally:
             os.close(fd)
-        if cols["start"] and (perms := _vsyscall_line_perms()) is not None:
+        # compat (32-bit) tasks have no gate VMA: their address space ends below 4 GiB
+        is_64bit = any(isinstance(e, int) and e > 1 << 32 for e in cols["end"][-1:])
+        if is_64bit and (perms := _vsyscall_line_perms()) is not None:
             for k, v in (("start", VSYSCALL_START), ("end", VSYSCALL_END), ("perms", perms), ("offset", 0),
                          ("dev", "00:00"), ("inode", 0), ("path", "[vsyscall]")):
                 cols[k].append(v)
@@ -414,7 +459,7 @@ def read_snapshot(pid: int, *, smaps: bool = True, method: str = "auto", task: i
             raw = _read_all(what)
         except OSError as e:
             raise _proc_error(pid, what, e) from None
-        text = raw.decode("utf-8", "surrogateescape")
+        text = raw.decode("utf-8", "backslashreplace")  # non-UTF-8 names: \xNN, documented in the schema
         frame = parse_smaps_text(text, warnings) if smaps else parse_maps_text(text, warnings)
         used = "text"
     t1 = time.monotonic_ns()

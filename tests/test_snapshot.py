@@ -208,14 +208,114 @@ def test_process_exiting_before_read_gives_clear_result() -> None:
     with pytest.raises(NoSuchProcess):
         read_snapshot(p.pid)
     z = subprocess.Popen([sys.executable, "-c", "pass"])
-    for _ in range(200):  # a zombie (exited, not reaped): no address space
-        with open(f"/proc/{z.pid}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                break
-        time.sleep(0.01)
-    s = read_snapshot(z.pid)
-    assert s.frame.height == 0 and not s.complete and s.warnings
+    os.waitid(os.P_PID, z.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: a zombie
+    with pytest.raises(SnapshotError, match="zombie"):
+        read_snapshot(z.pid)
     z.wait()
+
+
+THREADS_C = r"""
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+static void *worker(void *a) {
+    printf("%ld\n", (long)syscall(SYS_gettid)); fflush(stdout);
+    for (;;) pause();
+    return a;
+}
+int main(void) {
+    pthread_t t;
+    pthread_create(&t, NULL, worker, NULL);
+    sleep(1);
+    pthread_exit(NULL);   /* the group leader exits; the worker keeps the address space alive */
+}
+"""
+
+
+def test_thread_id_and_exited_group_leader(cbuild) -> None:  # type: ignore[no-untyped-def]
+    exe = cbuild(THREADS_C, "threads", "-pthread")
+    p = subprocess.Popen([str(exe)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None
+        tid = int(p.stdout.readline())
+        s = read_snapshot(tid)  # a thread id: the snapshot is of its process
+        assert s.pid == p.pid and any(f"thread of process {p.pid}" in w for w in s.warnings)
+        assert s.frame.height > 5
+        for _ in range(300):  # wait until the leader has exited (state Z) while the worker runs
+            if _status_state(p.pid) == "Z":
+                break
+            time.sleep(0.01)
+        assert _status_state(p.pid) == "Z"
+        with open(f"/proc/{p.pid}/maps") as f:
+            assert f.read() == ""  # what a naive reader sees
+        s2 = read_snapshot(p.pid)
+        assert s2.frame.height > 5 and s2.complete
+        assert s2.maps_lines() == _maps_lines_of(f"/proc/{p.pid}/task/{tid}/maps")
+    finally:
+        p.kill()
+        p.wait()
+
+
+def _status_state(pid: int) -> str:
+    with open(f"/proc/{pid}/status") as f:
+        return next(line.split()[1] for line in f if line.startswith("State:"))
+
+
+def _maps_lines_of(path: str) -> list[str]:
+    with open(path, "rb") as f:  # binary: text mode would also split on "\r"
+        return f.read().decode("utf-8", "backslashreplace").split("\n")[:-1]
+
+
+NAMES_C = r"""
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        int fd = open(argv[i], O_RDWR | O_CREAT, 0600);
+        ftruncate(fd, 4096);
+        mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, fd, 0);
+        close(fd);
+    }
+    printf("ready\n"); fflush(stdout);
+    raise(SIGSTOP);
+    return 0;
+}
+"""
+
+
+def test_odd_file_names(cbuild, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    exe = cbuild(NAMES_C, "names")
+    names = [b"sp ace", b"bad\xffname", b"cr\rx\xe2\x80\xa8y", b"new\nline", b"rich[/]markup[bold]", b"tab\tx"]
+    (tmp_path / "rich[").mkdir()  # "rich[/]markup[bold]" is the file "]markup[bold]" in the directory "rich["
+    paths = [os.path.join(os.fsencode(tmp_path), n) for n in names]
+    p = subprocess.Popen([str(exe), *paths], stdout=subprocess.PIPE)
+    try:
+        assert p.stdout is not None
+        assert p.stdout.readline() == b"ready\n"
+        _wait_stopped(p.pid)
+        want = _maps_lines_of(f"/proc/{p.pid}/maps")
+        assert read_snapshot(p.pid, smaps=False, method="text").maps_lines() == want
+        sm = read_snapshot(p.pid)
+        assert sm.maps_lines() == want
+        got = set(sm.frame["path"].drop_nulls().to_list())
+        assert any(x.endswith("bad\\xffname") for x in got)  # non-UTF-8 bytes as \xNN
+        assert any(x.endswith("new\\012line") for x in got)  # the kernel's own escape
+        if has_procmap_query():
+            assert read_snapshot(p.pid, smaps=False, method="procmap_query").maps_lines() == want
+        env = dict(os.environ, COLUMNS="300")
+        for extra in ([], ["--json"], ["--no-smaps"]):
+            r = subprocess.run([sys.executable, "-m", "vmatrace", "snapshot", str(p.pid), *extra],
+                               capture_output=True, text=True, env=env)
+            assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+            assert "rich[/]markup[bold]" in r.stdout
+    finally:
+        p.kill()
+        p.wait()
 
 
 def test_parsers_drop_a_vma_printed_twice_and_reject_garbage() -> None:

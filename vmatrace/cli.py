@@ -103,6 +103,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
     from vmatrace.report import console, print_json
     from vmatrace.trace import read_trace
 
@@ -118,17 +120,17 @@ def cmd_info(args: argparse.Namespace) -> int:
         })
     else:
         m = t.meta
-        console.print(f"{t.path}: vmatrace trace v{m['format_version']} by {m.get('collector')} on "
-                      f"{m.get('kernel_release')} ({m.get('host')}), {m.get('start_wall')}")
-        console.print(f"  command: {m.get('cmdline') or m.get('comm') or '?'}; pids {m.get('pids')}")
+        console.print(escape(f"{t.path}: vmatrace trace v{m['format_version']} by {m.get('collector')} on "
+                             f"{m.get('kernel_release')} ({m.get('host')}), {m.get('start_wall')}"))
+        console.print(escape(f"  command: {m.get('cmdline') or m.get('comm') or '?'}; pids {m.get('pids')}"))
         console.print(f"  {t.events.height} events, {int(t.losses['count'].sum()) if t.losses.height else 0} lost, "
                       f"{t.snapshot_index.height} snapshots, {t.procs.height} processes, "
                       f"{t.stacks.select('pid', 'stack_id').n_unique() if t.stacks.height else 0} stacks")
         if kinds is not None:
-            console.print("  " + ", ".join(f"{k} {n}" for k, n in kinds.iter_rows()))
+            console.print(escape("  " + ", ".join(f"{k} {n}" for k, n in kinds.iter_rows())))
         for r in t.snapshot_index.sort("snapshot_id").iter_rows(named=True):
-            console.print(f"  snapshot {r['snapshot_id']}: PID {r['pid']} {r['reason']}, {r['vma_count']} VMAs"
-                          + (f" ({r['warnings']})" if r["warnings"] else ""))
+            console.print(escape(f"  snapshot {r['snapshot_id']}: PID {r['pid']} {r['reason']}, {r['vma_count']} VMAs"
+                                 + (f" ({r['warnings']})" if r["warnings"] else "")))
         for w in t.warnings:
             print(f"vmatrace: warning: {w}", file=sys.stderr)
     return 2 if t.warnings else 0

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from collectors.procmaps import Snapshot
@@ -67,12 +68,12 @@ def render_snapshot(snap: Snapshot, runs: list[Run], limit: int | None, *, show_
             t.add_row(f"{mark}{r['start']:x}", f"{r['end']:x}", human(r["end"] - r["start"]), r["perms"],
                       f"{r['offset']:x}", "" if r["rss_kb"] is None else f"{r['rss_kb']}k",
                       "" if r["anonymous_kb"] is None else f"{r['anonymous_kb']}k", r["vmflags"] or "",
-                      r["path"] or "")
+                      escape(r["path"] or ""))
         console.print(t)
     share = f" ({100 * n / limit:.2f}% of vm.max_map_count={limit})" if limit else ""
     console.print(f"[bold]{n}[/] VMAs{share}")
     for w in snap.warnings:
-        err_console.print(f"[yellow]warning:[/] {w}")
+        err_console.print(f"[yellow]warning:[/] {escape(w)}")
     extra = sum(r.extra_vmas for r in runs)
     if not runs:
         console.print("invisible fragmentation: none (no adjacent VMAs that look identical in /proc/PID/maps)")
@@ -84,10 +85,10 @@ def render_snapshot(snap: Snapshot, runs: list[Run], limit: int | None, *, show_
     for col in ("start", "end", "VMAs", "perms", "path", "splits: address, reason"):
         t.add_column(col)
     for run in sorted(runs, key=lambda r: -r.vmas)[:50]:
-        details = "\n".join(f"{s.addr:x}: {s.detail}" for s in run.splits[:8])
+        details = "\n".join(f"{s.addr:x}: {escape(s.detail)}" for s in run.splits[:8])
         if len(run.splits) > 8:
             details += f"\n… {len(run.splits) - 8} more"
-        t.add_row(f"{run.start:x}", f"{run.end:x}", str(run.vmas), run.perms, run.path or "[anon]", details)
+        t.add_row(f"{run.start:x}", f"{run.end:x}", str(run.vmas), run.perms, escape(run.path or "[anon]"), details)
     console.print(t)
 
 
@@ -101,14 +102,14 @@ def render_census(c: Census) -> None:
         reasons = f"{e.reasons['vmflags']}/{e.reasons['file']}/{e.reasons['anon_vma']}" if e.reasons else ""
         worst = ""
         if e.worst is not None:
-            worst = f"{e.worst.start:x}-{e.worst.end:x} {e.worst.vmas} VMAs {e.worst.path or '[anon]'}"
-        t.add_row(str(e.pid), e.comm, e.user or "?", str(e.vmas), share,
+            worst = escape(f"{e.worst.start:x}-{e.worst.end:x} {e.worst.vmas} VMAs {e.worst.path or '[anon]'}")
+        t.add_row(str(e.pid), escape(e.comm), escape(e.user or "?"), str(e.vmas), share,
                   "" if e.invisible_extra is None else str(e.invisible_extra), reasons, worst)
     console.print(t)
     console.print(f"{c.seen} processes read, {c.total_vmas} VMAs in all; vm.max_map_count={c.max_map_count}. "
                   "reasons: f=VmFlags differ, F=file/offset, a=anon_vma (invisible in /proc)")
     for why, k in sorted(c.skipped.items()):
-        console.print(f"skipped {k}: {why}")
+        console.print(f"skipped {k}: {escape(why)}")
 
 
 def render_checks(checks: list[Check], ok: bool) -> None:
@@ -117,6 +118,6 @@ def render_checks(checks: list[Check], ok: bool) -> None:
         t.add_column(col)
     for c in checks:
         mark = "[green]ok[/]" if c.ok else ("[red]FAIL[/]" if c.required else "[yellow]note[/]")
-        t.add_row(mark, c.name, c.detail, "" if c.ok else (c.fix or ""))
+        t.add_row(mark, c.name, escape(c.detail), "" if c.ok else escape(c.fix or ""))
     console.print(t)
     console.print("[green]record can work here[/]" if ok else "[red]record cannot work here yet[/]: see the fixes above")
