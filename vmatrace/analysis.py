@@ -22,6 +22,7 @@ MERGE_IGNORED_FLAGS = frozenset({"sd", "gu"})
 REASON_FLAGS = "vmflags"
 REASON_FILE = "file"
 REASON_ANON = "anon_vma"
+REASON_UNKNOWN = "unknown"  # VmFlags not read
 
 
 @dataclass
@@ -65,24 +66,37 @@ def _looks_same(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def explain_pair(a: dict[str, Any], b: dict[str, Any]) -> Split:
-    """Why two adjacent VMAs with equal perms and name are not one VMA."""
-    fa, fb = _flags(a.get("vmflags")), _flags(b.get("vmflags"))
-    only_a = sorted(fa - fb - MERGE_IGNORED_FLAGS)
-    only_b = sorted(fb - fa - MERGE_IGNORED_FLAGS)
-    if only_a or only_b:
-        parts = []
-        if only_a:
-            parts.append(f"left has {' '.join(only_a)}")
-        if only_b:
-            parts.append(f"right has {' '.join(only_b)}")
-        return Split(a["end"], REASON_FLAGS, "VmFlags differ: " + ", ".join(parts), only_a, only_b)
+    """Why two adjacent VMAs with equal perms and name are not one VMA: every visible reason.
+
+    The first reason found is the split's ``reason``; ``detail`` lists them all. Mirrors the
+    predicates of is_mergeable_vma() (flags, file, name) and the pgoff check of can_vma_merge_*()
+    in mm/vma.c, as far as /proc shows their inputs.
+    """
+    reasons: list[tuple[str, str]] = []
+    only_a: list[str] = []
+    only_b: list[str] = []
+    flags_known = a.get("vmflags") is not None and b.get("vmflags") is not None
+    if flags_known:
+        fa, fb = _flags(a["vmflags"]), _flags(b["vmflags"])
+        only_a = sorted(fa - fb - MERGE_IGNORED_FLAGS)
+        only_b = sorted(fb - fa - MERGE_IGNORED_FLAGS)
+        if only_a or only_b:
+            parts = ([f"left has {' '.join(only_a)}"] if only_a else []) + (
+                [f"right has {' '.join(only_b)}"] if only_b else [])
+            reasons.append((REASON_FLAGS, "VmFlags differ: " + ", ".join(parts)))
     file_backed = a["inode"] != 0 or b["inode"] != 0
     if file_backed:
         if (a["dev"], a["inode"]) != (b["dev"], b["inode"]):
-            return Split(a["end"], REASON_FILE, "different files with the same name")
-        if b["offset"] != a["offset"] + (a["end"] - a["start"]):
-            return Split(a["end"], REASON_FILE,
-                         f"file offset discontinuity ({a['offset']:#x} + {a['end'] - a['start']:#x} != {b['offset']:#x})")
+            reasons.append((REASON_FILE, "different files with the same name"))
+        elif b["offset"] != a["offset"] + (a["end"] - a["start"]):
+            reasons.append((REASON_FILE, f"file offset discontinuity ({a['offset']:#x} + "
+                                         f"{a['end'] - a['start']:#x} != {b['offset']:#x})"))
+    if reasons:
+        return Split(a["end"], reasons[0][0], "; ".join(d for _, d in reasons), only_a, only_b)
+    if not flags_known:
+        return Split(a["end"], REASON_UNKNOWN, "VmFlags not read (snapshot without smaps): the reason may be a "
+                     "flag (ac, lo, dd, ...) or anon_vma")
+    if file_backed:
         return Split(a["end"], REASON_FILE,
                      "same file, contiguous offset: distinct open files (struct file), or a COW-faulted "
                      "private mapping with distinct anon_vmas / a fork child")
@@ -92,13 +106,14 @@ def explain_pair(a: dict[str, Any], b: dict[str, Any]) -> Split:
     elif ra > 0 and rb > 0:
         hint = "both sides have anonymous pages: distinct anon_vmas (faulted separately, or a fork child)"
     elif ra > 0 or rb > 0:
-        hint = ("one side shows no anonymous pages: before Linux 6.16 (879bca0a2c4f) an unfaulted VMA could "
-                "not merge with a faulted neighbour; or a fork child, or pgoff after mremap")
+        hint = ("one side shows no anonymous pages: on kernels before 6.16 (879bca0a2c4f) an unfaulted VMA could "
+                "not merge with a faulted neighbour; on any kernel: a fork child, or anon pgoff after mremap")
     else:
         hint = "no anonymous pages on either side (pages freed, or anon pgoff discontinuity after mremap)"
-    diff = sorted((fa ^ fb) & MERGE_IGNORED_FLAGS)
+    diff = sorted((_flags(a["vmflags"]) ^ _flags(b["vmflags"])) & MERGE_IGNORED_FLAGS)
     note = f"; differs only in ignored flags {' '.join(diff)}" if diff else ""
-    return Split(a["end"], REASON_ANON, f"anon_vma: distinct anon_vmas or a fork child ({hint}){note}")
+    return Split(a["end"], REASON_ANON, f"anon_vma: distinct anon_vmas or a fork child ({hint}); "
+                 f"or a different NUMA policy (see /proc/PID/numa_maps){note}")
 
 
 def invisible_fragmentation(frame: pl.DataFrame) -> list[Run]:
@@ -124,11 +139,16 @@ def invisible_fragmentation(frame: pl.DataFrame) -> list[Run]:
 
 
 def reason_counts(runs: list[Run]) -> dict[str, int]:
-    out = {REASON_FLAGS: 0, REASON_FILE: 0, REASON_ANON: 0}
+    out = {REASON_FLAGS: 0, REASON_FILE: 0, REASON_ANON: 0, REASON_UNKNOWN: 0}
     for run in runs:
         for s in run.splits:
             out[s.reason] += 1
     return out
+
+
+def map_count(frame: pl.DataFrame) -> int:
+    """VMAs that count against vm.max_map_count: the gate VMA ([vsyscall]) is not in the mm."""
+    return frame.height - int((frame["path"] == "[vsyscall]").sum())
 
 
 def max_map_count() -> int | None:

@@ -41,6 +41,26 @@ def _pid(s: str) -> int:
     return v
 
 
+def _count(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a positive number: {s!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"not a positive number: {s!r}")
+    return v
+
+
+def _snapshot_id(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a snapshot id: {s!r}") from None
+    if not 0 <= v < 2**32:
+        raise argparse.ArgumentTypeError(f"not a snapshot id: {s!r} (0 to 4294967295)")
+    return v
+
+
 def cmd_snapshot(args: argparse.Namespace) -> int:
     from collectors.procmaps import read_snapshot
     from vmatrace.analysis import invisible_fragmentation, max_map_count
@@ -151,6 +171,7 @@ def _info_snapshot(t: Trace, sid: int, *, as_json: bool) -> int:
                     frame=t.snapshot(sid), warnings=row["warnings"].split("; ") if row["warnings"] else [])
     runs = invisible_fragmentation(snap.frame)
     limit = t.meta.get("max_map_count")
+    limit = limit if isinstance(limit, int) and limit > 0 else None
     if as_json:
         print_json({"snapshot_id": sid, "reason": row["reason"], **snapshot_json(snap, runs, limit)})
     else:
@@ -189,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "root it sees every process, otherwise only yours, and says what it skipped.",
                        epilog="examples:\n  sudo vmatrace top\n  vmatrace top -n 3 --json",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    t.add_argument("-n", type=int, default=10, metavar="N", help="how many processes to list and analyse (10)")
+    t.add_argument("-n", type=_count, default=10, metavar="N", help="how many processes to list and analyse (10)")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_top)
 
@@ -206,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="examples:\n  vmatrace info trace.vmat\n  vmatrace info trace.vmat --snapshot 3",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     i.add_argument("trace", metavar="TRACE")
-    i.add_argument("--snapshot", type=int, metavar="ID",
+    i.add_argument("--snapshot", type=_snapshot_id, metavar="ID",
                    help="show recorded snapshot ID (see the list) with its invisible fragmentation")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_info)

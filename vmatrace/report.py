@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from collectors.procmaps import Snapshot
-from vmatrace.analysis import Run, reason_counts
+from vmatrace.analysis import Run, map_count, reason_counts
 from vmatrace.census import Census
 from vmatrace.doctor import Check
 
@@ -39,6 +39,7 @@ def snapshot_json(snap: Snapshot, runs: list[Run], limit: int | None) -> dict[st
         "t_end_ns": snap.t_end_ns,
         "warnings": snap.warnings,
         "vma_count": snap.frame.height,
+        "map_count": map_count(snap.frame),
         "max_map_count": limit,
         "vmas": snap.frame.to_dicts(),
         "invisible_fragmentation": {
@@ -70,7 +71,7 @@ def render_snapshot(snap: Snapshot, runs: list[Run], limit: int | None, *, show_
                       "" if r["anonymous_kb"] is None else f"{r['anonymous_kb']}k", r["vmflags"] or "",
                       escape(r["path"] or ""))
         console.print(t)
-    share = f" ({100 * n / limit:.2f}% of vm.max_map_count={limit})" if limit else ""
+    share = f" ({100 * map_count(snap.frame) / limit:.2f}% of vm.max_map_count={limit})" if limit else ""
     console.print(f"[bold]{n}[/] VMAs{share}")
     for w in snap.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(w)}")
@@ -80,7 +81,8 @@ def render_snapshot(snap: Snapshot, runs: list[Run], limit: int | None, *, show_
         return
     rc = reason_counts(runs)
     console.print(f"invisible fragmentation: [bold]{extra}[/] extra VMAs in {len(runs)} runs "
-                  f"(vmflags {rc['vmflags']}, file {rc['file']}, anon_vma {rc['anon_vma']})")
+                  f"(vmflags {rc['vmflags']}, file {rc['file']}, anon_vma {rc['anon_vma']}"
+                  + (f", unknown {rc['unknown']}: no VmFlags read" if rc["unknown"] else "") + ")")
     t = Table(show_edge=False, pad_edge=False)
     for col in ("start", "end", "VMAs", "perms", "path", "splits: address, reason"):
         t.add_column(col)
@@ -106,7 +108,7 @@ def render_census(c: Census) -> None:
         t.add_row(str(e.pid), escape(e.comm), escape(e.user or "?"), str(e.vmas), share,
                   "" if e.invisible_extra is None else str(e.invisible_extra), reasons, worst)
     console.print(t)
-    console.print(f"{c.seen} processes read, {c.total_vmas} VMAs in all; vm.max_map_count={c.max_map_count}. "
+    console.print(f"{c.seen} processes with an address space, {c.total_vmas} VMAs in all; vm.max_map_count={c.max_map_count}. "
                   "reasons: f=VmFlags differ, F=file/offset, a=anon_vma (invisible in /proc)")
     for why, k in sorted(c.skipped.items()):
         console.print(f"skipped {k}: {escape(why)}")

@@ -18,11 +18,14 @@ or DuckDB's ``read_parquet('T/events/*.parquet')`` read a trace without vmatrace
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import json
 import os
 import platform
 import re
 import socket
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +36,7 @@ import polars as pl
 from collectors.procmaps import VMA_SCHEMA, Snapshot
 from vmatrace import __version__
 from vmatrace.errors import VmatraceError
-from vmatrace.safeio import safe_create, safe_mkdir
+from vmatrace.safeio import chown_to_invoker, safe_create, safe_mkdir
 
 FORMAT = "vmatrace-trace"
 FORMAT_VERSION = 1
@@ -101,7 +104,7 @@ TABLES: dict[str, dict[str, pl.DataType]] = {
     "losses": LOSS_SCHEMA,
 }
 
-_PART_RE = re.compile(r"^part-(\d{6})\.parquet$")
+_PART_RE = re.compile(r"^part-(\d{6,})\.parquet$")
 
 
 class TraceError(VmatraceError):
@@ -152,7 +155,13 @@ class TraceWriter:
         self.path = Path(path)
         self.meta = base_meta(**meta)
         self.flush_interval_s = flush_interval_s
-        self._dirfd = safe_mkdir(self.path, force=force)
+        self._dirfd, existed = safe_mkdir(self.path, exist_ok=force)
+        if existed:
+            try:
+                _clear_trace_dir(self._dirfd, self.path)
+            except BaseException:
+                os.close(self._dirfd)
+                raise
         self._subfds: dict[str, int] = {}
         self._buf: dict[str, list[pl.DataFrame]] = {t: [] for t in TABLES}
         self._parts: dict[str, int] = dict.fromkeys(TABLES, 0)
@@ -240,9 +249,7 @@ class TraceWriter:
             with contextlib.suppress(FileExistsError):
                 os.mkdir(table, 0o700, dir_fd=self._dirfd)
             fd = os.open(table, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._dirfd)
-            from vmatrace.safeio import _chown
-
-            _chown(fd)
+            chown_to_invoker(fd)
             self._subfds[table] = fd
         return fd
 
@@ -264,6 +271,57 @@ class TraceWriter:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.rename(".meta.json.tmp", "meta.json", src_dir_fd=self._dirfd, dst_dir_fd=self._dirfd)
+
+
+def _clear_trace_dir(dfd: int, path: Path) -> None:
+    """Empty an existing trace directory for ``--force``, through its fd, never following links.
+
+    Only a directory that holds a vmatrace meta.json is emptied, and only of what a trace holds
+    (meta.json and the table directories' chunk files); anything else makes us refuse.
+    """
+    try:
+        meta = json.loads(_read_small(dfd, "meta.json"))
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ValueError
+    except (OSError, ValueError):
+        raise VmatraceError(f"{path} exists and is not a vmatrace trace: refusing to replace it") from None
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    with os.scandir(dfd) as it:
+        entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+    for name, is_dir in entries:
+        if is_dir and name in TABLES:
+            sub = os.open(name, flags, dir_fd=dfd)
+            try:
+                with os.scandir(sub) as it:
+                    names = [e.name for e in it]
+                strays = [n for n in names if not (_PART_RE.match(n) or n.endswith(".parquet.tmp"))]
+                if strays:
+                    raise VmatraceError(f"{path}/{name} holds {strays[0]!r}, which is not part of a trace: "
+                                        "refusing to replace it")
+                for n in names:
+                    os.unlink(n, dir_fd=sub)
+            finally:
+                os.close(sub)
+            os.rmdir(name, dir_fd=dfd)
+        elif not is_dir and name in ("meta.json", ".meta.json.tmp"):
+            os.unlink(name, dir_fd=dfd)
+        else:
+            raise VmatraceError(f"{path} holds {name!r}, which is not part of a trace: refusing to replace it")
+
+
+def _read_small(dfd: int | None, name: str, limit: int = 1 << 30) -> bytes:
+    """Read a regular file without following a symlink or blocking on a FIFO."""
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if st.st_size > limit:
+            raise OSError(errno.EFBIG, "too large")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read()
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,56 +350,91 @@ class Trace:
                 .drop("snapshot_id", "pid").sort("start"))
 
 
-def _read_meta(p: Path) -> dict[str, Any]:
-    if not p.exists():
-        raise TraceError(f"{p}: no such trace")
-    if not p.is_dir():
-        raise TraceError(f"{p} is not a vmatrace trace (a trace is a directory holding meta.json)")
-    mp = p / "meta.json"
-    if not mp.is_file():
-        raise TraceError(f"{p} is not a vmatrace trace: it has no meta.json")
+def _err(p: Path, what: str, e: OSError) -> TraceError:
+    if e.errno == errno.ENOENT:
+        return TraceError(f"{p}: no such trace")
+    if e.errno == errno.ENOTDIR:
+        return TraceError(f"{p} is not a vmatrace trace (a trace is a directory holding meta.json)")
+    if e.errno == errno.ELOOP:
+        return TraceError(f"{p}: {what} is a symlink: refusing to follow it")
+    return TraceError(f"cannot read {what}: {e.strerror}")
+
+
+def _read_meta(p: Path, dfd: int) -> dict[str, Any]:
     try:
-        meta = json.loads(mp.read_bytes())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise TraceError(f"{mp} is damaged: not valid JSON ({str(e).splitlines()[0]})") from None
+        raw = _read_small(dfd, "meta.json", limit=64 << 20)
+    except FileNotFoundError:
+        raise TraceError(f"{p} is not a vmatrace trace: it has no meta.json") from None
     except OSError as e:
-        raise TraceError(f"cannot read {mp}: {e.strerror}") from None
+        raise _err(p, f"{p}/meta.json", e) from None
+    try:
+        meta = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise TraceError(f"{p}/meta.json is damaged: not valid JSON ({str(e).splitlines()[0]})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise TraceError(f"{p} is not a vmatrace trace: meta.json format is {meta.get('format') if isinstance(meta, dict) else None!r}")
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise TraceError(f"{p} is not a vmatrace trace: meta.json format is {found!r}")
     ver = meta.get("format_version")
     if ver != FORMAT_VERSION:
         raise TraceError(f"{p}: trace format version {ver!r} is not supported (this vmatrace reads version {FORMAT_VERSION})")
+    for key, types in (("event_count", int), ("lost_count", int), ("complete", bool), ("pids", list)):
+        if key in meta and not isinstance(meta[key], types):
+            raise TraceError(f"{p}/meta.json is damaged: {key} is {meta[key]!r}")
     return meta
+
+
+def _read_table(p: Path, dfd: int, table: str, schema: dict[str, pl.DataType],
+                warnings: list[str]) -> pl.DataFrame:
+    frames = []
+    try:
+        sub = os.open(table, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+    except FileNotFoundError:
+        return pl.DataFrame(schema=schema)
+    except OSError as e:
+        warnings.append(f"{table}/: unreadable ({e.strerror}), table skipped")
+        return pl.DataFrame(schema=schema)
+    try:
+        with os.scandir(sub) as it:
+            names = sorted(e.name for e in it)
+        for name in names:
+            if name.endswith(".tmp"):
+                warnings.append(f"{table}/{name}: unfinished chunk (the writer was stopped while writing it)")
+                continue
+            if not _PART_RE.match(name):
+                warnings.append(f"{table}/{name}: unexpected file, ignored")
+                continue
+            try:
+                data = _read_small(sub, name)
+                df = pl.read_parquet(io.BytesIO(data))
+            except OSError as e:
+                warnings.append(f"{table}/{name}: unreadable chunk skipped ({e.strerror})")
+                continue
+            except Exception as e:
+                why = " ".join(str(e).split()) or type(e).__name__
+                warnings.append(f"{table}/{name}: damaged chunk skipped ({why[:120]})")
+                continue
+            if dict(df.schema) != schema:
+                warnings.append(f"{table}/{name}: schema differs from format v1, chunk skipped")
+                continue
+            frames.append(df)
+    finally:
+        os.close(sub)
+    return pl.concat(frames) if frames else pl.DataFrame(schema=schema)
 
 
 def read_trace(path: str | os.PathLike[str]) -> Trace:
     """Read and validate a trace. Damaged chunks are skipped and named in ``Trace.warnings``."""
     p = Path(path)
-    meta = _read_meta(p)
-    warnings: list[str] = []
-    tables: dict[str, pl.DataFrame] = {}
-    for table, schema in TABLES.items():
-        frames = []
-        d = p / table
-        if d.is_dir():
-            for f in sorted(d.iterdir()):
-                if f.name.endswith(".tmp"):
-                    warnings.append(f"{table}/{f.name}: unfinished chunk (the writer was stopped while writing it)")
-                    continue
-                if not _PART_RE.match(f.name):
-                    warnings.append(f"{table}/{f.name}: unexpected file, ignored")
-                    continue
-                try:
-                    df = pl.read_parquet(f)
-                except Exception as e:
-                    why = " ".join(str(e).split()) or type(e).__name__
-                    warnings.append(f"{table}/{f.name}: damaged chunk skipped ({why[:120]})")
-                    continue
-                if dict(df.schema) != schema:
-                    warnings.append(f"{table}/{f.name}: schema differs from format v1, chunk skipped")
-                    continue
-                frames.append(df)
-        tables[table] = pl.concat(frames) if frames else pl.DataFrame(schema=schema)
+    try:
+        dfd = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise _err(p, str(p), e) from None
+    try:
+        meta = _read_meta(p, dfd)
+        warnings: list[str] = []
+        tables = {t: _read_table(p, dfd, t, schema, warnings) for t, schema in TABLES.items()}
+    finally:
+        os.close(dfd)
     if not meta.get("complete"):
         warnings.append("the trace was not finalized (recorder killed?): up to about a second before its end may be missing")
     ev = tables["events"]
