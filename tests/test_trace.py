@@ -201,7 +201,7 @@ def test_force_replaces_only_a_trace(tmp_path: Path) -> None:
     with TraceWriter(t, {}) as w:
         w.add_events(_events(5))
     (t / "events" / "notes.txt").write_text("mine")
-    with pytest.raises(VmatraceError, match="notes.txt"):
+    with pytest.raises(VmatraceError, match=r"notes\.txt"):
         TraceWriter(t, {}, force=True)
     assert (t / "events" / "notes.txt").exists()
     (t / "events" / "notes.txt").unlink()
@@ -215,7 +215,7 @@ def test_snapshot_output_never_writes_through_fifo_or_hard_link(tmp_path: Path) 
 
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    with pytest.raises(VmatraceError, match="FIFO|regular"):
+    with pytest.raises(VmatraceError, match=r"FIFO|regular"):
         safe_create(fifo, force=True)  # must not block
     orig = tmp_path / "orig"
     orig.write_text("keep")
