@@ -14,6 +14,7 @@ Sequence i of seed S is always the same (replay one with --seed S --index i -n 1
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import sys
@@ -26,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from replay.oracle.compare import Disagreement  # noqa: E402
 from replay.oracle.execute import run_live, run_qemu  # noqa: E402
 from replay.oracle.fuzz import GenConfig, Runner, gen_batch, minimize  # noqa: E402
-from replay.oracle.model import ORACLE_CONFIG, run_model  # noqa: E402
+from replay.oracle.model import ORACLE_CONFIG, apply_op, make_model, run_model  # noqa: E402
 
 REGRESSIONS = ROOT / "tests" / "fuzz_regressions.json"
 
@@ -63,6 +64,23 @@ def append_regressions(ds: list[Disagreement], kernel: str, profile: str, path: 
         added += 1
     path.write_text(json.dumps(entries, indent=1) + "\n")
     return added
+
+
+def model_explanation(profile: str, options: dict[str, object] | None, d: Disagreement) -> str:
+    """Replay the sequence in the model up to the differing step and return the model's own
+    explanation of that step (AddressSpace.last_explanation, outside the public contract:
+    best effort, empty if unavailable)."""
+    if d.step < 1:
+        return ""
+    try:
+        mm = make_model(profile, dict(options) if options else None)
+        for op in d.seq.ops[: d.step]:
+            with contextlib.suppress(OSError):
+                mm, _ = apply_op(mm, op)
+        ex = getattr(mm, "last_explanation", None)
+        return "" if ex is None else str(ex)
+    except Exception as e:  # the explanation is a debugging aid only
+        return f"(no explanation: {type(e).__name__}: {e})"
 
 
 def _bucket(d: Disagreement) -> str:
@@ -142,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
             for d in shown[: a.show]:
                 print()
                 print(d.format())
+                ex = model_explanation(profile, ORACLE_CONFIG.get(target), d)
+                if ex:
+                    lines = ex.splitlines()
+                    print(f"  model's explanation of step {d.step}:")
+                    print("\n".join("    " + x for x in lines[:20]) + ("\n    ..." if len(lines) > 20 else ""))
             if a.append:
                 n = append_regressions(shown, target, profile, a.corpus)
                 print(f"\nappended {n} new entr{'y' if n == 1 else 'ies'} to {a.corpus}")
