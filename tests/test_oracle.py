@@ -131,6 +131,8 @@ def test_apply_op_translates_to_raw_linux_constants() -> None:
     assert mm.calls[-1][3:5] == (5, 0x01 | 0x20 | 0x100000 | 0x8000 | 0x2000)
     apply_op(mm, "madvise 1 2 guard_install")
     assert mm.calls[-1] == ("madvise", B + P, 2 * P, 102)
+    apply_op(mm, "guard 1 2")
+    assert mm.calls[-1] == ("madvise", B + P, 2 * P, 102)
     apply_op(mm, "madvise 1 2 wipeonfork")
     assert mm.calls[-1][3] == 18
     apply_op(mm, "mlock2 1 2 onfault")
@@ -234,7 +236,7 @@ def test_qemu_runner_sane(kernel: str) -> None:
         "mprotect 0 5 r--",
         "touch 5",
         "mprotect 5 5 r--",  # L1: no merge on both old kernels
-        "madvise 0 1 guard_install",  # 6.13+
+        "guard 0 1",  # 6.13+
         "mseal 0 1",  # 6.10+
         "mlock2 8 1 onfault",
     )

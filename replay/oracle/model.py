@@ -101,6 +101,8 @@ def apply_op(mm: Any, op: str, base: int = WINDOW_BASE, pages: int = WINDOW_PAGE
         mm.mprotect(a(1), n(2), prot_of(t[3]))
     elif name == "madvise":
         mm.madvise(a(1), n(2), advice_of(t[3]))
+    elif name == "guard":
+        mm.madvise(a(1), n(2), MADV["guard_install"])
     elif name == "mlock":
         mm.mlock(a(1), n(2))
     elif name == "mlock2":

@@ -11,6 +11,7 @@
  *   mmap P N PROT FLAGS  e.g. "mmap 0 4 rw- private,anon,fixed,noreserve"
  *   munmap P N | mprotect P N PROT | madvise P N ADVICE | mlock P N | mlock2 P N [onfault]
  *   munlock P N | mseal P N | mremap P OLDN NEWN FLAGS [NEWP] | touch P | read P | fork | forkp
+ *   guard P N            (= madvise P N guard_install)
  *   end                  ends the sequence
  *
  * P, N are pages relative to the window base. Output:
@@ -355,10 +356,11 @@ static int run_op(char *line, int step)
 			bad = 1;
 		if (!bad)
 			err = mprotect((void *)a, (size_t)n * PAGE, prot) ? errno : 0;
-	} else if (strcmp(op, "madvise") == 0) {
+	} else if (strcmp(op, "madvise") == 0 || strcmp(op, "guard") == 0) {
+		/* "guard P N" is short for "madvise P N guard_install" */
 		unsigned long a = addr_of(tok[1], &bad);
 		long n = pages_of(tok[2], &bad);
-		int adv = parse_advice(tok[3]);
+		int adv = op[0] == 'g' ? 102 : parse_advice(tok[3]);
 		if (adv < 0)
 			bad = 1;
 		if (!bad)
