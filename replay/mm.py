@@ -1262,14 +1262,18 @@ class AddressSpace:
         # accountable_mapping()
         if (vm_flags & (VM_NORESERVE | VM_SHARED | VM_WRITE)) == VM_WRITE:
             vm_flags |= VM_ACCOUNT
-        vmas = self._gather(addr, end)
-        if vmas:
+        first = self._find(addr)
+        if first is not None and first.start < end:
+            vmas = [first]
+            w = first.next
+            while w is not None and w.start < end:
+                vmas.append(w)
+                w = w.next
             prev = self._do_munmap(addr, end, vmas)
+            nxt = prev.next if prev is not None else self._index.first()
         else:
-            prev = self._prev_of(addr)
-        nxt = prev.next if prev is not None else self._index.first()
-        if nxt is not None and nxt.start < end:  # pragma: no cover - defensive
-            nxt = self._find(end)
+            nxt = first  # the first VMA after the range, or None
+            prev = first.prev if first is not None else self._index.last()
         ksm_eligible = self.ksm_merge_any and not vm_flags & VM_KSM_INCOMPATIBLE
         if ksm_eligible and self.profile.ksm_early:
             vm_flags |= VM_MERGEABLE
