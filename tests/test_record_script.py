@@ -17,18 +17,20 @@ from collectors.procmaps import parse_maps_text
 from collectors.record import SYSCALL_KINDS
 from tests.test_record_common import (
     WORKLOADS,
+    Call,
+    ScriptOutput,
     final_snapshot,
     maps_rows,
     parse_script_output,
     record,
 )
-from vmatrace.trace import EV_POPULATES, read_trace
+from vmatrace.trace import EV_POPULATES, Trace, read_trace
 
 pytestmark = [pytest.mark.live, pytest.mark.bcc]
 
 
 @pytest.fixture(scope="module")
-def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, object]:
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Trace, ScriptOutput]:
     from tests.conftest import build_c
 
     d = tmp_path_factory.mktemp("script")
@@ -40,9 +42,9 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, object]:
     return read_trace(trace), parse_script_output(out.read_text())
 
 
-def _windows(ev: pl.DataFrame, script: object) -> dict[int, pl.DataFrame]:
+def _windows(ev: pl.DataFrame, script: ScriptOutput) -> dict[int, pl.DataFrame]:
     """Per process: its syscall events between its BEGIN and END (main: the madvise markers)."""
-    calls = script.calls  # type: ignore[attr-defined]
+    calls = script.calls
     main = calls[0].pid
     sys_ev = ev.filter(pl.col("kind").is_in(SYSCALL_KINDS) & (pl.col("kind") != "exit_group"))
     out = {}
@@ -61,12 +63,12 @@ def _key(name: str, args: list[int], ret: int, tid: int) -> tuple[object, ...]:
     return (tid, name, *args, ret)
 
 
-def test_exactly_the_scripted_calls(recorded: tuple[object, object]) -> None:
+def test_exactly_the_scripted_calls(recorded: tuple[Trace, ScriptOutput]) -> None:
     trace, script = recorded
-    ev = trace.events  # type: ignore[attr-defined]
+    ev = trace.events
     windows = _windows(ev, script)
-    by_pid: dict[int, list[object]] = defaultdict(list)
-    for c in script.calls:  # type: ignore[attr-defined]
+    by_pid: dict[int, list[Call]] = defaultdict(list)
+    for c in script.calls:
         by_pid[c.pid].append(c)
     assert len(by_pid) == 2  # the main process and the forked child
     for pid, calls in by_pid.items():
@@ -89,32 +91,32 @@ def test_exactly_the_scripted_calls(recorded: tuple[object, object]) -> None:
         assert have_serial == serial
 
 
-def test_nothing_lost_and_trace_valid(recorded: tuple[object, object]) -> None:
+def test_nothing_lost_and_trace_valid(recorded: tuple[Trace, ScriptOutput]) -> None:
     trace, _script = recorded
-    assert trace.warnings == []  # type: ignore[attr-defined]
-    assert trace.meta["complete"] is True  # type: ignore[attr-defined]
-    assert trace.meta["lost_count"] == 0  # type: ignore[attr-defined]
-    assert trace.losses.height == 0  # type: ignore[attr-defined]
-    seq = trace.events.get_column("seq")  # type: ignore[attr-defined]
+    assert trace.warnings == []
+    assert trace.meta["complete"] is True
+    assert trace.meta["lost_count"] == 0
+    assert trace.losses.height == 0
+    seq = trace.events.get_column("seq")
     assert seq.is_unique().all()
     # every sequence number taken was emitted: no gap means nothing dropped anywhere
-    assert seq.max() - seq.min() + 1 == seq.len()
+    assert int(seq.max()) - int(seq.min()) + 1 == seq.len()  # type: ignore[arg-type]
 
 
-def test_lock_order_engaged_with_threads(recorded: tuple[object, object]) -> None:
+def test_lock_order_engaged_with_threads(recorded: tuple[Trace, ScriptOutput]) -> None:
     trace, script = recorded
-    since = trace.meta["lock_order_since_ns"]  # type: ignore[attr-defined]
+    since = trace.meta["lock_order_since_ns"]
     assert since is not None
     # attached while the first thread was being created: before any scripted call
-    first = _windows(trace.events, script)[script.calls[0].pid].get_column("ts_ns").min()  # type: ignore[attr-defined]
+    first = _windows(trace.events, script)[script.calls[0].pid].get_column("ts_ns").min()
     assert since < first
 
 
-def test_process_events(recorded: tuple[object, object]) -> None:
+def test_process_events(recorded: tuple[Trace, ScriptOutput]) -> None:
     trace, script = recorded
-    ev = trace.events  # type: ignore[attr-defined]
-    main = script.calls[0].pid  # type: ignore[attr-defined]
-    (parent, child), = script.forks  # type: ignore[attr-defined]
+    ev = trace.events
+    main = script.calls[0].pid
+    (parent, child), = script.forks
     forks = ev.filter(pl.col("kind") == "fork")
     threads = forks.filter((pl.col("pid") == main) & (pl.col("a2") == 1))
     assert threads.height == 3
@@ -122,19 +124,19 @@ def test_process_events(recorded: tuple[object, object]) -> None:
     procs = forks.filter(pl.col("a2") == 0)
     assert procs.select("pid", "a0", "a1").rows() == [(parent, child, child)]
     eg = ev.filter(pl.col("kind") == "exit_group").select("pid", "a0").rows()
-    assert sorted(eg) == sorted(script.exits.items())  # type: ignore[attr-defined]
+    assert sorted(eg) == sorted(script.exits.items())
     exits = ev.filter((pl.col("kind") == "exit") & (pl.col("a1") == 1))  # group_dead
-    assert {(r[0], r[1] >> 8) for r in exits.select("pid", "a0").rows()} == set(script.exits.items())  # type: ignore[attr-defined]
+    assert {(r[0], r[1] >> 8) for r in exits.select("pid", "a0").rows()} == set(script.exits.items())
     execs = ev.filter(pl.col("kind") == "exec")
     assert execs.height == 1 and execs.get_column("text")[0].endswith("/vma_script")
-    procs_t = trace.procs  # type: ignore[attr-defined]
+    procs_t = trace.procs
     got = {r["pid"]: (r["exit_code"], r["how_ended"]) for r in procs_t.iter_rows(named=True)}
     assert got == {main: (0, "exit"), child: (3, "exit")}
 
 
-def test_populating_calls_are_flagged(recorded: tuple[object, object]) -> None:
+def test_populating_calls_are_flagged(recorded: tuple[Trace, ScriptOutput]) -> None:
     trace, script = recorded
-    ev = _windows(trace.events, script)[script.calls[0].pid]  # type: ignore[attr-defined]
+    ev = _windows(trace.events, script)[script.calls[0].pid]
     flagged = ev.filter((pl.col("flags") & EV_POPULATES) != 0)
     kinds = flagged.select("kind", "a2", "a3").rows()
     # MAP_POPULATE mmap, MADV_POPULATE_WRITE, mlock; not mlock2(ONFAULT), mlockall(ONFAULT), errors
@@ -143,22 +145,22 @@ def test_populating_calls_are_flagged(recorded: tuple[object, object]) -> None:
             .get_column("flags").to_list() == [EV_POPULATES])
 
 
-def test_final_snapshots_equal_the_workloads_own_maps(recorded: tuple[object, object]) -> None:
+def test_final_snapshots_equal_the_workloads_own_maps(recorded: tuple[Trace, ScriptOutput]) -> None:
     trace, script = recorded
-    assert len(script.maps) == 2  # type: ignore[attr-defined]
-    for pid, text in script.maps.items():  # type: ignore[attr-defined]
+    assert len(script.maps) == 2
+    for pid, text in script.maps.items():
         snap = final_snapshot(trace, pid)
         assert maps_rows(snap) == maps_rows(parse_maps_text(text))
         # the start snapshot (after exec) exists too for the main process
-    idx = trace.snapshot_index  # type: ignore[attr-defined]
+    idx = trace.snapshot_index
     assert set(idx.get_column("reason").to_list()) == {"start", "exit"}
 
 
-def test_faults_of_the_script(recorded: tuple[object, object]) -> None:
+def test_faults_of_the_script(recorded: tuple[Trace, ScriptOutput]) -> None:
     trace, script = recorded
-    ev = trace.events  # type: ignore[attr-defined]
-    main = script.calls[0].pid  # type: ignore[attr-defined]
-    region = next(c.ret for c in script.calls if c.name == "mmap" and c.args[1] == 16 * 4096)  # type: ignore[attr-defined]
+    ev = trace.events
+    main = script.calls[0].pid
+    region = next(c.ret for c in script.calls if c.name == "mmap" and c.args[1] == 16 * 4096)
     f = ev.filter((pl.col("kind") == "fault") & (pl.col("pid") == main)
                   & pl.col("a0").is_between(region, region + 4 * 4096 - 1))
     pages = sorted(a >> 12 for a in f.get_column("a0").to_list())
