@@ -1752,14 +1752,17 @@ class AddressSpace:
             raise _err(E.EFAULT, "access not permitted (SIGSEGV)")
         if fl & VM_PKEY_MASK == EXEC_ONLY_PKEY * VM_PKEY_BIT0 and not fl & (VM_READ | VM_WRITE):
             raise _err(E.EFAULT, "execute-only protection key (SIGSEGV)")
-        if addr & ~_OFF in self.guard_pages:
+        if self.guard_pages and addr & ~_OFF in self.guard_pages:
             raise _err(E.EFAULT, "guard page (SIGSEGV)")
         f = v.file
         if f is not None and f.size is not None and v.pgoff + ((addr - v.start) >> _PS) >= f.size:
             raise _err(E.EFAULT, "beyond end of file (SIGBUS)")
-        if write and not fl & VM_SHARED:
-            self._anon_vma_prepare(v)
-        elif not write:
+        if write:
+            if not fl & VM_SHARED:
+                a = v.anon_vma
+                if a is None or a.unknown:
+                    self._anon_vma_prepare(v)
+        elif self.thp == "always" or fl & VM_HUGEPAGE:
             self._read_fault(v, addr)
 
     def grow_stack(self, addr: int) -> None:

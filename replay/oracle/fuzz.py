@@ -53,6 +53,9 @@ class _State:
     maxlen: int = 8
     # rough shadow of the mapped window pages (errors ignored): biases ranges towards VMAs
     mapped: set[int] = field(default_factory=set)
+    # ranges mapped so far (mmap, mremap destinations): exact-extent operations and moves to
+    # exactly adjacent positions are what merges need
+    segs: list[tuple[int, int]] = field(default_factory=list)
 
     def pos(self, hi: int | None = None) -> int:
         hi = hi or self.hot
@@ -75,6 +78,13 @@ class _State:
         s = self.pos()
         if self.rng.random() < 0.01:
             return s, 0  # zero length: errno corner cases (EINVAL for mmap/munmap, 0 for others)
+        if self.segs and self.rng.random() < 0.25:
+            a, b = self.rng.choice(self.segs)
+            y = self.rng.random()
+            if y < 0.5 or b - a < 2:
+                return a, b - a  # exactly one earlier mapping
+            k = self.rng.randrange(a + 1, b)
+            return (a, k - a) if y < 0.75 else (k, b - k)  # its prefix or suffix
         cands = [p for p in self.points if s < p <= s + maxlen]
         if cands and self.rng.random() < 0.5:
             e = self.rng.choice(cands)
@@ -107,6 +117,8 @@ def _mmap(st: _State) -> str:
     if r.random() < 0.02:
         flags.append("growsdown")
     st.map(s, n)
+    if n:
+        st.segs.append((s, s + n))
     return f"mmap {s} {n} {prot} {','.join(flags)}"
 
 
@@ -123,16 +135,23 @@ def _mremap(st: _State, cfg: GenConfig) -> str:
             st.map(s + new, n - new, False)
         return f"mremap {s} {n} {new} 0"
     dest = r.choice([p for p in st.points if p + n <= WINDOW_PAGES] or [0]) if r.random() < 0.5 else r.randrange(0, 48)
+    new = n if r.random() < 0.6 else r.randint(1, 8)
+    if st.segs and r.random() < 0.35:
+        a, b = r.choice(st.segs)  # land exactly after or before an earlier mapping
+        dest = b if r.random() < 0.5 or a < new else a - new
+    dest = max(0, min(dest, WINDOW_PAGES - 1))
     if kind < 0.8:
-        new = n if r.random() < 0.6 else r.randint(1, 8)
         new = min(new, WINDOW_PAGES - dest)
         st.note(dest, dest + new)
         st.map(s, n, False)
         st.map(dest, new)
+        st.segs.append((dest, dest + new))
         return f"mremap {s} {n} {new} maymove,fixed {dest}"
     dest = min(dest, WINDOW_PAGES - n)
     st.note(dest, dest + n)
     st.map(dest, n)
+    if n:
+        st.segs.append((dest, dest + n))
     return f"mremap {s} {n} {n} maymove,fixed,dontunmap {dest}"
 
 
