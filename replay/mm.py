@@ -603,7 +603,8 @@ class AddressSpace:
         return (not ((t.flags ^ flags) & ~self._ignored) and t.file is file and pgoff_ok
                 and t.anon_name == name and t.policy == policy and t.uffd_ctx is uffd
                 and (self._close_rule is not CloseRule.TARGET or not t.close)
-                and self._anon_ok(anon, t, src, copied_from) is None)
+                and ((anon is None and t.anon_vma is None)
+                     or self._anon_ok(anon, t, src, copied_from) is None))
 
     def _refusals(self, side: str, t: Vma | None, flags: int, file: OpenFile | None,
                   pgoff_ok: bool, anon: AnonVma | None, src: Vma | None, name: str | None,

@@ -84,12 +84,24 @@ def _runner_args(base: int, pages: int) -> list[str]:
     return ["-b", f"{base:x}", "-w", str(pages)]
 
 
+def have_cc() -> bool:
+    return (shutil.which("gcc") or shutil.which("cc")) is not None
+
+
 def run_live(
-    seqs: Seq[Sequence], base: int = WINDOW_BASE, pages: int = WINDOW_PAGES, timeout: float = 600
+    seqs: Seq[Sequence], base: int = WINDOW_BASE, pages: int = WINDOW_PAGES, timeout: float = 600,
+    engine: str = "auto",
 ) -> list[SeqResult]:
-    """Run every sequence on the running kernel (one runner process, one forked child each)."""
+    """Run every sequence on the running kernel (one runner process, one forked child each).
+
+    engine: "c" (the static runner), "python" (replay/oracle/pyrunner.py, ctypes, ~30x slower)
+    or "auto" (C when a compiler exists, else Python)."""
     if not seqs:
         return []
+    if engine == "python" or (engine == "auto" and not have_cc()):
+        from .pyrunner import run_live_py
+
+        return run_live_py(seqs, base, pages)
     runner = build_runner()
     p = subprocess.run(
         [str(runner), *_runner_args(base, pages)],
@@ -170,7 +182,7 @@ def qemu_available(kernel: str) -> tuple[bool, str]:
         _busybox()
     except OracleError as e:
         return False, str(e)
-    if (shutil.which("gcc") or shutil.which("cc")) is None:
+    if not have_cc():
         return False, "no gcc"
     return True, ""
 
