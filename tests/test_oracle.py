@@ -344,3 +344,18 @@ def test_detect_live_profile() -> None:
     assert info.sticky == (profile == "6.19")
     if info.sticky:
         assert info.mremap_fixed is True and info.mremap_faulted_safe
+
+
+@pytest.mark.live
+def test_python_engine_matches_the_c_runner() -> None:
+    """pyrunner (ctypes; used without a compiler) and runner.c give identical results."""
+    from replay.oracle.recipes import RECIPES
+
+    need_live()
+    seqs = [x.sequence() for x in RECIPES if not x.unsafe_before_6188] + gen_batch(31, 150, GenConfig(length=16))
+    a = run_live(seqs, engine="c")
+    b = run_live(seqs, engine="python")
+    assert all(r.status == "ok" for r in a)
+    for s, x, y in zip(seqs, a, b, strict=True):
+        assert (x.status, [(t.errno, t.ret, t.vmas) for t in x.steps]) == (
+            y.status, [(t.errno, t.ret, t.vmas) for t in y.steps]), s.name

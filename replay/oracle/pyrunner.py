@@ -15,6 +15,7 @@ access), and guard markers and shmem EOF make them fail like the runner's SIGSEG
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -88,10 +89,8 @@ class _Child:
             r = _libc.read(self.pr, addr, 1)
             if r != 1:
                 e = ctypes.get_errno()
-                try:
+                with contextlib.suppress(BlockingIOError):
                     os.read(self.pr, 1)  # drain the byte that was not consumed
-                except BlockingIOError:
-                    pass
                 return e or errno.EFAULT
             return 0
         r = _libc.write(self.pw, addr, 1)
@@ -104,8 +103,13 @@ class _Child:
         """Run one op; False if this process must stop (a fork parent)."""
         t = line.split()
         name = t[0]
-        a = (lambda i: self.base + int(t[i], 0) * PAGE)
-        n = (lambda i: int(t[i], 0) * PAGE)
+
+        def a(i: int) -> int:
+            return self.base + int(t[i], 0) * PAGE
+
+        def n(i: int) -> int:
+            return int(t[i], 0) * PAGE
+
         ret: int | None = None
         err = 0
         if name == "mmap":
