@@ -404,6 +404,7 @@ class AddressSpace:
         self.start_stack: int | None = None
         self.ksm_merge_any = False
         self.guard_pages: set[int] = set()
+        self.sealed_ever = False  # a VMA of this mm was sealed (skips seal scans otherwise)
         # boundaries created without a merge attempt (split, in-place flag change...): check()
         self._nomerge_bounds: set[int] = set()
         self._cur: X.Explanation | None = None
@@ -483,6 +484,8 @@ class AddressSpace:
             nxt.prev = v
         self._index.insert(v.start, v)
         self.map_count += 1
+        if v.flags & VM_SEALED:
+            self.sealed_ever = True
 
     def _unlink(self, v: Vma) -> None:
         p, n = v.prev, v.next
@@ -1031,11 +1034,12 @@ class AddressSpace:
                 raise _err(E.EPERM, f"sealed VMA [{first.start:#x},{first.end:#x})")
             if end < first.end and self.map_count >= self.max_map_count:
                 raise _err(E.ENOMEM, "munmap split would exceed vm.max_map_count")
-        for v in vmas:
-            if v.flags & VM_SEALED:
-                if first.start < start:
-                    self._split(first, start, check_count=False)
-                raise _err(E.EPERM, f"sealed VMA [{v.start:#x},{v.end:#x})")
+        if self.sealed_ever:
+            for v in vmas:
+                if v.flags & VM_SEALED:
+                    if first.start < start:
+                        self._split(first, start, check_count=False)
+                    raise _err(E.EPERM, f"sealed VMA [{v.start:#x},{v.end:#x})")
         cur = self._cur
         if first.start < start and first.end > end:
             # one VMA, hole in its interior: the tail becomes a new VMA
@@ -1682,6 +1686,7 @@ class AddressSpace:
             return
         if self._walk_nochange(start, end):
             raise _err(E.ENOMEM, "range not fully mapped")
+        self.sealed_ever = True
         self._walk_modify(start, end, lambda v: None if v.flags & VM_SEALED else
                           v.flags | VM_SEALED)
 
