@@ -367,6 +367,7 @@ class Recorder:
         self.stack_pids: set[tuple[int, int]] = set()
         self.last_snapshot: dict[int, pl.DataFrame] = {}
         self.procs: dict[int, ProcInfo] = {}
+        self.procs_written: set[int] = set()
         self.events = 0
         self.faults = 0
         self.lost = 0
@@ -433,7 +434,8 @@ class Recorder:
         with self.lock:
             self.writer.add_snapshot(snap, reason)
         self.snapshots += 1
-        self.last_snapshot[pid] = snap.frame
+        if self.o.stacks:  # (kept only to symbolize stacks at the end)
+            self.last_snapshot[pid] = snap.frame
         return snap
 
     # -- ptrace callbacks (main thread, tracee stopped) -----------------------------------------
@@ -465,12 +467,14 @@ class Recorder:
         p = self._proc(tgid)
         p.exit_ns = time.monotonic_ns()
         p.exit_code, p.how_ended = describe_status(status)
+        self.write_procs([tgid])
 
     def on_gone(self, tgid: int) -> None:
         p = self._proc(tgid)
         if p.how_ended is None:
             p.how_ended = "gone (no exit stop seen)"
             p.exit_ns = time.monotonic_ns()
+        self.write_procs([tgid])
 
     # -- draining (drain thread) ----------------------------------------------------------------
     # -- draining: a reader thread empties the ring, a writer thread decodes and writes ----------
@@ -855,11 +859,14 @@ class Recorder:
             with self.lock:
                 self.writer.add_stacks(rows)
 
-    def write_procs(self) -> None:
+    def write_procs(self, pids: list[int] | None = None) -> None:
+        """One procs row per process, written once: when it ends (so a killed recorder keeps them),
+        or at the end of recording for the others."""
         from vmatrace.trace import PROC_SCHEMA
 
-        rows = [(p.pid, p.ppid, p.comm, p.cmdline, p.start_ns, p.exit_ns, p.exit_code, p.how_ended)
-                for p in self.procs.values()]
+        todo = [p for p in self.procs.values() if p.pid not in self.procs_written and (pids is None or p.pid in pids)]
+        self.procs_written.update(p.pid for p in todo)
+        rows = [(p.pid, p.ppid, p.comm, p.cmdline, p.start_ns, p.exit_ns, p.exit_code, p.how_ended) for p in todo]
         if rows:
             with self.lock:
                 self.writer.add_procs(pl.DataFrame(rows, schema=PROC_SCHEMA, orient="row"))

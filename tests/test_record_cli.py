@@ -111,7 +111,9 @@ def test_stacks_are_symbolized(tmp_path: Path) -> None:
     p = record(out, "--stacks", "--", str(exe), "exit")
     marker = int(p.stdout.split()[2], 16)
     t = read_trace(out)
-    assert t.warnings == [] and t.meta["record_warnings"] == []
+    assert t.warnings == []
+    # a walk that meets a page not yet present (a fault on the stack itself) fails: counted, reported
+    assert all("user stacks could not be recorded" in w for w in t.meta["record_warnings"])
     ev = t.events.filter((pl.col("kind") == "mmap") & (pl.col("ret") == marker))
     sid = ev.get_column("stack_id")[0]
     assert sid is not None

@@ -147,6 +147,25 @@ def test_recorder_killed_with_sigkill(lifecycle: Path, tmp_path: Path) -> None:
     assert t.snapshot_index.filter(pl.col("reason") == "start").height == 1
 
 
+def test_recorder_killed_keeps_ended_processes(lifecycle: Path, tmp_path: Path) -> None:
+    out = tmp_path / "t.vmat"
+    # a shell whose first child exits at once, then a long loop: kill the recorder during the loop
+    script = f"{lifecycle} exit; exec {lifecycle} loop 30"
+    rec = _start_recorder(out, "--", "/bin/sh", "-c", script)
+    pid = _wait_ready(rec)
+    try:
+        time.sleep(1.5)
+        rec.kill()
+        rec.wait(timeout=30)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    t = read_trace(out)
+    assert not t.meta["complete"]
+    ended = t.procs.filter(pl.col("how_ended") == "exit")
+    assert ended.height == 1 and ended.get_column("comm")[0] == "lifecycle"  # the child that exited
+    assert t.snapshot_index.filter(pl.col("reason") == "exit").height == 1
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_finalizes_and_leaves_target_running(lifecycle: Path, tmp_path: Path, sig: int) -> None:
     out = tmp_path / "t.vmat"
