@@ -391,6 +391,8 @@ class AddressSpace:
         self._anon_new = profile.anon_rule is AnonRule.NEW
         self._close_rule = profile.close_rule
         self._reuse_ignore = VM_ACCESS_FLAGS | self._ignored
+        self._sticky = profile.sticky_flags
+        self._unaccount = profile.mprotect_unaccount_unfaulted
         self._init_state()
         self.files: dict[int, OpenFile] = {}
         self._inodes: dict[str, int] = {}
@@ -747,7 +749,7 @@ class AddressSpace:
                 # vma_expand() with remove_next: target takes next's anon_vma if it has none
                 self._dup_anon_vma(target, nxt)
                 new_end = nxt.end
-                if self.profile.sticky_flags:
+                if self._sticky:
                     target.flags |= nxt.flags & VM_STICKY
                 self._unlink(nxt)
                 target.end = new_end
@@ -764,7 +766,7 @@ class AddressSpace:
         if copied_from is not None and self.profile.copied_from_propagation:
             # 61f67c230a5e: vma_expand() also dups the anon_vma of the VMA mremap copied
             self._dup_anon_vma(target, copied_from)
-        if self.profile.sticky_flags:
+        if self._sticky:
             target.flags |= ignored_src & VM_STICKY
         if self._cur is not None:
             self._step(path, start, end, target, refusals)
@@ -838,7 +840,7 @@ class AddressSpace:
             if self._cur is not None:
                 refusals.append(X.Refusal("next", nxt.rng, "close",  # type: ignore[union-attr]
                                           "next would be deleted and has vm_ops->close"))
-        sticky = self.profile.sticky_flags
+        sticky = self._sticky
         if left and right:
             assert prev is not None and nxt is not None
             target = prev
@@ -918,7 +920,7 @@ class AddressSpace:
 
     def _apply_flags(self, v: Vma, merged: bool, flags: int) -> None:
         """The caller's write-back after vma_modify_flags()."""
-        if merged and self.profile.sticky_flags:
+        if merged and self._sticky:
             # vma_modify_flags() hands back the merged VMA's flags (residual sticky bits)
             v.flags = flags | (v.flags & VM_STICKY)
         else:
@@ -1413,7 +1415,7 @@ class AddressSpace:
         if new_flags & VM_WRITE:
             if not old & (VM_ACCOUNT | VM_WRITE | VM_HUGETLB | VM_SHARED | VM_NORESERVE):
                 new_flags |= VM_ACCOUNT
-        elif (self.profile.mprotect_unaccount_unfaulted and old & VM_ACCOUNT
+        elif (self._unaccount and old & VM_ACCOUNT
               and vma.file is None and self._anon(vma) is None):
             new_flags &= ~VM_ACCOUNT
         v, merged = self._vma_modify(vma, start, end, new_flags, vma.anon_name, vma.policy,
