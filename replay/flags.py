@@ -114,12 +114,21 @@ FLAG_OF_MNEMONIC: dict[str, int] = {v: k for k, v in MNEMONICS.items()}
 _MNEMONIC_ITEMS = sorted(MNEMONICS.items())
 
 
+_MNEMONIC_CACHE: dict[tuple[int, bool], frozenset[str]] = {}
+
+
 def mnemonics(flags: int, *, soft_dirty: bool = True) -> frozenset[str]:
     """Return the smaps VmFlags mnemonics of ``flags`` (``sd`` only with CONFIG_MEM_SOFT_DIRTY)."""
-    out = {m for bit, m in _MNEMONIC_ITEMS if flags & bit}
-    if not soft_dirty:
-        out.discard("sd")
-    return frozenset(out)
+    key = (flags, soft_dirty)
+    got = _MNEMONIC_CACHE.get(key)
+    if got is None:
+        out = {m for bit, m in _MNEMONIC_ITEMS if flags & bit}
+        if not soft_dirty:
+            out.discard("sd")
+        got = frozenset(out)
+        if len(_MNEMONIC_CACHE) < 4096:
+            _MNEMONIC_CACHE[key] = got
+    return got
 
 
 def flags_from_mnemonics(text: str) -> int:
