@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -359,3 +361,12 @@ def test_python_engine_matches_the_c_runner() -> None:
     for s, x, y in zip(seqs, a, b, strict=True):
         assert (x.status, [(t.errno, t.ret, t.vmas) for t in x.steps]) == (
             y.status, [(t.errno, t.ret, t.vmas) for t in y.steps]), s.name
+
+
+@pytest.mark.live
+def test_static_elf_check() -> None:
+    from replay.oracle.execute import is_static_elf
+
+    need_cc()
+    assert is_static_elf(build_runner())
+    assert not is_static_elf(Path(sys.executable).resolve())

@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import os
 import shutil
+import struct
 import subprocess
 import tempfile
 from collections.abc import Sequence as Seq
@@ -146,13 +147,24 @@ _INIT = """#!/bin/busybox sh
 """
 
 
+def is_static_elf(path: Path) -> bool:
+    """A 64-bit little-endian ELF without a PT_INTERP program header (no dynamic loader)."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+        if head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
+            return False
+        phoff = struct.unpack_from("<Q", head, 0x20)[0]
+        phentsize, phnum = struct.unpack_from("<HH", head, 0x36)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    return all(struct.unpack_from("<I", table, i * phentsize)[0] != 3 for i in range(phnum))
+
+
 def _busybox() -> Path:
     for c in ("/bin/busybox", "/usr/bin/busybox"):
-        p = Path(c)
-        if p.exists():
-            out = subprocess.run(["file", "-L", str(p)], capture_output=True, text=True).stdout
-            if "dynamically linked" not in out:
-                return p
+        p = Path(c).resolve()
+        if p.exists() and is_static_elf(p):
+            return p
     raise OracleError("busybox-static not found: run scripts/setup.sh")
 
 
