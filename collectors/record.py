@@ -429,6 +429,8 @@ class Recorder:
         try:
             snap = read_snapshot(pid, smaps=self.o.smaps, task=task)
         except VmatraceError as e:
+            if reason == "periodic" and not os.path.exists(f"/proc/{pid}"):
+                return None  # it just exited: its exit snapshot is (being) taken
             self.snapshot_errors.append(f"{reason} snapshot of {pid}: {e}")
             return None
         with self.lock:
