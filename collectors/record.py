@@ -6,13 +6,14 @@ Pipeline (docs/recording.md has the why):
    the running kernel (collectors/btf.py) and an empty process filter;
 2. start the command (stopped before exec, seized with ptrace, its pid put into the filter, then
    released), or seize the given PIDs and put them into the filter, then take their start snapshots;
-3. a drain thread empties the ring buffer every few milliseconds (collectors/ringbuf.py: numpy,
-   no wakeups), turns each batch into an EVENT_SCHEMA frame and hands it to the TraceWriter, and
-   takes periodic snapshots; the main thread runs the ptrace loop (collectors/ptrace.py) that takes
-   a snapshot at every exec, new child and last-thread exit;
-4. at the end (Ctrl-C, SIGTERM, -d elapsed, the tree exited) the remaining tracees are detached,
-   still-running processes get an end snapshot, the ring is drained a last time, stacks are
-   symbolized, and the trace is closed.
+3. a reader thread (nice -10) empties the ring buffer every few milliseconds
+   (collectors/ringbuf.py: numpy, no wakeups); a writer thread turns the batches into EVENT_SCHEMA
+   frames for the TraceWriter and takes periodic snapshots; the main thread runs the ptrace loop
+   (collectors/ptrace.py), which takes a snapshot at every exec, new child and last-thread exit and
+   attaches the mmap-lock ordering program when a traced process creates its first thread;
+4. at the end (Ctrl-C, SIGTERM, -d elapsed, the tree exited) still-running processes get an end
+   snapshot and are detached, the tracepoints are detached in the background, the ring is drained
+   a last time, stacks are symbolized, and the trace is closed.
 """
 
 from __future__ import annotations
