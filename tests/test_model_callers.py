@@ -1003,3 +1003,31 @@ def test_shared_anon_grown_past_its_object(kernel: str) -> None:
     raises(errno.EFAULT, mm.touch, pg(3))
     raises(errno.EFAULT, mm.madvise, pg(2), 5 * P, MADV_POPULATE_WRITE)
     raises(errno.ENOMEM, mm.mlock, pg(7), P)
+
+
+@pytest.mark.parametrize("kernel", ALL)
+def test_mremap_dontunmap_locked_first_page_next_to_its_rest(kernel: str) -> None:
+    """Fuzz corpus 6.1/6.12-fz401-565: before 6.16 the moved page is split out of the locked
+    source before the copy, so the copy merges with the source's remainder."""
+    mm = new(kernel)
+    mm.mmap(pg(6), 4 * P, PROT_READ | PROT_EXEC, NR)
+    mm.mlock(pg(6), 4 * P)
+    mm.mremap(pg(6), P, P, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, pg(8))
+    locked = [(s, e, "lo" in flags_at(mm, s)) for s, e in spans(mm)]
+    if get_profile(kernel).mremap_vrm:
+        # live 6.18: the copy merges into the source, and the merged VMA is unlocked
+        assert locked == [(6, 10, False)]
+    else:
+        assert locked == [(6, 7, False), (7, 10, True)]
+
+
+@pytest.mark.parametrize("kernel", ["6.12", "6.19"])
+def test_madvise_errno_order_per_vma(kernel: str) -> None:
+    """Fuzz corpus fz2-1826: a locked VMA's EINVAL comes before a later sealed VMA's EPERM."""
+    mm = new(kernel)
+    mm.mmap(pg(22), 3 * P, RW, ACC)
+    mm.mlock2(pg(22), 3 * P, MLOCK_ONFAULT)
+    mm.mmap(pg(25), 4 * P, PROT_NONE, NR)
+    mm.mseal(pg(25), 4 * P)
+    raises(errno.EINVAL, mm.madvise, pg(23), 4 * P, MADV_DONTNEED)
+    raises(errno.EPERM, mm.madvise, pg(25), 2 * P, MADV_DONTNEED)
