@@ -430,7 +430,7 @@ class Recorder:
         try:
             snap = read_snapshot(pid, smaps=self.o.smaps, task=task)
         except VmatraceError as e:
-            if reason == "periodic" and not os.path.exists(f"/proc/{pid}"):
+            if reason in ("periodic", "end") and not os.path.exists(f"/proc/{pid}"):
                 return None  # it just exited: its exit snapshot is (being) taken
             self.snapshot_errors.append(f"{reason} snapshot of {pid}: {e}")
             return None
@@ -784,7 +784,7 @@ class Recorder:
         if t is not None:
             live = self.live_pids()
             for pid in live:  # still running: an end snapshot, then let them go
-                self.snapshot(pid, "periodic")
+                self.snapshot(pid, "end")
                 p = self._proc(pid)
                 p.how_ended = "still running (detached)"
             with contextlib.suppress(_Stop):

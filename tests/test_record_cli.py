@@ -163,7 +163,7 @@ def test_several_pids(tmp_path: Path) -> None:
         for pid in pids:
             assert t.events.filter((pl.col("pid") == pid) & (pl.col("kind") == "mmap")).height > 50
             reasons = t.snapshot_index.filter(pl.col("pid") == pid).get_column("reason").to_list()
-            assert reasons == ["start", "periodic"]
+            assert reasons == ["start", "end"]
     finally:
         for tp in targets:
             tp.kill()
