@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 
 from tests.conftest import ROOT, build_c, need, need_bcc, need_root
-from tests.test_record_common import WORKLOADS, record
+from tests.record_common import WORKLOADS, record
 from vmatrace.trace import read_trace
 
 

@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 
 from tests.conftest import ROOT, build_c, need_bcc
-from tests.test_record_common import WORKLOADS, final_snapshot, record
+from tests.record_common import WORKLOADS, final_snapshot, record
 from vmatrace.trace import EV_POPULATES, EV_RACED_SNAPSHOT, read_trace
 
 pytestmark = [pytest.mark.live, pytest.mark.bcc]

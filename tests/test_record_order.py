@@ -16,7 +16,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tests.test_record_common import record
+from tests.record_common import record
 from vmatrace.trace import read_trace
 
 pytestmark = [pytest.mark.live, pytest.mark.bcc]

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from tests.conftest import need, need_cc
-from tests.test_record_common import record
+from tests.record_common import record
 from vmatrace.trace import read_trace
 
 pytestmark = [pytest.mark.live, pytest.mark.bcc]

@@ -15,7 +15,7 @@ import pytest
 
 from collectors.procmaps import parse_maps_text
 from collectors.record import SYSCALL_KINDS
-from tests.test_record_common import (
+from tests.record_common import (
     WORKLOADS,
     Call,
     ScriptOutput,
