@@ -180,7 +180,8 @@ def gen_op(st: _State, cfg: GenConfig) -> str:
     if x < 0.56:
         s, n = st.rng_range()
         adv = r.choice(["guard_install", "guard_install", "populate_write", "populate_write",
-                        "populate_read", "dontneed", "guard_remove"])
+                        "populate_read", "dontneed", "guard_remove", "free", "cold", "pageout",
+                        "willneed"])
         return f"madvise {s} {n} {adv}"
     if x < 0.62:
         s, n = st.rng_range()
