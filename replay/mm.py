@@ -1511,6 +1511,11 @@ class AddressSpace:
                     raise _err(E.EINVAL, "MADV_DONTNEED/FREE on a locked or special VMA")
                 if advice == MADV_REMOVE and not v.flags & VM_SHARED:
                     raise _err(E.EINVAL, "MADV_REMOVE on a private mapping")
+                if advice in (MADV_COLD, MADV_PAGEOUT) and v.flags & (
+                        VM_LOCKED | VM_PFNMAP | VM_HUGETLB):
+                    raise _err(E.EINVAL, "MADV_COLD/PAGEOUT on a locked VMA (can_madv_lru_vma())")
+                if advice == MADV_FREE and (v.file is not None or v.flags & VM_SHARED):
+                    raise _err(E.EINVAL, "MADV_FREE on a non-anonymous VMA")
             if self._walk_nochange(start, end):
                 raise _err(E.ENOMEM, "range not fully mapped")
             return None

@@ -1031,3 +1031,19 @@ def test_madvise_errno_order_per_vma(kernel: str) -> None:
     mm.mseal(pg(25), 4 * P)
     raises(errno.EINVAL, mm.madvise, pg(23), 4 * P, MADV_DONTNEED)
     raises(errno.EPERM, mm.madvise, pg(25), 2 * P, MADV_DONTNEED)
+
+
+@pytest.mark.parametrize("kernel", ["6.1", "6.19"])
+def test_madvise_lru_and_free_refusals(kernel: str) -> None:
+    """Fuzz fz777-*: COLD/PAGEOUT refuse locked VMAs (can_madv_lru_vma()); FREE needs anonymous
+    memory; a hole before the refusing VMA does not change the errno."""
+    from replay.flags import MADV_COLD, MADV_FREE, MADV_PAGEOUT
+
+    mm = new(kernel)
+    mm.mmap(pg(22), 3 * P, RWX, ACC | MAP_POPULATE)
+    mm.mlock(pg(22), 2 * P)
+    raises(errno.EINVAL, mm.madvise, pg(21), 2 * P, MADV_COLD)
+    raises(errno.EINVAL, mm.madvise, pg(22), P, MADV_PAGEOUT)
+    mm.madvise(pg(24), P, MADV_COLD)
+    mm.mmap(pg(30), P, RW, MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED)
+    raises(errno.EINVAL, mm.madvise, pg(30), P, MADV_FREE)
