@@ -703,10 +703,12 @@ class AddressSpace:
                 prev, flags, file, prev.pgoff + ((prev.end - prev.start) >> _PS) == pgoff,
                 left_anon, src, name, policy, uffd, copied_from)
         else:
-            left = prev is not None and self._mergeable(
-                prev, flags, file, prev.pgoff + ((prev.end - prev.start) >> _PS) == pgoff, anon,
-                src, name, policy, uffd, copied_from)
-            right = (not just_expand and nxt is not None and self._mergeable(
+            left = prev is not None and not ((prev.flags ^ flags) & ~self._ignored) and (
+                self._mergeable(
+                    prev, flags, file, prev.pgoff + ((prev.end - prev.start) >> _PS) == pgoff,
+                    anon, src, name, policy, uffd, copied_from))
+            right = (not just_expand and nxt is not None
+                     and not ((nxt.flags ^ flags) & ~self._ignored) and self._mergeable(
                 nxt, flags, file, pgoff + pglen == nxt.pgoff, anon, src, name, policy, uffd,
                 copied_from) and (not left or self._prev_next_ok(prev, nxt)))  # type: ignore[arg-type]
         refusals: list[X.Refusal] = []
@@ -799,10 +801,10 @@ class AddressSpace:
         if nxt is not None and nxt.start != end:
             nxt = None
         rule = self._close_rule
-        left = prev is not None and self._mergeable(
+        left = prev is not None and not ((prev.flags ^ flags) & ~self._ignored) and self._mergeable(
             prev, flags, file, prev.pgoff + ((prev.end - prev.start) >> _PS) == pgoff, anon,
             middle, name, policy, uffd, None)
-        right = nxt is not None and self._mergeable(
+        right = nxt is not None and not ((nxt.flags ^ flags) & ~self._ignored) and self._mergeable(
             nxt, flags, file, pgoff + ((end - start) >> _PS) == nxt.pgoff, anon, middle, name,
             policy, uffd, None) and (not left or self._prev_next_ok(prev, nxt))  # type: ignore[arg-type]
         refusals: list[X.Refusal] = []
