@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -72,9 +74,9 @@ def cbuild(tmp_path: Path):
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
     """Under VMATRACE_REQUIRE_LIVE=1, a skipped test marked live/bcc/qemu is reported as a failure."""
-    outcome = yield
+    outcome: Any = yield
     rep = outcome.get_result()
     if REQUIRE_LIVE and rep.skipped and any(item.get_closest_marker(m) for m in ("live", "bcc", "qemu")):
         rep.outcome = "failed"

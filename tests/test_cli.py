@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -41,7 +42,7 @@ def assert_one_line_error(p: subprocess.CompletedProcess[str], *needles: str) ->
 
 
 @pytest.fixture(scope="module")
-def workload() -> Iterator[dict[str, int]]:
+def workload() -> Iterator[dict[str, Any]]:
     p = subprocess.Popen([sys.executable, "-m", "vmatrace.workloads.fragment", "--many", "300"],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     assert p.stdout is not None
@@ -62,7 +63,7 @@ def test_every_command_has_help() -> None:
         assert "usage: vmatrace" in p.stdout and "example" in p.stdout, c
 
 
-def test_snapshot_json_and_files(workload: dict[str, int], tmp_path: Path) -> None:
+def test_snapshot_json_and_files(workload: dict[str, Any], tmp_path: Path) -> None:
     p = run("snapshot", str(workload["pid"]), "--json")
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
@@ -92,7 +93,7 @@ def test_snapshot_errors() -> None:
         assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr
 
 
-def test_snapshot_without_smaps_does_not_guess(workload: dict[str, int]) -> None:
+def test_snapshot_without_smaps_does_not_guess(workload: dict[str, Any]) -> None:
     p = run("snapshot", str(workload["pid"]), "--json", "--no-smaps")
     assert p.returncode == 0, p.stderr
     runs = json.loads(p.stdout)["invisible_fragmentation"]["runs"]
@@ -101,13 +102,13 @@ def test_snapshot_without_smaps_does_not_guess(workload: dict[str, int]) -> None
     assert len(splits) == 2 and all(s["reason"] == "unknown" for s in splits)
 
 
-def test_other_users_process_as_non_root(workload: dict[str, int]) -> None:
+def test_other_users_process_as_non_root(workload: dict[str, Any]) -> None:
     need_root()  # to drop to another user we must start as root
     p = run("snapshot", str(workload["pid"]), user=65534)
     assert_one_line_error(p, "permission denied")
 
 
-def test_top_as_root_sees_the_workload(workload: dict[str, int]) -> None:
+def test_top_as_root_sees_the_workload(workload: dict[str, Any]) -> None:
     need_root()
     p = run("top", "-n", "50", "--json")
     assert p.returncode == 0, p.stderr

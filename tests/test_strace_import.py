@@ -467,7 +467,7 @@ def test_damaged_logs_never_crash(tmp_path: Path, workload: Path) -> None:
     junk = ["(", ")", '"', "{", "<", "= ", "\\", "[pid ", "+++", "---", "<... ", " <unfinished ...>", "\x00",
             "9999999999", "09", "0x", "-", "[pid 99999999999] ", "clone(", "--- SIG"]
     rng = random.Random(4)
-    outcomes = Counter()
+    outcomes: Counter[str] = Counter()
     for i in range(60):
         lines = list(src)
         for _ in range(rng.randint(1, 12)):
