@@ -7,7 +7,7 @@ import importlib
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,34 +31,24 @@ EPILOG = """examples:
 """
 
 
-def _pid(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a PID: {s!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"not a PID: {s!r}")
-    return v
+def _int_in(lo: int, hi: int, what: str) -> Callable[[str], int]:
+    """An argparse type: an integer in [lo, hi], else a one-line usage error naming ``what``."""
+
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            v = lo - 1
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"not {what}: {s!r}")
+        return v
+
+    return parse
 
 
-def _count(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a positive number: {s!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"not a positive number: {s!r}")
-    return v
-
-
-def _snapshot_id(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a snapshot id: {s!r}") from None
-    if not 0 <= v < 2**32:
-        raise argparse.ArgumentTypeError(f"not a snapshot id: {s!r} (0 to 4294967295)")
-    return v
+_pid = _int_in(1, 2**22, "a PID")  # PID_MAX_LIMIT on 64-bit
+_count = _int_in(1, 2**31, "a positive number")
+_snapshot_id = _int_in(0, 2**32 - 1, "a snapshot id (0 to 4294967295)")
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
