@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import errno as E
 import itertools
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -128,7 +128,7 @@ from replay.flags import (
     perms,
 )
 from replay.profiles import AnonRule, CloseRule, KernelProfile, get_profile
-from replay.tree import VmaIndex
+from replay.tree import LOAD, VmaIndex
 
 if TYPE_CHECKING:  # pragma: no cover
     import polars as pl
@@ -390,6 +390,7 @@ class AddressSpace:
         self._ignored = VM_STICKY if profile.sticky_flags else VM_SOFTDIRTY
         self._anon_new = profile.anon_rule is AnonRule.NEW
         self._close_rule = profile.close_rule
+        self._legacy_mmap = profile.mmap_prev_uses_next_anon
         self._reuse_ignore = VM_ACCESS_FLAGS | self._ignored
         self._sticky = profile.sticky_flags
         self._unaccount = profile.mprotect_unaccount_unfaulted
@@ -484,7 +485,21 @@ class AddressSpace:
             prev.next = v
         if nxt is not None:
             nxt.prev = v
-        self._index.insert(v.start, v)
+        # VmaIndex.insert(v.start, v), inlined for the common case (no block split needed)
+        idx = self._index
+        firsts = idx._firsts
+        start = v.start
+        bi = bisect_right(firsts, start) - 1
+        if bi < 0 or len(idx._keys[bi]) >= 2 * LOAD:
+            idx.insert(start, v)
+        else:
+            keys = idx._keys[bi]
+            i = bisect_left(keys, start)
+            keys.insert(i, start)
+            idx._blocks[bi].insert(i, v)
+            idx._len += 1
+            if i == 0:
+                firsts[bi] = start
         self.map_count += 1
         if v.flags & VM_SEALED:
             self.sealed_ever = True
@@ -499,8 +514,31 @@ class AddressSpace:
         self._index.remove(v.start)
         self.map_count -= 1
 
+    def _unlink_run(self, vmas: list[Vma]) -> None:
+        """_unlink() each of vmas, which are consecutive in address order, in one go."""
+        first = vmas[0]
+        p, n = first.prev, vmas[-1].next
+        if p is not None:
+            p.next = n
+        if n is not None:
+            n.prev = p
+        for v in vmas:
+            v.prev = v.next = None
+        self._index.remove_run(first.start, len(vmas))
+        self.map_count -= len(vmas)
+
     def _set_start(self, v: Vma, start: int) -> None:
-        self._index.rekey(v.start, start)
+        # VmaIndex.rekey(v.start, start), inlined
+        idx = self._index
+        old = v.start
+        bi = bisect_right(idx._firsts, old) - 1
+        keys = idx._keys[bi]
+        i = bisect_left(keys, old)
+        if i >= len(keys) or keys[i] != old:
+            raise KeyError(old)
+        keys[i] = start
+        if i == 0:
+            idx._firsts[bi] = start
         v.start = start
 
     def _prev_of(self, addr: int) -> Vma | None:
@@ -1013,7 +1051,13 @@ class AddressSpace:
     # ------------------------------------------------------------------ unmap
     def _gather(self, start: int, end: int) -> list[Vma]:
         out = []
-        v = self._find(start)
+        # _find(start), inlined
+        idx = self._index
+        bi = bisect_right(idx._firsts, start) - 1
+        v: Vma | None = (idx._blocks[bi][bisect_right(idx._keys[bi], start) - 1]
+                         if bi >= 0 else idx.first())
+        if v is not None and v.end <= start:
+            v = v.next
         while v is not None and v.start < end:
             out.append(v)
             v = v.next
@@ -1077,10 +1121,12 @@ class AddressSpace:
                 last.pgoff += (end - last.start) >> _PS
                 self._set_start(last, end)
                 vmas = vmas[:-1]
-            for v in vmas:
-                if cur is not None:
+            if cur is not None:
+                for v in vmas:
                     self._step(X.UNMAP, v.start, v.end)
-                self._unlink(v)
+                    self._unlink(v)
+            elif vmas:
+                self._unlink_run(vmas)
         if self.guard_pages:
             self.guard_pages = {g for g in self.guard_pages if not start <= g < end}
         return prev
@@ -1271,7 +1317,13 @@ class AddressSpace:
         # accountable_mapping()
         if (vm_flags & (VM_NORESERVE | VM_SHARED | VM_WRITE)) == VM_WRITE:
             vm_flags |= VM_ACCOUNT
-        first = self._find(addr)
+        # _find(addr), inlined
+        idx = self._index
+        bi = bisect_right(idx._firsts, addr) - 1
+        first: Vma | None = (idx._blocks[bi][bisect_right(idx._keys[bi], addr) - 1]
+                             if bi >= 0 else idx.first())
+        if first is not None and first.end <= addr:
+            first = first.next
         if first is not None and first.start < end:
             vmas = [first]
             w = first.next
@@ -1298,7 +1350,7 @@ class AddressSpace:
         if not close or self._close_rule is not CloseRule.TARGET:
             v = self._merge_new_range(addr, end, vm_flags, file_for_merge, pgoff, None, None,
                                       None, None, prev, nxt,
-                                      legacy_mmap=self.profile.mmap_prev_uses_next_anon)
+                                      legacy_mmap=self._legacy_mmap)
         if shared_anon and v is not None:  # pragma: no cover - cannot merge (file differs)
             v = None
         if v is None:
@@ -1388,7 +1440,7 @@ class AddressSpace:
             tmp = vma.end if vma.end > seg_end else seg_end  # vma_iter_end() after a merge
             if tmp >= end:
                 return
-            nv = self._find(tmp)
+            nv = vma.next  # find_vma(tmp): vma ends exactly at tmp here
             if nv is None or nv.start >= end:
                 raise _err(E.ENOMEM, "hole at end of range")
             vma = nv
@@ -1467,7 +1519,7 @@ class AddressSpace:
             tmp = vma.end if vma.end > seg_e else seg_e
             if tmp >= end:
                 break
-            vma = self._find(tmp)
+            vma = vma.next  # find_vma(tmp): vma ends exactly at tmp here
         if tmp < end:
             hole = True
         return hole
@@ -1746,7 +1798,13 @@ class AddressSpace:
         return self._run("touch", (addr, write), self._touch, addr, write)
 
     def _touch(self, addr: int, write: bool) -> None:
-        v = self._find(addr)
+        # _find(addr), inlined
+        idx = self._index
+        bi = bisect_right(idx._firsts, addr) - 1
+        v: Vma | None = (idx._blocks[bi][bisect_right(idx._keys[bi], addr) - 1]
+                         if bi >= 0 else idx.first())
+        if v is not None and v.end <= addr:
+            v = v.next
         if v is None:
             raise _err(E.EFAULT, "unmapped address (SIGSEGV)")
         if v.start > addr:

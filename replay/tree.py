@@ -100,6 +100,42 @@ class VmaIndex:
         elif i == 0:
             firsts[bi] = keys[0]
 
+    def remove_run(self, start: int, count: int) -> None:
+        """Remove ``count`` consecutive entries, the first of which has key ``start``."""
+        firsts = self._firsts
+        bi = bisect_right(firsts, start) - 1
+        keys = self._keys[bi]
+        i = bisect_left(keys, start)
+        if i >= len(keys) or keys[i] != start:
+            raise KeyError(start)
+        n = len(keys)
+        if i + count > n:
+            # the run crosses into the next block: one entry at a time
+            for k in list(self._keys_from(bi, i, count)):
+                self.remove(k)
+            return
+        self._len -= count
+        if count == n:
+            del firsts[bi]
+            del self._keys[bi]
+            del self._blocks[bi]
+            return
+        del keys[i : i + count]
+        del self._blocks[bi][i : i + count]
+        if i == 0:
+            firsts[bi] = keys[0]
+
+    def _keys_from(self, bi: int, i: int, count: int) -> Iterator[int]:
+        """``count`` keys starting at position i of block bi (following blocks as needed)."""
+        all_keys = self._keys
+        while count > 0:
+            keys = all_keys[bi]
+            take = keys[i : i + count]
+            yield from take
+            count -= len(take)
+            bi += 1
+            i = 0
+
     def rekey(self, old: int, new: int) -> None:
         """Change a VMA's start in place (order must be preserved)."""
         firsts = self._firsts
