@@ -821,7 +821,8 @@ class AddressSpace:
         test harness sometimes leaves it unset). Returns the merged VMA or None.
         """
         if anon is UNKNOWN:
-            anon = self._anon(middle)
+            a = middle.anon_vma  # self._anon(middle) unless there is something to note
+            anon = self._anon(middle) if a is not None and a.unknown else a  # type: ignore[assignment]
         assert not isinstance(anon, Unknown)
         left_side = start == middle.start
         right_side = end == middle.end
@@ -1229,7 +1230,7 @@ class AddressSpace:
         # the checks in the order of sys_mmap(), ksys_mmap_pgoff() and do_mmap()
         if offset & _OFF or offset < 0:
             raise _err(E.EINVAL, "offset not page aligned")
-        anonymous = bool(flags & MAP_ANONYMOUS)
+        anonymous = (flags & MAP_ANONYMOUS) != 0
         file: OpenFile | None = None
         if not anonymous:
             file = self.files.get(fd)
@@ -1239,7 +1240,7 @@ class AddressSpace:
             raise _err(E.ENOMEM, "hugetlb mappings are outside the model (no huge pages)")
         if length <= 0:
             raise _err(E.EINVAL, "length is 0")
-        fixed = bool(flags & (MAP_FIXED | MAP_FIXED_NOREPLACE))
+        fixed = (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) != 0
         length = (length + _OFF) & ~_OFF
         if length > TASK_SIZE or not length:
             raise _err(E.ENOMEM, "length too large")
@@ -1308,7 +1309,7 @@ class AddressSpace:
         if anonymous and mtype != MAP_SHARED:
             pgoff = addr >> _PS
         return self._mmap_region(addr, length, vm_flags, pgoff, file, anonymous and mtype ==
-                                 MAP_SHARED, bool(flags & MAP_POPULATE))
+                                 MAP_SHARED, (flags & MAP_POPULATE) != 0)
 
     def _mmap_region(self, addr: int, length: int, vm_flags: int, pgoff: int,
                      file: OpenFile | None, shared_anon: bool, populate: bool) -> int:
@@ -1412,7 +1413,13 @@ class AddressSpace:
             raise _err(E.EINVAL, "unknown prot bits")
         if pkey != -1 and (not self.pkeys or not 0 <= pkey < 16):
             raise _err(E.EINVAL, "protection keys unavailable")
-        vma = self._find(start)
+        # _find(start), inlined
+        idx = self._index
+        bi = bisect_right(idx._firsts, start) - 1
+        vma: Vma | None = (idx._blocks[bi][bisect_right(idx._keys[bi], start) - 1]
+                           if bi >= 0 else idx.first())
+        if vma is not None and vma.end <= start:
+            vma = vma.next
         if vma is None:
             raise _err(E.ENOMEM, "no VMA")
         if grows & PROT_GROWSDOWN:
@@ -1474,7 +1481,11 @@ class AddressSpace:
             new_flags &= ~VM_ACCOUNT
         v, merged = self._vma_modify(vma, start, end, new_flags, vma.anon_name, vma.policy,
                                      vma.uffd_ctx)
-        self._apply_flags(v, merged, new_flags)
+        # _apply_flags(v, merged, new_flags), inlined
+        if merged and self._sticky:
+            v.flags = new_flags | (v.flags & VM_STICKY)
+        else:
+            v.flags = new_flags
         if not merged and self._cur is not None:
             self._step(X.MODIFY, start, end, v)
         if (old & (VM_WRITE | VM_SHARED | VM_LOCKED)) == VM_LOCKED and new_flags & VM_WRITE:
@@ -1489,7 +1500,13 @@ class AddressSpace:
         Returns True if there was a hole (the caller decides the errno).
         """
         hole = False
-        vma = self._find(start)
+        # _find(start), inlined
+        idx = self._index
+        bi = bisect_right(idx._firsts, start) - 1
+        vma: Vma | None = (idx._blocks[bi][bisect_right(idx._keys[bi], start) - 1]
+                           if bi >= 0 else idx.first())
+        if vma is not None and vma.end <= start:
+            vma = vma.next
         if vma is None or vma.start >= end:
             return True
         if vma.start > start:
@@ -1557,7 +1574,8 @@ class AddressSpace:
         if compute is None:
             # non-VMA-changing advice: per VMA in walk order, the seal check of
             # madvise_vma_behavior() (EPERM) and then the advice's own checks (EINVAL)
-            for v in self._gather(start, end):
+            vmas = self._gather(start, end)
+            for v in vmas:
                 if advice in (MADV_DONTNEED, MADV_FREE, MADV_DONTNEED_LOCKED, MADV_REMOVE):
                     _check_discard_seal(v)
                 if advice in (MADV_DONTNEED, MADV_FREE) and v.flags & (
@@ -1570,16 +1588,17 @@ class AddressSpace:
                     raise _err(E.EINVAL, "MADV_COLD/PAGEOUT on a locked VMA (can_madv_lru_vma())")
                 if advice == MADV_FREE and (v.file is not None or v.flags & VM_SHARED):
                     raise _err(E.EINVAL, "MADV_FREE on a non-anonymous VMA")
-            if self._walk_nochange(start, end):
+            if self._walk_nochange(start, end, vmas):
                 raise _err(E.ENOMEM, "range not fully mapped")
             return None
         if self._walk_modify(start, end, compute):
             raise _err(E.ENOMEM, "range not fully mapped")
         return None
 
-    def _walk_nochange(self, start: int, end: int) -> bool:
+    def _walk_nochange(self, start: int, end: int, vmas: list[Vma] | None = None) -> bool:
+        """Is there a hole in [start,end)? ``vmas``: the caller's _gather(start, end), if any."""
         tmp = start
-        for v in self._gather(start, end):
+        for v in self._gather(start, end) if vmas is None else vmas:
             if v.start > tmp:
                 return True
             tmp = v.end
