@@ -391,6 +391,7 @@ class AddressSpace:
         self._anon_new = profile.anon_rule is AnonRule.NEW
         self._close_rule = profile.close_rule
         self._legacy_mmap = profile.mmap_prev_uses_next_anon
+        self._close_target = profile.close_rule is CloseRule.TARGET
         self._reuse_ignore = VM_ACCESS_FLAGS | self._ignored
         self._sticky = profile.sticky_flags
         self._unaccount = profile.mprotect_unaccount_unfaulted
@@ -645,7 +646,7 @@ class AddressSpace:
         """is_mergeable_vma() + is_mergeable_anon_vma() + pgoff check (can_vma_merge_*())."""
         return (not ((t.flags ^ flags) & ~self._ignored) and t.file is file and pgoff_ok
                 and t.anon_name == name and t.policy == policy and t.uffd_ctx is uffd
-                and (self._close_rule is not CloseRule.TARGET or not t.close)
+                and (not self._close_target or not t.close)
                 and ((anon is None and t.anon_vma is None)
                      or self._anon_ok(anon, t, src, copied_from) is None))
 
@@ -1106,6 +1107,7 @@ class AddressSpace:
             prev: Vma | None = first
         else:
             prev = first.prev
+            lo, hi = 0, len(vmas)  # vmas[lo:hi] are removed whole
             if first.start < start:
                 if cur is not None:
                     self._step(X.SPLIT, first.start, first.end, note=f"at {start:#x}")
@@ -1113,21 +1115,21 @@ class AddressSpace:
                         self._step(X.UNMAP, start, first.end)
                 first.end = start
                 prev = first
-                vmas = vmas[1:]
-            if vmas and last.end > end:
+                lo = 1
+            if lo < hi and last.end > end:
                 if cur is not None:
                     self._step(X.SPLIT, last.start, last.end, note=f"at {end:#x}")
                     if self._cur is not None:
                         self._step(X.UNMAP, last.start, end)
                 last.pgoff += (end - last.start) >> _PS
                 self._set_start(last, end)
-                vmas = vmas[:-1]
+                hi -= 1
             if cur is not None:
-                for v in vmas:
+                for v in vmas[lo:hi]:
                     self._step(X.UNMAP, v.start, v.end)
                     self._unlink(v)
-            elif vmas:
-                self._unlink_run(vmas)
+            elif lo < hi:
+                self._unlink_run(vmas if lo == 0 and hi == len(vmas) else vmas[lo:hi])
         if self.guard_pages:
             self.guard_pages = {g for g in self.guard_pages if not start <= g < end}
         return prev
