@@ -939,7 +939,29 @@ class AddressSpace:
         new = Vma(addr, v.end, v.pgoff + ((addr - v.start) >> _PS), v.flags, v.file, v.anon_vma,
                   v.avc, v.anon_name, v.policy, v.uffd_ctx, v.close, v.label)
         v.end = addr
-        self._link(new, v)
+        # _link(new, v), inlined: new goes right after v
+        nxt = v.next
+        new.prev = v
+        new.next = nxt
+        v.next = new
+        if nxt is not None:
+            nxt.prev = new
+        idx = self._index
+        firsts = idx._firsts
+        bi = bisect_right(firsts, addr) - 1
+        if len(idx._keys[bi]) >= 2 * LOAD:
+            idx.insert(addr, new)
+        else:
+            keys = idx._keys[bi]
+            i = bisect_left(keys, addr)
+            keys.insert(i, addr)
+            idx._blocks[bi].insert(i, new)
+            idx._len += 1
+            if i == 0:
+                firsts[bi] = addr
+        self.map_count += 1
+        if new.flags & VM_SEALED:
+            self.sealed_ever = True
         self._nomerge_bounds.add(addr)
         if self._cur is not None:
             self._step(X.SPLIT, v.start, new.end, None, note=f"at {addr:#x}")
@@ -1350,7 +1372,7 @@ class AddressSpace:
             file_for_merge = file
         close = file.close if file is not None else False
         v: Vma | None = None
-        if not close or self._close_rule is not CloseRule.TARGET:
+        if not close or not self._close_target:
             v = self._merge_new_range(addr, end, vm_flags, file_for_merge, pgoff, None, None,
                                       None, None, prev, nxt,
                                       legacy_mmap=self._legacy_mmap)
@@ -1481,8 +1503,18 @@ class AddressSpace:
         elif (self._unaccount and old & VM_ACCOUNT
               and vma.file is None and self._anon(vma) is None):
             new_flags &= ~VM_ACCOUNT
-        v, merged = self._vma_modify(vma, start, end, new_flags, vma.anon_name, vma.policy,
-                                     vma.uffd_ctx)
+        # _vma_modify(vma, start, end, new_flags, ...), inlined
+        got = self._merge_existing_range(vma, start, end, new_flags, vma.anon_name, vma.policy,
+                                         vma.uffd_ctx)
+        merged = got is not None
+        if got is not None:
+            v = got
+        else:
+            v = vma
+            if start > v.start:
+                v = self._split(v, start)
+            if end < v.end:
+                self._split(v, end)
         # _apply_flags(v, merged, new_flags), inlined
         if merged and self._sticky:
             v.flags = new_flags | (v.flags & VM_STICKY)
@@ -1528,8 +1560,18 @@ class AddressSpace:
                     if self._cur is not None:
                         self._step(X.UNCHANGED, seg_s, seg_e, vma)
                 else:
-                    v, merged = self._vma_modify(vma, seg_s, seg_e, new_flags, name, vma.policy,
-                                                 vma.uffd_ctx)
+                    # _vma_modify(vma, seg_s, seg_e, new_flags, ...), inlined
+                    got = self._merge_existing_range(vma, seg_s, seg_e, new_flags, name,
+                                                     vma.policy, vma.uffd_ctx)
+                    merged = got is not None
+                    if got is not None:
+                        v = got
+                    else:
+                        v = vma
+                        if seg_s > v.start:
+                            v = self._split(v, seg_s)
+                        if seg_e < v.end:
+                            self._split(v, seg_e)
                     self._apply_flags(v, merged, new_flags)
                     v.anon_name = name
                     if not merged and self._cur is not None:
