@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import errno as E
 import itertools
-from bisect import bisect_left, bisect_right
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -128,7 +127,7 @@ from replay.flags import (
     perms,
 )
 from replay.profiles import AnonRule, CloseRule, KernelProfile, get_profile
-from replay.tree import LOAD, VmaIndex
+from replay.tree import VmaIndex
 
 if TYPE_CHECKING:  # pragma: no cover
     import polars as pl
@@ -455,11 +454,7 @@ class AddressSpace:
     # ------------------------------------------------------------------ structure helpers
     def _find(self, addr: int) -> Vma | None:
         """find_vma(): the first VMA with end > addr."""
-        idx = self._index
-        firsts = idx._firsts
-        bi = bisect_right(firsts, addr) - 1
-        v: Vma | None = (idx._blocks[bi][bisect_right(idx._keys[bi], addr) - 1]
-                         if bi >= 0 else None)
+        v: Vma | None = self._index.floor(addr)
         if v is None:
             return self._index.first()
         if v.end > addr:
@@ -486,21 +481,7 @@ class AddressSpace:
             prev.next = v
         if nxt is not None:
             nxt.prev = v
-        # VmaIndex.insert(v.start, v), inlined for the common case (no block split needed)
-        idx = self._index
-        firsts = idx._firsts
-        start = v.start
-        bi = bisect_right(firsts, start) - 1
-        if bi < 0 or len(idx._keys[bi]) >= 2 * LOAD:
-            idx.insert(start, v)
-        else:
-            keys = idx._keys[bi]
-            i = bisect_left(keys, start)
-            keys.insert(i, start)
-            idx._blocks[bi].insert(i, v)
-            idx._len += 1
-            if i == 0:
-                firsts[bi] = start
+        self._index.insert(v.start, v)
         self.map_count += 1
         if v.flags & VM_SEALED:
             self.sealed_ever = True
@@ -529,17 +510,7 @@ class AddressSpace:
         self.map_count -= len(vmas)
 
     def _set_start(self, v: Vma, start: int) -> None:
-        # VmaIndex.rekey(v.start, start), inlined
-        idx = self._index
-        old = v.start
-        bi = bisect_right(idx._firsts, old) - 1
-        keys = idx._keys[bi]
-        i = bisect_left(keys, old)
-        if i >= len(keys) or keys[i] != old:
-            raise KeyError(old)
-        keys[i] = start
-        if i == 0:
-            idx._firsts[bi] = start
+        self._index.rekey(v.start, start)
         v.start = start
 
     def _prev_of(self, addr: int) -> Vma | None:
@@ -939,29 +910,7 @@ class AddressSpace:
         new = Vma(addr, v.end, v.pgoff + ((addr - v.start) >> _PS), v.flags, v.file, v.anon_vma,
                   v.avc, v.anon_name, v.policy, v.uffd_ctx, v.close, v.label)
         v.end = addr
-        # _link(new, v), inlined: new goes right after v
-        nxt = v.next
-        new.prev = v
-        new.next = nxt
-        v.next = new
-        if nxt is not None:
-            nxt.prev = new
-        idx = self._index
-        firsts = idx._firsts
-        bi = bisect_right(firsts, addr) - 1
-        if len(idx._keys[bi]) >= 2 * LOAD:
-            idx.insert(addr, new)
-        else:
-            keys = idx._keys[bi]
-            i = bisect_left(keys, addr)
-            keys.insert(i, addr)
-            idx._blocks[bi].insert(i, new)
-            idx._len += 1
-            if i == 0:
-                firsts[bi] = addr
-        self.map_count += 1
-        if new.flags & VM_SEALED:
-            self.sealed_ever = True
+        self._link(new, v)
         self._nomerge_bounds.add(addr)
         if self._cur is not None:
             self._step(X.SPLIT, v.start, new.end, None, note=f"at {addr:#x}")
@@ -1075,13 +1024,7 @@ class AddressSpace:
     # ------------------------------------------------------------------ unmap
     def _gather(self, start: int, end: int) -> list[Vma]:
         out = []
-        # _find(start), inlined
-        idx = self._index
-        bi = bisect_right(idx._firsts, start) - 1
-        v: Vma | None = (idx._blocks[bi][bisect_right(idx._keys[bi], start) - 1]
-                         if bi >= 0 else idx.first())
-        if v is not None and v.end <= start:
-            v = v.next
+        v = self._find(start)
         while v is not None and v.start < end:
             out.append(v)
             v = v.next
@@ -1342,13 +1285,7 @@ class AddressSpace:
         # accountable_mapping()
         if (vm_flags & (VM_NORESERVE | VM_SHARED | VM_WRITE)) == VM_WRITE:
             vm_flags |= VM_ACCOUNT
-        # _find(addr), inlined
-        idx = self._index
-        bi = bisect_right(idx._firsts, addr) - 1
-        first: Vma | None = (idx._blocks[bi][bisect_right(idx._keys[bi], addr) - 1]
-                             if bi >= 0 else idx.first())
-        if first is not None and first.end <= addr:
-            first = first.next
+        first = self._find(addr)
         if first is not None and first.start < end:
             vmas = [first]
             w = first.next
@@ -1437,13 +1374,7 @@ class AddressSpace:
             raise _err(E.EINVAL, "unknown prot bits")
         if pkey != -1 and (not self.pkeys or not 0 <= pkey < 16):
             raise _err(E.EINVAL, "protection keys unavailable")
-        # _find(start), inlined
-        idx = self._index
-        bi = bisect_right(idx._firsts, start) - 1
-        vma: Vma | None = (idx._blocks[bi][bisect_right(idx._keys[bi], start) - 1]
-                           if bi >= 0 else idx.first())
-        if vma is not None and vma.end <= start:
-            vma = vma.next
+        vma = self._find(start)
         if vma is None:
             raise _err(E.ENOMEM, "no VMA")
         if grows & PROT_GROWSDOWN:
@@ -1534,13 +1465,7 @@ class AddressSpace:
         Returns True if there was a hole (the caller decides the errno).
         """
         hole = False
-        # _find(start), inlined
-        idx = self._index
-        bi = bisect_right(idx._firsts, start) - 1
-        vma: Vma | None = (idx._blocks[bi][bisect_right(idx._keys[bi], start) - 1]
-                           if bi >= 0 else idx.first())
-        if vma is not None and vma.end <= start:
-            vma = vma.next
+        vma = self._find(start)
         if vma is None or vma.start >= end:
             return True
         if vma.start > start:
@@ -1861,13 +1786,7 @@ class AddressSpace:
         return self._run("touch", (addr, write), self._touch, addr, write)
 
     def _touch(self, addr: int, write: bool) -> None:
-        # _find(addr), inlined
-        idx = self._index
-        bi = bisect_right(idx._firsts, addr) - 1
-        v: Vma | None = (idx._blocks[bi][bisect_right(idx._keys[bi], addr) - 1]
-                         if bi >= 0 else idx.first())
-        if v is not None and v.end <= addr:
-            v = v.next
+        v = self._find(addr)
         if v is None:
             raise _err(E.EFAULT, "unmapped address (SIGSEGV)")
         if v.start > addr:
