@@ -83,13 +83,19 @@ class VmaIndex:
             self._blocks[bi : bi + 1] = [block[:LOAD], block[LOAD:]]
             firsts.insert(bi + 1, keys[LOAD])
 
-    def remove(self, start: int) -> None:
-        firsts = self._firsts
-        bi = bisect_right(firsts, start) - 1
-        keys = self._keys[bi]
+    def _locate(self, start: int) -> tuple[int, int]:
+        """(block, position) of the entry with key ``start``; KeyError if there is none."""
+        bi = bisect_right(self._firsts, start) - 1
+        keys = self._keys[bi] if bi >= 0 else []
         i = bisect_left(keys, start)
         if i >= len(keys) or keys[i] != start:
             raise KeyError(start)
+        return bi, i
+
+    def remove(self, start: int) -> None:
+        firsts = self._firsts
+        bi, i = self._locate(start)
+        keys = self._keys[bi]
         del keys[i]
         del self._blocks[bi][i]
         self._len -= 1
@@ -103,11 +109,8 @@ class VmaIndex:
     def remove_run(self, start: int, count: int) -> None:
         """Remove ``count`` consecutive entries, the first of which has key ``start``."""
         firsts = self._firsts
-        bi = bisect_right(firsts, start) - 1
+        bi, i = self._locate(start)
         keys = self._keys[bi]
-        i = bisect_left(keys, start)
-        if i >= len(keys) or keys[i] != start:
-            raise KeyError(start)
         n = len(keys)
         if i + count > n:
             # the run crosses into the next block: one entry at a time
@@ -138,15 +141,10 @@ class VmaIndex:
 
     def rekey(self, old: int, new: int) -> None:
         """Change a VMA's start in place (order must be preserved)."""
-        firsts = self._firsts
-        bi = bisect_right(firsts, old) - 1
-        keys = self._keys[bi]
-        i = bisect_left(keys, old)
-        if i >= len(keys) or keys[i] != old:
-            raise KeyError(old)
-        keys[i] = new
+        bi, i = self._locate(old)
+        self._keys[bi][i] = new
         if i == 0:
-            firsts[bi] = new
+            self._firsts[bi] = new
 
     def __iter__(self) -> Iterator[Any]:
         for block in self._blocks:
