@@ -227,6 +227,14 @@ class Arg:
     unknown: list[str] = field(default_factory=list)  # symbolic names we do not know
 
 
+def _string_end(s: str, i: int) -> int:
+    """Index just past the strace string literal that opens at s[i] (backslash escapes honoured)."""
+    j, n = i + 1, len(s)
+    while j < n and s[j] != '"':
+        j += 2 if s[j] == "\\" else 1
+    return j + 1
+
+
 def _split_top(s: str) -> list[str]:
     """Split at commas that are outside quotes, brackets, braces and comments."""
     out: list[str] = []
@@ -236,11 +244,9 @@ def _split_top(s: str) -> list[str]:
     while i < n:
         c = s[i]
         if c == '"':
-            j = i + 1
-            while j < n and s[j] != '"':
-                j += 2 if s[j] == "\\" else 1
-            cur.append(s[i : j + 1])
-            i = j + 1
+            j = _string_end(s, i)
+            cur.append(s[i:j])
+            i = j
             continue
         if s.startswith("/*", i):
             j = s.find("*/", i + 2)
@@ -271,10 +277,7 @@ def _find_close(s: str, start: int) -> int:
     while i < n:
         c = s[i]
         if c == '"':
-            j = i + 1
-            while j < n and s[j] != '"':
-                j += 2 if s[j] == "\\" else 1
-            i = j + 1
+            i = _string_end(s, i)
             continue
         if c in "([{":
             depth += 1
