@@ -1434,23 +1434,8 @@ class AddressSpace:
         elif (self._unaccount and old & VM_ACCOUNT
               and vma.file is None and self._anon(vma) is None):
             new_flags &= ~VM_ACCOUNT
-        # _vma_modify(vma, start, end, new_flags, ...), inlined
-        got = self._merge_existing_range(vma, start, end, new_flags, vma.anon_name, vma.policy,
-                                         vma.uffd_ctx)
-        merged = got is not None
-        if got is not None:
-            v = got
-        else:
-            v = vma
-            if start > v.start:
-                v = self._split(v, start)
-            if end < v.end:
-                self._split(v, end)
-        # _apply_flags(v, merged, new_flags), inlined
-        if merged and self._sticky:
-            v.flags = new_flags | (v.flags & VM_STICKY)
-        else:
-            v.flags = new_flags
+        v, merged = self._vma_modify(vma, start, end, new_flags, vma.anon_name, vma.policy, vma.uffd_ctx)
+        self._apply_flags(v, merged, new_flags)
         if not merged and self._cur is not None:
             self._step(X.MODIFY, start, end, v)
         if (old & (VM_WRITE | VM_SHARED | VM_LOCKED)) == VM_LOCKED and new_flags & VM_WRITE:
@@ -1485,18 +1470,8 @@ class AddressSpace:
                     if self._cur is not None:
                         self._step(X.UNCHANGED, seg_s, seg_e, vma)
                 else:
-                    # _vma_modify(vma, seg_s, seg_e, new_flags, ...), inlined
-                    got = self._merge_existing_range(vma, seg_s, seg_e, new_flags, name,
-                                                     vma.policy, vma.uffd_ctx)
-                    merged = got is not None
-                    if got is not None:
-                        v = got
-                    else:
-                        v = vma
-                        if seg_s > v.start:
-                            v = self._split(v, seg_s)
-                        if seg_e < v.end:
-                            self._split(v, seg_e)
+                    v, merged = self._vma_modify(vma, seg_s, seg_e, new_flags, name, vma.policy,
+                                                 vma.uffd_ctx)
                     self._apply_flags(v, merged, new_flags)
                     v.anon_name = name
                     if not merged and self._cur is not None:
