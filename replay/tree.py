@@ -1,13 +1,18 @@
 """A sorted index of VMAs by start address (the model's stand-in for mm->mm_mt, the maple tree).
 
-A two-level blocked list: ``_firsts`` holds the first start of each block, each block holds up to
-``2 * LOAD`` starts and the matching VMA objects. Lookup is two bisects (O(log n)); insert and
-remove move at most one block's worth of pointers, so cost does not grow with the number of VMAs
-the way a flat list's memmove would. VMAs are also doubly linked (``vma.prev``/``vma.next``) by
-the address space, so neighbour access never touches the index.
+A two-level blocked list: each block holds up to ``2 * load`` starts (``_keys[b]``) and the
+matching VMA objects (``_blocks[b]``); ``_seps[b]`` is a separator below block b: every start in
+block b-1 is < ``_seps[b]`` <= every start in block b, and ``_seps[0]`` is -1. Lookup is two
+bisects (O(log n)); insert and remove move at most one block's worth of pointers, so cost does not
+grow with the number of VMAs the way a flat list's memmove would. A separator is only a bound,
+not necessarily a block's first start, so removing a block's first VMA leaves it alone. VMAs are
+also doubly linked (``vma.prev``/``vma.next``) by the address space, so neighbour access never
+touches the index, and :meth:`find_vma` uses the link to step past a VMA that ends at or below the
+address.
 
 The index does not own ordering decisions: callers keep VMAs disjoint, and :meth:`rekey` may only
-move a start without passing another VMA's start.
+move a start without passing another VMA's start. There is always at least one block (the empty
+index has one empty block), which keeps the hot paths free of emptiness checks.
 """
 
 from __future__ import annotations
@@ -20,12 +25,13 @@ LOAD = 256
 
 
 class VmaIndex:
-    __slots__ = ("_blocks", "_firsts", "_keys", "_len")
+    __slots__ = ("_blocks", "_keys", "_len", "_load", "_seps")
 
-    def __init__(self) -> None:
-        self._firsts: list[int] = []
-        self._keys: list[list[int]] = []
-        self._blocks: list[list[Any]] = []
+    def __init__(self, load: int = LOAD) -> None:
+        self._load = load
+        self._seps: list[int] = [-1]
+        self._keys: list[list[int]] = [[]]
+        self._blocks: list[list[Any]] = [[]]
         self._len = 0
 
     def __len__(self) -> int:
@@ -33,25 +39,37 @@ class VmaIndex:
 
     def floor(self, addr: int) -> Any:
         """The VMA with the greatest start <= addr, or None."""
-        firsts = self._firsts
-        bi = bisect_right(firsts, addr) - 1
-        if bi < 0:
-            return None
-        keys = self._keys[bi]
-        return self._blocks[bi][bisect_right(keys, addr) - 1]
+        bi = bisect_right(self._seps, addr) - 1
+        i = bisect_right(self._keys[bi], addr) - 1
+        if i >= 0:
+            return self._blocks[bi][i]
+        # addr lies between block bi's separator and its first start
+        return self._blocks[bi - 1][-1] if bi > 0 else None
+
+    def find_vma(self, addr: int) -> Any:
+        """find_vma(): the first VMA with end > addr (the one containing addr, else the next)."""
+        bi = bisect_right(self._seps, addr) - 1
+        i = bisect_right(self._keys[bi], addr) - 1
+        if i >= 0:
+            v = self._blocks[bi][i]
+        elif bi > 0:
+            v = self._blocks[bi - 1][-1]
+        else:
+            block = self._blocks[0]
+            return block[0] if block else None
+        return v if v.end > addr else v.next
 
     def first(self) -> Any:
-        return self._blocks[0][0] if self._blocks else None
+        block = self._blocks[0]
+        return block[0] if block else None
 
     def last(self) -> Any:
-        return self._blocks[-1][-1] if self._blocks else None
+        block = self._blocks[-1]
+        return block[-1] if block else None
 
     def ceil(self, addr: int) -> Any:
         """The VMA with the smallest start >= addr, or None."""
-        firsts = self._firsts
-        bi = bisect_right(firsts, addr) - 1
-        if bi < 0:
-            return self._blocks[0][0] if self._blocks else None
+        bi = bisect_right(self._seps, addr) - 1
         keys = self._keys[bi]
         i = bisect_left(keys, addr)
         if i < len(keys):
@@ -61,72 +79,60 @@ class VmaIndex:
         return None
 
     def insert(self, start: int, vma: Any) -> None:
-        firsts = self._firsts
-        self._len += 1
-        if not firsts:
-            firsts.append(start)
-            self._keys.append([start])
-            self._blocks.append([vma])
-            return
-        bi = bisect_right(firsts, start) - 1
-        if bi < 0:
-            bi = 0
+        bi = bisect_right(self._seps, start) - 1
         keys = self._keys[bi]
         i = bisect_left(keys, start)
         keys.insert(i, start)
         block = self._blocks[bi]
         block.insert(i, vma)
-        if i == 0:
-            firsts[bi] = start
-        if len(keys) > 2 * LOAD:
-            self._keys[bi : bi + 1] = [keys[:LOAD], keys[LOAD:]]
-            self._blocks[bi : bi + 1] = [block[:LOAD], block[LOAD:]]
-            firsts.insert(bi + 1, keys[LOAD])
+        self._len += 1
+        load = self._load
+        if len(keys) > 2 * load:
+            self._keys[bi : bi + 1] = [keys[:load], keys[load:]]
+            self._blocks[bi : bi + 1] = [block[:load], block[load:]]
+            self._seps.insert(bi + 1, keys[load])
 
     def _locate(self, start: int) -> tuple[int, int]:
         """(block, position) of the entry with key ``start``; KeyError if there is none."""
-        bi = bisect_right(self._firsts, start) - 1
-        keys = self._keys[bi] if bi >= 0 else []
+        bi = bisect_right(self._seps, start) - 1
+        keys = self._keys[bi]
         i = bisect_left(keys, start)
         if i >= len(keys) or keys[i] != start:
             raise KeyError(start)
         return bi, i
 
+    def _drop_block(self, bi: int) -> None:
+        """Remove the now empty block bi (the last block stays, empty)."""
+        if len(self._blocks) == 1:
+            return
+        del self._seps[bi]
+        del self._keys[bi]
+        del self._blocks[bi]
+        self._seps[0] = -1
+
     def remove(self, start: int) -> None:
-        firsts = self._firsts
         bi, i = self._locate(start)
         keys = self._keys[bi]
         del keys[i]
         del self._blocks[bi][i]
         self._len -= 1
         if not keys:
-            del firsts[bi]
-            del self._keys[bi]
-            del self._blocks[bi]
-        elif i == 0:
-            firsts[bi] = keys[0]
+            self._drop_block(bi)
 
     def remove_run(self, start: int, count: int) -> None:
         """Remove ``count`` consecutive entries, the first of which has key ``start``."""
-        firsts = self._firsts
         bi, i = self._locate(start)
         keys = self._keys[bi]
-        n = len(keys)
-        if i + count > n:
+        if i + count > len(keys):
             # the run crosses into the next block: one entry at a time
             for k in list(self._keys_from(bi, i, count)):
                 self.remove(k)
             return
-        self._len -= count
-        if count == n:
-            del firsts[bi]
-            del self._keys[bi]
-            del self._blocks[bi]
-            return
         del keys[i : i + count]
         del self._blocks[bi][i : i + count]
-        if i == 0:
-            firsts[bi] = keys[0]
+        self._len -= count
+        if not keys:
+            self._drop_block(bi)
 
     def _keys_from(self, bi: int, i: int, count: int) -> Iterator[int]:
         """``count`` keys starting at position i of block bi (following blocks as needed)."""
@@ -142,9 +148,13 @@ class VmaIndex:
     def rekey(self, old: int, new: int) -> None:
         """Change a VMA's start in place (order must be preserved)."""
         bi, i = self._locate(old)
-        self._keys[bi][i] = new
-        if i == 0:
-            self._firsts[bi] = new
+        keys = self._keys[bi]
+        keys[i] = new
+        seps = self._seps
+        if new < seps[bi]:
+            seps[bi] = new  # moved down past its block's separator (never block 0's -1)
+        elif bi + 1 < len(seps) and new >= seps[bi + 1]:
+            seps[bi + 1] = self._keys[bi + 1][0]  # moved up past the next block's separator
 
     def __iter__(self) -> Iterator[Any]:
         for block in self._blocks:
@@ -155,7 +165,7 @@ class VmaIndex:
             yield from keys
 
     def clear(self) -> None:
-        self._firsts.clear()
-        self._keys.clear()
-        self._blocks.clear()
+        self._seps[:] = [-1]
+        self._keys[:] = [[]]
+        self._blocks[:] = [[]]
         self._len = 0
