@@ -140,6 +140,8 @@ _PS = PAGE_SHIFT
 _OFF = PAGE_SIZE - 1
 VM_STICKY = VM_SOFTDIRTY | VM_MAYBE_GUARD
 EXEC_ONLY_PKEY = 1  # the pkey x86 allocates for PROT_EXEC-only memory (execute_only_pkey())
+_PROT_RWX = PROT_READ | PROT_WRITE | PROT_EXEC
+_VM_MAY_RWX = VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
 
 
 def _page_align(x: int) -> int:
@@ -454,12 +456,8 @@ class AddressSpace:
     # ------------------------------------------------------------------ structure helpers
     def _find(self, addr: int) -> Vma | None:
         """find_vma(): the first VMA with end > addr."""
-        v: Vma | None = self._index.floor(addr)
-        if v is None:
-            return self._index.first()
-        if v.end > addr:
-            return v
-        return v.next
+        v: Vma | None = self._index.find_vma(addr)
+        return v
 
     def _lookup(self, addr: int) -> Vma | None:
         """vma_lookup(): the VMA containing addr."""
@@ -496,18 +494,20 @@ class AddressSpace:
         self._index.remove(v.start)
         self.map_count -= 1
 
-    def _unlink_run(self, vmas: list[Vma]) -> None:
-        """_unlink() each of vmas, which are consecutive in address order, in one go."""
-        first = vmas[0]
-        p, n = first.prev, vmas[-1].next
+    def _unlink_run(self, first: Vma, last: Vma, count: int) -> None:
+        """_unlink() the ``count`` consecutive VMAs first..last in one go."""
+        p, n = first.prev, last.next
         if p is not None:
             p.next = n
         if n is not None:
             n.prev = p
-        for v in vmas:
-            v.prev = v.next = None
-        self._index.remove_run(first.start, len(vmas))
-        self.map_count -= len(vmas)
+        self._index.remove_run(first.start, count)
+        self.map_count -= count
+        v: Vma | None = first
+        while v is not n:
+            w = v.next  # type: ignore[union-attr]
+            v.prev = v.next = None  # type: ignore[union-attr]
+            v = w
 
     def _set_start(self, v: Vma, start: int) -> None:
         self._index.rekey(v.start, start)
@@ -1030,74 +1030,81 @@ class AddressSpace:
             v = v.next
         return out
 
-    def _do_munmap(self, start: int, end: int, vmas: list[Vma] | None = None) -> Vma | None:
+    def _do_munmap(self, start: int, end: int, first: Vma | None = None) -> Vma | None:
         """do_vmi_align_munmap(): split the edges, remove everything in [start,end).
 
-        Returns the VMA before the hole (prev) for the caller. Never merges. (A split whose
-        upper or lower piece is removed at once is done as a trim: same result, no new VMA.)
+        ``first`` is find_vma(start) if the caller has it. Returns the VMA before the hole (prev)
+        for the caller. Never merges. (A split whose upper or lower piece is removed at once is
+        done as a trim: same result, no new VMA.)
         """
-        if vmas is None:
-            vmas = self._gather(start, end)
-        if not vmas:
+        if first is None:
+            first = self._find(start)
+        if first is None or first.start >= end:
             return self._prev_of(start)
         # mirrors vms_gather_munmap_vmas(): split the first VMA, then check each VMA's seal
         # (can_modify_vma()) as it is detached; an EPERM leaves the split in place
-        first = vmas[0]
-        last = vmas[-1]
-        if first.start < start:
+        split_first = first.start < start
+        if split_first:
             if first.flags & VM_SEALED:
                 raise _err(E.EPERM, f"sealed VMA [{first.start:#x},{first.end:#x})")
             if end < first.end and self.map_count >= self.max_map_count:
                 raise _err(E.ENOMEM, "munmap split would exceed vm.max_map_count")
         if self.sealed_ever:
-            for v in vmas:
+            v: Vma | None = first
+            while v is not None and v.start < end:
                 if v.flags & VM_SEALED:
-                    if first.start < start:
+                    if split_first:
                         self._split(first, start, check_count=False)
                     raise _err(E.EPERM, f"sealed VMA [{v.start:#x},{v.end:#x})")
+                v = v.next
         cur = self._cur
-        if first.start < start and first.end > end:
-            # one VMA, hole in its interior: the tail becomes a new VMA
-            tail = Vma(end, first.end, first.pgoff + ((end - first.start) >> _PS), first.flags,
-                       first.file, first.anon_vma, first.avc, first.anon_name, first.policy,
-                       first.uffd_ctx, first.close, first.label)
-            first.end = start
-            self._link(tail, first)
-            if cur is not None:
-                self._step(X.SPLIT, first.start, tail.end, note=f"at {start:#x}")
-                if self._cur is not None:
+        if split_first:
+            if first.end > end:
+                # one VMA, hole in its interior: the tail becomes a new VMA
+                tail = Vma(end, first.end, first.pgoff + ((end - first.start) >> _PS),
+                           first.flags, first.file, first.anon_vma, first.avc, first.anon_name,
+                           first.policy, first.uffd_ctx, first.close, first.label)
+                first.end = start
+                self._link(tail, first)
+                if cur is not None:
+                    self._step(X.SPLIT, first.start, tail.end, note=f"at {start:#x}")
                     self._step(X.SPLIT, first.start, tail.end, note=f"at {end:#x}")
-                if self._cur is not None:
                     self._step(X.UNMAP, start, end)
+                if self.guard_pages:
+                    self._drop_guards(start, end)
+                return first
+            if cur is not None:
+                self._step(X.SPLIT, first.start, first.end, note=f"at {start:#x}")
+                self._step(X.UNMAP, start, first.end)
+            first.end = start
             prev: Vma | None = first
+            v = head = first.next
         else:
             prev = first.prev
-            lo, hi = 0, len(vmas)  # vmas[lo:hi] are removed whole
-            if first.start < start:
-                if cur is not None:
-                    self._step(X.SPLIT, first.start, first.end, note=f"at {start:#x}")
-                    if self._cur is not None:
-                        self._step(X.UNMAP, start, first.end)
-                first.end = start
-                prev = first
-                lo = 1
-            if lo < hi and last.end > end:
-                if cur is not None:
-                    self._step(X.SPLIT, last.start, last.end, note=f"at {end:#x}")
-                    if self._cur is not None:
-                        self._step(X.UNMAP, last.start, end)
-                last.pgoff += (end - last.start) >> _PS
-                self._set_start(last, end)
-                hi -= 1
+            v = head = first
+        # the VMAs removed whole, then perhaps one whose head is trimmed
+        count = 0
+        last = None
+        while v is not None and v.end <= end:
             if cur is not None:
-                for v in vmas[lo:hi]:
-                    self._step(X.UNMAP, v.start, v.end)
-                    self._unlink(v)
-            elif lo < hi:
-                self._unlink_run(vmas if lo == 0 and hi == len(vmas) else vmas[lo:hi])
+                self._step(X.UNMAP, v.start, v.end)
+            last = v
+            count += 1
+            v = v.next
+        if v is not None and v.start < end:
+            if cur is not None:
+                self._step(X.SPLIT, v.start, v.end, note=f"at {end:#x}")
+                self._step(X.UNMAP, v.start, end)
+            v.pgoff += (end - v.start) >> _PS
+            self._set_start(v, end)
+        if count:
+            self._unlink_run(head, last, count)  # type: ignore[arg-type]
         if self.guard_pages:
-            self.guard_pages = {g for g in self.guard_pages if not start <= g < end}
+            self._drop_guards(start, end)
         return prev
+
+    def _drop_guards(self, start: int, end: int) -> None:
+        self.guard_pages = {g for g in self.guard_pages if not start <= g < end}
 
     # ------------------------------------------------------------------ unmapped area
     def _gap_ok(self, addr: int, length: int) -> bool:
@@ -1197,9 +1204,11 @@ class AddressSpace:
         # the checks in the order of sys_mmap(), ksys_mmap_pgoff() and do_mmap()
         if offset & _OFF or offset < 0:
             raise _err(E.EINVAL, "offset not page aligned")
-        anonymous = (flags & MAP_ANONYMOUS) != 0
-        file: OpenFile | None = None
-        if not anonymous:
+        if flags & MAP_ANONYMOUS:
+            anonymous = True
+            file: OpenFile | None = None
+        else:
+            anonymous = False
             file = self.files.get(fd)
             if file is None:
                 raise _err(E.EBADF, f"fd {fd}")
@@ -1207,26 +1216,24 @@ class AddressSpace:
             raise _err(E.ENOMEM, "hugetlb mappings are outside the model (no huge pages)")
         if length <= 0:
             raise _err(E.EINVAL, "length is 0")
-        fixed = (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) != 0
         length = (length + _OFF) & ~_OFF
-        if length > TASK_SIZE or not length:
+        if length > TASK_SIZE:
             raise _err(E.ENOMEM, "length too large")
+        # (do_mmap()'s pgoff overflow check cannot fire: offset and length are below 2**64)
         pgoff = offset >> _PS
-        if pgoff + (length >> _PS) < pgoff:
-            raise _err(E.EOVERFLOW, "offset overflow")
         if self.map_count > self.max_map_count:
             raise _err(E.ENOMEM, "vm.max_map_count reached")
-        vm_flags = ((prot & (PROT_READ | PROT_WRITE | PROT_EXEC))
-                    | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC | self.def_flags)
+        vm_flags = (prot & _PROT_RWX) | _VM_MAY_RWX | self.def_flags
+        if flags & (MAP_GROWSDOWN | MAP_LOCKED):
+            if flags & MAP_GROWSDOWN:
+                vm_flags |= VM_GROWSDOWN
+            if flags & MAP_LOCKED:
+                vm_flags |= VM_LOCKED
         if self.pkeys and prot & 7 == PROT_EXEC:
             vm_flags |= EXEC_ONLY_PKEY * VM_PKEY_BIT0  # execute_only_pkey()
-        if flags & MAP_GROWSDOWN:
-            vm_flags |= VM_GROWSDOWN
-        if flags & MAP_LOCKED:
-            vm_flags |= VM_LOCKED
         mtype = flags & MAP_TYPE
         # placement: __get_unmapped_area()
-        if fixed:
+        if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
             if addr & _OFF:
                 raise _err(E.EINVAL, "MAP_FIXED address not page aligned")
             if addr + length > TASK_SIZE:
@@ -1261,25 +1268,25 @@ class AddressSpace:
                 raise _err(E.EINVAL, "bad mapping type for a file")
             if not file.readable:
                 raise _err(E.EACCES, "file not open for reading")
+        elif mtype == MAP_PRIVATE:
+            pgoff = addr >> _PS
+        elif mtype == MAP_SHARED:
+            if vm_flags & VM_GROWSDOWN:
+                raise _err(E.EINVAL, "shared GROWSDOWN")
+            vm_flags |= VM_SHARED | VM_MAYSHARE
+            pgoff = 0
+        elif mtype == MAP_DROPPABLE:
+            vm_flags |= VM_WIPEONFORK | VM_DROPPABLE | VM_DONTDUMP | VM_NORESERVE
+            pgoff = addr >> _PS
         else:
-            if mtype == MAP_SHARED:
-                if vm_flags & VM_GROWSDOWN:
-                    raise _err(E.EINVAL, "shared GROWSDOWN")
-                vm_flags |= VM_SHARED | VM_MAYSHARE
-                pgoff = 0
-            elif mtype == MAP_DROPPABLE:
-                vm_flags |= VM_WIPEONFORK | VM_DROPPABLE | VM_DONTDUMP | VM_NORESERVE
-            elif mtype != MAP_PRIVATE:
-                raise _err(E.EINVAL, "bad mapping type")
+            raise _err(E.EINVAL, "bad mapping type")
         if flags & MAP_NORESERVE and self.overcommit_memory != 2:
             vm_flags |= VM_NORESERVE
-        if anonymous and mtype != MAP_SHARED:
-            pgoff = addr >> _PS
         return self._mmap_region(addr, length, vm_flags, pgoff, file, anonymous and mtype ==
-                                 MAP_SHARED, (flags & MAP_POPULATE) != 0)
+                                 MAP_SHARED, flags & MAP_POPULATE)
 
     def _mmap_region(self, addr: int, length: int, vm_flags: int, pgoff: int,
-                     file: OpenFile | None, shared_anon: bool, populate: bool) -> int:
+                     file: OpenFile | None, shared_anon: bool, populate: int) -> int:
         """Mirrors __mmap_region(): unmap what is under, try a new-range merge, else new VMA."""
         end = addr + length
         # accountable_mapping()
@@ -1287,12 +1294,7 @@ class AddressSpace:
             vm_flags |= VM_ACCOUNT
         first = self._find(addr)
         if first is not None and first.start < end:
-            vmas = [first]
-            w = first.next
-            while w is not None and w.start < end:
-                vmas.append(w)
-                w = w.next
-            prev = self._do_munmap(addr, end, vmas)
+            prev = self._do_munmap(addr, end, first)
             nxt = prev.next if prev is not None else self._index.first()
         else:
             nxt = first  # the first VMA after the range, or None
@@ -1510,7 +1512,7 @@ class AddressSpace:
         if advice == MADV_GUARD_INSTALL:
             return self._guard_install(start, end)
         if advice == MADV_GUARD_REMOVE:
-            self.guard_pages = {g for g in self.guard_pages if not start <= g < end}
+            self._drop_guards(start, end)
             if self._walk_nochange(start, end):
                 raise _err(E.ENOMEM, "range not fully mapped")
             return None
@@ -2162,10 +2164,9 @@ class AddressSpace:
         elif old_len:
             # the source range is unmapped (split if partial); the moved range may have merged
             # into the source's own remainder, so unmap exactly [addr, addr+old_len)
-            src_vmas = self._gather(addr, addr + old_len)
-            for v in src_vmas:
+            for v in self._gather(addr, addr + old_len):
                 v.flags &= ~VM_SEALED  # cannot be sealed (checked)
-            self._do_munmap(addr, addr + old_len, src_vmas)
+            self._do_munmap(addr, addr + old_len)
         if moved_guards:
             self.guard_pages |= {g - addr + new_addr for g in moved_guards}
         if new_vma.flags & VM_LOCKED and new_len > old_len:
