@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno as E
 import itertools
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from replay import explain as X
@@ -140,6 +141,10 @@ _PS = PAGE_SHIFT
 _OFF = PAGE_SIZE - 1
 VM_STICKY = VM_SOFTDIRTY | VM_MAYBE_GUARD
 EXEC_ONLY_PKEY = 1  # the pkey x86 allocates for PROT_EXEC-only memory (execute_only_pkey())
+_EXEC_ONLY_PKEY_BITS = EXEC_ONLY_PKEY * VM_PKEY_BIT0
+_VM_RWX = VM_READ | VM_WRITE | VM_EXEC
+_PROT_GROWS = PROT_GROWSDOWN | PROT_GROWSUP
+_PROT_UNKNOWN = ~(PROT_READ | PROT_WRITE | PROT_EXEC | PROT_SEM)
 _PROT_RWX = PROT_READ | PROT_WRITE | PROT_EXEC
 _VM_MAY_RWX = VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
 
@@ -389,6 +394,7 @@ class AddressSpace:
         self.unknown_policy = "unfaulted"  # how UNKNOWN anon state is resolved for decisions
         # profile-derived constants for the hot path
         self._ignored = VM_STICKY if profile.sticky_flags else VM_SOFTDIRTY
+        self._merge_mask = ~self._ignored  # the VM flags is_mergeable_vma() compares
         self._anon_new = profile.anon_rule is AnonRule.NEW
         self._close_rule = profile.close_rule
         self._legacy_mmap = profile.mmap_prev_uses_next_anon
@@ -402,6 +408,8 @@ class AddressSpace:
 
     def _init_state(self) -> None:
         self._index = VmaIndex()
+        # find_vma(): the first VMA with end > addr (bound straight to the index: a hot path)
+        self._find: Callable[[int], Vma | None] = self._index.find_vma
         self.map_count = 0
         self.def_flags = 0
         self.start_brk: int | None = None
@@ -454,11 +462,6 @@ class AddressSpace:
         return r
 
     # ------------------------------------------------------------------ structure helpers
-    def _find(self, addr: int) -> Vma | None:
-        """find_vma(): the first VMA with end > addr."""
-        v: Vma | None = self._index.find_vma(addr)
-        return v
-
     def _lookup(self, addr: int) -> Vma | None:
         """vma_lookup(): the VMA containing addr."""
         v: Vma | None = self._index.floor(addr)
@@ -615,7 +618,7 @@ class AddressSpace:
                    anon: AnonVma | None, src: Vma | None, name: str | None, policy: object,
                    uffd: object, copied_from: Vma | None) -> bool:
         """is_mergeable_vma() + is_mergeable_anon_vma() + pgoff check (can_vma_merge_*())."""
-        return (not ((t.flags ^ flags) & ~self._ignored) and t.file is file and pgoff_ok
+        return (not ((t.flags ^ flags) & self._merge_mask) and t.file is file and pgoff_ok
                 and t.anon_name == name and t.policy == policy and t.uffd_ctx is uffd
                 and (not self._close_target or not t.close)
                 and ((anon is None and t.anon_vma is None)
@@ -629,7 +632,7 @@ class AddressSpace:
             return [X.Refusal(side, None, "no_neighbour")]
         out: list[X.Refusal] = []
         rng = t.rng
-        diff = (t.flags ^ flags) & ~self._ignored
+        diff = (t.flags ^ flags) & self._merge_mask
         if diff:
             out.append(X.Refusal(side, rng, "flags", " ".join(sorted(mnemonics(diff)))
                                  or hex(diff)))
@@ -713,12 +716,12 @@ class AddressSpace:
                 prev, flags, file, prev.pgoff + ((prev.end - prev.start) >> _PS) == pgoff,
                 left_anon, src, name, policy, uffd, copied_from)
         else:
-            left = prev is not None and not ((prev.flags ^ flags) & ~self._ignored) and (
+            left = prev is not None and not ((prev.flags ^ flags) & self._merge_mask) and (
                 self._mergeable(
                     prev, flags, file, prev.pgoff + ((prev.end - prev.start) >> _PS) == pgoff,
                     anon, src, name, policy, uffd, copied_from))
             right = (not just_expand and nxt is not None
-                     and not ((nxt.flags ^ flags) & ~self._ignored) and self._mergeable(
+                     and not ((nxt.flags ^ flags) & self._merge_mask) and self._mergeable(
                 nxt, flags, file, pgoff + pglen == nxt.pgoff, anon, src, name, policy, uffd,
                 copied_from) and (not left or self._prev_next_ok(prev, nxt)))  # type: ignore[arg-type]
         refusals: list[X.Refusal] = []
@@ -795,7 +798,8 @@ class AddressSpace:
         if anon is UNKNOWN:
             a = middle.anon_vma  # self._anon(middle) unless there is something to note
             anon = self._anon(middle) if a is not None and a.unknown else a  # type: ignore[assignment]
-        assert not isinstance(anon, Unknown)
+        if TYPE_CHECKING:  # a type narrowing only: anon is resolved above
+            assert not isinstance(anon, Unknown)
         left_side = start == middle.start
         right_side = end == middle.end
         if flags & VM_SPECIAL or not (left_side or right_side):
@@ -812,10 +816,10 @@ class AddressSpace:
         if nxt is not None and nxt.start != end:
             nxt = None
         rule = self._close_rule
-        left = prev is not None and not ((prev.flags ^ flags) & ~self._ignored) and self._mergeable(
+        left = prev is not None and not ((prev.flags ^ flags) & self._merge_mask) and self._mergeable(
             prev, flags, file, prev.pgoff + ((prev.end - prev.start) >> _PS) == pgoff, anon,
             middle, name, policy, uffd, None)
-        right = nxt is not None and not ((nxt.flags ^ flags) & ~self._ignored) and self._mergeable(
+        right = nxt is not None and not ((nxt.flags ^ flags) & self._merge_mask) and self._mergeable(
             nxt, flags, file, pgoff + ((end - start) >> _PS) == nxt.pgoff, anon, middle, name,
             policy, uffd, None) and (not left or self._prev_next_ok(prev, nxt))  # type: ignore[arg-type]
         refusals: list[X.Refusal] = []
@@ -910,7 +914,14 @@ class AddressSpace:
         new = Vma(addr, v.end, v.pgoff + ((addr - v.start) >> _PS), v.flags, v.file, v.anon_vma,
                   v.avc, v.anon_name, v.policy, v.uffd_ctx, v.close, v.label)
         v.end = addr
-        self._link(new, v)
+        # _link(new, v), spelled out for this hot path (v's seal is already accounted)
+        nxt = new.next = v.next
+        new.prev = v
+        v.next = new
+        if nxt is not None:
+            nxt.prev = new
+        self._index.insert(addr, new)
+        self.map_count += 1
         self._nomerge_bounds.add(addr)
         if self._cur is not None:
             self._step(X.SPLIT, v.start, new.end, None, note=f"at {addr:#x}")
@@ -931,13 +942,19 @@ class AddressSpace:
             self._split(middle, end)
         return middle, False
 
-    def _apply_flags(self, v: Vma, merged: bool, flags: int) -> None:
-        """The caller's write-back after vma_modify_flags()."""
+    def _vma_modify_flags(self, middle: Vma, start: int, end: int, flags: int,
+                          name: str | None) -> tuple[Vma, bool]:
+        """vma_modify_flags() / vma_modify_name() and the caller's write-back of the new flags
+        and name. Returns (vma covering the range, merged?)."""
+        v, merged = self._vma_modify(middle, start, end, flags, name, middle.policy,
+                                     middle.uffd_ctx)
         if merged and self._sticky:
             # vma_modify_flags() hands back the merged VMA's flags (residual sticky bits)
             v.flags = flags | (v.flags & VM_STICKY)
         else:
             v.flags = flags
+        v.anon_name = name
+        return v, merged
 
     # ------------------------------------------------------------------ faults
     def _anon_vma_prepare(self, v: Vma) -> None:
@@ -986,7 +1003,7 @@ class AddressSpace:
             fl = v.flags
             if strict and not fl & (VM_IO | VM_PFNMAP | VM_LOCKONFAULT):
                 if not fl & VM_ACCESS_FLAGS or (
-                        fl & VM_PKEY_MASK == EXEC_ONLY_PKEY * VM_PKEY_BIT0
+                        fl & VM_PKEY_MASK == _EXEC_ONLY_PKEY_BITS
                         and not fl & (VM_READ | VM_WRITE)):
                     raise _err(E.ENOMEM, "mlock populate of a PROT_NONE VMA")
                 if self.guard_pages and any(g in self.guard_pages for g in range(
@@ -1145,7 +1162,11 @@ class AddressSpace:
                 return addr
             if cur is None:
                 break
-            upper = min(upper, _start_gap(cur))
+            gap_start = cur.start  # vm_start_gap(cur), spelled out for this loop
+            if cur.flags & VM_GROWSDOWN:
+                gap_start = gap_start - STACK_GUARD_GAP if gap_start > STACK_GUARD_GAP else 0
+            if gap_start < upper:
+                upper = gap_start
             cur = cur.prev
         # fallback: bottom-up from TASK_UNMAPPED_BASE
         addr = _page_align(TASK_SIZE // 3)
@@ -1230,7 +1251,7 @@ class AddressSpace:
             if flags & MAP_LOCKED:
                 vm_flags |= VM_LOCKED
         if self.pkeys and prot & 7 == PROT_EXEC:
-            vm_flags |= EXEC_ONLY_PKEY * VM_PKEY_BIT0  # execute_only_pkey()
+            vm_flags |= _EXEC_ONLY_PKEY_BITS  # execute_only_pkey()
         mtype = flags & MAP_TYPE
         # placement: __get_unmapped_area()
         if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
@@ -1360,10 +1381,11 @@ class AddressSpace:
                   prot, pkey)
 
     def _mprotect(self, start: int, length: int, prot: int, pkey: int) -> None:
-        grows = prot & (PROT_GROWSDOWN | PROT_GROWSUP)
-        prot &= ~(PROT_GROWSDOWN | PROT_GROWSUP)
-        if grows == (PROT_GROWSDOWN | PROT_GROWSUP):
-            raise _err(E.EINVAL, "both GROWSDOWN and GROWSUP")
+        grows = prot & _PROT_GROWS
+        if grows:
+            prot &= ~_PROT_GROWS
+            if grows == _PROT_GROWS:
+                raise _err(E.EINVAL, "both GROWSDOWN and GROWSUP")
         if start & _OFF:
             raise _err(E.EINVAL, "address not page aligned")
         if not length:
@@ -1372,7 +1394,7 @@ class AddressSpace:
         end = start + length
         if end <= start:
             raise _err(E.ENOMEM, "range wraps")
-        if prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC | PROT_SEM):
+        if prot & _PROT_UNKNOWN:
             raise _err(E.EINVAL, "unknown prot bits")
         if pkey != -1 and (not self.pkeys or not 0 <= pkey < 16):
             raise _err(E.EINVAL, "protection keys unavailable")
@@ -1387,13 +1409,13 @@ class AddressSpace:
                 raise _err(E.EINVAL, "PROT_GROWSDOWN on a non-GROWSDOWN VMA")
         elif vma.start > start:
             raise _err(E.ENOMEM, "range starts in a hole")
-        newprot = prot & (VM_READ | VM_WRITE | VM_EXEC)
+        newprot = prot & _VM_RWX
         tmp = start
         while True:
             if vma.start > tmp:
                 raise _err(E.ENOMEM, "hole in range")
             vend = vma.end
-            new_flags = (vma.flags & ~(VM_READ | VM_WRITE | VM_EXEC)) | newprot
+            new_flags = (vma.flags & ~_VM_RWX) | newprot
             if self.pkeys:
                 new_flags = (new_flags & ~VM_PKEY_MASK) | (
                     self._override_pkey(vma, prot & 7, pkey) * VM_PKEY_BIT0)
@@ -1436,8 +1458,7 @@ class AddressSpace:
         elif (self._unaccount and old & VM_ACCOUNT
               and vma.file is None and self._anon(vma) is None):
             new_flags &= ~VM_ACCOUNT
-        v, merged = self._vma_modify(vma, start, end, new_flags, vma.anon_name, vma.policy, vma.uffd_ctx)
-        self._apply_flags(v, merged, new_flags)
+        v, merged = self._vma_modify_flags(vma, start, end, new_flags, vma.anon_name)
         if not merged and self._cur is not None:
             self._step(X.MODIFY, start, end, v)
         if (old & (VM_WRITE | VM_SHARED | VM_LOCKED)) == VM_LOCKED and new_flags & VM_WRITE:
@@ -1472,10 +1493,7 @@ class AddressSpace:
                     if self._cur is not None:
                         self._step(X.UNCHANGED, seg_s, seg_e, vma)
                 else:
-                    v, merged = self._vma_modify(vma, seg_s, seg_e, new_flags, name, vma.policy,
-                                                 vma.uffd_ctx)
-                    self._apply_flags(v, merged, new_flags)
-                    v.anon_name = name
+                    v, merged = self._vma_modify_flags(vma, seg_s, seg_e, new_flags, name)
                     if not merged and self._cur is not None:
                         self._step(X.MODIFY, seg_s, seg_e, v)
                     vma = v
@@ -1680,9 +1698,7 @@ class AddressSpace:
             if not v.flags & (VM_SPECIAL | VM_HUGETLB | VM_DROPPABLE):
                 nf = (v.flags & ~VM_LOCKED_MASK) | to_add
                 if nf != v.flags:
-                    t, merged = self._vma_modify(v, v.start, v.end, nf, v.anon_name, v.policy,
-                                                 v.uffd_ctx)
-                    self._apply_flags(t, merged, nf)
+                    t, _ = self._vma_modify_flags(v, v.start, v.end, nf, v.anon_name)
                     nxt_start = max(nxt_start, t.end)
             v = self._find(nxt_start)
 
@@ -1774,9 +1790,9 @@ class AddressSpace:
             except OSError as e:
                 raise _err(E.EFAULT, f"stack expansion refused ({e.strerror}) (SIGSEGV)") from e
         fl = v.flags
-        if (write and not fl & VM_WRITE) or (not write and not fl & VM_ACCESS_FLAGS):
+        if not fl & (VM_WRITE if write else VM_ACCESS_FLAGS):
             raise _err(E.EFAULT, "access not permitted (SIGSEGV)")
-        if fl & VM_PKEY_MASK == EXEC_ONLY_PKEY * VM_PKEY_BIT0 and not fl & (VM_READ | VM_WRITE):
+        if fl & VM_PKEY_MASK == _EXEC_ONLY_PKEY_BITS and not fl & (VM_READ | VM_WRITE):
             raise _err(E.EFAULT, "execute-only protection key (SIGSEGV)")
         if self.guard_pages and addr & ~_OFF in self.guard_pages:
             raise _err(E.EFAULT, "guard page (SIGSEGV)")
@@ -2334,8 +2350,7 @@ def refusals_has(refs: list[X.Refusal], side: str) -> bool:
 def _start_gap(v: Vma) -> int:
     """vm_start_gap(): a GROWSDOWN VMA claims stack_guard_gap below its start."""
     if v.flags & VM_GROWSDOWN:
-        s = v.start - STACK_GUARD_GAP
-        return s if s < v.start else 0
+        return v.start - STACK_GUARD_GAP if v.start > STACK_GUARD_GAP else 0  # no wrap below 0
     return v.start
 
 

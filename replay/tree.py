@@ -25,17 +25,17 @@ LOAD = 256
 
 
 class VmaIndex:
-    __slots__ = ("_blocks", "_keys", "_len", "_load", "_seps")
+    __slots__ = ("_blocks", "_keys", "_load", "_max", "_seps")
 
     def __init__(self, load: int = LOAD) -> None:
         self._load = load
+        self._max = 2 * load  # a block that grows past this is split in two
         self._seps: list[int] = [-1]
         self._keys: list[list[int]] = [[]]
         self._blocks: list[list[Any]] = [[]]
-        self._len = 0
 
     def __len__(self) -> int:
-        return self._len
+        return sum(map(len, self._keys))
 
     def floor(self, addr: int) -> Any:
         """The VMA with the greatest start <= addr, or None."""
@@ -85,9 +85,8 @@ class VmaIndex:
         keys.insert(i, start)
         block = self._blocks[bi]
         block.insert(i, vma)
-        self._len += 1
-        load = self._load
-        if len(keys) > 2 * load:
+        if len(keys) > self._max:
+            load = self._load
             self._keys[bi : bi + 1] = [keys[:load], keys[load:]]
             self._blocks[bi : bi + 1] = [block[:load], block[load:]]
             self._seps.insert(bi + 1, keys[load])
@@ -115,7 +114,6 @@ class VmaIndex:
         keys = self._keys[bi]
         del keys[i]
         del self._blocks[bi][i]
-        self._len -= 1
         if not keys:
             self._drop_block(bi)
 
@@ -130,7 +128,6 @@ class VmaIndex:
             return
         del keys[i : i + count]
         del self._blocks[bi][i : i + count]
-        self._len -= count
         if not keys:
             self._drop_block(bi)
 
@@ -168,4 +165,3 @@ class VmaIndex:
         self._seps[:] = [-1]
         self._keys[:] = [[]]
         self._blocks[:] = [[]]
-        self._len = 0
