@@ -112,7 +112,7 @@ def merge_existing(mm: AddressSpace, vmg: VmaMergeStruct) -> Vma | None:
 
 def modify_flags(mm: AddressSpace, vma: Vma, start: int, end: int, flags: int) -> Vma:
     """vma_modify_flags(): merge or split only; the flags are NOT written (as in the kernel)."""
-    v, _ = mm._vma_modify(vma, start, end, flags, vma.anon_name, vma.policy, vma.uffd_ctx)
+    v, _ = mm._vma_modify(vma, start, end, flags, vma.anon_name, write=False)
     return v
 
 

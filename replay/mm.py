@@ -617,10 +617,12 @@ class AddressSpace:
     def _mergeable(self, t: Vma, flags: int, file: OpenFile | None, pgoff_ok: bool,
                    anon: AnonVma | None, src: Vma | None, name: str | None, policy: object,
                    uffd: object, copied_from: Vma | None) -> bool:
-        """is_mergeable_vma() + is_mergeable_anon_vma() + pgoff check (can_vma_merge_*())."""
-        return (not ((t.flags ^ flags) & self._merge_mask) and t.file is file and pgoff_ok
-                and t.anon_name == name and t.policy == policy and t.uffd_ctx is uffd
-                and (not self._close_target or not t.close)
+        """is_mergeable_vma() + is_mergeable_anon_vma() + pgoff check (can_vma_merge_*()).
+
+        The callers have compared the flags already (the commonest refusal, tested inline).
+        """
+        return (t.file is file and pgoff_ok and t.anon_name == name and t.policy == policy
+                and t.uffd_ctx is uffd and not (t.close and self._close_target)
                 and ((anon is None and t.anon_vma is None)
                      or self._anon_ok(anon, t, src, copied_from) is None))
 
@@ -707,12 +709,12 @@ class AddressSpace:
         left_anon = anon
         if legacy_mmap:
             # 6.1-6.11 mmap_region(): next first; prev is then checked with next's anon_vma
-            right = nxt is not None and self._mergeable(
-                nxt, flags, file, pgoff + pglen == nxt.pgoff, anon, src, name, policy, uffd,
-                copied_from)
+            right = (nxt is not None and not ((nxt.flags ^ flags) & self._merge_mask)
+                     and self._mergeable(nxt, flags, file, pgoff + pglen == nxt.pgoff, anon, src,
+                                         name, policy, uffd, copied_from))
             if right:
                 left_anon = self._anon(nxt)  # type: ignore[arg-type]
-            left = prev is not None and self._mergeable(
+            left = prev is not None and not ((prev.flags ^ flags) & self._merge_mask) and self._mergeable(
                 prev, flags, file, prev.pgoff + ((prev.end - prev.start) >> _PS) == pgoff,
                 left_anon, src, name, policy, uffd, copied_from)
         else:
@@ -725,7 +727,7 @@ class AddressSpace:
                 nxt, flags, file, pgoff + pglen == nxt.pgoff, anon, src, name, policy, uffd,
                 copied_from) and (not left or self._prev_next_ok(prev, nxt)))  # type: ignore[arg-type]
         refusals: list[X.Refusal] = []
-        if right and rule is CloseRule.REMOVABLE and nxt.close:  # type: ignore[union-attr]
+        if right and nxt.close and rule is CloseRule.REMOVABLE:  # type: ignore[union-attr]
             right = False
             if self._cur is not None:
                 refusals.append(X.Refusal("next", nxt.rng, "close",  # type: ignore[union-attr]
@@ -751,16 +753,18 @@ class AddressSpace:
             return None
         ignored_src = flags & self._ignored
         if left:
-            assert prev is not None
+            if TYPE_CHECKING:  # narrowing only (checked above)
+                assert prev is not None
             target = prev
-            if right and rule is CloseRule.DELETION and nxt.close:  # type: ignore[union-attr]
+            if right and nxt.close and rule is CloseRule.DELETION:  # type: ignore[union-attr]
                 # can_merge_remove_vma(next) fails: shrink to a merge with prev only
                 right = False
                 if self._cur is not None:
                     refusals.append(X.Refusal("next", nxt.rng, "close",  # type: ignore[union-attr]
                                               "next would be deleted and has vm_ops->close"))
             if right:
-                assert nxt is not None
+                if TYPE_CHECKING:  # narrowing only (checked above)
+                    assert nxt is not None
                 # vma_expand() with remove_next: target takes next's anon_vma if it has none
                 self._dup_anon_vma(target, nxt)
                 new_end = nxt.end
@@ -773,7 +777,8 @@ class AddressSpace:
                 target.end = end
                 path = X.EXPAND_PREV
         else:
-            assert nxt is not None
+            if TYPE_CHECKING:  # narrowing only (checked above)
+                assert nxt is not None
             target = nxt
             self._set_start(target, start)
             target.pgoff = pgoff
@@ -836,7 +841,7 @@ class AddressSpace:
                                    "prev and next have different anon_vmas")]
                 refusals += r
         remove_middle = left_side and right_side
-        if right and rule is CloseRule.REMOVABLE and nxt.close:  # type: ignore[union-attr]
+        if right and nxt.close and rule is CloseRule.REMOVABLE:  # type: ignore[union-attr]
             right = False
             if self._cur is not None:
                 refusals.append(X.Refusal("next", nxt.rng, "close",  # type: ignore[union-attr]
@@ -859,7 +864,8 @@ class AddressSpace:
                                           "next would be deleted and has vm_ops->close"))
         sticky = self._sticky
         if left and right:
-            assert prev is not None and nxt is not None
+            if TYPE_CHECKING:  # narrowing only (checked above)
+                assert prev is not None and nxt is not None
             target = prev
             # commit_merge(): dup from next if faulted, else from middle
             if nxt.anon_vma is not None:
@@ -873,7 +879,8 @@ class AddressSpace:
             target.end = new_end
             path = X.MERGE_BOTH
         elif left:
-            assert prev is not None
+            if TYPE_CHECKING:  # narrowing only (checked above)
+                assert prev is not None
             target = prev
             self._dup_anon_vma(target, middle)
             if sticky:
@@ -888,7 +895,8 @@ class AddressSpace:
                 self._set_start(middle, end)
                 path = X.ADJUST_MIDDLE_START
         else:
-            assert nxt is not None
+            if TYPE_CHECKING:  # narrowing only (checked above)
+                assert nxt is not None
             target = nxt
             self._dup_anon_vma(target, middle)
             if sticky:
@@ -927,34 +935,28 @@ class AddressSpace:
             self._step(X.SPLIT, v.start, new.end, None, note=f"at {addr:#x}")
         return new
 
-    def _vma_modify(self, middle: Vma, start: int, end: int, flags: int, name: str | None,
-                    policy: object, uffd: object) -> tuple[Vma, bool]:
-        """vma_modify(): merge [start,end) with a neighbour, else split it out of middle.
-
-        Returns (vma covering the range, merged?). The caller writes the new attribute.
+    def _vma_modify(self, middle: Vma, start: int, end: int, flags: int, name: str | None, *,
+                    write: bool = True) -> tuple[Vma, bool]:
+        """vma_modify(): merge [start,end) of middle with a neighbour, else split it out of
+        middle; then, with ``write``, the caller's write-back of the new flags and name (as
+        vma_modify_flags()/vma_modify_name() callers do). Returns (vma for the range, merged?).
         """
-        merged = self._merge_existing_range(middle, start, end, flags, name, policy, uffd)
+        merged = self._merge_existing_range(middle, start, end, flags, name, middle.policy,
+                                            middle.uffd_ctx)
         if merged is not None:
+            if write:
+                # vma_modify_flags() hands back the merged VMA's flags (residual sticky bits)
+                merged.flags = flags | (merged.flags & VM_STICKY) if self._sticky else flags
+                merged.anon_name = name
             return merged, True
         if start > middle.start:
             middle = self._split(middle, start)
         if end < middle.end:
             self._split(middle, end)
+        if write:
+            middle.flags = flags
+            middle.anon_name = name
         return middle, False
-
-    def _vma_modify_flags(self, middle: Vma, start: int, end: int, flags: int,
-                          name: str | None) -> tuple[Vma, bool]:
-        """vma_modify_flags() / vma_modify_name() and the caller's write-back of the new flags
-        and name. Returns (vma covering the range, merged?)."""
-        v, merged = self._vma_modify(middle, start, end, flags, name, middle.policy,
-                                     middle.uffd_ctx)
-        if merged and self._sticky:
-            # vma_modify_flags() hands back the merged VMA's flags (residual sticky bits)
-            v.flags = flags | (v.flags & VM_STICKY)
-        else:
-            v.flags = flags
-        v.anon_name = name
-        return v, merged
 
     # ------------------------------------------------------------------ faults
     def _anon_vma_prepare(self, v: Vma) -> None:
@@ -1147,11 +1149,13 @@ class AddressSpace:
         high = min(self.mmap_base, TASK_SIZE)
         # walk down from the VMA at/after high
         v = self._find(high)
-        upper = high if v is None else min(high, _start_gap(v))
-        cur = self._prev_of(upper) if v is None or v.start >= high else v.prev
-        if v is not None and v.start < high:
-            # a VMA straddles high: the gap starts below it
-            upper = _start_gap(v)
+        if v is None:
+            upper = high
+            cur = self._index.last()
+        else:
+            # (a VMA straddling high puts the gap below it; VMAs of cur's walk that start above
+            # upper fail the gap test and only lower it)
+            upper = min(high, _start_gap(v)) if v.start >= high else _start_gap(v)
             cur = v.prev
         while True:
             lower = cur.end if cur is not None else low
@@ -1458,7 +1462,7 @@ class AddressSpace:
         elif (self._unaccount and old & VM_ACCOUNT
               and vma.file is None and self._anon(vma) is None):
             new_flags &= ~VM_ACCOUNT
-        v, merged = self._vma_modify_flags(vma, start, end, new_flags, vma.anon_name)
+        v, merged = self._vma_modify(vma, start, end, new_flags, vma.anon_name)
         if not merged and self._cur is not None:
             self._step(X.MODIFY, start, end, v)
         if (old & (VM_WRITE | VM_SHARED | VM_LOCKED)) == VM_LOCKED and new_flags & VM_WRITE:
@@ -1467,18 +1471,22 @@ class AddressSpace:
 
     # ------------------------------------------------------------------ generic per-VMA walker
     def _walk_modify(self, start: int, end: int, compute: Any, *, name_change: bool = False,
-                     new_name: str | None = None, stop_at_hole: bool = False) -> bool:
+                     new_name: str | None = None, stop_at_hole: bool = False,
+                     first: Vma | None = None) -> bool:
         """madvise_walk_vmas()-style loop. ``compute(vma) -> new flags | None (skip)``.
 
-        Returns True if there was a hole (the caller decides the errno).
+        ``first``: find_vma(start), if the caller has it. Returns True if there was a hole (the
+        caller decides the errno).
         """
         hole = False
-        vma = self._find(start)
+        vma = self._find(start) if first is None else first
         if vma is None or vma.start >= end:
             return True
         if vma.start > start:
             hole = True
-        tmp = max(start, vma.start)
+            tmp = vma.start
+        else:
+            tmp = start
         while vma is not None and vma.start < end:
             if vma.start > tmp:
                 hole = True
@@ -1493,7 +1501,7 @@ class AddressSpace:
                     if self._cur is not None:
                         self._step(X.UNCHANGED, seg_s, seg_e, vma)
                 else:
-                    v, merged = self._vma_modify_flags(vma, seg_s, seg_e, new_flags, name)
+                    v, merged = self._vma_modify(vma, seg_s, seg_e, new_flags, name)
                     if not merged and self._cur is not None:
                         self._step(X.MODIFY, seg_s, seg_e, v)
                     vma = v
@@ -1525,6 +1533,11 @@ class AddressSpace:
             raise _err(E.EINVAL, "range wraps")
         if end == start:
             return
+        compute = _FLAG_FNS.get(advice)
+        if compute is not None:
+            if self._walk_modify(start, end, compute):
+                raise _err(E.ENOMEM, "range not fully mapped")
+            return None
         if advice in (MADV_POPULATE_READ, MADV_POPULATE_WRITE):
             return self._madvise_populate(start, end, advice == MADV_POPULATE_WRITE)
         if advice == MADV_GUARD_INSTALL:
@@ -1534,28 +1547,25 @@ class AddressSpace:
             if self._walk_nochange(start, end):
                 raise _err(E.ENOMEM, "range not fully mapped")
             return None
-        compute = _FLAG_FNS.get(advice)
-        if compute is None:
-            # non-VMA-changing advice: per VMA in walk order, the seal check of
-            # madvise_vma_behavior() (EPERM) and then the advice's own checks (EINVAL)
-            vmas = self._gather(start, end)
-            for v in vmas:
-                if advice in (MADV_DONTNEED, MADV_FREE, MADV_DONTNEED_LOCKED, MADV_REMOVE):
-                    _check_discard_seal(v)
-                if advice in (MADV_DONTNEED, MADV_FREE) and v.flags & (
-                        VM_LOCKED | VM_PFNMAP | VM_HUGETLB):
-                    raise _err(E.EINVAL, "MADV_DONTNEED/FREE on a locked or special VMA")
-                if advice == MADV_REMOVE and not v.flags & VM_SHARED:
-                    raise _err(E.EINVAL, "MADV_REMOVE on a private mapping")
-                if advice in (MADV_COLD, MADV_PAGEOUT) and v.flags & (
-                        VM_LOCKED | VM_PFNMAP | VM_HUGETLB):
-                    raise _err(E.EINVAL, "MADV_COLD/PAGEOUT on a locked VMA (can_madv_lru_vma())")
-                if advice == MADV_FREE and (v.file is not None or v.flags & VM_SHARED):
-                    raise _err(E.EINVAL, "MADV_FREE on a non-anonymous VMA")
-            if self._walk_nochange(start, end, vmas):
-                raise _err(E.ENOMEM, "range not fully mapped")
-            return None
-        if self._walk_modify(start, end, compute):
+        # non-VMA-changing advice: per VMA in walk order, the seal check of
+        # madvise_vma_behavior() (EPERM) and then the advice's own checks (EINVAL)
+        vmas = self._gather(start, end)
+        discard = advice in _MADV_DISCARD
+        for v in vmas:
+            if discard:
+                _check_discard_seal(v)
+            fl = v.flags
+            if advice in (MADV_DONTNEED, MADV_FREE) and fl & (
+                    VM_LOCKED | VM_PFNMAP | VM_HUGETLB):
+                raise _err(E.EINVAL, "MADV_DONTNEED/FREE on a locked or special VMA")
+            if advice == MADV_REMOVE and not fl & VM_SHARED:
+                raise _err(E.EINVAL, "MADV_REMOVE on a private mapping")
+            if advice in (MADV_COLD, MADV_PAGEOUT) and fl & (
+                    VM_LOCKED | VM_PFNMAP | VM_HUGETLB):
+                raise _err(E.EINVAL, "MADV_COLD/PAGEOUT on a locked VMA (can_madv_lru_vma())")
+            if advice == MADV_FREE and (v.file is not None or fl & VM_SHARED):
+                raise _err(E.EINVAL, "MADV_FREE on a non-anonymous VMA")
+        if self._walk_nochange(start, end, vmas):
             raise _err(E.ENOMEM, "range not fully mapped")
         return None
 
@@ -1658,7 +1668,7 @@ class AddressSpace:
                 return None
             return (v.flags & ~VM_LOCKED_MASK) | to_add
 
-        if self._walk_modify(start, end, compute, stop_at_hole=True):
+        if self._walk_modify(start, end, compute, stop_at_hole=True, first=vma):
             raise _err(E.ENOMEM, "hole in range")
         if lock:
             # __mm_populate(ignore_errors=0): GUP fails on PROT_NONE (-EFAULT -> ENOMEM)
@@ -1698,7 +1708,7 @@ class AddressSpace:
             if not v.flags & (VM_SPECIAL | VM_HUGETLB | VM_DROPPABLE):
                 nf = (v.flags & ~VM_LOCKED_MASK) | to_add
                 if nf != v.flags:
-                    t, _ = self._vma_modify_flags(v, v.start, v.end, nf, v.anon_name)
+                    t, _ = self._vma_modify(v, v.start, v.end, nf, v.anon_name)
                     nxt_start = max(nxt_start, t.end)
             v = self._find(nxt_start)
 
@@ -2339,6 +2349,7 @@ def _check_discard_seal(v: Vma) -> None:
         raise _err(E.EPERM, "discard advice on sealed read-only anonymous memory")
 
 
+_MADV_DISCARD = frozenset({MADV_DONTNEED, MADV_FREE, MADV_DONTNEED_LOCKED, MADV_REMOVE})
 _FLAG_FNS: dict[int, Any] = {
     a: f for a in _MADV_KNOWN if (f := _madvise_flag_fn(a)) is not None}
 
