@@ -667,6 +667,10 @@ class AddressSpace:
 
     def _prev_next_ok(self, prev: Vma, nxt: Vma) -> bool:
         """are_anon_vmas_compatible(prev, next): both faulted -> same anon_vma."""
+        pa = prev.anon_vma
+        na = nxt.anon_vma
+        if pa is None and na is None:
+            return True
         pa = self._anon(prev)
         na = self._anon(nxt)
         return pa is None or na is None or pa is na
@@ -800,11 +804,6 @@ class AddressSpace:
         ``anon`` is vmg->anon_vma (default: middle's own, as VMG_VMA_STATE seeds it; the kernel's
         test harness sometimes leaves it unset). Returns the merged VMA or None.
         """
-        if anon is UNKNOWN:
-            a = middle.anon_vma  # self._anon(middle) unless there is something to note
-            anon = self._anon(middle) if a is not None and a.unknown else a  # type: ignore[assignment]
-        if TYPE_CHECKING:  # a type narrowing only: anon is resolved above
-            assert not isinstance(anon, Unknown)
         left_side = start == middle.start
         right_side = end == middle.end
         if flags & VM_SPECIAL or not (left_side or right_side):
@@ -812,6 +811,11 @@ class AddressSpace:
                 self._step(X.NOMERGE, start, end, None, [X.Refusal(
                     "middle", middle.rng, "special" if flags & VM_SPECIAL else "interior")])
             return None
+        if anon is UNKNOWN:
+            a = middle.anon_vma  # self._anon(middle) unless there is something to note
+            anon = self._anon(middle) if a is not None and a.unknown else a  # type: ignore[assignment]
+        if TYPE_CHECKING:  # a type narrowing only: anon is resolved above
+            assert not isinstance(anon, Unknown)
         file = middle.file
         pgoff = middle.pgoff + ((start - middle.start) >> _PS)
         prev = middle.prev if left_side else None
