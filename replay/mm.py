@@ -144,6 +144,7 @@ EXEC_ONLY_PKEY = 1  # the pkey x86 allocates for PROT_EXEC-only memory (execute_
 _EXEC_ONLY_PKEY_BITS = EXEC_ONLY_PKEY * VM_PKEY_BIT0
 _VM_RWX = VM_READ | VM_WRITE | VM_EXEC
 _PROT_GROWS = PROT_GROWSDOWN | PROT_GROWSUP
+_BOUNDS_CAP_MIN = 4096
 _PROT_UNKNOWN = ~(PROT_READ | PROT_WRITE | PROT_EXEC | PROT_SEM)
 _PROT_RWX = PROT_READ | PROT_WRITE | PROT_EXEC
 _VM_MAY_RWX = VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
@@ -420,6 +421,7 @@ class AddressSpace:
         self.sealed_ever = False  # a VMA of this mm was sealed (skips seal scans otherwise)
         # boundaries created without a merge attempt (split, in-place flag change...): check()
         self._nomerge_bounds: set[int] = set()
+        self._bounds_cap = _BOUNDS_CAP_MIN  # prune the set when it grows past this
         self._cur: X.Explanation | None = None
 
     # ------------------------------------------------------------------ explanation plumbing
@@ -934,10 +936,23 @@ class AddressSpace:
             nxt.prev = new
         self._index.insert(addr, new)
         self.map_count += 1
-        self._nomerge_bounds.add(addr)
+        bounds = self._nomerge_bounds
+        bounds.add(addr)
+        if len(bounds) > self._bounds_cap:
+            self._prune_bounds()
         if self._cur is not None:
             self._step(X.SPLIT, v.start, new.end, None, note=f"at {addr:#x}")
         return new
+
+    def _prune_bounds(self) -> None:
+        """Forget no-merge boundaries that are no longer between two VMAs, so that the set stays
+        O(VMAs) over a long replay (a later boundary at the same address is a new one)."""
+        live: set[int] = set()
+        for v in self._index:
+            live.add(v.start)
+            live.add(v.end)
+        self._nomerge_bounds &= live
+        self._bounds_cap = max(_BOUNDS_CAP_MIN, 4 * len(self._nomerge_bounds))
 
     def _vma_modify(self, middle: Vma, start: int, end: int, flags: int, name: str | None, *,
                     write: bool = True) -> tuple[Vma, bool]:
@@ -2276,6 +2291,7 @@ class AddressSpace:
         """Raise AssertionError unless the model's invariants hold (see docs/model.md)."""
         from replay.validate import check_mm
 
+        self._prune_bounds()
         check_mm(self)
 
 

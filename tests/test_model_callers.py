@@ -1047,3 +1047,19 @@ def test_madvise_lru_and_free_refusals(kernel: str) -> None:
     mm.madvise(pg(24), P, MADV_COLD)
     mm.mmap(pg(30), P, RW, MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED)
     raises(errno.EINVAL, mm.madvise, pg(30), P, MADV_FREE)
+
+
+def test_no_merge_boundaries_stay_bounded_over_a_long_replay() -> None:
+    """The set of boundaries made without a merge attempt (split...) only keeps addresses that
+    are still VMA boundaries once it grows: a long replay does not accumulate every split."""
+    mm = AddressSpace("6.19", explain=False)
+    anon = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED
+    for i in range(20_000):
+        base = 0x10000000 + i * 4 * P  # a new place every time
+        mm.mmap(base, 3 * P, PROT_READ, anon)
+        mm.mprotect(base + P, P, PROT_READ | PROT_WRITE)  # two splits
+        mm.munmap(base, 3 * P)
+    assert mm.map_count == 0
+    assert len(mm._nomerge_bounds) <= 4096 + 2
+    mm.check()
+    assert not mm._nomerge_bounds
