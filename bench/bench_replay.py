@@ -14,7 +14,9 @@ without an address (top-down search) with a later munmap of an older one. All wo
 1024-page window; failing calls (ENOMEM, EFAULT...) are part of the workload. fork is left out:
 it copies the whole address space (O(VMAs)) and would measure the pre-population, not the ops.
 The pre-populated VMAs sit below the window; explanations are off (explain=False); the benchmark
-sets vm.max_map_count to 2**31 so that the big address space can still split.
+sets vm.max_map_count to 2**31 so that the big address space can still split. The operations are
+bound to the address space's methods before the clock starts (a replay decodes its trace once);
+the timed loop makes one call per operation and counts the failures.
 """
 
 from __future__ import annotations
