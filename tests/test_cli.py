@@ -144,3 +144,18 @@ def test_doctor_exit_status_follows_checks() -> None:
     assert nobody.returncode == 1
     priv = next(c for c in json.loads(nobody.stdout)["checks"] if c["name"] == "privileges")
     assert not priv["ok"] and "sudo" in priv["fix"]
+
+
+@pytest.mark.parametrize("json_out", [False, True])
+def test_closed_stdout_ends_quietly_with_sigpipe_status(json_out: bool) -> None:
+    """`vmatrace snapshot PID | head`: a reader that is gone is not an error worth a message;
+    the exit status is 128 + SIGPIPE (rich's own handler would exit 1)."""
+    r, w = os.pipe()
+    os.close(r)  # no reader: the first write fails with EPIPE
+    try:
+        p = subprocess.run([*VMATRACE, "snapshot", str(os.getpid()), *(["--json"] if json_out else [])],
+                           stdout=w, stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=60)
+    finally:
+        os.close(w)
+    assert p.returncode == 141, p.stderr
+    assert p.stderr == ""

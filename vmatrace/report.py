@@ -15,8 +15,17 @@ from vmatrace.analysis import Run, map_count, reason_counts
 from vmatrace.census import Census
 from vmatrace.doctor import Check
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+
+class _Console(Console):
+    """rich's Console, except that a closed stdout (``vmatrace ... | head``) raises
+    BrokenPipeError for the CLI to end quietly with 128 + SIGPIPE (rich itself exits 1)."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError
+
+
+console = _Console(highlight=False)
+err_console = _Console(stderr=True, highlight=False)
 
 
 def hexa(x: int) -> str:
