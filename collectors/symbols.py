@@ -10,7 +10,8 @@
    ``p_vaddr + (file_offset - p_offset)`` (this is the load bias computed per mapping, so it
    works for PIE, shared objects and non-PIE executables alike);
 3. look that address up in the file's ``.symtab`` (or ``.dynsym`` when stripped), or in a
-   separate debug file found by build-id under ``/usr/lib/debug/.build-id``;
+   separate debug file found by build-id under ``/usr/lib/debug/.build-id``: functions, and
+   untyped labels in code sections (assembly entry points such as ld.so's ``_dl_start_user``);
 4. an ip in an anonymous VMA is looked up in ``/tmp/perf-PID.map`` (JIT code, the format
    perf and bcc read: ``START SIZE NAME`` in hex per line).
 
@@ -91,6 +92,7 @@ def _debug_file(path: str) -> str | None:
 
 
 def _read_symbols(path: str) -> tuple[list[tuple[int, int, str]], list[tuple[int, int, int]], bool]:
+    from elftools.elf.constants import SH_FLAGS
     from elftools.elf.elffile import ELFFile
     from elftools.elf.sections import SymbolTableSection
 
@@ -106,11 +108,23 @@ def _read_symbols(path: str) -> tuple[list[tuple[int, int, str]], list[tuple[int
             sec = ef.get_section_by_name(secname)
             if not isinstance(sec, SymbolTableSection):
                 continue
+            code_sections: dict[int, bool] = {}
             for s in sec.iter_symbols():
-                if s["st_info"]["type"] not in ("STT_FUNC", "STT_GNU_IFUNC", "STT_LOOS"):
+                kind = s["st_info"]["type"]
+                if kind not in ("STT_FUNC", "STT_GNU_IFUNC", "STT_LOOS", "STT_NOTYPE"):
                     continue
-                if s["st_value"] == 0 or s["st_shndx"] == "SHN_UNDEF" or not s.name:
+                shndx = s["st_shndx"]
+                if s["st_value"] == 0 or shndx == "SHN_UNDEF" or not s.name:
                     continue
+                if kind == "STT_NOTYPE":
+                    # an assembly entry label (ld.so's _start, _dl_start_user): only in code
+                    if not isinstance(shndx, int) or s.name[0] in ".$":
+                        continue
+                    if shndx not in code_sections:
+                        code_sections[shndx] = bool(
+                            ef.get_section(shndx)["sh_flags"] & SH_FLAGS.SHF_EXECINSTR)
+                    if not code_sections[shndx]:
+                        continue
                 syms.append((s["st_value"], s["st_size"], s.name))
             if syms:
                 has_symtab = secname == ".symtab"

@@ -132,3 +132,25 @@ def test_symbolize_a_replaced_binary(cbuild, tmp_path: Path) -> None:  # type: i
         proc.wait()
     # THEN the mapped (old) file is read through /proc/PID/map_files, not the new one at the path
     assert (df["symbol"].item(), df["module"].item(), df["offset"].item()) == ("level2", f"{binary} (deleted)", 0)
+
+
+# an untyped assembly label in .text (like ld.so's _start/_dl_start_user) and one in .data
+ASM_PROG = r"""
+__asm__(".text\n.globl entry_label\nentry_label:\n nop\n nop\n ret\n"
+        ".data\n.globl data_label\ndata_label:\n .quad 0\n");
+extern char entry_label[], data_label[];
+#include <stdio.h>
+int main(void) { printf("%p %p\n", (void *)entry_label, (void *)data_label); return 0; }
+"""
+
+
+def test_untyped_code_labels_resolve_and_data_labels_do_not(cbuild) -> None:  # type: ignore[no-untyped-def]
+    from collectors.symbols import load_symbols
+
+    binary = cbuild(ASM_PROG, "asmprog", "-no-pie")
+    code, data = (int(x, 16) for x in subprocess.check_output([str(binary)], text=True).split())
+    table = load_symbols(str(binary))
+    assert table is not None
+    assert table.lookup(code + 1) == ("entry_label", code)
+    assert data not in table.starts
+    assert "data_label" not in table.names
