@@ -14,8 +14,9 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-# 1. Debian packages.
-PKGS=(python3-bpfcc linux-headers-amd64 qemu-system-x86 busybox-static cpio strace gcc libc6-dev make)
+# 1. Debian packages (libc6-dbg: the symbol tables of libc and ld.so for `record --stacks`).
+PKGS=(python3-bpfcc linux-headers-amd64 qemu-system-x86 busybox-static cpio strace gcc libc6-dev make
+      libc6-dbg)
 missing=()
 for p in "${PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
