@@ -128,6 +128,7 @@ from replay.flags import (
     perms,
 )
 from replay.profiles import AnonRule, CloseRule, KernelProfile, get_profile
+from replay.ranges import Ranges
 from replay.tree import VmaIndex
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -417,7 +418,7 @@ class AddressSpace:
         self.cur_brk = 0
         self.start_stack: int | None = None
         self.ksm_merge_any = False
-        self.guard_pages: set[int] = set()
+        self.guard_pages = Ranges()  # addresses with a guard marker (MADV_GUARD_INSTALL)
         self.sealed_ever = False  # a VMA of this mm was sealed (skips seal scans otherwise)
         # boundaries created without a merge attempt (split, in-place flag change...): check()
         self._nomerge_bounds: set[int] = set()
@@ -1027,8 +1028,8 @@ class AddressSpace:
                         fl & VM_PKEY_MASK == _EXEC_ONLY_PKEY_BITS
                         and not fl & (VM_READ | VM_WRITE)):
                     raise _err(E.ENOMEM, "mlock populate of a PROT_NONE VMA")
-                if self.guard_pages and any(g in self.guard_pages for g in range(
-                        max(start, v.start), min(end, v.end), _P)):
+                if self.guard_pages and self.guard_pages.overlaps(max(start, v.start),
+                                                                  min(end, v.end)):
                     raise _err(E.ENOMEM, "mlock populate hit a guard page")
                 if self._beyond_eof(v, min(end, v.end)):
                     raise _err(E.ENOMEM, "mlock populate beyond the end of the file (SIGBUS)")
@@ -1142,7 +1143,7 @@ class AddressSpace:
         return prev
 
     def _drop_guards(self, start: int, end: int) -> None:
-        self.guard_pages = {g for g in self.guard_pages if not start <= g < end}
+        self.guard_pages.remove(start, end)
 
     # ------------------------------------------------------------------ unmapped area
     def _gap_ok(self, addr: int, length: int) -> bool:
@@ -1612,8 +1613,7 @@ class AddressSpace:
                     write and not fl & VM_WRITE) or (not write and not fl & VM_READ):
                 raise _err(E.EINVAL, "incompatible mapping for populate")
             s = max(start, v.start)
-            if self.guard_pages and any(
-                    g in self.guard_pages for g in range(s, min(end, v.end), _P)):
+            if self.guard_pages and self.guard_pages.overlaps(s, min(end, v.end)):
                 raise _err(E.EFAULT, "populate hit a guard page")
             if self._beyond_eof(v, min(end, v.end)):
                 raise _err(E.EFAULT, "populate beyond the end of the file (SIGBUS)")
@@ -1644,8 +1644,7 @@ class AddressSpace:
                         self._step(X.FLAG_SET, v.start, v.end, v, note="VM_MAYBE_GUARD")
             else:
                 self._anon_vma_prepare(v)
-            for a in range(max(start, v.start), min(end, v.end), _P):
-                self.guard_pages.add(a)
+            self.guard_pages.add(max(start, v.start), min(end, v.end))
         if self._walk_nochange(start, end):
             raise _err(E.ENOMEM, "range not fully mapped")
 
@@ -1823,7 +1822,7 @@ class AddressSpace:
             raise _err(E.EFAULT, "access not permitted (SIGSEGV)")
         if fl & VM_PKEY_MASK == _EXEC_ONLY_PKEY_BITS and not fl & (VM_READ | VM_WRITE):
             raise _err(E.EFAULT, "execute-only protection key (SIGSEGV)")
-        if self.guard_pages and addr & ~_OFF in self.guard_pages:
+        if self.guard_pages and addr in self.guard_pages:
             raise _err(E.EFAULT, "guard page (SIGSEGV)")
         f = v.file
         if f is not None and f.size is not None and v.pgoff + ((addr - v.start) >> _PS) >= f.size:
@@ -2140,11 +2139,11 @@ class AddressSpace:
         """Mirrors move_vma(): copy_vma() at the destination, then unmap (or keep) the source."""
         if self._cur is not None:
             self._step(X.MOVE, addr, addr + old_len, note=f"to {new_addr:#x}")
-        moved_guards: set[int] = set()
+        moved_guards: list[tuple[int, int]] = []
         if self.guard_pages:
             # guard markers live in the page tables, which move with the range
-            moved_guards = {g for g in self.guard_pages if addr <= g < addr + old_len}
-            self.guard_pages -= moved_guards
+            moved_guards = self.guard_pages.within(addr, addr + old_len)
+            self.guard_pages.remove(addr, addr + old_len)
         new_end = new_addr + new_len
         if (flags & MREMAP_DONTUNMAP and vma.flags & VM_LOCKED_MASK
                 and not self.profile.mremap_vrm):
@@ -2212,8 +2211,8 @@ class AddressSpace:
             for v in self._gather(addr, addr + old_len):
                 v.flags &= ~VM_SEALED  # cannot be sealed (checked)
             self._do_munmap(addr, addr + old_len)
-        if moved_guards:
-            self.guard_pages |= {g - addr + new_addr for g in moved_guards}
+        for gs, ge in moved_guards:
+            self.guard_pages.add(gs - addr + new_addr, ge - addr + new_addr)
         if new_vma.flags & VM_LOCKED and new_len > old_len:
             self._populate(new_addr + old_len, new_end)
         return new_addr
@@ -2255,9 +2254,11 @@ class AddressSpace:
         for v in child._index:
             child._nomerge_bounds.update((v.start, v.end))
         # guard markers are copied with the page tables, except where WIPEONFORK empties them
-        child.guard_pages = {g for g in self.guard_pages
-                             if (cv := child._lookup(g)) is not None
-                             and not cv.flags & VM_WIPEONFORK}
+        if self.guard_pages:
+            for cv in child._index:
+                if not cv.flags & VM_WIPEONFORK:
+                    for gs, ge in self.guard_pages.within(cv.start, cv.end):
+                        child.guard_pages.add(gs, ge)
         if self._cur is not None:
             self._step(X.FORK, 0, 0, note=f"child has {child.map_count} VMAs")
         self._end()
