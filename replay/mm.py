@@ -146,6 +146,8 @@ _EXEC_ONLY_PKEY_BITS = EXEC_ONLY_PKEY * VM_PKEY_BIT0
 _VM_RWX = VM_READ | VM_WRITE | VM_EXEC
 _PROT_GROWS = PROT_GROWSDOWN | PROT_GROWSUP
 _BOUNDS_CAP_MIN = 4096
+_U64 = (1 << 64) - 1
+MAX_LFS_FILESIZE = (1 << 63) - 1
 _PROT_UNKNOWN = ~(PROT_READ | PROT_WRITE | PROT_EXEC | PROT_SEM)
 _PROT_RWX = PROT_READ | PROT_WRITE | PROT_EXEC
 _VM_MAY_RWX = VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
@@ -1246,8 +1248,10 @@ class AddressSpace:
                          length, prot, flags, fd, offset)
 
     def _mmap(self, addr: int, length: int, prot: int, flags: int, fd: int, offset: int) -> int:
+        if (addr | length | offset) < 0:  # the kernel's unsigned long view of a negative value
+            addr, length, offset = addr & _U64, length & _U64, offset & _U64
         # the checks in the order of sys_mmap(), ksys_mmap_pgoff() and do_mmap()
-        if offset & _OFF or offset < 0:
+        if offset & _OFF:
             raise _err(E.EINVAL, "offset not page aligned")
         if flags & MAP_ANONYMOUS:
             anonymous = True
@@ -1259,7 +1263,7 @@ class AddressSpace:
                 raise _err(E.EBADF, f"fd {fd}")
         if flags & MAP_HUGETLB:
             raise _err(E.ENOMEM, "hugetlb mappings are outside the model (no huge pages)")
-        if length <= 0:
+        if not length:
             raise _err(E.EINVAL, "length is 0")
         length = (length + _OFF) & ~_OFF
         if length > TASK_SIZE:
@@ -1298,6 +1302,9 @@ class AddressSpace:
             addr = self._get_unmapped_area(addr, length, align)
         # the mapping type (do_mmap()'s switch)
         if file is not None:
+            # file_mmap_ok(): the range must end below the largest file offset
+            if length > MAX_LFS_FILESIZE or pgoff > (MAX_LFS_FILESIZE - length) >> _PS:
+                raise _err(E.EOVERFLOW, "offset + length beyond MAX_LFS_FILESIZE")
             if mtype in (MAP_SHARED, MAP_SHARED_VALIDATE):
                 if mtype == MAP_SHARED_VALIDATE and flags & ~MAP_KNOWN & ~MAP_TYPE:
                     raise _err(E.EOPNOTSUPP, "unknown flags with MAP_SHARED_VALIDATE")
@@ -1384,6 +1391,8 @@ class AddressSpace:
         return self._run("munmap", (addr, length), self._munmap, addr, length)
 
     def _munmap(self, addr: int, length: int) -> None:
+        if (addr | length) < 0:  # the kernel's unsigned long view of a negative value
+            addr, length = addr & _U64, length & _U64
         if addr & _OFF or addr > TASK_SIZE or length > TASK_SIZE - addr:
             raise _err(E.EINVAL, "bad range")
         length = (length + _OFF) & ~_OFF
@@ -1405,6 +1414,8 @@ class AddressSpace:
                   prot, pkey)
 
     def _mprotect(self, start: int, length: int, prot: int, pkey: int) -> None:
+        if (start | length) < 0:  # the kernel's unsigned long view of a negative value
+            start, length = start & _U64, length & _U64
         grows = prot & _PROT_GROWS
         if grows:
             prot &= ~_PROT_GROWS
@@ -1416,7 +1427,7 @@ class AddressSpace:
             return
         length = (length + _OFF) & ~_OFF
         end = start + length
-        if end <= start:
+        if end > _U64:  # start + len wrapped (or PAGE_ALIGN(len) did)
             raise _err(E.ENOMEM, "range wraps")
         if prot & _PROT_UNKNOWN:
             raise _err(E.EINVAL, "unknown prot bits")
@@ -1541,6 +1552,8 @@ class AddressSpace:
         return self._run("madvise", (addr, length, advice), self._madvise, addr, length, advice)
 
     def _madvise(self, start: int, length: int, advice: int) -> None:
+        if (start | length) < 0:  # the kernel's unsigned long view of a negative value
+            start, length = start & _U64, length & _U64
         if advice not in _MADV_KNOWN and not (
                 self.profile.guard_install_available
                 and advice in (MADV_GUARD_INSTALL, MADV_GUARD_REMOVE)):
@@ -1549,7 +1562,7 @@ class AddressSpace:
             raise _err(E.EINVAL, "address not page aligned")
         length = (length + _OFF) & ~_OFF
         end = start + length
-        if end < start:
+        if end > _U64:  # start + len wrapped (or PAGE_ALIGN(len) did)
             raise _err(E.EINVAL, "range wraps")
         if end == start:
             return
@@ -1665,12 +1678,14 @@ class AddressSpace:
         return self._run("munlock", (addr, length), self._mlock, addr, length, 0, False)
 
     def _mlock(self, addr: int, length: int, flags: int, lock: bool) -> None:
+        if (addr | length) < 0:  # the kernel's unsigned long view of a negative value
+            addr, length = addr & _U64, length & _U64
         if flags & ~MLOCK_ONFAULT:
             raise _err(E.EINVAL, "unknown mlock2 flags")
         length = _page_align(length + (addr & _OFF))
         start = addr & ~_OFF
         end = start + length
-        if end < start:
+        if end > _U64:  # start + len wrapped (or PAGE_ALIGN(len) did)
             raise _err(E.EINVAL, "range wraps")
         if end == start:
             return
@@ -1736,6 +1751,8 @@ class AddressSpace:
         self._run("mseal", (addr, length, flags), self._mseal, addr, length, flags)
 
     def _mseal(self, start: int, length: int, flags: int) -> None:
+        if (start | length) < 0:  # the kernel's unsigned long view of a negative value
+            start, length = start & _U64, length & _U64
         if not self.profile.mseal_available:
             raise _err(E.ENOSYS, "mseal does not exist in this kernel")
         if flags:
@@ -1744,7 +1761,7 @@ class AddressSpace:
             raise _err(E.EINVAL, "address not page aligned")
         length = (length + _OFF) & ~_OFF
         end = start + length
-        if end < start:
+        if end > _U64:  # start + len wrapped (or PAGE_ALIGN(len) did)
             raise _err(E.EINVAL, "range wraps")
         if end == start:
             return
@@ -1761,6 +1778,8 @@ class AddressSpace:
                   length, name)
 
     def _set_anon_name(self, start: int, length: int, name: str | None) -> None:
+        if (start | length) < 0:  # the kernel's unsigned long view of a negative value
+            start, length = start & _U64, length & _U64
         if name is not None:
             if len(name) >= 80 or any(c in name for c in "\\`$[]") or not name.isprintable():
                 raise _err(E.EINVAL, "bad anon name")
@@ -1770,7 +1789,7 @@ class AddressSpace:
             raise _err(E.EINVAL, "address not page aligned")
         length = (length + _OFF) & ~_OFF
         end = start + length
-        if end < start:
+        if end > _U64:  # start + len wrapped (or PAGE_ALIGN(len) did)
             raise _err(E.EINVAL, "range wraps")
         if end == start:
             return
@@ -1807,6 +1826,8 @@ class AddressSpace:
         return self._run("touch", (addr, write), self._touch, addr, write)
 
     def _touch(self, addr: int, write: bool) -> None:
+        if addr < 0:  # the kernel's unsigned long view of a negative value
+            addr &= _U64
         v = self._find(addr)
         if v is None:
             raise _err(E.EFAULT, "unmapped address (SIGSEGV)")
@@ -1880,6 +1901,7 @@ class AddressSpace:
             self._end()
 
     def _brk(self, brk: int) -> int:
+        brk &= _U64  # the kernel's unsigned long view of a negative value
         if self.start_brk is None:
             return self.cur_brk
         if brk < self.start_brk:
@@ -1921,9 +1943,11 @@ class AddressSpace:
             v = self._merge_new_range(addr, end, flags, None, addr >> _PS, None, None, None,
                                       None, vma, vma.next, just_expand=True)
         if v is None:
+            # a new VMA with no merge attempt at all (not even with a mergeable prev)
             prev = self._prev_of(addr)
             v = Vma(addr, end, addr >> _PS, flags)
             self._link(v, prev)
+            self._nomerge_bounds.update((addr, end))
             if self._cur is not None:
                 self._step(X.NEW_VMA, addr, end, v)
         if self.soft_dirty:
@@ -1939,6 +1963,9 @@ class AddressSpace:
                          old_addr, old_len, new_len, flags, new_addr)
 
     def _mremap(self, addr: int, old_len: int, new_len: int, flags: int, new_addr: int) -> int:
+        if (addr | old_len | new_len | new_addr) < 0:  # the kernel's unsigned long view of a negative value
+            addr, old_len, new_len, new_addr = (
+                addr & _U64, old_len & _U64, new_len & _U64, new_addr & _U64)
         if not self.profile.mremap_vrm:
             return self._mremap_old(addr, old_len, new_len, flags, new_addr)
         return self._mremap_vrm(addr, old_len, new_len, flags, new_addr)
@@ -1976,7 +2003,7 @@ class AddressSpace:
             if flags & MREMAP_FIXED:
                 self._do_munmap(new_addr, new_addr + new_len)
             if old_len > new_len:
-                self._do_munmap(addr + new_len, addr + old_len)
+                self._munmap(addr + new_len, old_len - new_len)
                 old_len = new_len
             vma = self._lookup(addr)  # vma_to_resize()
             self._check_prep_vma(vma, addr, old_len, new_len, flags | MREMAP_FIXED)
@@ -1987,7 +2014,7 @@ class AddressSpace:
             return self._move_vma(vma, addr, old_len, new_len, dest, flags)
         if old_len >= new_len:
             if old_len > new_len:
-                self._do_munmap(addr + new_len, addr + old_len)
+                self._munmap(addr + new_len, old_len - new_len)
             return addr
         self._check_prep_vma(vma, addr, old_len, new_len, flags)
         delta = new_len - old_len
@@ -2040,7 +2067,7 @@ class AddressSpace:
         if new_len == old_len:
             return addr
         if new_len < old_len:
-            self._do_munmap(addr + new_len, addr + old_len)  # shrink_vma()
+            self._munmap(addr + new_len, old_len - new_len)  # shrink_vma()
             return addr
         # expand_vma(): in place if [addr, old_len) is the VMA's suffix and the space is free
         delta = new_len - old_len
@@ -2123,7 +2150,7 @@ class AddressSpace:
         if flags & MREMAP_FIXED:
             self._do_munmap(new_addr, new_addr + new_len)
         if new_len < old_len:
-            self._do_munmap(addr + new_len, addr + old_len)
+            self._munmap(addr + new_len, old_len - new_len)
             old_len = new_len
         if flags & MREMAP_FIXED:
             dest = new_addr

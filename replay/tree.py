@@ -2,7 +2,8 @@
 
 A two-level blocked list: each block holds up to ``2 * load`` starts (``_keys[b]``) and the
 matching VMA objects (``_blocks[b]``); ``_seps[b]`` is a separator below block b: every start in
-block b-1 is < ``_seps[b]`` <= every start in block b, and ``_seps[0]`` is -1. Lookup is two
+block b-1 is < ``_seps[b]`` <= every start in block b, and ``_seps[0]`` is below every address
+(``-2**64``, so that even a negative probe lands in block 0). Lookup is two
 bisects (O(log n)); insert and remove move at most one block's worth of pointers, so cost does not
 grow with the number of VMAs the way a flat list's memmove would. A separator is only a bound,
 not necessarily a block's first start, so removing a block's first VMA leaves it alone. VMAs are
@@ -25,6 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 
 LOAD = 256
+_BELOW_ALL = -(1 << 64)  # _seps[0]: below any address, signed or unsigned
 
 
 class VmaIndex:
@@ -33,7 +35,7 @@ class VmaIndex:
     def __init__(self, load: int = LOAD) -> None:
         self._load = load
         self._max = 2 * load  # a block that grows past this is split in two
-        self._seps: list[int] = [-1]
+        self._seps: list[int] = [_BELOW_ALL]
         self._keys: list[list[int]] = [[]]
         self._blocks: list[list[Any]] = [[]]
 
@@ -101,7 +103,7 @@ class VmaIndex:
         del self._seps[bi]
         del self._keys[bi]
         del self._blocks[bi]
-        self._seps[0] = -1
+        self._seps[0] = _BELOW_ALL
 
     def remove(self, start: int) -> None:
         bi = bisect_right(self._seps, start) - 1
@@ -152,7 +154,7 @@ class VmaIndex:
         keys[i] = new
         seps = self._seps
         if new < seps[bi]:
-            seps[bi] = new  # moved down past its block's separator (never block 0's -1)
+            seps[bi] = new  # moved down past its block's separator (never block 0's)
         elif bi + 1 < len(seps) and new >= seps[bi + 1]:
             seps[bi + 1] = self._keys[bi + 1][0]  # moved up past the next block's separator
 
@@ -165,6 +167,6 @@ class VmaIndex:
             yield from keys
 
     def clear(self) -> None:
-        self._seps[:] = [-1]
+        self._seps[:] = [_BELOW_ALL]
         self._keys[:] = [[]]
         self._blocks[:] = [[]]

@@ -55,7 +55,7 @@ ops = st.lists(st.tuples(st.sampled_from(["insert", "remove", "run", "down", "up
 def test_index_matches_a_sorted_list(load: int, seq: list[tuple[str, int, int]]) -> None:
     idx = VmaIndex(load=load)
     ref: list[Node] = []
-    probes = list(range(-1, 640, 3))
+    probes = [-(1 << 63), -4096, *range(-1, 640, 3)]
     for kind, slot, delta in seq:
         starts = [n.start for n in ref]
         if kind == "insert":
