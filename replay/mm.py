@@ -1918,6 +1918,9 @@ class AddressSpace:
                 return self.cur_brk
             self.cur_brk = brk
             return brk
+        if newbrk > TASK_SIZE:
+            # check_brk_limits(): get_unmapped_area(MAP_FIXED) refuses a range past TASK_SIZE
+            return self.cur_brk
         nxt = self._find(oldbrk)
         if nxt is not None and nxt.start < newbrk + _P + STACK_GUARD_GAP and \
                 newbrk + _P > _start_gap(nxt):

@@ -118,3 +118,30 @@ def test_brk_next_to_a_mergeable_mapping_is_a_new_vma() -> None:
     assert mm.brk(0x5002000) == 0x5002000
     assert [(v.start, v.end) for v in mm.vmas()] == [(0x4FFF000, 0x5000000), (0x5000000, 0x5002000)]
     mm.check()
+
+
+@pytest.mark.live
+def test_brk_past_task_size_is_refused_like_the_kernel() -> None:
+    """check_brk_limits(): brk(-4096), brk(2**62) and brk(TASK_SIZE + 4096) leave the break
+    where it was, on the live kernel and in the model."""
+    targets = (-P, 1 << 62, (1 << 47) + P)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.syscall.restype = ctypes.c_long
+            b0 = libc.syscall(12, ctypes.c_long(0))
+            os.write(w, bytes(int(libc.syscall(12, ctypes.c_long(t)) == b0) for t in targets))
+        finally:
+            os._exit(0)
+    os.close(w)
+    kernel = os.read(r, 16)
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert kernel == b"\x01\x01\x01"
+    mm = AddressSpace("live", explain=False)
+    mm.set_brk_base(0x5000000)
+    assert [mm.brk(t) for t in targets] == [0x5000000] * 3
+    assert mm.map_count == 0
+    mm.check()
