@@ -931,14 +931,7 @@ class AddressSpace:
         new = Vma(addr, v.end, v.pgoff + ((addr - v.start) >> _PS), v.flags, v.file, v.anon_vma,
                   v.avc, v.anon_name, v.policy, v.uffd_ctx, v.close, v.label)
         v.end = addr
-        # _link(new, v), spelled out for this hot path (v's seal is already accounted)
-        nxt = new.next = v.next
-        new.prev = v
-        v.next = new
-        if nxt is not None:
-            nxt.prev = new
-        self._index.insert(addr, new)
-        self.map_count += 1
+        self._link(new, v)
         bounds = self._nomerge_bounds
         bounds.add(addr)
         if len(bounds) > self._bounds_cap:
@@ -1177,7 +1170,7 @@ class AddressSpace:
         else:
             # (a VMA straddling high puts the gap below it; VMAs of cur's walk that start above
             # upper fail the gap test and only lower it)
-            upper = min(high, _start_gap(v)) if v.start >= high else _start_gap(v)
+            upper = min(high, _start_gap(v))
             cur = v.prev
         while True:
             lower = cur.end if cur is not None else low
@@ -1188,11 +1181,7 @@ class AddressSpace:
                 return addr
             if cur is None:
                 break
-            gap_start = cur.start  # vm_start_gap(cur), spelled out for this loop
-            if cur.flags & VM_GROWSDOWN:
-                gap_start = gap_start - STACK_GUARD_GAP if gap_start > STACK_GUARD_GAP else 0
-            if gap_start < upper:
-                upper = gap_start
+            upper = min(upper, _start_gap(cur))
             cur = cur.prev
         # fallback: bottom-up from TASK_UNMAPPED_BASE
         addr = _page_align(TASK_SIZE // 3)
@@ -2319,7 +2308,8 @@ class AddressSpace:
 
     # ------------------------------------------------------------------ invariants
     def check(self) -> None:
-        """Raise AssertionError unless the model's invariants hold (see docs/model.md)."""
+        """Raise AssertionError unless the model's invariants hold (see docs/model.md). Forgets
+        the no-merge boundaries that are no longer between two VMAs first (_prune_bounds())."""
         from replay.validate import check_mm
 
         self._prune_bounds()

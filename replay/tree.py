@@ -11,9 +11,6 @@ also doubly linked (``vma.prev``/``vma.next``) by the address space, so neighbou
 touches the index, and :meth:`find_vma` uses the link to step past a VMA that ends at or below the
 address.
 
-remove, remove_run and rekey each find their key with the same two bisects, written out in
-each: they are the model's hottest paths, and a shared helper cost a call and a tuple apiece.
-
 The index does not own ordering decisions: callers keep VMAs disjoint, and :meth:`rekey` may only
 move a start without passing another VMA's start. There is always at least one block (the empty
 index has one empty block), which keeps the hot paths free of emptiness checks.
@@ -72,17 +69,6 @@ class VmaIndex:
         block = self._blocks[-1]
         return block[-1] if block else None
 
-    def ceil(self, addr: int) -> Any:
-        """The VMA with the smallest start >= addr, or None."""
-        bi = bisect_right(self._seps, addr) - 1
-        keys = self._keys[bi]
-        i = bisect_left(keys, addr)
-        if i < len(keys):
-            return self._blocks[bi][i]
-        if bi + 1 < len(self._blocks):
-            return self._blocks[bi + 1][0]
-        return None
-
     def insert(self, start: int, vma: Any) -> None:
         bi = bisect_right(self._seps, start) - 1
         keys = self._keys[bi]
@@ -105,24 +91,22 @@ class VmaIndex:
         del self._blocks[bi]
         self._seps[0] = _BELOW_ALL
 
-    def remove(self, start: int) -> None:
+    def _locate(self, start: int) -> tuple[int, int]:
+        """(block, position) of the entry with key ``start``; KeyError if there is none."""
         bi = bisect_right(self._seps, start) - 1
         keys = self._keys[bi]
         i = bisect_left(keys, start)
         if i >= len(keys) or keys[i] != start:
             raise KeyError(start)
-        del keys[i]
-        del self._blocks[bi][i]
-        if not keys:
-            self._drop_block(bi)
+        return bi, i
+
+    def remove(self, start: int) -> None:
+        self.remove_run(start, 1)
 
     def remove_run(self, start: int, count: int) -> None:
         """Remove ``count`` consecutive entries, the first of which has key ``start``."""
-        bi = bisect_right(self._seps, start) - 1
+        bi, i = self._locate(start)
         keys = self._keys[bi]
-        i = bisect_left(keys, start)
-        if i >= len(keys) or keys[i] != start:
-            raise KeyError(start)
         if i + count > len(keys):
             # the run crosses into the next block: one entry at a time
             for k in list(self._keys_from(bi, i, count)):
@@ -146,12 +130,8 @@ class VmaIndex:
 
     def rekey(self, old: int, new: int) -> None:
         """Change a VMA's start in place (order must be preserved)."""
-        bi = bisect_right(self._seps, old) - 1
-        keys = self._keys[bi]
-        i = bisect_left(keys, old)
-        if i >= len(keys) or keys[i] != old:
-            raise KeyError(old)
-        keys[i] = new
+        bi, i = self._locate(old)
+        self._keys[bi][i] = new
         seps = self._seps
         if new < seps[bi]:
             seps[bi] = new  # moved down past its block's separator (never block 0's)
