@@ -2009,18 +2009,7 @@ class AddressSpace:
                 self._munmap(addr + new_len, old_len - new_len)
             return addr
         self._check_prep_vma(vma, addr, old_len, new_len, flags)
-        delta = new_len - old_len
-        if vma.end - addr == old_len:
-            nxt = vma.next
-            if (nxt is None or nxt.start >= vma.end + delta) and vma.end + delta <= TASK_SIZE:
-                self._merge_extend(vma, delta)
-                return addr
-        if not flags & MREMAP_MAYMOVE:
-            raise _err(E.ENOMEM, "cannot grow in place and MREMAP_MAYMOVE not given")
-        dest = self._get_unmapped_area(0, new_len)
-        if self.map_count >= self.max_map_count - 3:
-            raise _err(E.ENOMEM, "vm.max_map_count")
-        return self._move_vma(vma, addr, old_len, new_len, dest, flags)
+        return self._expand_vma(vma, addr, old_len, new_len, flags, recheck_count=True)
 
     def _mremap_vrm(self, addr: int, old_len: int, new_len: int, flags: int,
                     new_addr: int) -> int:
@@ -2061,7 +2050,13 @@ class AddressSpace:
         if new_len < old_len:
             self._munmap(addr + new_len, old_len - new_len)  # shrink_vma()
             return addr
-        # expand_vma(): in place if [addr, old_len) is the VMA's suffix and the space is free
+        return self._expand_vma(vma, addr, old_len, new_len, flags)
+
+    def _expand_vma(self, vma: Vma, addr: int, old_len: int, new_len: int, flags: int, *,
+                    recheck_count: bool = False) -> int:
+        """expand_vma(): grow in place if [addr, addr+old_len) is the VMA's suffix and the space
+        above is free, else move (MREMAP_MAYMOVE) to a new area. ``recheck_count``: the pre-6.16
+        move path checks vm.max_map_count again after the search."""
         delta = new_len - old_len
         if vma.end - addr == old_len:
             nxt = vma.next
@@ -2071,6 +2066,8 @@ class AddressSpace:
         if not flags & MREMAP_MAYMOVE:
             raise _err(E.ENOMEM, "cannot grow in place and MREMAP_MAYMOVE not given")
         dest = self._get_unmapped_area(0, new_len)
+        if recheck_count and self.map_count >= self.max_map_count - 3:
+            raise _err(E.ENOMEM, "vm.max_map_count")
         return self._move_vma(vma, addr, old_len, new_len, dest, flags)
 
     def _check_prep_vma(self, vma: Vma | None, addr: int, old_len: int, new_len: int,
