@@ -74,7 +74,7 @@ def _qemu(kernel: str, x: Recipe) -> SeqResult:
 @pytest.mark.live
 @pytest.mark.parametrize("rid", IDS)
 def test_live_kernel_matches_new_column(rid: str) -> None:
-    x = next(r for r in RECIPES if r.rid == rid)
+    x = BY_ID[rid]
     res = _live(x)
     assert res.status == "ok"
     assert all(s.errno == 0 for s in res.steps), [(s.op, s.errno) for s in res.steps if s.errno]
@@ -90,7 +90,7 @@ def test_live_kernel_matches_new_column(rid: str) -> None:
 @pytest.mark.parametrize("kernel", ["6.1", "6.12"])
 @pytest.mark.parametrize("rid", IDS)
 def test_old_kernel_matches_old_column(kernel: str, rid: str) -> None:
-    x = next(r for r in RECIPES if r.rid == rid)
+    x = BY_ID[rid]
     res = _qemu(kernel, x)
     assert res.status == "ok"
     assert final_layout(res) == x.expected(kernel)
@@ -106,7 +106,7 @@ def test_old_kernel_matches_old_column(kernel: str, rid: str) -> None:
 @pytest.mark.live
 @pytest.mark.parametrize("rid", IDS)
 def test_model_live_matches_live_kernel(rid: str) -> None:
-    x = next(r for r in RECIPES if r.rid == rid)
+    x = BY_ID[rid]
     kern = _live(x)
     (mod,) = run_model("live", [x.sequence()])
     d = compare(x.sequence(), kern, mod, label="live/model:live")
@@ -117,7 +117,7 @@ def test_model_live_matches_live_kernel(rid: str) -> None:
 
 @pytest.mark.parametrize("rid", IDS)
 def test_model_615_matches_old_column(rid: str) -> None:
-    x = next(r for r in RECIPES if r.rid == rid)
+    x = BY_ID[rid]
     (mod,) = run_model("6.15", [x.sequence()])
     assert mod.status == "ok", mod.steps[-1].note
     assert final_layout(mod) == x.expected("6.15")
@@ -126,7 +126,7 @@ def test_model_615_matches_old_column(rid: str) -> None:
 @pytest.mark.parametrize("profile", ["6.16", "6.18.8", "6.19"])
 @pytest.mark.parametrize("rid", IDS)
 def test_model_new_profiles_match_new_column(profile: str, rid: str) -> None:
-    x = next(r for r in RECIPES if r.rid == rid)
+    x = BY_ID[rid]
     (mod,) = run_model(profile, [x.sequence()])
     assert mod.status == "ok", mod.steps[-1].note
     if x.unsafe_before_6188 and profile == "6.16":
@@ -140,7 +140,7 @@ def test_model_new_profiles_match_new_column(profile: str, rid: str) -> None:
 @pytest.mark.parametrize("kernel", ["6.1", "6.12"])
 @pytest.mark.parametrize("rid", IDS)
 def test_model_old_profiles_match_qemu_kernels(kernel: str, rid: str) -> None:
-    x = next(r for r in RECIPES if r.rid == rid)
+    x = BY_ID[rid]
     kern = _qemu(kernel, x)
     (mod,) = run_model(kernel, [x.sequence()], options=ORACLE_CONFIG.get(kernel))
     d = compare(x.sequence(), kern, mod, label=f"qemu-{kernel}/model:{kernel}")
