@@ -888,12 +888,19 @@ class _Parser:
         self.tgid[child] = child_tgid
         self.live.setdefault(child_tgid, set()).add(child)
         if not thread:
-            self.procs.setdefault(child, _Proc(child, ppid=pid, start_ns=ts_ns))
-            self.procs[child].ppid = pid
-            parent = self.procs[pid]
-            self.procs[child].comm = parent.comm
-            self.procs[child].cmdline = parent.cmdline
-            self.fds[child] = dict(self.fds.get(pid, {}))
+            proc = self.procs.setdefault(child, _Proc(child, ppid=pid, start_ns=ts_ns))
+            proc.ppid = pid
+            inherited = dict(self.fds.get(pid, {}))
+            if child in self.cur_exec:
+                # the child exec'd before the fork returned in the log (vfork's child runs while
+                # its parent waits): it keeps the exec's name, and the fds without close-on-exec
+                inherited = {fd: v for fd, v in inherited.items() if not v[1]}
+                inherited.update(self.fds.get(child, {}))
+            else:
+                parent = self.procs[pid]
+                proc.comm = parent.comm
+                proc.cmdline = parent.cmdline
+            self.fds[child] = inherited
         self.emit(ts_ns, pid, tid, "fork", [child, child_tgid, int(thread), flags], ret,
                   text=name, slot=slot)
 

@@ -538,3 +538,25 @@ def test_exec_by_a_non_leader_thread(tmp_path: Path, cbuild) -> None:  # type: i
     assert t.events.filter(pl.col("kind") == "execve")["ret"].to_list() == [0, 0]
     assert t.snapshot_index["reason"].to_list() == ["reconstructed", "reconstructed"]
     assert t.procs.select("pid", "comm", "how_ended").rows() == [(leader, "true", "exit")]
+
+
+def test_a_vfork_child_that_execs_before_vfork_returns_keeps_its_name(tmp_path: Path) -> None:
+    """strace -f often prints a vfork child's execve before the parent's `<... vfork resumed>`
+    (the parent is suspended until the child execs): the fork must not rename the child back."""
+    log = tmp_path / "vfork.log"
+    log.write_text(
+        '100 execve("/usr/bin/gcc", ["gcc", "x.c"], 0x1 /* 1 var */) = 0\n'
+        "100 vfork( <unfinished ...>\n"
+        '101 execve("/usr/local/bin/as", ["as", "x.s"], 0x1 /* 1 var */) = -1 ENOENT (No such file or directory)\n'
+        '101 execve("/usr/bin/as", ["as", "--64", "x.s"], 0x1 /* 1 var */) = 0\n'
+        "101 brk(NULL) = 0x55dd7faa1000\n"
+        "100 <... vfork resumed>) = 101\n"
+        "101 exit_group(0) = ?\n"
+        "101 +++ exited with 0 +++\n"
+        "100 exit_group(0) = ?\n"
+        "100 +++ exited with 0 +++\n"
+    )
+    p = parse_strace([log])
+    assert (p.procs[100].comm, p.procs[101].comm) == ("gcc", "as")
+    assert p.procs[101].ppid == 100
+    assert p.procs[101].cmdline == "as --64 x.s"
