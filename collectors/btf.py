@@ -14,7 +14,7 @@ import struct
 from functools import lru_cache
 from pathlib import Path
 
-from vmatrace.errors import VmatraceError
+from vmatrace.base.errors import VmatraceError
 
 VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
 

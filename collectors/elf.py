@@ -30,7 +30,7 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 
-from vmatrace.errors import VmatraceError
+from vmatrace.base.errors import VmatraceError
 
 __all__ = [
     "PAGE_SIZE",

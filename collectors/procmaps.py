@@ -20,189 +20,18 @@ import errno
 import fcntl
 import os
 import time
-from dataclasses import dataclass, field
 
-import polars as pl
-
-from vmatrace.errors import AccessDenied, NoSuchProcess, VmatraceError
-
-VMA_SCHEMA: dict[str, pl.DataType] = {
-    "start": pl.UInt64(),
-    "end": pl.UInt64(),
-    "perms": pl.Utf8(),
-    "offset": pl.UInt64(),
-    "dev": pl.Utf8(),
-    "inode": pl.UInt64(),
-    "path": pl.Utf8(),
-    "rss_kb": pl.UInt64(),
-    "pss_kb": pl.UInt64(),
-    "anonymous_kb": pl.UInt64(),
-    "swap_kb": pl.UInt64(),
-    "vmflags": pl.Utf8(),
-}
-
-# smaps field -> column
-_SMAPS_FIELDS = {"Rss:": "rss_kb", "Pss:": "pss_kb", "Anonymous:": "anonymous_kb", "Swap:": "swap_kb"}
+from vmatrace.base.errors import AccessDenied, NoSuchProcess, VmatraceError
+from vmatrace.base.snapshot import (
+    Snapshot,
+    SnapshotError,
+    empty_vma_columns,
+    parse_maps_text,
+    parse_smaps_text,
+    vma_frame,
+)
 
 PF_KTHREAD = 0x00200000
-
-
-class SnapshotError(VmatraceError):
-    """A snapshot could not be taken; the message says why in one line."""
-
-
-@dataclass
-class Snapshot:
-    pid: int
-    t_start_ns: int  # CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns()
-    t_end_ns: int
-    method: str  # "procmap_query" | "text"
-    frame: pl.DataFrame
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def complete(self) -> bool:
-        return not any(w.startswith("incomplete") for w in self.warnings)
-
-    def maps_lines(self) -> list[str]:
-        """The snapshot as /proc/PID/maps lines."""
-        return [format_maps_line(r) for r in self.frame.iter_rows(named=True)]
-
-
-def format_maps_line(r: dict[str, object]) -> str:
-    """One row back in the kernel's show_map_vma() layout (fs/proc/task_mmu.c)."""
-    start, end, off, ino = r["start"], r["end"], r["offset"], r["inode"]
-    assert isinstance(start, int) and isinstance(end, int)
-    assert isinstance(off, int) and isinstance(ino, int)
-    head = f"{start:08x}-{end:08x} {r['perms']} {off:08x} {r['dev']} {ino} "
-    path = r["path"]
-    if path:
-        # show_map_vma(): seq_setwidth(25 + 6 * sizeof(void *) - 1), then seq_pad(m, ' ') pads to that
-        # width and always adds one more space before the name
-        return head.ljust(72) + " " + str(path)
-    return head  # the kernel leaves the single space after the inode when there is no name
-
-
-# ---------------------------------------------------------------------------------------------
-# Text parsing
-
-
-def _rows_from_header(line: str) -> tuple[int, int, str, int, str, int, str | None]:
-    parts = line.split(None, 5)
-    if len(parts) < 5:
-        raise ValueError(f"not a maps line: {line!r}")
-    lo, _, hi = parts[0].partition("-")
-    path = parts[5] if len(parts) == 6 else None
-    return int(lo, 16), int(hi, 16), parts[1], int(parts[2], 16), parts[3], int(parts[4]), path
-
-
-def _frame(rows: dict[str, list[object]]) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema=VMA_SCHEMA)
-
-
-def _empty_columns() -> dict[str, list[object]]:
-    return {k: [] for k in VMA_SCHEMA}
-
-
-def _drop_reprinted(frame: pl.DataFrame, warnings: list[str]) -> pl.DataFrame:
-    """Drop VMAs that start below an earlier VMA's end: seq_file printed a changed VMA twice.
-
-    /proc/PID/maps is produced in read()-sized chunks; between two chunks the kernel restarts from
-    the last printed address, so a VMA that changed in between can appear again, overlapping.
-    """
-    if frame.height < 2:
-        return frame
-    prev_end = frame["end"].shift(1).cum_max()
-    dup = (frame["start"] < prev_end).fill_null(False)
-    if dup.any():
-        warnings.append(f"dropped {int(dup.sum())} VMA line(s) printed twice (the address space changed during the read)")
-        frame = frame.filter(~dup)
-    return frame
-
-
-def _lines(text: str) -> list[str]:
-    # only "\n" ends a line: the kernel escapes "\n" in names (as \012) but no other line-break-like
-    # character, which str.splitlines() would also split on
-    return [ln for ln in text.split("\n") if ln.strip()]
-
-
-def parse_maps_text(text: str, warnings: list[str] | None = None) -> pl.DataFrame:
-    """Parse /proc/PID/maps text into a VMA_SCHEMA frame (smaps columns null).
-
-    Vectorized with polars string kernels: a 10,000-VMA maps file parses in a few milliseconds.
-    """
-    lines = pl.Series("l", _lines(text), dtype=pl.Utf8)
-    f = pl.DataFrame(lines).select(pl.col("l").str.splitn(" ", 6).alias("p"), pl.col("l"))
-    f = f.select(
-        pl.col("p").struct.field("field_0").str.split_exact("-", 1).alias("r"),
-        pl.col("p").struct.field("field_1").alias("perms"),
-        pl.col("p").struct.field("field_2").alias("off"),
-        pl.col("p").struct.field("field_3").alias("dev"),
-        pl.col("p").struct.field("field_4").alias("ino"),
-        pl.col("p").struct.field("field_5").str.strip_chars_start(" ").alias("path"),
-        pl.col("l"),
-    )
-    try:
-        out = f.select(
-            pl.col("r").struct.field("field_0").str.to_integer(base=16, dtype=pl.UInt64).alias("start"),
-            pl.col("r").struct.field("field_1").str.to_integer(base=16, dtype=pl.UInt64).alias("end"),
-            pl.col("perms"),
-            pl.col("off").str.to_integer(base=16, dtype=pl.UInt64).alias("offset"),
-            pl.col("dev"),
-            pl.col("ino").str.to_integer(base=10, dtype=pl.UInt64).alias("inode"),
-            pl.when(pl.col("path") == "").then(None).otherwise(pl.col("path")).alias("path"),
-        )
-        bad = out.select(pl.any_horizontal(pl.exclude("path").is_null()) | (pl.col("perms").str.len_chars() != 4))
-        if bad.to_series().any():
-            raise ValueError
-    except (pl.exceptions.PolarsError, ValueError):
-        # name the first bad line, as the line-by-line parser would
-        for n, line in enumerate(text.split("\n"), 1):
-            if line.strip():
-                try:
-                    _rows_from_header(line)
-                    int(line.split()[0].partition("-")[2], 16)
-                except ValueError:
-                    raise SnapshotError(f"line {n} is not a /proc/PID/maps line: {line[:60]!r}") from None
-        raise SnapshotError("not /proc/PID/maps text") from None
-    out = out.with_columns(*(pl.lit(None, VMA_SCHEMA[k]).alias(k)
-                             for k in ("rss_kb", "pss_kb", "anonymous_kb", "swap_kb", "vmflags")))
-    out = out.select(VMA_SCHEMA.keys())
-    return _drop_reprinted(out, warnings if warnings is not None else [])
-
-
-def parse_smaps_text(text: str, warnings: list[str] | None = None) -> pl.DataFrame:
-    """Parse /proc/PID/smaps text into a VMA_SCHEMA frame."""
-    cols = _empty_columns()
-    cur: dict[str, object] | None = None
-
-    def flush() -> None:
-        if cur is not None:
-            for k in VMA_SCHEMA:
-                cols[k].append(cur.get(k))
-
-    for n, line in enumerate(text.split("\n"), 1):
-        if not line:
-            continue
-        first, _, rest = line.partition(" ")
-        if first.endswith(":"):
-            if cur is None:
-                raise SnapshotError(f"line {n}: smaps field before any VMA header")
-            col = _SMAPS_FIELDS.get(first)
-            if col is not None:
-                cur[col] = int(rest.split()[0])
-            elif first == "VmFlags:":
-                cur["vmflags"] = " ".join(rest.split())
-            continue
-        flush()
-        try:
-            s, e, perms, off, dev, ino, path = _rows_from_header(line)
-        except ValueError:
-            raise SnapshotError(f"line {n} is not a /proc/PID/smaps line: {line[:60]!r}") from None
-        cur = {"start": s, "end": e, "perms": perms, "offset": off, "dev": dev, "inode": ino, "path": path,
-               "rss_kb": 0, "pss_kb": 0, "anonymous_kb": 0, "swap_kb": 0, "vmflags": ""}
-    flush()
-    return _drop_reprinted(_frame(cols), warnings if warnings is not None else [])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,7 +114,7 @@ def _query_all(fd: int) -> dict[str, list[object]]:
 
     libc's ioctl() through ctypes on one reused struct: about half the per-call cost of fcntl.ioctl.
     """
-    cols = _empty_columns()
+    cols = empty_vma_columns()
     starts, ends, permss, offs, devs, inos, paths = (cols[k] for k in (
         "start", "end", "perms", "offset", "dev", "inode", "path"))
     name = ctypes.create_string_buffer(4096)
@@ -436,7 +265,7 @@ def read_snapshot(pid: int, *, smaps: bool = True, method: str = "auto", task: i
             cols = _query_all(fd)
         except OSError as e:
             if e.errno in (errno.ESRCH, errno.ENOENT):
-                cols = _empty_columns()
+                cols = empty_vma_columns()
                 warnings.append("incomplete: the process exited during the read")
             else:
                 raise _proc_error(pid, what, e) from None
@@ -451,7 +280,7 @@ def read_snapshot(pid: int, *, smaps: bool = True, method: str = "auto", task: i
         n = len(cols["start"])
         for k in ("rss_kb", "pss_kb", "anonymous_kb", "swap_kb", "vmflags"):
             cols[k] = [None] * n
-        frame = _frame(cols)
+        frame = vma_frame(cols)
         used = "procmap_query"
     else:
         what = f"{base}/{'smaps' if smaps else 'maps'}"

@@ -27,7 +27,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from vmatrace.errors import NoSuchProcess, VmatraceError
+from vmatrace.base.errors import NoSuchProcess, VmatraceError
 
 PTRACE_CONT = 7
 PTRACE_DETACH = 17

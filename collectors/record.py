@@ -18,7 +18,6 @@ Pipeline (docs/recording.md has the why):
 
 from __future__ import annotations
 
-import argparse
 import collections
 import contextlib
 import os
@@ -35,19 +34,17 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from vmatrace.errors import VmatraceError
+from vmatrace.base import uapi
+from vmatrace.base.errors import UsageError, VmatraceError
+from vmatrace.base.events import KIND_CODES
 
 BPF_SOURCE = Path(__file__).resolve().parent / "bpf" / "record.bpf.c"
 
-# Event kinds: codes shared with record.bpf.c (K_*).
-KINDS: dict[int, str] = {
-    0: "mmap", 1: "munmap", 2: "mprotect", 3: "pkey_mprotect", 4: "mremap", 5: "brk", 6: "madvise",
-    7: "process_madvise", 8: "mlock", 9: "mlock2", 10: "munlock", 11: "mlockall", 12: "munlockall",
-    13: "mseal", 14: "prctl", 15: "shmat", 16: "shmdt", 17: "execve", 18: "exit_group",
-    32: "fault", 33: "fork", 34: "exec", 35: "exit",
-}
-K_PRCTL, K_FAULT, K_EXEC, K_TEXT = 14, 32, 34, 40
-SYSCALL_KINDS = [v for k, v in KINDS.items() if k < 32]
+# Event kinds: wire codes shared with record.bpf.c (K_*), defined once in the base layer.
+KINDS = KIND_CODES
+_CODE = {name: code for code, name in KINDS.items()}
+K_PRCTL, K_FAULT, K_EXEC = _CODE["prctl"], _CODE["fault"], _CODE["exec"]
+K_TEXT = 40  # recorder-internal: a string chunk that follows its event (not an event kind)
 
 EVENT_DTYPE = np.dtype([
     ("seq", "<u8"), ("ts", "<u8"), ("pid", "<u4"), ("tid", "<u4"), ("kind", "<u2"), ("flags", "<u2"),
@@ -58,64 +55,12 @@ assert EVENT_DTYPE.itemsize == 88
 # Counter slots of the BPF `counters` array.
 C_SEQ, C_LOST, C_DEDUP, C_STACKFAIL, C_TEXTLOST = 0, 1, 2, 3, 4
 
-# Linux UAPI values used for EV_POPULATES.
-MAP_LOCKED, MAP_POPULATE, MAP_NONBLOCK = 0x2000, 0x8000, 0x10000
-MLOCK_ONFAULT = 1
-MCL_CURRENT, MCL_ONFAULT = 1, 4
-MADV_POPULATE_WRITE = 23
-PR_SET_VMA = 0x53564D41
+PR_SET_VMA = uapi.PR_SET_VMA
 
 DRAIN_INTERVAL_S = 0.005  # reader: ring polling period while events flow (BPF_RB_NO_WAKEUP: no wakeups)
 IDLE_POLL_MAX_S = 0.05  # reader: longest polling period when idle
 READER_NICE = -10  # reader thread priority (root only)
 WRITE_INTERVAL_S = 0.05  # writer: decode + write period
-
-EXAMPLES = """examples:
-  sudo vmatrace record -- python3 -c 'import json'   # trace a command (run as you, not root)
-  sudo vmatrace record -o t.vmat -p 1234 -d 10        # trace PID 1234 for 10 seconds
-  sudo vmatrace record -p 1234 -p 1240 --interval 5   # two processes, a snapshot every 5 s
-  sudo vmatrace record --stacks -- ./a.out            # with symbolized user stacks
-  sudo vmatrace record --no-faults -b 4096 -- make    # no page faults, 16 MiB ring buffer
-
-Traced: mmap munmap mprotect pkey_mprotect mremap brk madvise process_madvise mlock mlock2
-munlock mlockall munlockall mseal prctl(VMA options) shmat shmdt execve exit_group, fork/clone/
-exec/exit of processes and threads, the first write fault to each page, maps snapshots at start,
-exec, exit (before the address space is torn down) and every --interval seconds.
-
-Overhead: about 1.3-1.4x on a loop of nothing but mmap+munmap calls (1.28x is the cost of having
-syscall tracepoints attached at all); near zero for ordinary programs. See bench/bench_record.py.
-"""
-
-
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "record",
-        help="trace mmap/mprotect/munmap/... of a process tree with eBPF (root)",
-        description="Record the address-space changes of a command or of running processes into a trace "
-        "directory: every VMA-changing syscall with its arguments and result, forks/execs/exits, first "
-        "write faults, and /proc maps snapshots. Ctrl-C ends the recording.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("-o", "--output", metavar="TRACE", help="trace directory to create (default: vmatrace-<cmd|pid>-<time>.vmat)")
-    p.add_argument("-p", "--pid", metavar="PID", type=int, action="append", default=[],
-                   help="trace this running process (repeatable)")
-    p.add_argument("-d", "--duration", metavar="SECONDS", type=float, help="stop after this many seconds")
-    p.add_argument("--interval", metavar="S", type=float, help="take a maps snapshot of every process every S seconds")
-    p.add_argument("--stacks", action="store_true", help="record user stacks of each event (symbolized at the end)")
-    p.add_argument("--no-faults", action="store_true", help="do not trace page faults")
-    p.add_argument("--no-smaps", action="store_true", help="snapshots without smaps (faster, no RSS/VmFlags)")
-    p.add_argument("-b", "--buffer-pages", metavar="PAGES", type=int, default=8192,
-                   help="ring buffer size in pages, a power of two (default 8192 = 32 MiB)")
-    p.add_argument("--as-root", action="store_true", help="run the command as root instead of the invoking (sudo) user")
-    p.add_argument("--no-lock-order", action="store_true",
-                   help="order calls by their return, not by mmap_lock acquisition (a bit cheaper)")
-    p.add_argument("-f", "--force", action="store_true", help="overwrite an existing trace")
-    p.add_argument("-q", "--quiet", action="store_true", help="no start line and summary")
-    p.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ARGS", help="command to run and trace")
-    p.set_defaults(func=run)
-
 
 # ---------------------------------------------------------------------------------------------
 # Options and checks
@@ -140,26 +85,16 @@ class Options:
     fault_dedup_entries: int = 262144
 
 
-def options_from_args(args: argparse.Namespace) -> Options:
-    cmd = list(args.command or [])
-    if cmd and cmd[0] == "--":
-        cmd = cmd[1:]
-    return Options(command=cmd, pids=list(args.pid), output=args.output, duration=args.duration,
-                   interval=args.interval, stacks=args.stacks, faults=not args.no_faults,
-                   smaps=not args.no_smaps, buffer_pages=args.buffer_pages, as_root=args.as_root,
-                   lock_order=not args.no_lock_order, force=args.force, quiet=args.quiet)
-
-
 def check_options(o: Options) -> None:
     if bool(o.command) == bool(o.pids):
-        raise VmatraceError("give either -p PID ... or -- CMD ARGS (one of them, not both)")
+        raise UsageError("give either -p PID ... or -- CMD ARGS (one of them, not both)")
     pages = o.buffer_pages
     if pages < 1 or pages & (pages - 1):
-        raise VmatraceError(f"-b {pages}: the ring buffer size must be a power of two (pages)")
+        raise UsageError(f"-b {pages}: the ring buffer size must be a power of two (pages)")
     if o.duration is not None and o.duration <= 0:
-        raise VmatraceError("-d must be a positive number of seconds")
+        raise UsageError("-d must be a positive number of seconds")
     if o.interval is not None and o.interval <= 0:
-        raise VmatraceError("--interval must be a positive number of seconds")
+        raise UsageError("--interval must be a positive number of seconds")
     for pid in o.pids:
         if not os.path.exists(f"/proc/{pid}"):
             raise VmatraceError(f"no process with PID {pid}")
@@ -191,6 +126,8 @@ def bpf_cflags(o: Options) -> list[str]:
         f"-DOFF_TASK_MM={off['mm']}",
         f"-DFAULT_DEDUP_ENTRIES={o.fault_dedup_entries}",
         f"-DSTACK_ENTRIES={o.stack_entries}",
+        *(f"-DK_{name.upper()}={code}" for code, name in KINDS.items()),
+        f"-DK_TEXT={K_TEXT}",
     ]
     if o.faults:
         cf.append("-DWITH_FAULTS")
@@ -250,26 +187,6 @@ def bpf_text(o: Options) -> str:
 # Decoding ring records into EVENT_SCHEMA frames
 
 
-def event_flags(kind: np.ndarray, a: np.ndarray, ret: np.ndarray) -> np.ndarray:
-    """EV_POPULATES from the syscall arguments (vectorized)."""
-    from vmatrace.trace import EV_POPULATES
-
-    ok = ret >= 0
-    a0, a1, a2, a3 = a[:, 0], a[:, 1], a[:, 2], a[:, 3]
-    pop = (
-        ((kind == 0) & ((a3 & (MAP_POPULATE | MAP_LOCKED)) != 0) & ((a3 & MAP_NONBLOCK) == 0))
-        | (kind == 8)
-        | ((kind == 9) & ((a2 & MLOCK_ONFAULT) == 0))
-        | ((kind == 11) & ((a0 & MCL_CURRENT) != 0) & ((a0 & MCL_ONFAULT) == 0))
-        | ((kind == 6) & (a2 == MADV_POPULATE_WRITE))
-        | ((kind == 7) & (a3 == MADV_POPULATE_WRITE))
-    )
-    # mmap returns an address: success is "not in [-4095, -1]"
-    ok = np.where(kind == 0, (ret >= 0) | (ret < -4095), ok)
-    del a1
-    return np.where(pop & ok, EV_POPULATES, 0).astype(np.uint16)
-
-
 def _texts(recs: np.ndarray) -> dict[int, str]:
     """seq -> string from K_TEXT records (56 bytes each, chunk index in flags, length in stack_id)."""
     out: dict[int, bytearray] = {}
@@ -283,7 +200,8 @@ def _texts(recs: np.ndarray) -> dict[int, str]:
 
 def decode(recs: np.ndarray, raced: dict[int, int] | None = None) -> pl.DataFrame:
     """EVENT_SCHEMA frame of ring records (K_TEXT records folded into the `text` of their event)."""
-    from vmatrace.trace import EV_RACED_SNAPSHOT, EVENT_SCHEMA, conform
+    from vmatrace.base.events import EV_RACED_SNAPSHOT, with_populates
+    from vmatrace.base.trace import EVENT_SCHEMA, conform
 
     is_text = recs["kind"] == K_TEXT
     texts = _texts(recs[is_text]) if is_text.any() else {}
@@ -291,7 +209,7 @@ def decode(recs: np.ndarray, raced: dict[int, int] | None = None) -> pl.DataFram
     kind = ev["kind"]
     a = ev["a"]
     ret = ev["ret"]
-    flags = event_flags(kind, a, ret)
+    flags = np.zeros(len(ev), np.uint16)
     if raced:
         pids = ev["pid"]
         for pid, t_end in raced.items():
@@ -313,7 +231,7 @@ def decode(recs: np.ndarray, raced: dict[int, int] | None = None) -> pl.DataFram
     seq = ev["seq"]
     if seq.size > 1 and not bool(np.all(seq[1:] > seq[:-1])):
         frame = frame.sort("seq")  # calls ordered at lock acquisition are committed at their return
-    return conform(frame, EVENT_SCHEMA)
+    return with_populates(conform(frame, EVENT_SCHEMA))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -636,7 +554,7 @@ class Recorder:
         return pid
 
     def _run_as(self) -> tuple[int, int]:
-        from vmatrace.safeio import invoking_user
+        from vmatrace.base.safeio import invoking_user
 
         if self.o.as_root:
             return 0, 0
@@ -674,7 +592,7 @@ class Recorder:
 
     def run(self) -> int:
         from collectors.ptrace import Tracer
-        from vmatrace.trace import TraceWriter
+        from vmatrace.base.trace import TraceWriter
 
         o = self.o
         check_options(o)
@@ -854,7 +772,7 @@ class Recorder:
                 rows = symbolize(pid, frame, stacks)
             except Exception as e:  # symbolization is best effort: keep the raw ips
                 self.snapshot_errors.append(f"symbolizing stacks of {pid}: {e}")
-                from vmatrace.trace import STACK_SCHEMA
+                from vmatrace.base.trace import STACK_SCHEMA
 
                 rows = pl.DataFrame(
                     [(pid, sid, d, ip, None, None, None) for sid, ips in stacks.items() for d, ip in enumerate(ips)],
@@ -865,7 +783,7 @@ class Recorder:
     def write_procs(self, pids: list[int] | None = None) -> None:
         """One procs row per process, written once: when it ends (so a killed recorder keeps them),
         or at the end of recording for the others."""
-        from vmatrace.trace import PROC_SCHEMA
+        from vmatrace.base.trace import PROC_SCHEMA
 
         todo = [p for p in self.procs.values() if p.pid not in self.procs_written and (pids is None or p.pid in pids)]
         self.procs_written.update(p.pid for p in todo)
@@ -888,11 +806,3 @@ class Recorder:
             print(f"  warning: {self.lost} events were lost (ring buffer full): raise -b "
                   f"(now {self.o.buffer_pages}); the trace records where.", file=sys.stderr)
         print(f"Trace: {out}", file=sys.stderr)
-
-
-def run(args: argparse.Namespace) -> int:
-    o = options_from_args(args)
-    if getattr(args, "ebpf", False):
-        print(bpf_text(o))
-        return 0
-    return Recorder(o).run()

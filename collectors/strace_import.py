@@ -6,7 +6,7 @@ all), with or without ``-t``/``-tt``/``-ttt`` timestamps, ``-T`` durations, ``-y
 ``-X raw|abbrev|verbose`` flag decoding. Calls interrupted by another thread's output
 (``<unfinished ...>`` / ``<... NAME resumed>``) are stitched back together.
 
-Output: trace format v1 (:mod:`vmatrace.trace`) with
+Output: trace format v1 (:mod:`vmatrace.base.trace`) with
 
 * one event per memory syscall (``mmap``, ``munmap``, ``mprotect``, ``mremap``, ``brk``,
   ``madvise``, ``mlock*``, ``mseal``, ``prctl``, ``shmat``/``shmdt``, ...) with the raw
@@ -25,7 +25,6 @@ every line of the child. See ``docs/strace-import.md``.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import errno as _errno
 import os
@@ -42,20 +41,18 @@ from typing import Any
 import polars as pl
 
 from collectors import elf
-from vmatrace.errors import VmatraceError
-from vmatrace.trace import EV_POPULATES
+from vmatrace.base import uapi
+from vmatrace.base.errors import VmatraceError
 
 __all__ = [
     "MEMORY_KINDS",
     "ExecInfo",
     "ParsedLog",
     "Reconstruction",
-    "add_parser",
     "import_strace",
     "parse_args_text",
     "parse_strace",
     "reconstruct_exec",
-    "run",
 ]
 
 U64 = (1 << 64) - 1
@@ -81,59 +78,8 @@ _FD_CALLS = frozenset({"open", "openat", "openat2", "creat", "close", "dup", "du
 _PRCTL_VMA = frozenset({0x53564D41, 35, 41, 65, 67})
 
 # -- symbolic constants strace prints (x86-64 values) ---------------------------------------
-_CONST: dict[str, int] = {
-    "NULL": 0,
-    # mman.h
-    "PROT_NONE": 0, "PROT_READ": 1, "PROT_WRITE": 2, "PROT_EXEC": 4, "PROT_SEM": 8,
-    "PROT_GROWSDOWN": 0x01000000, "PROT_GROWSUP": 0x02000000,
-    "MAP_FILE": 0, "MAP_SHARED": 1, "MAP_PRIVATE": 2, "MAP_SHARED_VALIDATE": 3, "MAP_DROPPABLE": 8,
-    "MAP_TYPE": 0xF, "MAP_FIXED": 0x10, "MAP_ANONYMOUS": 0x20, "MAP_ANON": 0x20, "MAP_32BIT": 0x40,
-    "MAP_GROWSDOWN": 0x100, "MAP_DENYWRITE": 0x800, "MAP_EXECUTABLE": 0x1000, "MAP_LOCKED": 0x2000,
-    "MAP_NORESERVE": 0x4000, "MAP_POPULATE": 0x8000, "MAP_NONBLOCK": 0x10000, "MAP_STACK": 0x20000,
-    "MAP_HUGETLB": 0x40000, "MAP_SYNC": 0x80000, "MAP_FIXED_NOREPLACE": 0x100000,
-    "MAP_UNINITIALIZED": 0x4000000, "MAP_HUGE_SHIFT": 26,
-    "MAP_HUGE_64KB": 16 << 26, "MAP_HUGE_512KB": 19 << 26, "MAP_HUGE_1MB": 20 << 26,
-    "MAP_HUGE_2MB": 21 << 26, "MAP_HUGE_8MB": 23 << 26, "MAP_HUGE_16MB": 24 << 26,
-    "MAP_HUGE_32MB": 25 << 26, "MAP_HUGE_256MB": 28 << 26, "MAP_HUGE_512MB": 29 << 26,
-    "MAP_HUGE_1GB": 30 << 26, "MAP_HUGE_2GB": 31 << 26, "MAP_HUGE_16GB": 34 << 26,
-    "MADV_NORMAL": 0, "MADV_RANDOM": 1, "MADV_SEQUENTIAL": 2, "MADV_WILLNEED": 3,
-    "MADV_DONTNEED": 4, "MADV_FREE": 8, "MADV_REMOVE": 9, "MADV_DONTFORK": 10, "MADV_DOFORK": 11,
-    "MADV_MERGEABLE": 12, "MADV_UNMERGEABLE": 13, "MADV_HUGEPAGE": 14, "MADV_NOHUGEPAGE": 15,
-    "MADV_DONTDUMP": 16, "MADV_DODUMP": 17, "MADV_WIPEONFORK": 18, "MADV_KEEPONFORK": 19,
-    "MADV_COLD": 20, "MADV_PAGEOUT": 21, "MADV_POPULATE_READ": 22, "MADV_POPULATE_WRITE": 23,
-    "MADV_DONTNEED_LOCKED": 24, "MADV_COLLAPSE": 25, "MADV_HWPOISON": 100,
-    "MADV_SOFT_OFFLINE": 101, "MADV_GUARD_INSTALL": 102, "MADV_GUARD_REMOVE": 103,
-    "MREMAP_MAYMOVE": 1, "MREMAP_FIXED": 2, "MREMAP_DONTUNMAP": 4,
-    "MLOCK_ONFAULT": 1, "MCL_CURRENT": 1, "MCL_FUTURE": 2, "MCL_ONFAULT": 4,
-    "SHM_RDONLY": 0o10000, "SHM_RND": 0o20000, "SHM_REMAP": 0o40000, "SHM_EXEC": 0o100000,
-    "IPC_PRIVATE": 0,
-    # prctl options that touch VMAs, and a few common others
-    "PR_SET_VMA": 0x53564D41, "PR_SET_VMA_ANON_NAME": 0, "PR_SET_NAME": 15, "PR_GET_NAME": 16,
-    "PR_SET_THP_DISABLE": 41, "PR_GET_THP_DISABLE": 42, "PR_SET_MM": 35, "PR_SET_MDWE": 65,
-    "PR_GET_MDWE": 66, "PR_MDWE_REFUSE_EXEC_GAIN": 1, "PR_MDWE_NO_INHERIT": 2,
-    "PR_SET_DUMPABLE": 4, "PR_GET_DUMPABLE": 3, "PR_SET_PDEATHSIG": 1, "PR_SET_NO_NEW_PRIVS": 38,
-    "PR_SET_MEMORY_MERGE": 67, "PR_GET_MEMORY_MERGE": 68, "PR_SET_TIMERSLACK": 29,
-    # clone
-    "CSIGNAL": 0xFF, "CLONE_VM": 0x100, "CLONE_FS": 0x200, "CLONE_FILES": 0x400,
-    "CLONE_SIGHAND": 0x800, "CLONE_PIDFD": 0x1000, "CLONE_PTRACE": 0x2000, "CLONE_VFORK": 0x4000,
-    "CLONE_PARENT": 0x8000, "CLONE_THREAD": 0x10000, "CLONE_NEWNS": 0x20000,
-    "CLONE_SYSVSEM": 0x40000, "CLONE_SETTLS": 0x80000, "CLONE_PARENT_SETTID": 0x100000,
-    "CLONE_CHILD_CLEARTID": 0x200000, "CLONE_DETACHED": 0x400000, "CLONE_UNTRACED": 0x800000,
-    "CLONE_CHILD_SETTID": 0x1000000, "CLONE_NEWCGROUP": 0x2000000, "CLONE_NEWUTS": 0x4000000,
-    "CLONE_NEWIPC": 0x8000000, "CLONE_NEWUSER": 0x10000000, "CLONE_NEWPID": 0x20000000,
-    "CLONE_NEWNET": 0x40000000, "CLONE_IO": 0x80000000, "CLONE_CLEAR_SIGHAND": 0x100000000,
-    "CLONE_INTO_CGROUP": 0x200000000, "CLONE_NEWTIME": 0x80,
-    "P_ALL": 0, "P_PID": 1, "P_PGID": 2, "P_PIDFD": 3,
-}
-_SIGNALS = {
-    "SIGHUP": 1, "SIGINT": 2, "SIGQUIT": 3, "SIGILL": 4, "SIGTRAP": 5, "SIGABRT": 6, "SIGIOT": 6,
-    "SIGBUS": 7, "SIGFPE": 8, "SIGKILL": 9, "SIGUSR1": 10, "SIGSEGV": 11, "SIGUSR2": 12,
-    "SIGPIPE": 13, "SIGALRM": 14, "SIGTERM": 15, "SIGSTKFLT": 16, "SIGCHLD": 17, "SIGCONT": 18,
-    "SIGSTOP": 19, "SIGTSTP": 20, "SIGTTIN": 21, "SIGTTOU": 22, "SIGURG": 23, "SIGXCPU": 24,
-    "SIGXFSZ": 25, "SIGVTALRM": 26, "SIGPROF": 27, "SIGWINCH": 28, "SIGIO": 29, "SIGPOLL": 29,
-    "SIGPWR": 30, "SIGSYS": 31, "SIGRTMIN": 32,
-}
-_CONST.update(_SIGNALS)
+_CONST: dict[str, int] = uapi.BY_NAME
+_SIGNALS = {k: v for k, v in _CONST.items() if k.startswith("SIG")}
 # strace's names for the kernel-internal restart codes (include/linux/errno.h)
 _ERRNO_EXTRA = {"ERESTARTSYS": 512, "ERESTARTNOINTR": 513, "ERESTARTNOHAND": 514,
                 "ENOIOCTLCMD": 515, "ERESTART_RESTARTBLOCK": 516, "EPROBE_DEFER": 517,
@@ -385,9 +331,10 @@ class ParsedLog:
 
     def events_frame(self) -> pl.DataFrame:
         """The events as an EVENT_SCHEMA frame."""
-        from vmatrace.trace import EVENT_SCHEMA
+        from vmatrace.base.events import with_populates
+        from vmatrace.base.trace import EVENT_SCHEMA
 
-        return pl.DataFrame(self.rows, schema=EVENT_SCHEMA, orient="row")
+        return with_populates(pl.DataFrame(self.rows, schema=EVENT_SCHEMA, orient="row"))
 
     @property
     def events(self) -> list[dict[str, Any]]:
@@ -799,8 +746,6 @@ class _Parser:
             text = strs[0] if strs else None
             if kind == "process_madvise":
                 text = args[1].text if len(args) > 1 else None
-        if ret >= 0:
-            flags |= self.populates(kind, vals)
         self.emit(ts_ns, pid, tid, kind, vals, ret, flags=flags, text=text)
         self.note_layout(pid, kind, vals, ret)
 
@@ -827,21 +772,6 @@ class _Parser:
         elif kind == "close_range" and len(args) >= 2 and args[0].value is not None and args[1].value is not None:
             for fd in [f for f in table if args[0].value <= f <= args[1].value]:
                 table.pop(fd)
-
-    @staticmethod
-    def populates(kind: str, v: list[int]) -> int:
-        def at(i: int) -> int:
-            return v[i] if len(v) > i else 0
-
-        if kind == "mmap" and at(3) & _CONST["MAP_POPULATE"]:
-            return EV_POPULATES
-        if kind == "mlock" or (kind == "mlock2" and not at(2) & _CONST["MLOCK_ONFAULT"]):
-            return EV_POPULATES
-        if kind == "mlockall" and at(0) & _CONST["MCL_CURRENT"] and not at(0) & _CONST["MCL_ONFAULT"]:
-            return EV_POPULATES
-        if kind == "madvise" and at(2) == _CONST["MADV_POPULATE_WRITE"]:
-            return EV_POPULATES
-        return 0
 
     def note_layout(self, pid: int, kind: str, vals: list[int], ret: int) -> None:
         ex = self.cur_exec.get(pid)
@@ -1020,7 +950,7 @@ def reconstruct_exec(ex: ExecInfo, *, root: str = "/") -> elf.Reconstruction:
 
 
 def _rows_frame(rows: list[elf.VmaRow]) -> pl.DataFrame:
-    from collectors.procmaps import VMA_SCHEMA
+    from vmatrace.base.snapshot import VMA_SCHEMA
 
     return pl.DataFrame({
         "start": [r.start for r in rows], "end": [r.end for r in rows],
@@ -1049,9 +979,9 @@ def import_strace(logs: list[Path], out: Path, *, maps: list[str] | None = None,
     `root` is where the executables named in the log are looked up (``/`` on the machine
     that ran strace; a copy of its root file system elsewhere).
     """
-    from collectors.procmaps import Snapshot, parse_maps_text
-    from vmatrace.trace import (
-        EV_RECONSTRUCTED,
+    from vmatrace.base.events import EV_RECONSTRUCTED
+    from vmatrace.base.snapshot import Snapshot, parse_maps_text
+    from vmatrace.base.trace import (
         EVENT_SCHEMA,
         PROC_SCHEMA,
         STACK_SCHEMA,
@@ -1146,44 +1076,3 @@ def import_strace(logs: list[Path], out: Path, *, maps: list[str] | None = None,
     finally:
         w.close()
     return w.meta
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``import-strace`` on the CLI's subparsers."""
-    p: argparse.ArgumentParser = subparsers.add_parser(
-        "import-strace",
-        help="convert strace output into a trace (no root or bcc needed)",
-        description=(
-            "Convert strace output into a vmatrace trace (no root or bcc needed). Record with\n"
-            "  strace -f -tt -X raw -y -e trace=%memory,%process -o LOG PROGRAM ...\n"
-            "(-ff -o PREFIX works too: pass every PREFIX.PID file; -k adds stacks). Where no\n"
-            "--maps is given for a process, its layout right after each execve is rebuilt from\n"
-            "the ELF headers of the executable and its interpreter (docs/strace-import.md)."),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=("examples:\n"
-                "  vmatrace import-strace app.strace -o app.trace\n"
-                "  vmatrace import-strace log.* -o app.trace --maps 1234:maps-1234.txt"),
-    )
-    p.add_argument("logs", metavar="LOG", nargs="+", type=Path, help="strace output file(s)")
-    p.add_argument("-o", "--output", required=True, type=Path, metavar="TRACE", help="trace directory to write")
-    p.add_argument("--maps", action="append", default=[], metavar="[PID:]FILE",
-                   help="a saved /proc/PID/maps text to add as a snapshot (repeatable)")
-    p.add_argument("--root", default="/", help="where to find the traced executables (default /)")
-    p.add_argument("--force", "-f", action="store_true", help="overwrite TRACE if it exists")
-    p.set_defaults(func=run)
-    return p
-
-
-def run(args: argparse.Namespace) -> int:
-    """Carry out ``import-strace``."""
-    import sys
-
-    meta = import_strace(list(args.logs), args.output, maps=args.maps, force=args.force, root=args.root)
-    for wmsg in meta["warnings"][:20]:
-        print(f"vmatrace: warning: {wmsg}", file=sys.stderr)
-    n = meta["event_count"]
-    rec = len(meta["reconstructions"])
-    print(f"imported {n} events from {meta['strace']['strace_lines']} strace lines "
-          f"({len(meta['pids'])} processes, {rec} reconstructed layouts) into {args.output}",
-          file=sys.stderr)
-    return 0

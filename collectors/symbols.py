@@ -283,7 +283,7 @@ def symbolize(pid: int, snapshot_frame: pl.DataFrame, stacks: dict[int, list[int
     -------
     A STACK_SCHEMA frame: one row per (stack_id, depth).
     """
-    from vmatrace.trace import STACK_SCHEMA
+    from vmatrace.base.trace import STACK_SCHEMA
 
     vmas = _Vmas(snapshot_frame)
     rows: dict[str, list[object]] = {k: [] for k in STACK_SCHEMA}

@@ -25,7 +25,7 @@ echo "== vmatrace info $TRACE"
 $V info "$TRACE"
 exit_sid=$($PY - "$TRACE" <<'PYEOF'
 import sys
-from vmatrace.trace import read_trace
+from vmatrace.base.trace import read_trace
 t = read_trace(sys.argv[1])
 pid = t.meta["pids"][0]
 idx = t.snapshot_index.filter((t.snapshot_index["pid"] == pid) & (t.snapshot_index["reason"] == "exit"))

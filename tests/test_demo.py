@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, need_root
-from vmatrace.trace import read_trace
+from vmatrace.base.trace import read_trace
 
 
 @pytest.mark.live

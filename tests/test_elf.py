@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from collectors import elf
-from collectors.procmaps import parse_maps_text
 from collectors.strace_import import parse_strace, reconstruct_exec
 from tests.conftest import need
+from vmatrace.base.snapshot import parse_maps_text
 
 ADDR_NO_RANDOMIZE = 0x0040000
 BIG_BSS = "static char big[1 << 20];\nint main(void) { big[5] = 1; return big[7]; }\n"
@@ -127,7 +127,7 @@ def test_load_vmas_with_aslr_bases(which: str, programs: dict[str, Path]) -> Non
 
 
 def test_read_elf_errors(tmp_path: Path) -> None:
-    from vmatrace.errors import VmatraceError
+    from vmatrace.base.errors import VmatraceError
 
     with pytest.raises(VmatraceError, match="cannot read"):
         elf.read_elf(str(tmp_path / "missing"))

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import ROOT, build_c, need, need_bcc, need_root
 from tests.record_common import WORKLOADS, record
-from vmatrace.trace import read_trace
+from vmatrace.base.trace import read_trace
 
 
 def _vmatrace(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
@@ -39,17 +39,18 @@ def test_ebpf_prints_the_program() -> None:
     assert "TRACEPOINT_PROBE(syscalls, sys_enter_exit_group)" in p.stdout
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["-p", "999999999"], "no process with PID 999999999"),
-    ([], "give either -p PID"),
-    (["-p", "1", "--", "true"], "give either -p PID"),
-    (["-b", "1000", "--", "true"], "power of two"),
-    (["-d", "0", "--", "true"], "positive"),
+@pytest.mark.parametrize(("args", "message", "code"), [
+    (["-p", "4194303"], "no process with PID 4194303", 1),
+    (["-p", "999999999"], "not a PID: '999999999'", 2),
+    ([], "give either -p PID", 2),
+    (["-p", "1", "--", "true"], "give either -p PID", 2),
+    (["-b", "1000", "--", "true"], "power of two", 2),
+    (["-d", "0", "--", "true"], "not a duration in seconds", 2),
 ])
-def test_user_errors_are_one_line(args: list[str], message: str, tmp_path: Path) -> None:
+def test_user_errors_are_one_line(args: list[str], message: str, code: int, tmp_path: Path) -> None:
     p = _vmatrace("record", "-o", str(tmp_path / "t"), *args)
-    assert p.returncode == 1
-    assert p.stderr.startswith("vmatrace: error: ") and message in p.stderr
+    assert p.returncode == code
+    assert p.stderr.startswith("vmatrace") and "error: " in p.stderr and message in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
 
 
@@ -57,7 +58,7 @@ def test_user_errors_are_one_line(args: list[str], message: str, tmp_path: Path)
 def test_not_root_names_the_fix() -> None:
     need_root()
     from collectors.record import check_environment
-    from vmatrace.errors import VmatraceError
+    from vmatrace.base.errors import VmatraceError
 
     os.seteuid(65534)  # (the venv's interpreter may not be executable by another user: stay in-process)
     try:

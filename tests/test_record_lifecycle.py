@@ -17,7 +17,8 @@ import pytest
 
 from tests.conftest import ROOT, build_c, need_bcc
 from tests.record_common import WORKLOADS, final_snapshot, record
-from vmatrace.trace import EV_POPULATES, EV_RACED_SNAPSHOT, read_trace
+from vmatrace.base.events import EV_POPULATES, EV_RACED_SNAPSHOT
+from vmatrace.base.trace import read_trace
 
 pytestmark = [pytest.mark.live, pytest.mark.bcc]
 PAGE = 4096

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from tests.record_common import record
-from vmatrace.trace import read_trace
+from vmatrace.base.trace import read_trace
 
 pytestmark = [pytest.mark.live, pytest.mark.bcc]
 

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import need, need_cc
 from tests.record_common import record
-from vmatrace.trace import read_trace
+from vmatrace.base.trace import read_trace
 
 pytestmark = [pytest.mark.live, pytest.mark.bcc]
 

@@ -13,8 +13,6 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from collectors.procmaps import parse_maps_text
-from collectors.record import SYSCALL_KINDS
 from tests.record_common import (
     WORKLOADS,
     Call,
@@ -24,7 +22,9 @@ from tests.record_common import (
     parse_script_output,
     record,
 )
-from vmatrace.trace import EV_POPULATES, Trace, read_trace
+from vmatrace.base.events import EV_POPULATES, SYSCALL_KINDS
+from vmatrace.base.snapshot import parse_maps_text
+from vmatrace.base.trace import Trace, read_trace
 
 pytestmark = [pytest.mark.live, pytest.mark.bcc]
 

@@ -22,7 +22,7 @@ from collectors.procmaps import (
 )
 from tests.conftest import need
 from vmatrace.analysis import REASON_ANON, REASON_FLAGS, invisible_fragmentation
-from vmatrace.errors import NoSuchProcess
+from vmatrace.base.errors import NoSuchProcess
 
 MAPPINGS_C = r"""
 #define _GNU_SOURCE

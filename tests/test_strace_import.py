@@ -14,11 +14,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from collectors.procmaps import parse_maps_text
 from collectors.strace_import import import_strace, parse_args_text, parse_strace
 from tests.conftest import ROOT, build_c, need
-from vmatrace.errors import VmatraceError
-from vmatrace.trace import EV_POPULATES, EV_RECONSTRUCTED, read_trace
+from vmatrace.base.errors import VmatraceError
+from vmatrace.base.events import EV_POPULATES, EV_RECONSTRUCTED
+from vmatrace.base.snapshot import parse_maps_text
+from vmatrace.base.trace import read_trace
 
 # arguments strace prints for each kind the workload issues (mremap without MREMAP_FIXED: 4)
 NARGS = {"mmap": 6, "munmap": 2, "mprotect": 3, "madvise": 3, "mremap": 4, "mlock2": 3, "brk": 1}

@@ -19,7 +19,7 @@ import pytest
 from collectors.strace_import import import_strace
 from tests.conftest import build_c, need
 from tests.record_common import WORKLOADS, Call, parse_script_output, record
-from vmatrace.trace import read_trace
+from vmatrace.base.trace import read_trace
 
 # arguments strace cannot show as values (it prints what they point to)
 POINTER_ARGS = {"execve": {0}, "process_madvise": {1}, "prctl": {4}}

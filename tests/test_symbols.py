@@ -12,7 +12,7 @@ import pytest
 
 from collectors.procmaps import read_snapshot
 from collectors.symbols import symbolize
-from vmatrace.trace import STACK_SCHEMA
+from vmatrace.base.trace import STACK_SCHEMA
 
 # level1 -> level2 -> level3, which calls mmap and backtrace(3); each level records its return
 # address. The program prints the addresses, an anonymous "JIT" region, then stops itself.
@@ -106,7 +106,7 @@ def test_symbolize_own_functions(cbuild, flags: tuple[str, ...], tmp_path: Path)
 
 
 def test_symbolize_empty() -> None:
-    from collectors.procmaps import VMA_SCHEMA
+    from vmatrace.base.snapshot import VMA_SCHEMA
 
     df = symbolize(1, pl.DataFrame(schema=VMA_SCHEMA), {})
     assert df.height == 0 and dict(df.schema) == STACK_SCHEMA

@@ -15,9 +15,9 @@ import polars as pl
 import pytest
 
 from collectors.procmaps import read_snapshot
+from vmatrace.base.errors import VmatraceError
+from vmatrace.base.trace import EVENT_SCHEMA, TraceError, TraceWriter, read_trace
 from vmatrace.cli import main
-from vmatrace.errors import VmatraceError
-from vmatrace.trace import EVENT_SCHEMA, TraceError, TraceWriter, read_trace
 
 U64_MAX = 2**64 - 1
 
@@ -95,7 +95,7 @@ def test_truncated_chunk_rest_still_read(tmp_path: Path, capsys: pytest.CaptureF
     tr = read_trace(t)
     assert tr.events.height == 200 and tr.events["seq"].to_list() == list(range(100)) + list(range(200, 300))
     assert any("part-000001" in w and "damaged" in w for w in tr.warnings)
-    assert main(["info", str(t)]) == 2
+    assert main(["info", str(t)]) == 3  # EXIT_DAMAGED
     err = capsys.readouterr().err.strip().splitlines()
     assert all(line.startswith("vmatrace: warning:") for line in err)
     assert "part-000001" in err[0] and "damaged" in err[0]
@@ -103,7 +103,7 @@ def test_truncated_chunk_rest_still_read(tmp_path: Path, capsys: pytest.CaptureF
 
 WRITER = """
 import sys, polars as pl, time
-from vmatrace.trace import TraceWriter
+from vmatrace.base.trace import TraceWriter
 w = TraceWriter(sys.argv[1], {"collector": "killtest"}, flush_interval_s=0.2)
 i = 0
 while True:
@@ -211,7 +211,7 @@ def test_force_replaces_only_a_trace(tmp_path: Path) -> None:
 
 
 def test_snapshot_output_never_writes_through_fifo_or_hard_link(tmp_path: Path) -> None:
-    from vmatrace.safeio import safe_create
+    from vmatrace.base.safeio import safe_create
 
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)

@@ -11,7 +11,7 @@ import psutil
 
 from collectors.procmaps import read_snapshot
 from vmatrace.analysis import Run, invisible_fragmentation, max_map_count, reason_counts
-from vmatrace.errors import VmatraceError
+from vmatrace.base.errors import VmatraceError
 
 
 @dataclass

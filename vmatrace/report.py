@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from collectors.procmaps import Snapshot
 from vmatrace.analysis import Run, map_count, reason_counts
+from vmatrace.base.snapshot import Snapshot
 from vmatrace.census import Census
 from vmatrace.doctor import Check
 

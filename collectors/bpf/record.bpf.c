@@ -10,6 +10,8 @@
 //   WITH_LOCKSEQ   order VMA-changing syscalls by their mmap write-lock acquisition
 //                  (MMLOCK_OFF_MM/_WRITE/_SUCCESS: field offsets from the tracepoint's format file)
 //   FAULT_DEDUP_ENTRIES  size of the LRU map that deduplicates write faults
+//   K_MMAP ... K_EXIT    event kind codes, from the one table in vmatrace/base/events.py
+//   K_TEXT         the code of a string chunk record (recorder-internal)
 //
 // x86-64 only: syscall arguments are read from the saved user registers (struct pt_regs).
 //
@@ -23,30 +25,6 @@
 
 #include <uapi/linux/ptrace.h>
 
-#define K_MMAP 0
-#define K_MUNMAP 1
-#define K_MPROTECT 2
-#define K_PKEY_MPROTECT 3
-#define K_MREMAP 4
-#define K_BRK 5
-#define K_MADVISE 6
-#define K_PROCESS_MADVISE 7
-#define K_MLOCK 8
-#define K_MLOCK2 9
-#define K_MUNLOCK 10
-#define K_MLOCKALL 11
-#define K_MUNLOCKALL 12
-#define K_MSEAL 13
-#define K_PRCTL 14
-#define K_SHMAT 15
-#define K_SHMDT 16
-#define K_EXECVE 17
-#define K_EXIT_GROUP 18
-#define K_FAULT 32
-#define K_FORK 33
-#define K_EXEC 34
-#define K_EXIT 35
-#define K_TEXT 40
 
 #define CLONE_THREAD 0x00010000
 #define TEXT_CHUNK 56

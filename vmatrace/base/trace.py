@@ -33,18 +33,13 @@ from typing import Any
 
 import polars as pl
 
-from collectors.procmaps import VMA_SCHEMA, Snapshot
 from vmatrace import __version__
-from vmatrace.errors import VmatraceError
-from vmatrace.safeio import chown_to_invoker, safe_create, safe_mkdir
+from vmatrace.base.errors import VmatraceError
+from vmatrace.base.safeio import chown_to_invoker, safe_create, safe_mkdir
+from vmatrace.base.snapshot import VMA_SCHEMA, Snapshot
 
 FORMAT = "vmatrace-trace"
 FORMAT_VERSION = 1
-
-# Event flag bits.
-EV_RACED_SNAPSHOT = 1  # the event may have raced with the start snapshot (its effect may or may not be in it)
-EV_POPULATES = 2  # the call pre-faults pages (MAP_POPULATE, mlock*, MADV_POPULATE_WRITE): no fault events follow
-EV_RECONSTRUCTED = 4  # state reconstructed (e.g. from ELF headers), not observed
 
 EVENT_SCHEMA: dict[str, pl.DataType] = {
     "seq": pl.UInt64(),

@@ -12,7 +12,7 @@ import errno
 import os
 import stat
 
-from vmatrace.errors import VmatraceError
+from vmatrace.base.errors import VmatraceError
 
 
 def invoking_user() -> tuple[int, int]:

@@ -1,0 +1,67 @@
+"""``vmatrace snapshot PID``: the VMAs of a live process and its invisible fragmentation."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vmatrace.commands import _args
+
+if TYPE_CHECKING:
+    from vmatrace.analysis import Run
+    from vmatrace.base.snapshot import Snapshot
+
+
+def add_parser(sub: Any) -> None:
+    s = _args.parser(
+        sub, "snapshot", help="the VMAs of a live process and its invisible fragmentation",
+        description="Read /proc/PID/smaps (or maps through PROCMAP_QUERY with --no-smaps) and show "
+                    "every VMA, the VMA count against vm.max_map_count, and runs of adjacent VMAs that "
+                    "look identical in /proc/PID/maps but are separate, each with its reason.",
+        examples="  vmatrace snapshot $$\n  vmatrace snapshot 1234 --json\n"
+                 "  vmatrace snapshot 1234 -o snap.parquet\n"
+                 "  vmatrace snapshot 1234 --no-smaps --method procmap_query")
+    s.add_argument("pid", type=_args.pid, metavar="PID")
+    s.add_argument("--json", action="store_true", help="JSON on stdout")
+    _args.add_output(s, "write to FILE: Parquet if it ends in .parquet, else JSON")
+    s.add_argument("--all", action="store_true", help="list every VMA even for large address spaces")
+    s.add_argument("--no-smaps", action="store_true", help="layout only (no sizes/VmFlags): fastest")
+    s.add_argument("--method", choices=("auto", "text", "procmap_query"), default="auto",
+                   help="how to read the layout with --no-smaps (default: PROCMAP_QUERY where available)")
+    s.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from collectors.procmaps import read_snapshot
+    from vmatrace.analysis import invisible_fragmentation, max_map_count
+    from vmatrace.report import print_json, render_snapshot, snapshot_json
+
+    snap = read_snapshot(args.pid, smaps=not args.no_smaps, method=args.method)
+    runs = invisible_fragmentation(snap.frame)
+    limit = max_map_count()
+    if args.output:
+        _write_snapshot_file(Path(args.output), snap, runs, limit, force=args.force)
+        print(f"wrote {snap.frame.height} VMAs of PID {snap.pid} to {args.output}", file=sys.stderr)
+        return 0
+    if args.json:
+        print_json(snapshot_json(snap, runs, limit))
+    else:
+        render_snapshot(snap, runs, limit, show_vmas=args.all or snap.frame.height <= 400)
+    return 0
+
+
+def _write_snapshot_file(path: Path, snap: Snapshot, runs: list[Run], limit: int | None, *, force: bool) -> None:
+    import json
+
+    from vmatrace.base.safeio import safe_create
+    from vmatrace.report import snapshot_json
+
+    fd = safe_create(path, force=force)
+    with os.fdopen(fd, "wb") as f:
+        if path.suffix == ".parquet":
+            snap.frame.write_parquet(f, compression="zstd")
+        else:
+            f.write(json.dumps(snapshot_json(snap, runs, limit), indent=1, default=str).encode())
