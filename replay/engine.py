@@ -1,0 +1,1016 @@
+"""The trace replay engine: a recorded trace fed through the model, one profile at a time.
+
+For each process of the trace (docs/replay.md has the whole story):
+
+* its model is seeded at its first exact state: the snapshot after its exec (or at attach), with
+  the brk base; a fork child continues from its parent's model at the fork event instead (its own
+  start snapshot cannot show that its VMAs are forked); threads share their process's model; an
+  exec starts again from the post-exec snapshot;
+* every event is applied in trace order; the kernel's own result decides where a non-fixed mmap
+  or a moving mremap landed and whether a call failed, and a model that disagrees on success or
+  errno is reported as a result mismatch;
+* at every later snapshot the model is compared with the real layout region by region, each
+  divergence gets the events that touched its region and a probable cause, and the model is
+  rebuilt from the snapshot (a resync) so that one divergence does not cascade.
+
+The engine reads the trace format and the model only: it never imports a collector.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import os
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from replay.flags import (
+    MAP_ANONYMOUS,
+    MAP_FIXED,
+    MAP_FIXED_NOREPLACE,
+    MAP_PRIVATE,
+    MAP_TYPE,
+    MREMAP_FIXED,
+    MREMAP_MAYMOVE,
+    PR_SET_MEMORY_MERGE,
+    PR_SET_VMA,
+    PR_SET_VMA_ANON_NAME,
+    PROT_WRITE,
+    TASK_SIZE,
+    VM_GROWSDOWN,
+    VM_MAYSHARE,
+    VM_SHARED,
+)
+from replay.mm import AddressSpace, OpenFile, Unknown, VmaView
+from replay.profiles import AnonRule, KernelProfile, get_profile
+from replay.results import (
+    CAUSE_LOST,
+    CAUSE_NOT_COVERED,
+    CAUSE_PROFILE,
+    CAUSE_RACED,
+    CAUSE_RESULT,
+    CAUSE_STACK,
+    CAUSE_UNKNOWN_ANON,
+    CAUSE_UNTRACED,
+    Divergence,
+    FixEvent,
+    FixFigures,
+    ProcessRun,
+    ProfileRun,
+    RealProcess,
+    ReplayResult,
+    ResultMismatch,
+)
+from vmatrace.base.errors import UsageError, VmatraceError
+from vmatrace.base.trace import Trace
+
+__all__ = ["ProfileSpec", "apply_what_if", "default_profiles", "replay_trace"]
+
+_PAGE = 4096
+_U64 = (1 << 64) - 1
+# Calls the model does not replay (their effect is only seen at the next snapshot).
+_NOT_COVERED = frozenset({"shmat", "shmdt", "process_madvise"})
+_IGNORED = frozenset({"execve", "exit_group", "exit"})
+_EVENTS_KEPT = 8  # event seqs listed per divergence
+_FLAGS_IGNORED = frozenset({"sd"})  # soft-dirty: a kernel config, never a merge decision
+
+
+# ---------------------------------------------------------------------------------------------
+# Profiles
+
+
+@dataclass(frozen=True)
+class ProfileSpec:
+    """A profile to replay under, with the label it is reported by."""
+
+    label: str
+    profile: KernelProfile
+
+
+def apply_what_if(profile: KernelProfile, assignments: Sequence[str]) -> KernelProfile:
+    """``profile`` with fields changed by ``NAME=VALUE`` strings (the ``--what-if`` option).
+
+    Values are parsed by the field's type: booleans (``true/false/1/0/yes/no``), enums by value
+    or name, strings as given. An unknown field or a bad value is a :class:`UsageError`.
+    """
+    fields = {f.name: f for f in dataclasses.fields(KernelProfile)}
+    changes: dict[str, Any] = {}
+    for a in assignments:
+        name, sep, raw = a.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not name:
+            raise UsageError(f"--what-if {a!r}: expected NAME=VALUE")
+        if name not in fields or name == "name":
+            known = ", ".join(n for n in fields if n != "name")
+            raise UsageError(f"--what-if {name!r}: not a profile field (fields: {known})")
+        current = getattr(profile, name)
+        raw = raw.strip()
+        value: Any
+        if isinstance(current, bool):
+            low = raw.lower()
+            if low not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                raise UsageError(f"--what-if {name}={raw!r}: expected true or false")
+            value = low in ("true", "1", "yes", "on")
+        elif isinstance(current, AnonRule) or hasattr(current, "__members__") or hasattr(type(current), "__members__"):
+            enum_t = type(current)
+            try:
+                value = enum_t(raw.lower())
+            except ValueError:
+                try:
+                    value = enum_t[raw.upper()]
+                except KeyError:
+                    choices = ", ".join(str(m.value) for m in enum_t)
+                    raise UsageError(f"--what-if {name}={raw!r}: expected one of {choices}") from None
+        elif isinstance(current, int):
+            try:
+                value = int(raw, 0)
+            except ValueError:
+                raise UsageError(f"--what-if {name}={raw!r}: expected an integer") from None
+        else:
+            value = raw
+        changes[name] = value
+    if not changes:
+        return profile
+    desc = ",".join(f"{k}={v.value if hasattr(v, 'value') else v}" for k, v in changes.items())
+    return dataclasses.replace(profile, name=f"{profile.name}+what-if({desc})", **changes)
+
+
+def recording_profile(meta: dict[str, Any]) -> tuple[KernelProfile | None, str]:
+    """The profile of the kernel that recorded the trace, and how it was chosen.
+
+    The recorder stores the live kernel's probed behaviour (``meta.kernel_probe``) where it could
+    probe it; otherwise the release is looked up in the profile table.
+    """
+    probe = meta.get("kernel_probe")
+    release = meta.get("kernel_release")
+    if isinstance(probe, dict) and isinstance(probe.get("profile"), str):
+        try:
+            base = get_profile(probe["profile"], sticky=probe.get("sticky"))
+            return base, f"probed on the recording kernel {release}"
+        except ValueError:
+            pass
+    if isinstance(release, str) and release not in ("", "unknown"):
+        try:
+            return get_profile(release), f"release table for {release} (no probe in the trace)"
+        except ValueError as e:
+            return None, f"kernel {release!r}: {e}"
+    return None, "the trace does not name its kernel"
+
+
+def without_fix(profile: KernelProfile) -> KernelProfile:
+    """``profile`` with the anon_vma rule from before 879bca0a2c4f (the counterfactual)."""
+    return dataclasses.replace(profile, name=f"{profile.name}-without-879bca0a2c4f", anon_rule=AnonRule.OLD)
+
+
+def with_fix(profile: KernelProfile) -> KernelProfile:
+    return dataclasses.replace(profile, name=f"{profile.name}+879bca0a2c4f", anon_rule=AnonRule.NEW)
+
+
+def default_profiles(meta: dict[str, Any], kernels: Sequence[str] = (),
+                     what_if: Sequence[str] = ()) -> tuple[list[ProfileSpec], tuple[str, str], list[str]]:
+    """The profiles to replay under, the (without fix, with fix) pair, and notes.
+
+    With no ``kernels``: the recording kernel's profile (6.19 when the trace does not say), a
+    pre-6.16 profile (6.15), and the counterfactual of the recording profile with the other
+    anon_vma rule, so that the fix is measured on exactly the recording kernel's other behaviour.
+    With ``kernels``, those; the first one is the base of the fix pair and of ``what_if``.
+    """
+    notes: list[str] = []
+    specs: list[ProfileSpec] = []
+    if kernels:
+        for k in kernels:
+            try:
+                specs.append(ProfileSpec(k, get_profile(k)))
+            except ValueError as e:
+                raise UsageError(f"--kernel {k}: {e}") from None
+        base = specs[0].profile
+    else:
+        rec, how = recording_profile(meta)
+        notes.append(f"recording kernel's profile: {how}")
+        base = rec if rec is not None else get_profile("6.19")
+        specs.append(ProfileSpec(f"{base.name} (recording kernel)" if rec is not None else base.name, base))
+        if base.name != "6.15":
+            specs.append(ProfileSpec("6.15", get_profile("6.15")))
+    if what_if:
+        wi = apply_what_if(base, what_if)
+        specs.append(ProfileSpec(wi.name, wi))
+    if base.anon_rule is AnonRule.NEW:
+        other = ProfileSpec(f"{base.name} without the fix", without_fix(base))
+        pair = (other.label, specs[0].label)
+    else:
+        other = ProfileSpec(f"{base.name} with the fix", with_fix(base))
+        pair = (specs[0].label, other.label)
+    specs.append(other)
+    return specs, pair, notes
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan: which events and snapshots belong to which process, in which order (profile-free)
+
+
+@dataclass
+class _Snap:
+    sid: int
+    reason: str
+    t_start: int
+    t_end: int
+    pos: int  # the snapshot follows this many of the process's events
+    rows: list[tuple[int, int, str, str | None, str | None, int]] | None = None  # lazily
+    start_brk: int | None = None
+    brk: int | None = None
+
+
+@dataclass
+class _Proc:
+    pid: int
+    comm: str
+    events: list[int] = field(default_factory=list)  # global row indices, seq order
+    snaps: list[_Snap] = field(default_factory=list)
+    parent: int | None = None  # forked from (a fork event in the parent's stream)
+    fork_row: int | None = None
+    vfork_shared: bool = False
+
+
+@dataclass
+class _Plan:
+    cols: dict[str, list[Any]]
+    procs: dict[int, _Proc]
+    order: list[int]  # parents before children
+    frames: dict[int, pl.DataFrame]
+    losses: list[tuple[int, int, int]]
+    meta: dict[str, Any]
+    has_file_ids: bool
+
+
+def _plan(trace: Trace) -> _Plan:
+    ev = trace.events
+    names = ["seq", "ts_ns", "pid", "kind", "a0", "a1", "a2", "a3", "a4", "a5", "ret", "stack_id", "text"]
+    extra = [c for c in ("file_id", "file_dev", "file_ino", "file_path") if c in ev.columns]
+    cols: dict[str, list[Any]] = {c: ev.get_column(c).to_list() for c in names + extra}
+    has_file_ids = "file_id" in cols and any(x is not None for x in cols["file_id"])
+    comms: dict[int, str] = {}
+    for r in trace.procs.iter_rows(named=True):
+        comms[int(r["pid"])] = r["comm"] or ""
+    procs: dict[int, _Proc] = {}
+
+    def proc(pid: int) -> _Proc:
+        p = procs.get(pid)
+        if p is None:
+            p = procs[pid] = _Proc(pid, comms.get(pid, ""))
+        return p
+
+    kinds, pids = cols["kind"], cols["pid"]
+    for i in range(len(kinds)):
+        p = proc(pids[i])
+        p.events.append(i)
+        if kinds[i] == "fork":
+            child = int(cols["a1"][i])
+            if child != pids[i]:  # a thread of the same process shares its model
+                c = proc(child)
+                if c.parent is None:
+                    c.parent, c.fork_row = pids[i], i
+                    c.vfork_shared = bool(cols["a2"][i])
+    # snapshots, placed in their process's event stream
+    recon_after: dict[tuple[int, int], int] = {}
+    for rc in trace.meta.get("reconstructions") or []:
+        if isinstance(rc, dict) and isinstance(rc.get("pid"), int) and isinstance(rc.get("after_seq"), int):
+            recon_after[(rc["pid"], rc["after_seq"])] = rc["after_seq"]
+    idx = trace.snapshot_index.sort("snapshot_id")
+    frames: dict[int, pl.DataFrame] = {}
+    seq_of = cols["seq"]
+    ts_of = cols["ts_ns"]
+    has_brk = "start_brk" in idx.columns
+    for r in idx.iter_rows(named=True):
+        pid, sid = int(r["pid"]), int(r["snapshot_id"])
+        p = proc(pid)
+        evs = p.events
+        t0 = int(r["t_start_ns"] or 0)
+        t1 = int(r["t_end_ns"] or t0)
+        if r["method"] == "elf-reconstruction":
+            after = next((s for (pp, s) in recon_after if pp == pid and s is not None
+                          and not any(x.sid != sid and x.reason == "reconstructed" and x.pos == _pos_after_seq(evs, seq_of, s)
+                                      for x in p.snaps)), None)
+            pos = _pos_after_seq(evs, seq_of, after) if after is not None else _pos_by_time(evs, ts_of, t0)
+        else:
+            pos = _pos_by_time(evs, ts_of, t0)
+        s = _Snap(sid, str(r["reason"]), t0, t1, pos)
+        if has_brk:
+            s.start_brk, s.brk = r.get("start_brk"), r.get("brk")
+        p.snaps.append(s)
+    for p in procs.values():
+        p.snaps.sort(key=lambda s: (s.pos, s.t_start, s.sid))
+    if trace.snapshots.height:
+        for (sid,), f in trace.snapshots.partition_by("snapshot_id", as_dict=True).items():
+            frames[int(sid)] = f.sort("start")
+    order = _tree_order(procs)
+    losses = [(int(r["count"]), int(r["t_from_ns"] or 0), int(r["t_to_ns"] or 0))
+              for r in trace.losses.iter_rows(named=True)]
+    return _Plan(cols, procs, order, frames, losses, trace.meta, has_file_ids)
+
+
+def _pos_after_seq(evs: list[int], seq_of: list[int], seq: int) -> int:
+    return bisect_right([seq_of[i] for i in evs], seq)
+
+
+def _pos_by_time(evs: list[int], ts_of: list[int], t: int) -> int:
+    """How many of the process's events happened before a snapshot read that started at ``t``."""
+    # timestamps follow seq closely but not exactly (seq is the mmap_lock order): count, not bisect
+    n = 0
+    for k, i in enumerate(evs):
+        if ts_of[i] <= t:
+            n = k + 1
+    return n
+
+
+def _tree_order(procs: dict[int, _Proc]) -> list[int]:
+    kids: dict[int, list[int]] = {}
+    roots = []
+    for pid, p in procs.items():
+        if p.parent is not None and p.parent in procs and p.parent != pid:
+            kids.setdefault(p.parent, []).append(pid)
+        else:
+            roots.append(pid)
+    out: list[int] = []
+    seen: set[int] = set()
+    stack = sorted(roots, reverse=True)
+    while stack:
+        pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        out.append(pid)
+        stack.extend(sorted(kids.get(pid, []), reverse=True))
+    out += [pid for pid in procs if pid not in seen]  # a fork cycle cannot happen; be safe
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Replaying one profile
+
+
+def _snap_rows(frame: pl.DataFrame) -> list[tuple[int, int, str, str | None, str | None, int]]:
+    f = frame.filter(pl.col("start") < TASK_SIZE)
+    vmf = f.get_column("vmflags").to_list() if "vmflags" in f.columns else [None] * f.height
+    anon = f.get_column("anonymous_kb").to_list() if "anonymous_kb" in f.columns else [None] * f.height
+    return list(zip(f.get_column("start").to_list(), f.get_column("end").to_list(),
+                    f.get_column("perms").to_list(), vmf, f.get_column("path").to_list(),
+                    [a or 0 for a in anon], strict=True))
+
+
+class _Replayer:
+    """One profile over the whole plan."""
+
+    def __init__(self, plan: _Plan, spec: ProfileSpec, *, explain: bool = False,
+                 explain_limit: int = 2000, counts: bool = True) -> None:
+        self.plan = plan
+        self.spec = spec
+        self.profile = spec.profile
+        self.explain = explain
+        self.explain_limit = explain_limit
+        self.explanations: list[str] = []
+        self.keep_counts = counts
+        self.files: dict[Any, OpenFile] = {}  # file identity -> the one OpenFile of the trace
+        self.forked: dict[int, AddressSpace] = {}
+        self.soft_dirty = True
+
+    # -- seeding --------------------------------------------------------------------------------
+    def _seed(self, s: _Snap) -> AddressSpace:
+        frame = self.plan.frames.get(s.sid)
+        if frame is None:
+            frame = pl.DataFrame(schema={"start": pl.UInt64, "end": pl.UInt64, "perms": pl.Utf8,
+                                         "offset": pl.UInt64, "dev": pl.Utf8, "inode": pl.UInt64,
+                                         "path": pl.Utf8})
+        mm = AddressSpace.from_snapshot(frame, self.profile, explain=self.explain, soft_dirty=True)
+        if s.start_brk:
+            mm.start_brk = int(s.start_brk)
+            mm.cur_brk = int(s.brk or s.start_brk)
+        return mm
+
+    # -- file identity --------------------------------------------------------------------------
+    def _file(self, pid: int, i: int) -> tuple[OpenFile, bool]:
+        """The open file an mmap event maps, and whether its identity is known."""
+        c = self.plan.cols
+        if self.plan.has_file_ids and c["file_id"][i] is not None:
+            key: Any = ("id", c["file_id"][i])
+            known = True
+        else:
+            key = ("fd", pid, c["a4"][i])
+            known = False
+        f = self.files.get(key)
+        if f is None:
+            path = c["file_path"][i] if "file_path" in c and c["file_path"][i] else f"<fd {c['a4'][i]} of {pid}>"
+            dev = c["file_dev"][i] if "file_dev" in c and c["file_dev"][i] else "00:00"
+            ino = c["file_ino"][i] if "file_ino" in c and c["file_ino"][i] else 0
+            shm = path.startswith(("/memfd:", "/dev/shm/", "/SYSV", "/dev/zero"))
+            f = self.files[key] = OpenFile(path, dev=dev, ino=int(ino), shmem=shm, writable=shm)
+        return f, known
+
+    # -- one process ----------------------------------------------------------------------------
+    def run_process(self, p: _Proc) -> ProcessRun:
+        plan = self.plan
+        c = plan.cols
+        kinds, seqs, ts = c["kind"], c["seq"], c["ts_ns"]
+        a0s, a1s, a2s, a3s, a4s, a5s, rets, texts = (c["a0"], c["a1"], c["a2"], c["a3"], c["a4"],
+                                                    c["a5"], c["ret"], c["text"])
+        run = ProcessRun(p.pid, p.comm, "not seeded")
+        mm: AddressSpace | None = None
+        if p.parent is not None and p.pid in self.forked:
+            mm = self.forked.pop(p.pid)
+            run.seeded_by = f"fork of {p.parent} at seq {seqs[p.fork_row]}" if p.fork_row is not None else "fork"
+        snaps = p.snaps
+        si = 0
+        window: list[tuple[int, str, int, int]] = []  # (seq, kind, lo, hi) since the last sync
+        window_flags: list[tuple[int, str]] = []  # (seq, cause) for not-covered calls and mismatches
+        last_sync_t = 0
+        need_brk_base = mm is not None and mm.start_brk is None
+        awaiting_exec_seed = False
+        counts = run.counts
+        peak = 0
+        n_events = len(p.events)
+
+        def at_snapshot(s: _Snap) -> None:
+            nonlocal mm, last_sync_t, need_brk_base, window, window_flags, awaiting_exec_seed
+            if mm is None or awaiting_exec_seed:
+                if s.reason in ("start", "reconstructed", "periodic", "end", "exit") and not (
+                        awaiting_exec_seed and s.reason not in ("start", "reconstructed")):
+                    mm = self._seed(s)
+                    need_brk_base = mm.start_brk is None
+                    awaiting_exec_seed = False
+                    run.seeded_by = run.seeded_by if run.seeded_by != "not seeded" else f"snapshot {s.sid} ({s.reason})"
+                    last_sync_t = s.t_end
+                    window, window_flags = [], []
+                return
+            if s.reason == "reconstructed":
+                return  # a rebuilt layout, never compared (it is not a reading of the kernel)
+            frame = plan.frames.get(s.sid)
+            if frame is None:
+                return
+            if s.rows is None:
+                s.rows = _snap_rows(frame)
+            run.snapshots_compared += 1
+            model = mm.vmas()
+            run.final_vma_count = len(model)
+            divs = _compare(model, s.rows)
+            if divs:
+                lost = any(cnt and t_to >= last_sync_t and t_from <= s.t_end for cnt, t_from, t_to in plan.losses)
+                for kind, lo, hi, detail in divs:
+                    touching = [w for w in window if w[2] < hi and w[3] > lo]
+                    seqs_touching = [w[0] for w in touching]
+                    raced = [w for w in touching if s.t_start <= ts[_row_of_seq(p, c, w[0])] <= s.t_end] if touching else []
+                    cause = _cause(lost, touching, window_flags, model, lo, hi, raced, s.rows)
+                    run.divergences.append(Divergence(p.pid, s.sid, kind, lo, hi, detail, cause,
+                                                      seqs_touching[-_EVENTS_KEPT:], len(seqs_touching)))
+                run.resyncs += 1
+                mm = self._seed(s)
+                if mm.start_brk is None:
+                    need_brk_base = True
+            elif s.rows is not None:
+                mm.narrow_from_snapshot(frame)
+            last_sync_t = s.t_end
+            window, window_flags = [], []
+
+        for k in range(n_events + 1):
+            while si < len(snaps) and snaps[si].pos <= k:
+                at_snapshot(snaps[si])
+                si += 1
+            if k == n_events:
+                break
+            i = p.events[k]
+            kind = kinds[i]
+            if kind == "exec":
+                if mm is not None:
+                    mm = None
+                awaiting_exec_seed = True
+                window, window_flags = [], []
+                continue
+            if kind == "fork":
+                child = int(a1s[i])
+                if child != p.pid and not a2s[i] and mm is not None:
+                    self.forked[child] = mm.fork()
+                continue
+            if mm is None or awaiting_exec_seed or kind in _IGNORED:
+                run.events_skipped += 1
+                continue
+            if p.vfork_shared and run.seeded_by.startswith("fork"):
+                # a vfork/CLONE_VM child runs on its parent's mm until it execs: not modelled
+                run.events_skipped += 1
+                window_flags.append((seqs[i], CAUSE_NOT_COVERED))
+                continue
+            seq = seqs[i]
+            a0, a1, a2, a3, ret = a0s[i], a1s[i], a2s[i], a3s[i], rets[i]
+            before = mm.map_count
+            shot = mm.vmas() if self.explain and len(self.explanations) < self.explain_limit else None
+            try:
+                rng = self._apply(mm, p.pid, i, kind, a0, a1, a2, a3, a4s[i], a5s[i], ret, texts[i],
+                                  window_flags, run, need_brk_base)
+            except _NotCovered:
+                run.events_skipped += 1
+                window_flags.append((seq, CAUSE_NOT_COVERED))
+                window.append((seq, kind, a0, a0 + max(a1, _PAGE)))
+                continue
+            if kind == "brk" and need_brk_base and mm.start_brk is not None:
+                need_brk_base = False
+            run.events_applied += 1
+            if rng is not None:
+                window.append((seq, kind, rng[0], rng[1]))
+                if len(rng) == 4:
+                    window.append((seq, kind, rng[2], rng[3]))
+            after = mm.map_count
+            if after > peak:
+                peak = after
+            if self.keep_counts and after != before:
+                counts.append((seq, after))
+            if self.explain and len(self.explanations) < self.explain_limit:
+                ex = mm.last_explanation
+                if ex is not None and shot is not None:
+                    pic = explain_diagram(shot, mm.vmas(), rng[0], rng[1]) if rng else ""
+                    self.explanations.append(f"[pid {p.pid} seq {seq}] {ex}" + (f"\n  {pic}" if pic else ""))
+        run.peak_vma_count = max(peak, run.final_vma_count or 0)
+        if mm is not None:
+            run.fork_child_boundaries = fork_child_boundaries(mm.vmas())
+            if run.final_vma_count is None:
+                run.final_vma_count = mm.map_count
+        return run
+
+    # -- one event --------------------------------------------------------------------------------
+    def _apply(self, mm: AddressSpace, pid: int, i: int, kind: str, a0: int, a1: int, a2: int,
+               a3: int, a4: int, a5: int, ret: int, text: str | None,
+               flags_out: list[tuple[int, str]], run: ProcessRun,
+               need_brk_base: bool) -> tuple[int, ...] | None:
+        seq = self.plan.cols["seq"][i]
+        if kind == "fault":
+            # an OSError: the process took SIGSEGV/SIGBUS, or the model lacks the VMA (the next
+            # snapshot shows which)
+            with contextlib.suppress(OSError):
+                mm.touch(a0, write=bool(a2 & 2))
+            return (a0 & ~(_PAGE - 1), (a0 & ~(_PAGE - 1)) + _PAGE)
+        if kind in _NOT_COVERED:
+            raise _NotCovered
+        kernel_ok = ret >= 0 or (kind == "mmap" and ret < -4095)
+        if kind == "mmap":
+            addr, length, prot, flags, _fd, off = a0, a1, a2, a3, a4, a5
+            if kernel_ok:
+                where = ret & _U64
+                if not flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
+                    # the kernel chose the address: place it there (the range was free in the kernel)
+                    flags |= MAP_FIXED_NOREPLACE
+                    addr = where
+            mfd = -1
+            if not flags & MAP_ANONYMOUS:
+                f, _known = self._file(pid, i)
+                # The open mode is not in the trace: a file is taken as read-only until the kernel
+                # accepts a shared writable mapping of it (do_mmap() refuses that with EACCES).
+                if kernel_ok and flags & MAP_TYPE != MAP_PRIVATE and prot & PROT_WRITE:
+                    f.writable = True
+                mfd = mm._install_fd(f)
+                if not _known:
+                    flags_out.append((seq, CAUSE_NOT_COVERED))
+            try:
+                got = self._call(mm.mmap, run, pid, seq, kind, ret, kernel_ok, addr, length, prot, flags, mfd, off)
+            finally:
+                if mfd >= 0:
+                    mm.files.pop(mfd, None)
+            if got is _MISMATCH:
+                flags_out.append((seq, CAUSE_RESULT))
+            lo = (ret & _U64) if kernel_ok else a0
+            return (lo, lo + max(length, _PAGE))
+        if kind == "munmap":
+            r = self._call(mm.munmap, run, pid, seq, kind, ret, kernel_ok, a0, a1)
+        elif kind == "mprotect":
+            r = self._call(mm.mprotect, run, pid, seq, kind, ret, kernel_ok, a0, a1, a2)
+        elif kind == "pkey_mprotect":
+            r = self._call(mm.pkey_mprotect, run, pid, seq, kind, ret, kernel_ok, a0, a1, a2, a3)
+        elif kind == "mremap":
+            flags = a3
+            new_addr = a4
+            if kernel_ok and (ret & _U64) != a0 and flags & MREMAP_MAYMOVE and not flags & MREMAP_FIXED:
+                flags |= MREMAP_FIXED  # the kernel moved it: to where it says
+                new_addr = ret & _U64
+            r = self._call(mm.mremap, run, pid, seq, kind, ret, kernel_ok, a0, a1, a2, flags, new_addr)
+            if r is _MISMATCH:
+                flags_out.append((seq, CAUSE_RESULT))
+            dst = (ret & _U64) if kernel_ok else a0
+            return (a0, a0 + max(a1, _PAGE), dst, dst + max(a2, _PAGE))
+        elif kind == "brk":
+            if need_brk_base and mm.start_brk is None:
+                if a0 == 0 and ret > 0:
+                    mm.set_brk_base(ret)
+                    return None
+                raise _NotCovered  # a brk before its base is known
+            r = self._call(mm.brk, run, pid, seq, kind, ret, True, a0, compare_value=True)
+            lo = mm.start_brk or a0
+            return (lo, max(lo, a0, ret if ret > 0 else 0) + _PAGE)
+        elif kind == "madvise":
+            r = self._call(mm.madvise, run, pid, seq, kind, ret, kernel_ok, a0, a1, a2)
+        elif kind in ("mlock", "munlock"):
+            r = self._call(getattr(mm, kind), run, pid, seq, kind, ret, kernel_ok, a0, a1)
+        elif kind == "mlock2":
+            r = self._call(mm.mlock2, run, pid, seq, kind, ret, kernel_ok, a0, a1, a2)
+        elif kind == "mlockall":
+            r = self._call(mm.mlockall, run, pid, seq, kind, ret, kernel_ok, a0)
+            return (0, TASK_SIZE)
+        elif kind == "munlockall":
+            r = self._call(mm.munlockall, run, pid, seq, kind, ret, kernel_ok)
+            return (0, TASK_SIZE)
+        elif kind == "mseal":
+            r = self._call(mm.mseal, run, pid, seq, kind, ret, kernel_ok, a0, a1, a2)
+        elif kind == "prctl":
+            if a0 == PR_SET_VMA and a1 == PR_SET_VMA_ANON_NAME:
+                r = self._call(mm.prctl_set_vma_anon_name, run, pid, seq, kind, ret, kernel_ok, a2, a3,
+                               text if a4 else None)
+                return (a2, a2 + max(a3, _PAGE))
+            if a0 == PR_SET_MEMORY_MERGE:
+                r = self._call(mm.prctl_set_memory_merge, run, pid, seq, kind, ret, kernel_ok, bool(a1))
+                return (0, TASK_SIZE)
+            raise _NotCovered
+        else:
+            raise _NotCovered
+        if r is _MISMATCH:
+            flags_out.append((seq, CAUSE_RESULT))
+        return (a0, a0 + max(a1, _PAGE))
+
+    def _call(self, fn: Callable[..., Any], run: ProcessRun, pid: int, seq: int, kind: str,
+              kret: int, kernel_ok: bool, *args: Any, compare_value: bool = False) -> Any:
+        try:
+            got = fn(*args)
+        except OSError as e:
+            if kernel_ok or -kret != e.errno:
+                run.mismatches.append(ResultMismatch(pid, seq, kind, kret, -(e.errno or 0)))
+                return _MISMATCH
+            return None
+        except (VmatraceError, ValueError, AssertionError, RuntimeError, KeyError, TypeError) as e:
+            run.mismatches.append(ResultMismatch(pid, seq, kind, kret, None, f"{type(e).__name__}: {e}"))
+            return _MISMATCH
+        if not kernel_ok:
+            run.mismatches.append(ResultMismatch(pid, seq, kind, kret, got if isinstance(got, int) else 0,
+                                                 "the model succeeded where the kernel failed"))
+            return _MISMATCH
+        if compare_value and isinstance(got, int) and got != kret:
+            run.mismatches.append(ResultMismatch(pid, seq, kind, kret, got, "a different result"))
+            return _MISMATCH
+        return got
+
+
+class _NotCovered(Exception):
+    pass
+
+
+_MISMATCH = object()
+
+
+def _row_of_seq(p: _Proc, c: dict[str, list[Any]], seq: int) -> int:
+    seqs = c["seq"]
+    for i in reversed(p.events):
+        if seqs[i] == seq:
+            return i
+    return p.events[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparing the model with a snapshot
+
+
+def _compare(model: list[VmaView], rows: list[tuple[int, int, str, str | None, str | None, int]]
+             ) -> list[tuple[str, int, int, str]]:
+    """Divergences between the model's VMAs and a snapshot's: (kind, lo, hi, detail)."""
+    out: list[tuple[str, int, int, str]] = []
+    m_start = {v.start: v for v in model}
+    r_start = {r[0]: r for r in rows}
+    m_bounds = _inner_bounds([(v.start, v.end) for v in model])
+    r_bounds = _inner_bounds([(r[0], r[1]) for r in rows])
+    m_cov = _coverage([(v.start, v.end) for v in model])
+    r_cov = _coverage([(r[0], r[1]) for r in rows])
+    # 1. mapped in one, not the other
+    for lo, hi in _subtract(r_cov, m_cov):
+        out.append(("other", lo, hi, "mapped in the real process, not in the model"))
+    for lo, hi in _subtract(m_cov, r_cov):
+        out.append(("other", lo, hi, "mapped in the model, not in the real process"))
+    # 2. boundaries inside what both map
+    r_starts = sorted(r_start)
+    m_starts = sorted(m_start)
+    for b in sorted(r_bounds - m_bounds):
+        if _covered(m_cov, b - 1) and _covered(m_cov, b):
+            lo, hi = _span(rows, r_starts, b)
+            out.append(("fragmented", lo, hi, f"the kernel kept a boundary at {b:#x} that the model merged"))
+    for b in sorted(m_bounds - r_bounds):
+        if _covered(r_cov, b - 1) and _covered(r_cov, b):
+            lo, hi = _span_m(model, m_starts, b)
+            out.append(("merged", lo, hi, f"the kernel merged across {b:#x}, where the model kept two VMAs"))
+    # 3. same bounds, other perms or flags
+    for r in rows:
+        v = m_start.get(r[0])
+        if v is None or v.end != r[1]:
+            continue
+        if v.perms != r[2]:
+            out.append(("other", r[0], r[1], f"perms: model {v.perms}, kernel {r[2]}"))
+            continue
+        if r[3] is not None:
+            real = frozenset(r[3].split()) - _FLAGS_IGNORED
+            mod = frozenset(v.vmflags) - _FLAGS_IGNORED
+            if real != mod:
+                extra = " ".join(sorted(mod - real))
+                missing = " ".join(sorted(real - mod))
+                out.append(("other", r[0], r[1], "VmFlags: model has " + (extra or "-")
+                            + ", kernel has " + (missing or "-")))
+    return _coalesce(out)
+
+
+def _inner_bounds(spans: list[tuple[int, int]]) -> set[int]:
+    return {a[1] for a, b in itertools.pairwise(spans) if a[1] == b[0]}
+
+
+def _coverage(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for s, e in spans:
+        if out and out[-1][1] == s:
+            out[-1] = (out[-1][0], e)
+        else:
+            out.append((s, e))
+    return out
+
+
+def _subtract(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out = []
+    j = 0
+    for s, e in a:
+        cur = s
+        while j < len(b) and b[j][1] <= cur:
+            j += 1
+        k = j
+        while cur < e:
+            if k < len(b) and b[k][0] < e:
+                bs, be = b[k]
+                if bs > cur:
+                    out.append((cur, min(bs, e)))
+                cur = max(cur, be)
+                k += 1
+            else:
+                out.append((cur, e))
+                break
+    return out
+
+
+def _covered(cov: list[tuple[int, int]], addr: int) -> bool:
+    i = bisect_right(cov, (addr, 1 << 70)) - 1
+    return i >= 0 and cov[i][0] <= addr < cov[i][1]
+
+
+def _span(rows: list[tuple[int, int, str, str | None, str | None, int]], starts: list[int], b: int) -> tuple[int, int]:
+    i = bisect_right(starts, b) - 1
+    nxt = rows[i]
+    prev = rows[i - 1] if i > 0 else nxt
+    return prev[0], nxt[1]
+
+
+def _span_m(model: list[VmaView], starts: list[int], b: int) -> tuple[int, int]:
+    i = bisect_right(starts, b) - 1
+    return model[i - 1].start if i > 0 else model[i].start, model[i].end
+
+
+def _coalesce(divs: list[tuple[str, int, int, str]]) -> list[tuple[str, int, int, str]]:
+    divs.sort(key=lambda d: (d[1], d[0]))
+    out: list[tuple[str, int, int, str]] = []
+    for d in divs:
+        if out and out[-1][0] == d[0] and d[1] < out[-1][2]:
+            k, lo, hi, detail = out[-1]
+            out[-1] = (k, lo, max(hi, d[2]), detail if detail == d[3] else f"{detail}; {d[3]}")
+        else:
+            out.append(d)
+    return out
+
+
+def _cause(lost: bool, touching: list[tuple[int, str, int, int]], flags: list[tuple[int, str]],
+           model: list[VmaView], lo: int, hi: int, raced: list[tuple[int, str, int, int]],
+           rows: list[tuple[int, int, str, str | None, str | None, int]]) -> str:
+    """The probable cause of a divergence, most specific first."""
+    if lost:
+        return CAUSE_LOST
+    touched = {w[0] for w in touching}
+    flagged = {c for s, c in flags if s in touched}
+    if CAUSE_RESULT in flagged:
+        return CAUSE_RESULT
+    for v in model:
+        if v.start < hi and v.end > lo and isinstance(v.faulted, Unknown):
+            return CAUSE_UNKNOWN_ANON
+    if CAUSE_NOT_COVERED in flagged:
+        return CAUSE_NOT_COVERED
+    for v in model:
+        if v.start < hi and v.end > lo and v.flags & VM_GROWSDOWN:
+            return CAUSE_STACK
+    for r in rows:
+        if r[0] < hi and r[1] > lo and r[4] == "[stack]":
+            return CAUSE_STACK
+    if raced:
+        return CAUSE_RACED
+    if not touching:
+        return CAUSE_UNTRACED
+    return CAUSE_PROFILE
+
+
+def fork_child_boundaries(vmas: list[VmaView]) -> int:
+    """Adjacent VMAs that would merge but for fork-child anon_vma state (what the fix cannot help).
+
+    Counted where prev and next are contiguous, have the same flags, file and pgoff continuity and
+    name, and one of them is a faulted fork child (vma_is_fork_child()) while the anon_vmas differ.
+    """
+    n = 0
+    for a, b in itertools.pairwise(vmas):
+        if a.end != b.start or a.flags != b.flags or a.file_id != b.file_id or a.anon_name != b.anon_name:
+            continue
+        if a.flags & (VM_SHARED | VM_MAYSHARE):
+            continue
+        if a.file_id is not None and a.pgoff + ((a.end - a.start) >> 12) != b.pgoff:
+            continue
+        if a.anon_id is not None and a.anon_id == b.anon_id:
+            continue
+        if a.forked is True or b.forked is True:
+            n += 1
+    return n
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole replay
+
+
+def _run_profile(plan: _Plan, spec: ProfileSpec, explain: bool) -> tuple[ProfileRun, list[str]]:
+    r = _Replayer(plan, spec, explain=explain)
+    runs = [r.run_process(plan.procs[pid]) for pid in plan.order]
+    fields = {f.name: (getattr(spec.profile, f.name).value if hasattr(getattr(spec.profile, f.name), "value")
+                       else getattr(spec.profile, f.name))
+              for f in dataclasses.fields(KernelProfile)}
+    return ProfileRun(spec.label, spec.profile.name, fields, runs), r.explanations
+
+
+_PLAN: _Plan | None = None  # the plan a forked worker inherits (copy-on-write, never pickled)
+
+
+def _worker(args: tuple[ProfileSpec, bool]) -> tuple[ProfileRun, list[str]]:
+    assert _PLAN is not None
+    return _run_profile(_PLAN, args[0], args[1])
+
+
+def replay_trace(trace: Trace, specs: Sequence[ProfileSpec], *, fix_pair: tuple[str, str] | None = None,
+                 explain: bool = False, jobs: int | None = None, notes: Sequence[str] = ()) -> ReplayResult:
+    """Replay ``trace`` under every profile of ``specs`` (in parallel worker processes when
+    ``jobs`` > 1 and there is more than one profile) and compute the fix figures of ``fix_pair``."""
+    global _PLAN
+    if trace.snapshot_index.height == 0:
+        raise VmatraceError(f"{trace.path} has no snapshot: replay needs at least one exact state to start from")
+    plan = _plan(trace)
+    warnings = list(trace.warnings) + list(notes)
+    if not plan.has_file_ids and "mmap" in plan.cols["kind"]:
+        warnings.append("the trace's mmap events do not name their open files (a trace from an older "
+                        "recorder): file mappings are told apart by pid and fd only")
+    if jobs is None:
+        jobs = min(len(specs), os.cpu_count() or 1)
+    results: list[tuple[ProfileRun, list[str]]]
+    if jobs > 1 and len(specs) > 1 and not explain:
+        import multiprocessing as mp
+
+        _PLAN = plan
+        try:
+            ctx = mp.get_context("fork")
+            with ctx.Pool(min(jobs, len(specs))) as pool:
+                results = pool.map(_worker, [(s, False) for s in specs], chunksize=1)
+        finally:
+            _PLAN = None
+    else:
+        results = [_run_profile(plan, s, explain and k == 0) for k, s in enumerate(specs)]
+    runs = [r[0] for r in results]
+    explanations = results[0][1] if results else []
+    real = []
+    for pid in plan.order:
+        p = plan.procs[pid]
+        snaps = [(s.sid, s.reason, s.t_start, _real_count(plan.frames.get(s.sid))) for s in p.snaps
+                 if s.reason != "reconstructed"]
+        real.append(RealProcess(pid, p.comm, snaps))
+    main_pid = _main_pid(trace, plan)
+    fix, fix_events = _fix_figures(plan, runs, fix_pair) if fix_pair else ([], [])
+    lost = int(trace.losses["count"].sum()) if trace.losses.height else int(trace.meta.get("lost_count") or 0)
+    if lost:
+        warnings.append(f"{lost} events were lost while recording: state is unknown from each loss "
+                        "to the next snapshot, and divergences there are put down to the loss")
+    return ReplayResult(str(trace.path), trace.meta, trace.events.height, lost, main_pid, real, runs,
+                        fix_pair, fix, fix_events, warnings, explanations)
+
+
+def _real_count(frame: pl.DataFrame | None) -> int:
+    if frame is None:
+        return 0
+    return int(frame.filter(pl.col("start") < TASK_SIZE).height)
+
+
+def _main_pid(trace: Trace, plan: _Plan) -> int | None:
+    pids = trace.meta.get("pids") or []
+    for pid in pids:
+        if isinstance(pid, int) and pid in plan.procs:
+            return pid
+    return plan.order[0] if plan.order else None
+
+
+def _fix_figures(plan: _Plan, runs: list[ProfileRun], pair: tuple[str, str]
+                 ) -> tuple[list[FixFigures], list[FixEvent]]:
+    by_label = {r.label: r for r in runs}
+    old, new = by_label.get(pair[0]), by_label.get(pair[1])
+    if old is None or new is None:
+        return [], []
+    c = plan.cols
+    seq_row = {s: i for i, s in enumerate(c["seq"])}
+    figs: list[FixFigures] = []
+    events: list[FixEvent] = []
+    for pid in plan.order:
+        po, pn = old.process(pid), new.process(pid)
+        if po is None or pn is None:
+            continue
+        merged = 0
+        for seq, saved in _saving_events(po.counts, pn.counts):
+            merged += 1
+            i = seq_row.get(seq)
+            sid = c["stack_id"][i] if i is not None else None
+            events.append(FixEvent(pid, seq, c["kind"][i] if i is not None else "?", saved, sid))
+        saved_final = (po.final_vma_count - pn.final_vma_count
+                       if po.final_vma_count is not None and pn.final_vma_count is not None else None)
+        figs.append(FixFigures(pid, po.final_vma_count, pn.final_vma_count, saved_final,
+                               po.peak_vma_count - pn.peak_vma_count, merged, pn.fork_child_boundaries))
+    return figs, events
+
+
+def _saving_events(old: list[tuple[int, int]], new: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Events after which the with-fix model's VMA count fell further behind the old rule's.
+
+    ``old`` and ``new`` hold (seq, count) at every event that changed the count; both models saw
+    the same events, so the difference of the two counts is a step function of seq.
+    """
+    seqs = sorted({s for s, _ in old} | {s for s, _ in new})
+    o = dict(old)
+    n = dict(new)
+    co = cn = None
+    diff = 0
+    out = []
+    for s in seqs:
+        if s in o:
+            co = o[s]
+        if s in n:
+            cn = n[s]
+        if co is None or cn is None:
+            continue
+        d = co - cn
+        if d > diff:
+            out.append((s, d - diff))
+        diff = d
+    return out
+
+
+def explain_diagram(before: list[VmaView], after: list[VmaView], lo: int, hi: int, width: int = 24) -> str:
+    """``PPP**NNN -> PPPPPNNN``: the pages around [lo, hi) before and after an event.
+
+    ``*`` marks the event's range, P the VMA before it and N the one after; after the event, a VMA
+    that holds pages of P (or N) is drawn with that letter. One character per page, at most
+    ``width`` pages (wider ranges are cut in the middle with ``~``).
+    """
+    span_lo = max(0, lo - 3 * _PAGE)
+    span_hi = hi + 3 * _PAGE
+
+    def owner(vmas: list[VmaView], addr: int) -> VmaView | None:
+        for v in vmas:
+            if v.start <= addr < v.end:
+                return v
+        return None
+
+    pages = list(range(span_lo, span_hi, _PAGE))
+    if len(pages) > width:
+        keep = width // 2
+        pages = [*pages[:keep], -1, *pages[-keep:]]
+    first: list[str] = []
+    letter_of: dict[tuple[int, int], str] = {}
+    for a in pages:
+        if a < 0:
+            first.append("~")
+            continue
+        v = owner(before, a)
+        if v is None:
+            first.append(" ")
+        elif lo <= a < hi:
+            first.append("*")
+        else:
+            ch = "P" if a < lo else "N"
+            letter_of.setdefault((v.start, v.end), ch)
+            first.append(ch)
+    second: list[str] = []
+    for k, a in enumerate(pages):
+        if a < 0:
+            second.append("~")
+            continue
+        v = owner(after, a)
+        if v is None:
+            second.append(" ")
+            continue
+        seen = {first[j] for j, b in enumerate(pages) if b >= 0 and v.start <= b < v.end} - {" ", "~"}
+        second.append("P" if "P" in seen else "N" if "N" in seen else "*")
+        del k
+    return "".join(first) + " -> " + "".join(second)
