@@ -236,12 +236,27 @@ class _Proc:
     vfork_shared: bool = False
 
 
+class _Rows:
+    """A snapshot frame as plain Python rows, with the two members the model's snapshot code uses
+    (``columns``, ``to_dicts()``): replay workers are forked processes, and polars must not run in
+    a child forked from a process whose polars threads hold locks."""
+
+    __slots__ = ("columns", "rows")
+
+    def __init__(self, frame: pl.DataFrame) -> None:
+        self.columns = list(frame.columns)
+        self.rows = frame.to_dicts()
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        return self.rows
+
+
 @dataclass
 class _Plan:
     cols: dict[str, list[Any]]
     procs: dict[int, _Proc]
     order: list[int]  # parents before children
-    frames: dict[int, pl.DataFrame]
+    frames: dict[int, _Rows]
     losses: list[tuple[int, int, int]]
     meta: dict[str, Any]
     has_file_ids: bool
@@ -281,7 +296,7 @@ def _plan(trace: Trace) -> _Plan:
         if isinstance(rc, dict) and isinstance(rc.get("pid"), int) and isinstance(rc.get("after_seq"), int):
             recon_after[(rc["pid"], rc["after_seq"])] = rc["after_seq"]
     idx = trace.snapshot_index.sort("snapshot_id")
-    frames: dict[int, pl.DataFrame] = {}
+    frames: dict[int, _Rows] = {}
     seq_of = cols["seq"]
     ts_of = cols["ts_ns"]
     has_brk = "start_brk" in idx.columns
@@ -306,7 +321,7 @@ def _plan(trace: Trace) -> _Plan:
         p.snaps.sort(key=lambda s: (s.pos, s.t_start, s.sid))
     if trace.snapshots.height:
         for (sid,), f in trace.snapshots.partition_by("snapshot_id", as_dict=True).items():
-            frames[int(sid)] = f.sort("start")
+            frames[int(sid)] = _Rows(f.sort("start"))
     order = _tree_order(procs)
     losses = [(int(r["count"]), int(r["t_from_ns"] or 0), int(r["t_to_ns"] or 0))
               for r in trace.losses.iter_rows(named=True)]
@@ -353,13 +368,9 @@ def _tree_order(procs: dict[int, _Proc]) -> list[int]:
 # Replaying one profile
 
 
-def _snap_rows(frame: pl.DataFrame) -> list[tuple[int, int, str, str | None, str | None, int]]:
-    f = frame.filter(pl.col("start") < TASK_SIZE)
-    vmf = f.get_column("vmflags").to_list() if "vmflags" in f.columns else [None] * f.height
-    anon = f.get_column("anonymous_kb").to_list() if "anonymous_kb" in f.columns else [None] * f.height
-    return list(zip(f.get_column("start").to_list(), f.get_column("end").to_list(),
-                    f.get_column("perms").to_list(), vmf, f.get_column("path").to_list(),
-                    [a or 0 for a in anon], strict=True))
+def _snap_rows(frame: _Rows) -> list[tuple[int, int, str, str | None, str | None, int]]:
+    return [(r["start"], r["end"], r["perms"], r.get("vmflags"), r.get("path"), r.get("anonymous_kb") or 0)
+            for r in frame.rows if r["start"] < TASK_SIZE]
 
 
 class _Replayer:
@@ -380,12 +391,8 @@ class _Replayer:
 
     # -- seeding --------------------------------------------------------------------------------
     def _seed(self, s: _Snap) -> AddressSpace:
-        frame = self.plan.frames.get(s.sid)
-        if frame is None:
-            frame = pl.DataFrame(schema={"start": pl.UInt64, "end": pl.UInt64, "perms": pl.Utf8,
-                                         "offset": pl.UInt64, "dev": pl.Utf8, "inode": pl.UInt64,
-                                         "path": pl.Utf8})
-        mm = AddressSpace.from_snapshot(frame, self.profile, explain=self.explain, soft_dirty=True)
+        frame = self.plan.frames.get(s.sid) or _EMPTY
+        mm = AddressSpace.from_snapshot(frame, self.profile, explain=self.explain, soft_dirty=True)  # type: ignore[arg-type]
         if s.start_brk:
             mm.start_brk = int(s.start_brk)
             mm.cur_brk = int(s.brk or s.start_brk)
@@ -470,7 +477,7 @@ class _Replayer:
                 if mm.start_brk is None:
                     need_brk_base = True
             elif s.rows is not None:
-                mm.narrow_from_snapshot(frame)
+                mm.narrow_from_snapshot(frame)  # type: ignore[arg-type]
             last_sync_t = s.t_end
             window, window_flags = [], []
 
@@ -846,6 +853,8 @@ def _run_profile(plan: _Plan, spec: ProfileSpec, explain: bool) -> tuple[Profile
     return ProfileRun(spec.label, spec.profile.name, fields, runs), r.explanations
 
 
+_EMPTY = _Rows(pl.DataFrame(schema={"start": pl.UInt64, "end": pl.UInt64, "perms": pl.Utf8,
+                                     "offset": pl.UInt64, "dev": pl.Utf8, "inode": pl.UInt64, "path": pl.Utf8}))
 _PLAN: _Plan | None = None  # the plan a forked worker inherits (copy-on-write, never pickled)
 
 
@@ -899,10 +908,8 @@ def replay_trace(trace: Trace, specs: Sequence[ProfileSpec], *, fix_pair: tuple[
                         fix_pair, fix, fix_events, warnings, explanations)
 
 
-def _real_count(frame: pl.DataFrame | None) -> int:
-    if frame is None:
-        return 0
-    return int(frame.filter(pl.col("start") < TASK_SIZE).height)
+def _real_count(frame: _Rows | None) -> int:
+    return 0 if frame is None else sum(1 for r in frame.rows if r["start"] < TASK_SIZE)
 
 
 def _main_pid(trace: Trace, plan: _Plan) -> int | None:

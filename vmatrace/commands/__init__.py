@@ -13,4 +13,6 @@ COMMANDS: tuple[str, ...] = (
     "record",
     "import_strace",
     "info",
+    "replay",
+    "report",
 )
