@@ -45,6 +45,7 @@ from replay.flags import (
     VM_GROWSDOWN,
     VM_MAYSHARE,
     VM_SHARED,
+    VM_SOFTDIRTY,
 )
 from replay.mm import AddressSpace, OpenFile, Unknown, VmaView
 from replay.profiles import AnonRule, KernelProfile, get_profile
@@ -77,6 +78,7 @@ _U64 = (1 << 64) - 1
 _NOT_COVERED = frozenset({"shmat", "shmdt", "process_madvise"})
 _IGNORED = frozenset({"execve", "exit_group", "exit"})
 _EVENTS_KEPT = 8  # event seqs listed per divergence
+_SOFT_DIRTY = VM_SOFTDIRTY
 _FLAGS_IGNORED = frozenset({"sd"})  # soft-dirty: a kernel config, never a merge decision
 
 
@@ -86,10 +88,17 @@ _FLAGS_IGNORED = frozenset({"sd"})  # soft-dirty: a kernel config, never a merge
 
 @dataclass(frozen=True)
 class ProfileSpec:
-    """A profile to replay under, with the label it is reported by."""
+    """A profile to replay under, with the label it is reported by.
+
+    The *judged* profile (the recording kernel's, or the first ``--kernel``) is resynced from every
+    snapshot it disagrees with, so that one divergence does not cascade. The others run free from
+    their seeds: they answer "what would this kernel have done with the same calls", so the real
+    kernel's layout must not be forced on them; their divergences are counted all the same.
+    """
 
     label: str
     profile: KernelProfile
+    judged: bool = False
 
 
 def apply_what_if(profile: KernelProfile, assignments: Sequence[str]) -> KernelProfile:
@@ -185,7 +194,7 @@ def default_profiles(meta: dict[str, Any], kernels: Sequence[str] = (),
     if kernels:
         for k in kernels:
             try:
-                specs.append(ProfileSpec(k, get_profile(k)))
+                specs.append(ProfileSpec(k, get_profile(k), judged=not specs))
             except ValueError as e:
                 raise UsageError(f"--kernel {k}: {e}") from None
         base = specs[0].profile
@@ -193,7 +202,8 @@ def default_profiles(meta: dict[str, Any], kernels: Sequence[str] = (),
         rec, how = recording_profile(meta)
         notes.append(f"recording kernel's profile: {how}")
         base = rec if rec is not None else get_profile("6.19")
-        specs.append(ProfileSpec(f"{base.name} (recording kernel)" if rec is not None else base.name, base))
+        specs.append(ProfileSpec(f"{base.name} (recording kernel)" if rec is not None else base.name, base,
+                                 judged=True))
         if base.name != "6.15":
             specs.append(ProfileSpec("6.15", get_profile("6.15")))
     if what_if:
@@ -472,8 +482,14 @@ class _Replayer:
                     cause = _cause(lost, touching, window_flags, model, lo, hi, raced, s.rows)
                     run.divergences.append(Divergence(p.pid, s.sid, kind, lo, hi, detail, cause,
                                                       seqs_touching[-_EVENTS_KEPT:], len(seqs_touching)))
+                if not self.spec.judged:
+                    last_sync_t = s.t_end
+                    window, window_flags = [], []
+                    return
                 run.resyncs += 1
-                mm = self._seed(s)
+                fresh = self._seed(s)
+                _carry_over(mm, fresh)
+                mm = fresh
                 if mm.start_brk is None:
                     need_brk_base = True
             elif s.rows is not None:
@@ -661,6 +677,40 @@ class _Replayer:
             run.mismatches.append(ResultMismatch(pid, seq, kind, kret, got, "a different result"))
             return _MISMATCH
         return got
+
+
+def _carry_over(old: AddressSpace, new: AddressSpace) -> None:
+    """After a resync, keep what /proc cannot show wherever the snapshot agrees with the old model.
+
+    A VMA of the snapshot with the same bounds and flags as one of the old model keeps that VMA's
+    anon_vma, avc (fork-child status), open file and anonymous pgoff: only the regions that
+    diverged start again from the snapshot's guesses.
+    """
+    old_list = old.raw_vmas()
+    olds = {v.start: v for v in old_list}
+    old_starts = [v.start for v in old_list]
+    for v in new.raw_vmas():
+        o = olds.get(v.start)
+        if o is None or o.end != v.end or (o.flags ^ v.flags) & ~_SOFT_DIRTY:
+            # rebuilt from the snapshot: a faulted VMA over pages of a fork child's VMA is still a
+            # fork child (its anon_vma chain came from the parent), whatever /proc cannot say
+            if v.anon_vma is not None and not v.anon_vma.unknown:
+                k = max(0, bisect_right(old_starts, v.start) - 1)
+                while k < len(old_list) and old_list[k].start < v.end:
+                    ov = old_list[k]
+                    if ov.end > v.start and ov.avc > 1 and ov.file is v.file:
+                        v.avc = max(v.avc, ov.avc)
+                    k += 1
+            continue
+        if (o.file is None) != (v.file is None):
+            continue
+        v.anon_vma, v.avc = o.anon_vma, o.avc
+        if o.file is None:
+            v.pgoff = o.pgoff
+        elif o.pgoff == v.pgoff:
+            v.file = o.file
+    if new.start_brk is None and old.start_brk is not None:
+        new.start_brk, new.cur_brk = old.start_brk, old.cur_brk
 
 
 class _NotCovered(Exception):

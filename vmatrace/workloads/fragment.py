@@ -16,6 +16,11 @@ Regions (each a run of adjacent VMAs that /proc/PID/maps shows with equal perms 
 * ``fork`` (with ``--fork``): a child that maps next to a faulted VMA it inherited: a fork child
   never merges with it.
 * ``many`` (with ``--many N``): N VMAs alternating PROT_READ and PROT_READ|PROT_WRITE.
+* ``anon_merge`` (with ``--anon-merge N``): N two-page read-only mappings whose second page was
+  made writable, written and made read-only again, then both pages made read-write. The faulted
+  second page can merge into the unfaulted first one (the merge target) only under the anon_vma
+  rule of Linux 6.16 (commit 879bca0a2c4f): N VMAs fewer than on an older kernel (N pairs before
+  6.16, N single VMAs since).
 """
 
 from __future__ import annotations
@@ -64,7 +69,7 @@ def reserve(pages: int) -> int:
     return a
 
 
-def build(many: int) -> dict[str, object]:
+def build(many: int, anon_merge: int = 0) -> dict[str, object]:
     out: dict[str, object] = {}
     w = reserve(4)  # ac: [r-- no ac][r-- ac]
     mmap(w, 2 * PAGE, PROT_READ, MAP_FIXED)
@@ -88,17 +93,32 @@ def build(many: int) -> dict[str, object]:
         for i in range(0, many, 2):
             _check(libc.mprotect(w + i * PAGE, PAGE, PROT_READ), "mprotect")
         out["many"] = [w, w + many * PAGE]
+    if anon_merge:
+        cases = []
+        for _ in range(anon_merge):
+            w = reserve(4) + PAGE  # a hole on each side: no neighbour to merge with
+            mmap(w, 2 * PAGE, PROT_READ, MAP_FIXED)
+            _check(libc.mprotect(w + PAGE, PAGE, PROT_READ | PROT_WRITE), "mprotect")
+            touch(w + PAGE, 1)  # only the second page gets an anon_vma
+            _check(libc.mprotect(w + PAGE, PAGE, PROT_READ), "mprotect")
+            # both pages read-write: the faulted second page merges into the unfaulted first one
+            # (the merge target) only under the 6.16 rule
+            _check(libc.mprotect(w, 2 * PAGE, PROT_READ | PROT_WRITE), "mprotect")
+            cases.append([w, w + 2 * PAGE])
+        out["anon_merge"] = cases
     return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--many", type=int, default=0, metavar="N", help="also make N alternating VMAs")
+    ap.add_argument("--anon-merge", type=int, default=0, metavar="N",
+                    help="also make N cases that only the 6.16 anon_vma merge rule merges")
     ap.add_argument("--fork", action="store_true", help="also fork a child that maps next to an inherited faulted VMA")
     ap.add_argument("--hold", type=float, default=None, metavar="S", help="exit after S seconds (default: stdin EOF)")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    out = build(args.many)
+    out = build(args.many, args.anon_merge)
     out["pid"] = os.getpid()
     if args.fork:
         base = reserve(4)
