@@ -900,7 +900,7 @@ def _run_profile(plan: _Plan, spec: ProfileSpec, explain: bool) -> tuple[Profile
     fields = {f.name: (getattr(spec.profile, f.name).value if hasattr(getattr(spec.profile, f.name), "value")
                        else getattr(spec.profile, f.name))
               for f in dataclasses.fields(KernelProfile)}
-    return ProfileRun(spec.label, spec.profile.name, fields, runs), r.explanations
+    return ProfileRun(spec.label, spec.profile.name, fields, runs, spec.judged), r.explanations
 
 
 _EMPTY = _Rows(pl.DataFrame(schema={"start": pl.UInt64, "end": pl.UInt64, "perms": pl.Utf8,

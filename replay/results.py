@@ -88,6 +88,7 @@ class ProfileRun:
     kernel: str  # the profile's name
     fields: dict[str, Any]
     processes: list[ProcessRun] = field(default_factory=list)
+    judged: bool = False  # resynced from every snapshot; the others run free (see ProfileSpec)
 
     def process(self, pid: int) -> ProcessRun | None:
         return next((p for p in self.processes if p.pid == pid), None)
@@ -190,7 +191,7 @@ def to_json(r: ReplayResult, *, details: bool = True) -> dict[str, Any]:
     for pr in r.profiles:
         mp = pr.process(r.main_pid) if r.main_pid is not None else None
         profiles.append({
-            "label": pr.label, "kernel": pr.kernel,
+            "label": pr.label, "kernel": pr.kernel, "judged": pr.judged,
             "final_vma_count": mp.final_vma_count if mp else None,
             "peak_vma_count": mp.peak_vma_count if mp else None,
             "divergences": pr.divergence_counts(),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the bundled workload: set everything up (idempotent), record the workload with
-# eBPF, show what the trace holds and the fragmentation in its final snapshot, then the same
-# analysis on a live process and the system-wide census.
+# eBPF, replay it through the model and write the report (terminal summary and offline HTML), then
+# a live snapshot and the system-wide census.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then echo "demo.sh: run as root (sudo scripts/demo.sh)" >&2; exit 1; fi
@@ -17,24 +17,18 @@ echo "== vmatrace doctor"
 $V doctor || true
 
 echo
-echo "== vmatrace record: the bundled workload (vmatrace/workloads/fragment.py), with a fork"
-$V record --force -o "$TRACE" -- "$PY" -m vmatrace.workloads.fragment --fork --hold 1 >/dev/null
+echo "== vmatrace record: the bundled workload (vmatrace/workloads/fragment.py), with a fork and"
+echo "   8 cases that only the 6.16 anon-merge rule merges"
+$V record --force -o "$TRACE" -- "$PY" -m vmatrace.workloads.fragment --anon-merge 8 --fork --hold 1 >/dev/null
 
 echo
 echo "== vmatrace info $TRACE"
 $V info "$TRACE"
-exit_sid=$($PY - "$TRACE" <<'PYEOF'
-import sys
-from vmatrace.base.trace import read_trace
-t = read_trace(sys.argv[1])
-pid = t.meta["pids"][0]
-idx = t.snapshot_index.filter((t.snapshot_index["pid"] == pid) & (t.snapshot_index["reason"] == "exit"))
-print(idx["snapshot_id"][0])
-PYEOF
-)
+
 echo
-echo "== vmatrace info $TRACE --snapshot $exit_sid   (the workload's address space just before exit)"
-$V info "$TRACE" --snapshot "$exit_sid"
+echo "== vmatrace report $TRACE: the trace replayed through the model (recording kernel, 6.15, and the"
+echo "   recording kernel without the fix), the fix counted, an offline HTML report"
+$V report "$TRACE" -o "$OUT/report.html" --force
 
 echo
 echo "== vmatrace snapshot: the workload again, live"

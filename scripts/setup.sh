@@ -14,9 +14,10 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-# 1. Debian packages (libc6-dbg: the symbol tables of libc and ld.so for `record --stacks`).
+# 1. Debian packages (libc6-dbg: the symbol tables of libc and ld.so for `record --stacks`;
+#    chromium: the test that opens the HTML report in a real browser).
 PKGS=(python3-bpfcc linux-headers-amd64 qemu-system-x86 busybox-static cpio strace gcc libc6-dev make
-      libc6-dbg)
+      libc6-dbg chromium)
 missing=()
 for p in "${PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

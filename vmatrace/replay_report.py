@@ -148,9 +148,10 @@ def render_terminal(result: ReplayResult, att: Attribution | None = None, *, div
     for pr in result.profiles:
         mp = pr.process(result.main_pid) if result.main_pid is not None else None
         dc = pr.divergence_counts()
-        unexplained = sum(not d.explained for p in pr.processes for d in p.divergences)
+        unexplained = str(sum(not d.explained for p in pr.processes for d in p.divergences)) if pr.judged \
+            else "free-running"
         t.add_row(escape(pr.label), str(mp.final_vma_count if mp else "-"), str(mp.peak_vma_count if mp else "-"),
-                  str(dc["fragmented"]), str(dc["merged"]), str(dc["other"]), str(unexplained),
+                  str(dc["fragmented"]), str(dc["merged"]), str(dc["other"]), unexplained,
                   str(sum(len(p.mismatches) for p in pr.processes)), str(sum(p.resyncs for p in pr.processes)))
     console.print(t)
     if result.fix_pair:

@@ -1,0 +1,302 @@
+"""The replay engine end to end: real recordings of built workloads, replayed through the model.
+
+Live (bcc, root): the bundled workload is recorded on this kernel and replayed under the
+recording kernel's profile (zero unexplained divergences, a fork child whose inherited faulted
+VMA refuses a merge) and under the counterfactual without the 6.16 anon-merge fix (the fix
+figures equal the count the workload was built to produce). Planted divergences (an event
+removed, a snapshot altered, lost events) are found and explained. Bad input gets one line and
+the documented exit code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from replay.engine import ProfileSpec, apply_what_if, default_profiles, replay_trace
+from replay.profiles import get_profile
+from replay.results import CAUSE_LOST, EXPLAINED, ReplayResult, to_json
+from tests.conftest import ROOT
+from tests.record_common import record
+from vmatrace.base.errors import UsageError
+from vmatrace.base.trace import Trace, read_trace
+
+N_CASES = 4
+
+
+def _vmatrace(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vmatrace", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def workload_trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("replay") / "wl.vmat"
+    record(out, "-f", "--", sys.executable, "-m", "vmatrace.workloads.fragment",
+           "--anon-merge", str(N_CASES), "--fork", "--hold", "0.3")
+    return out
+
+
+def _replay(trace: Trace) -> ReplayResult:
+    specs, pair, notes = default_profiles(trace.meta)
+    return replay_trace(trace, specs, fix_pair=pair, notes=notes, jobs=1)
+
+
+def _workload_pids(result: ReplayResult) -> tuple[int, int]:
+    """(the workload process, its fork child): the process that forked a child with the fork region."""
+    judged = result.profiles[0]
+    child = next(p for p in judged.processes if p.seeded_by.startswith("fork of"))
+    parent = int(child.seeded_by.split()[2])
+    return parent, child.pid
+
+
+@pytest.mark.live
+@pytest.mark.bcc
+def test_recording_profile_explains_everything(workload_trace: Path) -> None:
+    r = _replay(read_trace(workload_trace))
+    judged = r.profiles[0]
+    assert "recording kernel" in judged.label
+    unexplained = [d for p in judged.processes for d in p.divergences if d.cause not in EXPLAINED]
+    assert unexplained == [], unexplained
+    assert sum(len(p.mismatches) for p in judged.processes) == 0
+    assert r.snapshots_compared >= 3
+    main = r.real_process(r.main_pid)
+    assert main is not None and judged.process(r.main_pid).final_vma_count == main.final_vma_count
+
+
+@pytest.mark.live
+@pytest.mark.bcc
+def test_fix_figures_equal_the_built_cases(workload_trace: Path) -> None:
+    r = _replay(read_trace(workload_trace))
+    parent, child = _workload_pids(r)
+    fix = {f.pid: f for f in r.fix}
+    assert fix[parent].saved_final == N_CASES
+    assert fix[parent].events_merged_by_fix == N_CASES
+    assert len([e for e in r.fix_events if e.pid == parent and e.kind == "mprotect"]) == N_CASES
+    # the same counts under the real pre-6.16 profile
+    p615 = r.profile("6.15")
+    assert p615 is not None
+    judged = r.profiles[0]
+    assert p615.process(parent).final_vma_count - judged.process(parent).final_vma_count == N_CASES
+    # the fork child: seeded from its parent's model; its inherited faulted VMA refused the
+    # child's new neighbour, which the fix does not change
+    c = judged.process(child)
+    assert c.seeded_by.startswith(f"fork of {parent}")
+    assert c.divergences == [] and c.fork_child_boundaries >= 1
+    assert fix[child].fork_child_boundaries >= 1
+
+
+@pytest.mark.live
+@pytest.mark.bcc
+def test_json_contract(workload_trace: Path) -> None:
+    p = _vmatrace("replay", str(workload_trace), "--json")
+    assert p.returncode == 0, p.stderr
+    j = json.loads(p.stdout)
+    assert j["format"] == 1
+    for key in ("events", "lost_events", "snapshots_compared", "resyncs", "real", "profiles",
+                "anon_merge_fix", "processes"):
+        assert key in j
+    assert set(j["real"]) >= {"final_vma_count", "peak_vma_count"}
+    for pr in j["profiles"]:
+        assert set(pr) >= {"kernel", "final_vma_count", "peak_vma_count", "divergences"}
+        assert set(pr["divergences"]) == {"fragmented", "merged", "other"}
+    assert set(j["anon_merge_fix"]) >= {"without_fix", "with_fix", "saved_final", "saved_peak",
+                                        "events_merged_by_fix"}
+    assert j["anon_merge_fix"]["saved_final"] is not None
+    for proc in j["processes"]:
+        assert set(proc) >= {"pid", "comm", "profiles", "anon_merge_fix"}
+    assert j["events"] == read_trace(workload_trace).events.height
+
+
+# -- planted divergences ------------------------------------------------------------------------
+
+
+def _without(trace: Trace, seq: int) -> Trace:
+    return dataclasses.replace(trace, events=trace.events.filter(pl.col("seq") != seq))
+
+
+@pytest.mark.live
+@pytest.mark.bcc
+def test_a_removed_event_is_found(workload_trace: Path) -> None:
+    t = read_trace(workload_trace)
+    r0 = _replay(t)
+    parent, _ = _workload_pids(r0)
+    # the last mprotect of the first built case: both pages read-write (the merge the fix makes)
+    fix_seq = min(e.seq for e in r0.fix_events if e.pid == parent)
+    r = _replay(_without(t, fix_seq))
+    divs = [d for d in r.profiles[0].process(parent).divergences]
+    assert divs, "removing an mprotect must leave the model short of the kernel's layout"
+    ts_row = t.events.filter(pl.col("seq") == fix_seq).row(0, named=True)
+    lo, hi = ts_row["a0"], ts_row["a0"] + ts_row["a1"]
+    here = [d for d in divs if d.start < hi and d.end > lo]
+    # the model kept [r--][r--] where the kernel has one rw- VMA: the kernel "merged"
+    assert [d.kind for d in here] == ["merged"], divs
+    assert here[0].events and all(s < fix_seq for s in here[0].events)  # the case's earlier calls
+    assert r.profiles[0].process(parent).resyncs >= 1
+
+
+@pytest.mark.live
+@pytest.mark.bcc
+def test_an_altered_snapshot_is_found(workload_trace: Path) -> None:
+    t = read_trace(workload_trace)
+    r0 = _replay(t)
+    parent, _ = _workload_pids(r0)
+    exit_sid = [s for s in r0.real_process(parent).snapshots if s[1] == "exit"][-1][0]
+    snaps = t.snapshots
+    rows = snaps.filter((pl.col("snapshot_id") == exit_sid) & (pl.col("end") - pl.col("start") >= 8 * 4096)
+                        & pl.col("path").is_null())
+    victim = rows.row(0, named=True)
+    mid = victim["start"] + 4 * 4096
+    left = {**victim, "end": mid}
+    right = {**victim, "start": mid}
+    keep = snaps.filter(~((pl.col("snapshot_id") == exit_sid) & (pl.col("start") == victim["start"])))
+    altered = pl.concat([keep, pl.DataFrame([left, right], schema=snaps.schema)])
+    r = _replay(dataclasses.replace(t, snapshots=altered))
+    divs = [d for d in r.profiles[0].process(parent).divergences if d.snapshot_id == exit_sid]
+    assert [d.kind for d in divs] == ["fragmented"]
+    assert divs[0].start <= mid < divs[0].end and f"{mid:#x}" in divs[0].detail
+
+
+@pytest.mark.live
+@pytest.mark.bcc
+def test_lost_events_explain_divergences(workload_trace: Path) -> None:
+    t = read_trace(workload_trace)
+    r0 = _replay(t)
+    parent, _ = _workload_pids(r0)
+    fix_seq = min(e.seq for e in r0.fix_events if e.pid == parent)
+    ts = t.events.filter(pl.col("seq") == fix_seq)["ts_ns"].item()
+    losses = pl.DataFrame([{"count": 1, "t_from_ns": ts - 1, "t_to_ns": ts + 1}], schema=t.losses.schema)
+    r = _replay(dataclasses.replace(_without(t, fix_seq), losses=losses))
+    divs = r.profiles[0].process(parent).divergences
+    assert divs and all(d.cause == CAUSE_LOST for d in divs)
+    assert r.lost_events == 1 and any("lost" in w for w in r.warnings)
+    assert to_json(r)["lost_events"] == 1
+
+
+# -- what-if ------------------------------------------------------------------------------------
+
+
+def test_what_if_changes_one_field_and_refuses_unknown_ones() -> None:
+    p = apply_what_if(get_profile("6.19"), ["anon_rule=old", "mseal_available=false"])
+    assert p.anon_rule.value == "old" and p.mseal_available is False and "what-if" in p.name
+    with pytest.raises(UsageError, match="not a profile field"):
+        apply_what_if(get_profile("6.19"), ["no_such_field=1"])
+    with pytest.raises(UsageError, match="expected true or false"):
+        apply_what_if(get_profile("6.19"), ["mseal_available=maybe"])
+    specs, pair, _ = default_profiles({"kernel_release": "6.12.3"})
+    assert specs[0].judged and not any(s.judged for s in specs[1:])
+    assert pair[1].startswith("6.12") and "with the fix" in pair[1]
+    assert isinstance(specs[0], ProfileSpec)
+
+
+# -- bad input ----------------------------------------------------------------------------------
+
+
+def test_bad_input_is_one_line_with_its_exit_code(tmp_path: Path) -> None:
+    from vmatrace.base.trace import TraceWriter
+
+    empty = tmp_path / "nosnap.vmat"
+    TraceWriter(empty, {"collector": "test"}).close()
+    p = _vmatrace("replay", str(empty))
+    assert p.returncode == 1 and p.stderr.startswith("vmatrace: error: ") and "no snapshot" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+
+    newer = tmp_path / "newer.vmat"
+    TraceWriter(newer, {"collector": "test"}).close()
+    meta = json.loads((newer / "meta.json").read_text())
+    meta["format_version"] = 99
+    (newer / "meta.json").write_text(json.dumps(meta))
+    p = _vmatrace("replay", str(newer))
+    assert p.returncode == 1 and "version 99" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+    p = _vmatrace("replay", str(tmp_path / "missing.vmat"))
+    assert p.returncode == 1 and "no such trace" in p.stderr
+
+    for args, needle in ((["--kernel", "5.4"], "predates"), (["--kernel", "banana"], "not a kernel version"),
+                         (["--what-if", "bogus=1"], "not a profile field")):
+        p = _vmatrace("replay", str(empty), *args)
+        assert p.returncode == 2, (args, p.stderr)
+        assert needle in p.stderr and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.live
+@pytest.mark.bcc
+def test_a_corrupt_chunk_is_damage_not_a_crash(workload_trace: Path, tmp_path: Path) -> None:
+    import shutil
+
+    t = tmp_path / "corrupt.vmat"
+    shutil.copytree(workload_trace, t)
+    chunk = sorted((t / "events").glob("part-*.parquet"))[-1]
+    chunk.write_bytes(b"not parquet at all" * 10)
+    p = _vmatrace("replay", str(t), "--json")
+    assert p.returncode == 3, p.stderr  # damaged input, read as far as it goes
+    assert "damaged chunk" in p.stderr and "Traceback" not in p.stderr
+    json.loads(p.stdout)
+
+
+# -- the HTML report in a real browser ----------------------------------------------------------
+
+_PROBE_HEAD = """<script>
+window.__errs = [];
+window.addEventListener('error', e => window.__errs.push(String(e.message)));
+(function () { const oe = console.error; console.error = (...a) => { window.__errs.push(a.join(' ')); oe(...a); }; })();
+</script>"""
+_PROBE_TAIL = """<script>
+document.body.setAttribute('data-probe', JSON.stringify({
+  errors: window.__errs,
+  resources: performance.getEntriesByType('resource').map(r => r.name),
+  plots: document.querySelectorAll('.js-plotly-plot .main-svg').length,
+  divs: document.querySelectorAll('.js-plotly-plot').length}));
+</script>"""
+
+
+def _chromium() -> str:
+    import shutil
+
+    from tests.conftest import need
+
+    exe = shutil.which("chromium")
+    need(exe is not None, "needs Debian's chromium (scripts/setup.sh installs it)")
+    assert exe is not None
+    return exe
+
+
+@pytest.mark.live
+@pytest.mark.bcc
+def test_html_report_opens_offline_with_its_plots(workload_trace: Path, tmp_path: Path) -> None:
+    exe = _chromium()
+    out = tmp_path / "report.html"
+    p = _vmatrace("report", str(workload_trace), "-o", str(out))
+    assert p.returncode == 0, p.stderr
+    assert "anon-merge fix" in p.stdout and out.stat().st_mode & 0o077 == 0
+    page = out.read_text()
+    # self-contained: no tag loads anything from elsewhere (plotly's bundle holds links as strings)
+    import re
+
+    assert not re.search(r"<(?:script|link|img|iframe|source)\b[^>]*\b(?:src|href)=[\"']?(?:https?:)?//", page)
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("<head>", "<head>" + _PROBE_HEAD, 1).replace("</body>", _PROBE_TAIL + "</body>", 1))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=8000"]
+    dom = subprocess.run([exe, *flags, "--dump-dom", probe.as_uri()], capture_output=True, text=True,
+                         timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    import html as _html
+
+    m = re.search(r'data-probe="([^"]*)"', dom.stdout)
+    assert m, "the page did not finish loading"
+    info = json.loads(_html.unescape(m.group(1)))
+    assert info["errors"] == []
+    assert [u for u in info["resources"] if not u.startswith(("file:", "data:", "blob:"))] == []
+    assert info["divs"] >= 2 and info["plots"] >= info["divs"]  # every plot drew its SVG
+    shot = tmp_path / "shot.png"
+    subprocess.run([exe, *flags, "--window-size=1200,1600", f"--screenshot={shot}", out.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    assert shot.stat().st_size > 50_000  # a page of plots and tables, not a blank one
