@@ -66,6 +66,7 @@ def test_recording_profile_explains_everything(workload_trace: Path) -> None:
     assert unexplained == [], unexplained
     assert sum(len(p.mismatches) for p in judged.processes) == 0
     assert r.snapshots_compared >= 3
+    assert r.main_pid is not None
     main = r.real_process(r.main_pid)
     assert main is not None and judged.process(r.main_pid).final_vma_count == main.final_vma_count
 
@@ -83,7 +84,8 @@ def test_fix_figures_equal_the_built_cases(workload_trace: Path) -> None:
     p615 = r.profile("6.15")
     assert p615 is not None
     judged = r.profiles[0]
-    assert p615.process(parent).final_vma_count - judged.process(parent).final_vma_count == N_CASES
+    old, new = p615.process(parent).final_vma_count, judged.process(parent).final_vma_count
+    assert old is not None and new is not None and old - new == N_CASES
     # the fork child: seeded from its parent's model; its inherited faulted VMA refused the
     # child's new neighbour, which the fix does not change
     c = judged.process(child)
