@@ -108,6 +108,7 @@ _ATTACHED_RE = re.compile(r"strace: Process \d+ (?:attached|detached|suspended)"
 _INT_RE = re.compile(r"^-?(?:0x[0-9a-fA-F]+|\d+)$")
 _FD_PATH_RE = re.compile(r"^(-?\d+)<(.*)>$")
 MAX_PIPE_LOG_BYTES = 4 << 30  # a log given as a pipe is copied to a temporary file up to this size
+MAX_LINE_CHARS = 1 << 20  # no strace line is this long (strace cuts strings at -s, 32 by default)
 MAX_MAPS_FILE_BYTES = 256 << 20  # a --maps text (65,530 VMAs of long paths: ~30 MB)
 _FORK_RET_RE = re.compile(r"(?:clone3?|v?fork)\(.*=\s*(\d+)\s*$")
 _FORK_RESUMED_RET_RE = re.compile(r"<\.\.\. (?:clone3?|v?fork) resumed>.*\)\s*=\s*(\d+)\s*$")
@@ -336,6 +337,7 @@ class ParsedLog:
     first_pid: int | None
     stacks: list[dict[str, Any]] = field(default_factory=list)  # strace -k frames (STACK_SCHEMA)
     unpaired_calls: int = 0  # unfinished calls never resumed + resumed lines without a start
+    unparsed_lines: int = 0  # lines skipped as damaged
     unfollowed_children: int = 0  # fork children with no line in the log (strace without -f)
     cmdline: str | None = None  # argv of the log's first successful execve (the command strace ran)
 
@@ -515,7 +517,13 @@ class _Lines:
             raise VmatraceError(f"cannot read {p}: {e.strerror}") from None
         f = io.TextIOWrapper(raw_f, encoding="utf-8", errors="replace", newline=None)
         with f:
-            for n, raw in enumerate(f, 1):
+            n = 0
+            while raw := f.readline(MAX_LINE_CHARS):
+                n += 1
+                if len(raw) >= MAX_LINE_CHARS and not raw.endswith("\n"):
+                    while (more := f.readline(MAX_LINE_CHARS)) and not more.endswith("\n"):
+                        pass  # (skipped, never held whole)
+                    raw = f"<a line of more than {MAX_LINE_CHARS >> 20} Mi characters, skipped>"
                 raw = raw.rstrip("\n")
                 if not raw.strip():
                     continue
@@ -1082,7 +1090,7 @@ def _parse(paths: list[Path], lines: _Lines) -> ParsedLog:
     return ParsedLog(rows=events, procs=p.procs, execs=p.execs, warnings=p.warnings, clock=clock,
                      lines=p.n_lines, strace_lines=p.strace_lines, other_syscalls=p.other,
                      signals=p.signals, first_pid=p.first_pid, stacks=p.stacks,
-                     unpaired_calls=p.n_unpaired, unfollowed_children=len(unfollowed),
+                     unpaired_calls=p.n_unpaired, unfollowed_children=len(unfollowed), unparsed_lines=p.bad_lines,
                      cmdline=next(iter(p.first_cmdline.values()), None))
 
 
@@ -1218,7 +1226,9 @@ def import_strace(logs: list[Path], out: Path, *, maps: list[str] | None = None,
         "stack_ip": "module file offset (strace -k)" if parsed.stacks else None,
         "reconstructions": recon_meta,
         "strace": {"lines": parsed.lines, "strace_lines": parsed.strace_lines,
-                   "other_syscalls": parsed.other_syscalls, "signals": parsed.signals},
+                   "other_syscalls": parsed.other_syscalls, "signals": parsed.signals,
+                   "unparsed_lines": parsed.unparsed_lines, "unpaired_calls": parsed.unpaired_calls,
+                   "unfollowed_children": parsed.unfollowed_children},
         "warnings": warnings,
     }
     w = TraceWriter(out, meta, force=force)

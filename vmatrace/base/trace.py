@@ -574,12 +574,45 @@ def _read_table(p: Path, dfd: int, table: str, schema: dict[str, pl.DataType],
                 warnings.append(f"{table}/{name}: damaged chunk skipped ({why[:120]})")
                 continue
             if dict(df.schema) != schema:
-                warnings.append(f"{table}/{name}: schema differs from format v1, chunk skipped")
+                warnings.append(f"{table}/{name}: schema differs from format v1 ({_schema_diff(dict(df.schema), schema)}), "
+                                "chunk skipped")
                 continue
             frames.append(df)
     finally:
         os.close(sub)
     return pl.concat(frames) if frames else pl.DataFrame(schema=schema)
+
+
+def _schema_diff(got: dict[str, pl.DataType], want: dict[str, pl.DataType]) -> str:
+    """The first difference between a chunk's schema and the format's, in a few words."""
+    for name, dtype in want.items():
+        if name not in got:
+            return f"no column {name}"
+        if got[name] != dtype:
+            return f"column {name} is {got[name]}, not {dtype}"
+    extra = [n for n in got if n not in want]
+    if extra:
+        return f"unknown column {extra[0]}"
+    return "columns in another order"
+
+
+def _check_snapshots(index: pl.DataFrame, rows: pl.DataFrame, warnings: list[str]) -> None:
+    """Warn where the snapshot index and the snapshot rows disagree (one of them lost a chunk)."""
+    if index.height == 0 and rows.height == 0:
+        return
+    have = rows.group_by("snapshot_id").len() if rows.height else pl.DataFrame(
+        schema={"snapshot_id": pl.UInt32(), "len": pl.UInt32()})
+    j = index.select("snapshot_id", "vma_count").join(have, on="snapshot_id", how="full", coalesce=True)
+    short = j.filter(pl.col("vma_count").is_not_null()
+                     & (pl.col("len").fill_null(0).cast(pl.Int64) != pl.col("vma_count").cast(pl.Int64)))
+    if short.height:
+        ids = ", ".join(str(i) for i in short.get_column("snapshot_id").head(5).to_list())
+        warnings.append(f"{short.height} snapshots (ids {ids}{', ...' if short.height > 5 else ''}) have fewer or more "
+                        "VMA rows than the index says: their rows are in a damaged or missing chunk")
+    orphan = j.filter(pl.col("vma_count").is_null())
+    if orphan.height:
+        warnings.append(f"{orphan.height} snapshots have VMA rows but no index entry (a damaged or missing "
+                        "snapshot_index chunk)")
 
 
 def read_trace(path: str | os.PathLike[str]) -> Trace:
@@ -597,6 +630,7 @@ def read_trace(path: str | os.PathLike[str]) -> Trace:
         os.close(dfd)
     if not meta.get("complete"):
         warnings.append("the trace was not finalized (recorder killed?): up to about a second before its end may be missing")
+    _check_snapshots(tables["snapshot_index"], tables["snapshots"], warnings)
     ev = tables["events"]
     if meta.get("complete") and ev.height != meta.get("event_count", ev.height):
         warnings.append(f"meta.json says {meta.get('event_count')} events but the chunks hold {ev.height}")
