@@ -21,7 +21,7 @@ import pytest
 from collectors.procmaps import read_snapshot
 from tests.adversarial.common import EXIT, one_error_line, vm, warnings_of
 from tests.conftest import ROOT
-from vmatrace.trace import TraceWriter
+from vmatrace.base.trace import TraceWriter
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_sparse_900_mb_chunk_is_not_read_into_memory(trace: Path, tmp_path: Path
     t = _copy(trace, tmp_path)
     with open(t / "events" / "part-000007.parquet", "wb") as f:
         f.truncate(900 << 20)
-    code = ("import resource, sys\nfrom vmatrace.trace import read_trace\nt = read_trace(sys.argv[1])\n"
+    code = ("import resource, sys\nfrom vmatrace.base.trace import read_trace\nt = read_trace(sys.argv[1])\n"
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, len(t.warnings))")
     r = subprocess.run([sys.executable, "-c", code, str(t)], cwd=ROOT, capture_output=True, text=True, timeout=60,
                        check=True)

@@ -21,7 +21,7 @@ import pytest
 
 from tests.adversarial.common import EXIT, one_error_line, vm
 from tests.conftest import ROOT, need_bcc
-from vmatrace.trace import read_trace
+from vmatrace.base.trace import read_trace
 
 pytestmark = [pytest.mark.live, pytest.mark.bcc]
 NOBODY = "65534"
