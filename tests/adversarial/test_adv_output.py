@@ -95,3 +95,13 @@ def test_trace_with_a_stray_file_is_not_replaced(tmp_path: Path) -> None:
     (out / "events" / "notes.txt").write_text("mine")
     one_error_line(vm(*_argv("import-strace", tmp_path, out, force=True)), "error", "notes.txt")
     assert (out / "events" / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.live
+def test_record_force_over_a_deeply_nested_meta_json(tmp_path: Path) -> None:
+    need_bcc()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "meta.json").write_text("[" * 2000 + "]" * 2000)
+    one_error_line(vm("record", "-o", out, "--force", "--", "/bin/true", timeout=60), "error", "not a vmatrace trace")
+    assert (out / "meta.json").read_text().startswith("[[[")

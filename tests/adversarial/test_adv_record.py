@@ -289,3 +289,18 @@ def test_pid_that_exits_while_being_attached(tmp_path: Path) -> None:
     finally:
         target.kill()
         target.wait()
+
+
+def test_interrupted_before_the_command_starts(tmp_path: Path) -> None:
+    # Ctrl-C while the BPF program is still being built: nothing is recorded, nothing is left
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "t.vmat"
+    rec = _recorder(out, "--", "/bin/true")
+    time.sleep(0.4)
+    assert rec.poll() is None
+    rec.send_signal(signal.SIGINT)
+    err = rec.finish(30)
+    assert rec.p.returncode == EXIT["interrupted"], err
+    assert "Traceback" not in err
+    assert not out.exists() and _leftovers(out_dir) == []

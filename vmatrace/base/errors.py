@@ -40,6 +40,12 @@ class UsageError(VmatraceError):
     exit_code = EXIT_USAGE
 
 
+class DamagedInput(VmatraceError):
+    """What was asked for is in the damaged part of an input (the rest was readable)."""
+
+    exit_code = EXIT_DAMAGED
+
+
 class TargetFailed(VmatraceError):
     """The command to observe could not start (its exec failed): there is no result."""
 
