@@ -239,21 +239,21 @@ def test_two_recorders_at_once(tmp_path: Path) -> None:
 
 
 def test_pid_out_of_range_is_a_usage_error() -> None:
-    for pid in ("0", "-1", "4194305", "99999999999", "12abc"):
+    for pid in ("0", "-1", "4194305", "99999999999", "12abc"):  # (PID_MAX_LIMIT is 4194304)
         p = vm("record", "-p", pid, "-d", "1", timeout=30)
         assert p.returncode == EXIT["usage"] and "not a PID" in p.stderr, p.stderr
 
 
 def test_pid_kernel_thread_zombie_and_thread_are_named(tmp_path: Path) -> None:
     need_bcc()
-    one_error_line(vm("record", "-p", "2", "-d", "1", timeout=30), "target", "kernel thread")
+    one_error_line(vm("record", "-p", "2", "-d", "1", timeout=30), "error", "kernel thread")
     z = subprocess.Popen(["true"])
     deadline = time.monotonic() + 10
     while Path(f"/proc/{z.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
         assert time.monotonic() < deadline
         time.sleep(0.01)
     try:
-        one_error_line(vm("record", "-p", str(z.pid), "-d", "1", timeout=30), "target", "zombie")
+        one_error_line(vm("record", "-p", str(z.pid), "-d", "1", timeout=30), "error", "zombie")
     finally:
         z.wait()
     ev = threading.Event()
@@ -266,7 +266,7 @@ def test_pid_kernel_thread_zombie_and_thread_are_named(tmp_path: Path) -> None:
     finally:
         ev.set()
         th.join()
-    one_error_line(vm("record", "-p", "4194304", "-d", "1", timeout=30), "target", "no process with PID")
+    one_error_line(vm("record", "-p", "4194304", "-d", "1", timeout=30), "error", "no process with PID")
 
 
 def test_pid_that_exits_while_being_attached(tmp_path: Path) -> None:
@@ -280,7 +280,7 @@ def test_pid_that_exits_while_being_attached(tmp_path: Path) -> None:
         out = tmp_path / "t.vmat"
         p = vm("record", "-o", out, "-p", str(target.pid), "-d", "5", timeout=60)
         assert "Traceback" not in p.stderr
-        assert p.returncode in (EXIT["ok"], EXIT["target"]), p.stderr
+        assert p.returncode in (EXIT["ok"], EXIT["error"]), p.stderr
         if p.returncode == EXIT["ok"]:
             t = read_trace(out)
             assert t.procs.filter(pl.col("pid") == target.pid).get_column("how_ended").to_list() == ["exit"]
