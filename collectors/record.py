@@ -731,7 +731,7 @@ class Recorder:
                 what = f"`{shlex.join(o.command)}`" if o.command else "PID " + ", ".join(map(str, o.pids))
                 print(f"Tracing VMA changes of {what} and its children into {out}... Ctrl-C to end.",
                       file=sys.stderr, flush=True)
-            if o.command:
+            if o.command and not self.stop.is_set():  # (interrupted meanwhile: it is killed, never run)
                 self.release()
             self.trace_loop()
         finally:

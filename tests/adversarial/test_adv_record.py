@@ -8,6 +8,7 @@ and exit with the README's code. Live: root and bcc.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -210,6 +211,11 @@ def test_fifty_forking_children(tmp_path: Path) -> None:
     # each has a start snapshot after its exec and an exit snapshot
     reasons = t.snapshot_index.filter(pl.col("pid").is_in(trues.get_column("pid").implode()))
     assert reasons.filter(pl.col("reason") == "exit").height == 50
+    # the summary counts what the trace holds (not the faults of the recorder's own forked copy)
+    m = re.search(r"(\d+) events \((\d+) first write faults\)", p.stderr)
+    assert m is not None, p.stderr
+    assert (int(m.group(1)), int(m.group(2))) == (t.events.height,
+                                                  t.events.filter(pl.col("kind") == "fault").height)
 
 
 def test_two_recorders_at_once(tmp_path: Path) -> None:
