@@ -132,3 +132,32 @@ def test_missing_snapshot_id_in_a_clean_trace(trace: Path) -> None:
     one_error_line(vm("info", trace, "--snapshot", "7"), "error", "has no snapshot 7", "it has: 0, 1")
     p = vm("info", trace, "--snapshot", "-1")
     assert p.returncode == EXIT["usage"], p.stderr
+
+
+# -- the other verbs that read a trace: replay and report --------------------------------------
+
+
+@pytest.mark.parametrize("verb", ["replay", "report"])
+def test_replay_and_report_show_the_damage(trace: Path, tmp_path: Path, verb: str) -> None:
+    extra: list[str | Path] = ["--json"]
+    # a snapshot whose rows are lost is not used as a state; the damage is shown, exit 3
+    t = _copy(trace, tmp_path)
+    (t / "snapshots" / "part-000000.parquet").write_bytes(os.urandom(5000))
+    p = vm(verb, t, *extra, timeout=120)
+    assert p.returncode == EXIT["damaged"] and "Traceback" not in p.stderr, p.stderr
+    assert any("snapshots/part-000000.parquet" in w for w in warnings_of(p))
+    # an index chunk of the wrong type: the error says the trace is damaged, and the warnings why
+    t2 = tmp_path / "t2.vmat"
+    subprocess.run(["cp", "-a", str(trace), str(t2)], check=True)
+    idx = t2 / "snapshot_index" / "part-000000.parquet"
+    pl.read_parquet(idx).with_columns(pl.col("vma_count").cast(pl.Utf8)).write_parquet(idx)
+    p = vm(verb, t2, *extra, timeout=120)
+    assert p.returncode == EXIT["damaged"] and "Traceback" not in p.stderr, p.stderr
+    assert any("column vma_count is String" in w for w in warnings_of(p))
+    # ... and when no snapshot is left to start from, the error says the trace is damaged
+    for part in (t2 / "snapshot_index").iterdir():
+        pl.read_parquet(part).with_columns(pl.col("vma_count").cast(pl.Utf8)).write_parquet(part)
+    one_error_line(vm(verb, t2, *extra, timeout=120), "damaged", "the trace is damaged")
+    # unreadable metadata: one line, exit 1
+    (t2 / "meta.json").write_text("[" * 2000 + "]" * 2000)
+    one_error_line(vm(verb, t2, *extra, timeout=120), "error", "meta.json")
