@@ -26,6 +26,7 @@ together for one execve (executable, its bss, its interpreter; ``#!`` scripts fo
 
 from __future__ import annotations
 
+import bisect
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -260,26 +261,56 @@ class Reconstruction:
     unknown: list[str]
 
 
-def _pick_bias(info: ElfInfo, cands: list[tuple[int, int]], taken: set[int],
-               busy: list[tuple[int, int]]) -> int | None:
+class _Busy:
+    """The address ranges already taken, as a union of intervals: point and overlap queries in
+    O(log n) (a bias search that compared every candidate with every mmap was quadratic)."""
+
+    def __init__(self, ranges: list[tuple[int, int]]) -> None:
+        merged: list[list[int]] = []
+        for a, ln in sorted((a, ln) for a, ln in ranges if ln > 0):
+            if merged and a <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], a + ln)
+            else:
+                merged.append([a, a + ln])
+        self.starts = [m[0] for m in merged]
+        self.ends = [m[1] for m in merged]
+
+    def overlaps(self, lo: int, hi: int) -> bool:
+        """Whether [lo, hi) meets a taken range (a point query is [addr, addr + 1))."""
+        i = bisect.bisect_right(self.ends, lo)  # the first interval ending after lo
+        return i < len(self.starts) and self.starts[i] < hi
+
+    def add(self, lo: int, hi: int) -> None:
+        """Take [lo, hi) too (merged with the ranges it meets or touches)."""
+        if hi <= lo:
+            return
+        i = bisect.bisect_left(self.ends, lo)
+        j = bisect.bisect_right(self.starts, hi)
+        if i < j:
+            lo, hi = min(lo, self.starts[i]), max(hi, self.ends[j - 1])
+        self.starts[i:j] = [lo]
+        self.ends[i:j] = [hi]
+
+
+def _pick_bias(info: ElfInfo, cands: list[tuple[int, int]], taken: set[int], busy: _Busy) -> int | None:
     """The load bias whose RELRO ``mprotect`` is the first fitting one among `cands`.
 
     A candidate is skipped if it is already attributed (`taken`), lies inside a range mapped
     by a later mmap (a library ld.so mapped), or implies an image overlapping such a range
-    or the image of an object placed before (`busy`, (start, len) pairs).
+    or the image of an object placed before (`busy`).
     """
     for addr, length in cands:
-        if addr in taken or any(a <= addr < a + ln for a, ln in busy):
+        if addr in taken or busy.overlaps(addr, addr + 1):
             continue
         b = bias_from_relro(info, addr, length)
         if b is None or not info.segments:
             continue
         lo = (b + info.segments[0].vaddr) & ~(PAGE_SIZE - 1)
         hi = b + info.image_end
-        if any(a < hi and lo < a + ln for a, ln in busy):
+        if busy.overlaps(lo, hi):
             continue
         taken.add(addr)
-        busy.append((lo, hi - lo))
+        busy.add(lo, hi)
         return b
     return None
 
@@ -367,7 +398,7 @@ def reconstruct_after_exec(filename: str, *, brk: int | None, prot_read: list[tu
         interp_info = read_elf(ipath)
     # glibc's ld.so protects the RELRO of the libraries (inside their mmaps), then of the
     # executable, then its own: in log order, the executable's comes first.
-    busy = [(a, ln) for a, ln in mmaps if ln > 0]
+    busy = _Busy(mmaps)
     if not exe.is_pie:
         bias: int | None = 0
         known.append("executable at its link address (ET_EXEC)")
@@ -376,7 +407,7 @@ def reconstruct_after_exec(filename: str, *, brk: int | None, prot_read: list[tu
             taken.add(rr[0])
         if exe.segments:
             lo = exe.segments[0].vaddr & ~(PAGE_SIZE - 1)
-            busy.append((lo, exe.image_end - lo))
+            busy.add(lo, exe.image_end)
     else:
         bias = _pick_bias(exe, prot_read, taken, busy)
         if bias is not None:

@@ -89,6 +89,56 @@ def tgid_of(tid: int) -> int | None:
     return None
 
 
+PF_KTHREAD = 0x00200000  # include/linux/sched.h: the task is a kernel thread
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the comm (state first), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split() if ")" in text else None
+
+
+def _status_field(pid: int, key: str) -> str | None:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(key.encode() + b":"):
+                    return line.split(b":", 1)[1].strip().decode(errors="replace")
+    except OSError:
+        return None
+    return None
+
+
+def untraceable_reason(pid: int) -> str | None:
+    """Why process `pid` cannot be traced, when /proc tells: a kernel thread, a zombie, the
+    recorder itself, or already traced by another process. None when nothing is known against it."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
+    comm = _status_field(pid, "Name") or "?"
+    state, ppid = fields[0], fields[1]
+    try:
+        flags = int(fields[6])
+    except (IndexError, ValueError):
+        flags = 0
+    if flags & PF_KTHREAD:
+        return f"PID {pid} ({comm}) is a kernel thread: it has no user address space to trace"
+    if state in ("Z", "X"):
+        return (f"PID {pid} ({comm}) is a zombie: it has exited and only waits for its parent (PID {ppid}) "
+                "to reap it; there is no address space left to trace")
+    if pid == os.getpid():
+        return f"PID {pid} is this vmatrace process itself"
+    tracer = _status_field(pid, "TracerPid")
+    if tracer and tracer != "0":
+        tname = _status_field(int(tracer), "Name") or "?"
+        return f"PID {pid} ({comm}) is already traced by PID {tracer} ({tname}); only one tracer at a time"
+    return None
+
+
 def describe_status(status: int) -> tuple[int, str]:
     """(exit_code, how_ended) from a wait status (also the PTRACE_EVENT_EXIT message).
 
@@ -145,8 +195,12 @@ class Tracer:
         """Seize every thread of process ``pid`` (re-listing until no new thread shows up)."""
         if not os.path.exists(f"/proc/{pid}"):
             raise NoSuchProcess(f"no process with PID {pid}")
-        if tgid_of(pid) != pid:
-            raise VmatraceError(f"{pid} is a thread, not a process: pass its process ID ({tgid_of(pid)})")
+        why = untraceable_reason(pid)
+        if why is not None:
+            raise VmatraceError(f"cannot trace: {why}")
+        tgid = tgid_of(pid)
+        if tgid is not None and tgid != pid:
+            raise VmatraceError(f"{pid} is a thread, not a process: pass its process ID ({tgid})")
         seized: set[int] = set()
         while True:
             try:
@@ -164,9 +218,11 @@ class Tracer:
                         seized.add(tid)  # the thread exited meanwhile
                         continue
                     if e.errno == errno.EPERM:
+                        why = untraceable_reason(pid)
                         raise VmatraceError(
-                            f"cannot trace PID {pid}: it is already traced (see TracerPid in /proc/{pid}/status: "
-                            "strace or gdb?) or protected"
+                            f"cannot trace: {why}" if why else
+                            f"cannot trace PID {pid}: the kernel refused (EPERM: another user's process without "
+                            "CAP_SYS_PTRACE, a Yama ptrace_scope restriction, or being traced meanwhile)"
                         ) from None
                     raise VmatraceError(f"cannot trace PID {pid}: {e.strerror}") from None
                 seized.add(tid)

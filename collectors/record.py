@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import os
 import pwd
 import shlex
@@ -35,8 +36,9 @@ import numpy as np
 import polars as pl
 
 from vmatrace.base import uapi
-from vmatrace.base.errors import UsageError, VmatraceError
+from vmatrace.base.errors import Interrupted, NoSuchProcess, TargetFailed, UsageError, VmatraceError
 from vmatrace.base.events import KIND_CODES
+from vmatrace.base.trace import check_replaceable
 
 BPF_SOURCE = Path(__file__).resolve().parent / "bpf" / "record.bpf.c"
 
@@ -95,9 +97,17 @@ def check_options(o: Options) -> None:
         raise UsageError("-d must be a positive number of seconds")
     if o.interval is not None and o.interval <= 0:
         raise UsageError("--interval must be a positive number of seconds")
+    from collectors.ptrace import tgid_of, untraceable_reason
+
     for pid in o.pids:
         if not os.path.exists(f"/proc/{pid}"):
-            raise VmatraceError(f"no process with PID {pid}")
+            raise NoSuchProcess(f"no process with PID {pid}")
+        why = untraceable_reason(pid)
+        if why is not None:
+            raise VmatraceError(f"cannot trace: {why}")
+        tgid = tgid_of(pid)
+        if tgid is not None and tgid != pid:
+            raise VmatraceError(f"{pid} is a thread, not a process: pass its process ID ({tgid})")
 
 
 def check_environment() -> None:
@@ -262,6 +272,21 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def _missing_interpreter(exe: str) -> str:
+    """Why an existing file fails to exec with ENOENT: its #! or ELF interpreter is missing."""
+    try:
+        with open(exe, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        head = b""
+    if head.startswith(b"#!"):
+        interp = head[2:].split(b"\n", 1)[0].strip().decode(errors="replace")
+        return f"its interpreter ({interp!r} on its #! line) does not exist"
+    if head.startswith(b"\x7fELF"):
+        return "its ELF interpreter (the dynamic loader it names) does not exist"
+    return os.strerror(errno.ENOENT)
+
+
 def _read_text(path: str) -> str | None:
     try:
         with open(path, "rb") as f:
@@ -303,7 +328,11 @@ class Recorder:
         self.launch_error: str | None = None
         self.load_cpu_s = 0.0
         self.lock_order_since_ns: int | None = None
-        self.pre_exec: int | None = None  # the launched child until its exec event
+        self.pre_exec: int | None = None  # the launched child until its exec event (event stream)
+        self.started = False  # the command is running (its exec stop was seen), or PIDs were seized
+        self.commit_error: str | None = None
+        self._go_w = self._err_r = -1
+        self.exe: str | None = None
 
     # -- BPF -------------------------------------------------------------------------------------
     def load_bpf(self) -> None:
@@ -378,12 +407,27 @@ class Recorder:
         self.snapshot(tgid, "start")
 
     def on_exec(self, tgid: int) -> None:
+        if tgid == self.child and not self.started:
+            self.command_started()
         self._fill_names(tgid)
         self.snapshot(tgid, "start")
+
+    def command_started(self) -> None:
+        """The command runs (or the PIDs are held): only now does the trace take its name,
+        replacing (--force) an older one."""
+        self.started = True
+        with self.lock:
+            try:
+                self.writer.commit()
+            except (OSError, VmatraceError) as e:  # recording goes on; the end says where it is
+                self.commit_error = str(e)
 
     def on_last_exit(self, tgid: int, tid: int, status: int) -> None:
         from collectors.ptrace import describe_status
 
+        if tgid == self.child and not self.started:
+            self.launch_failed(status)
+            return
         self.snapshot(tgid, "exit", task=tid)
         p = self._proc(tgid)
         p.exit_ns = time.monotonic_ns()
@@ -391,6 +435,8 @@ class Recorder:
         self.write_procs([tgid])
 
     def on_gone(self, tgid: int) -> None:
+        if tgid == self.child and not self.started:
+            return
         p = self._proc(tgid)
         if p.how_ended is None:
             p.how_ended = "gone (no exit stop seen)"
@@ -465,7 +511,7 @@ class Recorder:
             self.stack_pids.update(sp.iter_rows())
         n = frame.height
         self.events += n
-        self.faults += int((recs["kind"] == K_FAULT).sum())
+        self.faults += int((frame.get_column("kind") == "fault").sum())  # (what the trace holds)
         with self.lock:
             self.writer.add_events(frame)
         return n
@@ -507,14 +553,22 @@ class Recorder:
         return [] if t is None else [pid for pid, p in list(t.procs.items()) if p.threads and not p.final_done]
 
     # -- launching -------------------------------------------------------------------------------
-    def launch(self) -> int:
-        """Fork the command, stopped before exec; seize it; return its pid (not yet released)."""
+    def find_command(self) -> str:
+        """The executable the command names (checked before anything is loaded or created)."""
         import shutil
 
         cmd = self.o.command
         exe = shutil.which(cmd[0]) if "/" not in cmd[0] else cmd[0]
         if exe is None or not os.path.exists(exe):
-            raise VmatraceError(f"{cmd[0]}: command not found")
+            raise TargetFailed(f"{cmd[0]}: command not found")
+        if os.path.isdir(exe):
+            raise TargetFailed(f"{cmd[0]} is a directory, not a command")
+        return exe
+
+    def launch(self) -> int:
+        """Fork the command, stopped before exec; seize it; return its pid (not yet released)."""
+        cmd = self.o.command
+        exe = self.exe or self.find_command()
         uid, gid = self._run_as()
         groups: list[int] | None = None
         env = dict(os.environ)
@@ -526,7 +580,10 @@ class Recorder:
             except KeyError:
                 groups = [gid]
         go_r, go_w = os.pipe()
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        # the child's exec error comes back on this pipe; the recorder reads it only at the
+        # child's exit stop (where it is complete), never waiting on it: a tracee in its exit stop
+        # keeps the write end open, so reading to EOF would wait for ever
+        err_r, err_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         pid = os.fork()
         if pid == 0:  # child: only simple calls from here on
             try:
@@ -561,17 +618,26 @@ class Recorder:
         return invoking_user()
 
     def release(self) -> None:
+        """Let the seized child go on to exec the command (nothing here waits)."""
         os.write(self._go_w, b"x")
         os.close(self._go_w)
+        self._go_w = -1
+
+    def launch_failed(self, status: int) -> None:
+        """The launched child ended before its exec: say why (its exec error, else its status)."""
+        from collectors.ptrace import describe_status
+
         err = b""
-        while True:
-            chunk = os.read(self._err_r, 256)
-            if not chunk:
-                break
-            err += chunk
-        os.close(self._err_r)
+        with contextlib.suppress(OSError):  # (written before its exit: complete now, or empty)
+            err = os.read(self._err_r, 4096)
+        cmd = self.o.command[0]
         if err:
-            self.launch_error = f"cannot run {self.o.command[0]}: {err.decode(errors='replace')}"
+            why = err.decode(errors="replace")
+            if why == os.strerror(errno.ENOENT) and self.exe and os.path.exists(self.exe):
+                why = _missing_interpreter(self.exe)
+            self.launch_error = f"cannot run {cmd}: {why}"
+        else:
+            self.launch_error = f"{cmd} did not start ({describe_status(status)[1]} before its exec)"
 
     # -- main ------------------------------------------------------------------------------------
     def default_output(self) -> str:
@@ -598,11 +664,10 @@ class Recorder:
         check_options(o)
         check_environment()
         out = o.output or self.default_output()
-        # (TraceWriter checks again when it creates the directory; this only fails before launching)
-        if os.path.islink(out):
-            raise VmatraceError(f"{out} is a symlink: refusing to write through it")
-        if os.path.lexists(out) and not o.force:
-            raise VmatraceError(f"{out} exists (use --force to overwrite)")
+        # (the staged TraceWriter checks again; this only fails before the BPF program is built)
+        check_replaceable(Path(out), force=o.force)
+        if o.command:
+            self.exe = self.find_command()
         cpu0 = _cpu_s()
         self.load_bpf()
         self.load_cpu_s = _cpu_s() - cpu0
@@ -631,13 +696,14 @@ class Recorder:
                    threading.Thread(target=self.writer_loop, name="vmatrace-writer", daemon=True)]
         try:
             if o.command:
-                self.writer = TraceWriter(out, meta, force=o.force)
+                self.writer = TraceWriter(out, meta, force=o.force, staged=True)
                 self.child = self.launch()
                 try:
                     t.seize_thread(self.child, self.child)
                 except OSError as e:
                     os.kill(self.child, signal.SIGKILL)
                     os.waitpid(self.child, 0)
+                    self.child = None
                     raise VmatraceError(f"cannot ptrace the command: {e.strerror}") from None
                 self._proc(self.child).ppid = os.getpid()
                 self.pre_exec = self.child
@@ -650,12 +716,13 @@ class Recorder:
                     self.filter_add(pid)  # attach first, then snapshot: nothing falls in between
                 for pid in o.pids:
                     t.seize_process(pid)
-                self.writer = TraceWriter(out, meta, force=o.force)
+                self.writer = TraceWriter(out, meta, force=o.force, staged=True)
                 for pid in o.pids:
                     self._fill_names(pid)
                     snap = self.snapshot(pid, "start")
                     if snap is not None:
                         self.raced[pid] = snap.t_end_ns
+                self.command_started()
             for th in threads:
                 th.start()
             if o.duration:
@@ -664,7 +731,7 @@ class Recorder:
                 what = f"`{shlex.join(o.command)}`" if o.command else "PID " + ", ".join(map(str, o.pids))
                 print(f"Tracing VMA changes of {what} and its children into {out}... Ctrl-C to end.",
                       file=sys.stderr, flush=True)
-            if o.command:
+            if o.command and not self.stop.is_set():  # (interrupted meanwhile: it is killed, never run)
                 self.release()
             self.trace_loop()
         finally:
@@ -672,12 +739,20 @@ class Recorder:
             self.finish(threads)
             for s, h in old.items():
                 signal.signal(s, h)
+        if not self.started:
+            # the command never ran: nothing was recorded, no trace is left, an older one is kept
+            if self.launch_error:
+                raise TargetFailed(self.launch_error + " (nothing recorded; no trace written)")
+            if self.ended_by == "Ctrl-C" or self.ended_by.startswith("signal"):
+                raise Interrupted(f"interrupted ({self.ended_by}) before {o.command[0]} started: nothing recorded")
+            raise TargetFailed(f"{o.command[0]} did not start: nothing recorded")
         if self.drain_error is not None:
             raise VmatraceError(f"recording failed while draining events: {self.drain_error}")
         if not o.quiet:
             self.print_summary(out)
-        if self.launch_error:
-            raise VmatraceError(self.launch_error)
+        if self.commit_error:
+            staged = self.writer.staging
+            raise VmatraceError(f"the trace could not be named {out} ({self.commit_error}): it is in {staged}")
         return 0
 
     def trace_loop(self) -> None:
@@ -697,9 +772,13 @@ class Recorder:
 
     def finish(self, threads: list[threading.Thread]) -> None:
         if self.writer is None:
+            if self.child is not None:  # launched, but no writer: it must not run untraced
+                self._kill_unstarted()
             return
         t = self.tracer
-        if t is not None:
+        if not self.started:
+            self._kill_unstarted()
+        elif t is not None:
             live = self.live_pids()
             for pid in live:  # still running: an end snapshot, then let them go
                 self.snapshot(pid, "end")
@@ -743,6 +822,36 @@ class Recorder:
         self.ring.close()
         detacher.join()
         self.bpf.cleanup()
+        with contextlib.suppress(OSError):
+            os.close(self._err_r)
+        if not self.started:
+            self.writer.discard()
+
+    def _kill_unstarted(self) -> None:
+        """The launched child has not exec'd the command (interrupted, or its exec failed): it is
+        the recorder's own copy, so it is killed and reaped, never let go to run untraced."""
+        from collectors.ptrace import PTRACE_CONT, WALL, ptrace
+
+        child = self.child
+        if child is None:
+            return
+        with contextlib.suppress(OSError):
+            os.kill(child, signal.SIGKILL)
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            try:
+                pid, status = os.waitpid(child, WALL | os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                time.sleep(0.002)
+                continue
+            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                break
+            with contextlib.suppress(OSError):  # a stop on the way out (exit stop): go on
+                ptrace(PTRACE_CONT, child)
+        if self.tracer is not None:
+            self.tracer.procs.pop(child, None)
 
     def detach_tracepoints(self) -> None:
         """Detach the tracepoint programs, in parallel (one after the other: 2.3 s for 20 here)."""
@@ -800,6 +909,13 @@ class Recorder:
         for p in self.procs.values():
             if p.how_ended and p.how_ended != "exit" and p.how_ended != "still running (detached)":
                 print(f"  PID {p.pid} ({p.comm}): {p.how_ended}", file=sys.stderr)
+        running = [p for p in self.procs.values() if p.how_ended == "still running (detached)"]
+        if running:
+            names = ", ".join(f"{p.pid} ({p.comm})" for p in running[:8]) + (" ..." if len(running) > 8 else "")
+            print(f"  still running, no longer traced: {len(running)} process{'es' if len(running) != 1 else ''}: "
+                  f"PID {names}", file=sys.stderr)
+        elif self.ended_by != "the traced processes exited":
+            print("  no traced process is still running", file=sys.stderr)
         for w in self.snapshot_errors[:5]:
             print(f"  warning: {w}", file=sys.stderr)
         if self.lost:

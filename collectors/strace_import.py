@@ -25,11 +25,14 @@ every line of the child. See ``docs/strace-import.md``.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import errno as _errno
+import io
 import os
 import platform
 import re
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -104,6 +107,11 @@ _DURATION_RE = re.compile(r"\s*<\d+\.\d+>\s*$")
 _ATTACHED_RE = re.compile(r"strace: Process \d+ (?:attached|detached|suspended)")
 _INT_RE = re.compile(r"^-?(?:0x[0-9a-fA-F]+|\d+)$")
 _FD_PATH_RE = re.compile(r"^(-?\d+)<(.*)>$")
+MAX_PIPE_LOG_BYTES = 4 << 30  # a log given as a pipe is copied to a temporary file up to this size
+MAX_LINE_CHARS = 1 << 20  # no strace line is this long (strace cuts strings at -s, 32 by default)
+MAX_MAPS_FILE_BYTES = 256 << 20  # a --maps text (65,530 VMAs of long paths: ~30 MB)
+_FORK_RET_RE = re.compile(r"(?:clone3?|v?fork)\(.*=\s*(\d+)\s*$")
+_FORK_RESUMED_RET_RE = re.compile(r"<\.\.\. (?:clone3?|v?fork) resumed>.*\)\s*=\s*(\d+)\s*$")
 
 
 # strace -k: " > /usr/lib/x86_64-linux-gnu/libc.so.6(mmap64+0x26) [0xfb6f6]"
@@ -328,6 +336,10 @@ class ParsedLog:
     signals: dict[str, int]
     first_pid: int | None
     stacks: list[dict[str, Any]] = field(default_factory=list)  # strace -k frames (STACK_SCHEMA)
+    unpaired_calls: int = 0  # unfinished calls never resumed + resumed lines without a start
+    unparsed_lines: int = 0  # lines skipped as damaged
+    unfollowed_children: int = 0  # fork children with no line in the log (strace without -f)
+    cmdline: str | None = None  # argv of the log's first successful execve (the command strace ran)
 
     def events_frame(self) -> pl.DataFrame:
         """The events as an EVENT_SCHEMA frame."""
@@ -374,9 +386,46 @@ def _parse_ret(tail: str) -> tuple[int, str | None] | None:
     return v, en
 
 
+def _unescape(body: str) -> str:
+    """The text of an strace string literal's body: C escapes (``\\303\\251``, ``\\x2f``, ``\\n``)
+    give bytes, and the bytes are UTF-8 (undecodable bytes are kept as ``\\xNN``)."""
+    if "\\" not in body:
+        return body
+    raw: bytes = codecs.escape_decode(body.encode("utf-8"))[0]
+    return raw.decode("utf-8", errors="backslashreplace")
+
+
 def _strings(text: str) -> list[str]:
-    return [bytes(s, "utf-8").decode("unicode_escape", errors="replace")
-            for s in re.findall(r'"((?:[^"\\]|\\.)*)"', text)]
+    return [_unescape(s) for s in re.findall(r'"((?:[^"\\]|\\.)*)"', text)]
+
+
+def _argv(argtext: str) -> list[str]:
+    """The strings of the first ``[...]`` array in an argument list, as strace printed them: a
+    string strace cut (``"abc"...``) keeps its ``...``, and so does an array it cut (``..., ...]``)."""
+    lb = argtext.find("[")
+    if lb < 0:
+        return []
+    i, n, depth = lb, len(argtext), 0
+    while i < n:  # the matching "]" (strings skipped)
+        c = argtext[i]
+        if c == '"':
+            i = _string_end(argtext, i)
+            continue
+        if c in "[{(":
+            depth += 1
+        elif c in "]})":
+            depth -= 1
+            if depth == 0:
+                break
+        i += 1
+    out: list[str] = []
+    for item in _split_top(argtext[lb + 1 : i]):
+        if item.startswith('"'):
+            end = _string_end(item, 0)
+            out.append(_unescape(item[1 : end - 1]) + ("..." if item[end:].startswith("...") else ""))
+        elif item == "...":
+            out.append("...")
+    return out
 
 
 class _Lines:
@@ -389,14 +438,23 @@ class _Lines:
     def __init__(self, paths: list[Path]) -> None:
         self.paths = paths
         self.warnings: list[str] = []
+        self.spooled: dict[Path, Any] = {}  # a pipe's content, kept in an unnamed temporary file
         for p in paths:
             try:
-                with open(p, "rb") as f:
-                    head = f.read(4096)
+                st = os.stat(p)
             except FileNotFoundError:
                 raise VmatraceError(f"{p}: no such file") from None
-            except IsADirectoryError:
-                raise VmatraceError(f"{p} is a directory, not an strace log") from None
+            except OSError as e:
+                raise VmatraceError(f"cannot read {p}: {e.strerror}") from None
+            if stat.S_ISDIR(st.st_mode):
+                raise VmatraceError(f"{p} is a directory, not an strace log")
+            if stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode):
+                self.spooled[p] = self._spool(p)  # `<(strace ...)`: a pipe can be read only once
+            elif not stat.S_ISREG(st.st_mode):
+                raise VmatraceError(f"{p} is a device, not an strace log")
+            try:
+                with self._open(p) as f:
+                    head = f.read(4096)
             except OSError as e:
                 raise VmatraceError(f"cannot read {p}: {e.strerror}") from None
             if b"\0" in head or (head and sum(b < 9 or 13 < b < 32 for b in head) > len(head) // 20):
@@ -413,17 +471,59 @@ class _Lines:
             self.merged = merged
 
     @staticmethod
-    def _file(p: Path, *, multi: bool) -> Iterator[_Line]:
+    def _spool(p: Path) -> Any:
+        """Copy a pipe into an unnamed temporary file, at most MAX_PIPE_LOG_BYTES."""
+        import tempfile
+
+        tmp = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
+        try:
+            with open(p, "rb", buffering=0) as src:
+                total = 0
+                while chunk := src.read(1 << 20):
+                    total += len(chunk)
+                    if total > MAX_PIPE_LOG_BYTES:
+                        raise VmatraceError(f"{p}: more than {MAX_PIPE_LOG_BYTES >> 20} MiB from a pipe: "
+                                            "save the log to a file and import that")
+                    tmp.write(chunk)
+            tmp.flush()
+        except OSError as e:
+            tmp.close()
+            raise VmatraceError(f"cannot read {p}: {e.strerror}") from None
+        except BaseException:
+            tmp.close()
+            raise
+        return tmp
+
+    def _open(self, p: Path) -> Any:
+        """A binary file object reading `p` from its start (its spooled copy for a pipe)."""
+        tmp = self.spooled.get(p)
+        if tmp is not None:  # (a new open file description: an offset of its own)
+            return open(f"/proc/self/fd/{tmp.fileno()}", "rb")
+        return open(p, "rb")
+
+    def close(self) -> None:
+        for tmp in self.spooled.values():
+            tmp.close()
+        self.spooled.clear()
+
+    def _file(self, p: Path, *, multi: bool) -> Iterator[_Line]:
         # -ff -o PREFIX writes PREFIX.PID without a pid column
         suffix = p.suffix[1:]
         file_pid = int(suffix) if multi and suffix.isdigit() else None
         src = str(p)
         try:
-            f = open(p, encoding="utf-8", errors="replace", newline=None)  # noqa: SIM115 (closed by `with f` below)
+            raw_f = self._open(p)
         except OSError as e:
             raise VmatraceError(f"cannot read {p}: {e.strerror}") from None
+        f = io.TextIOWrapper(raw_f, encoding="utf-8", errors="replace", newline=None)
         with f:
-            for n, raw in enumerate(f, 1):
+            n = 0
+            while raw := f.readline(MAX_LINE_CHARS):
+                n += 1
+                if len(raw) >= MAX_LINE_CHARS and not raw.endswith("\n"):
+                    while (more := f.readline(MAX_LINE_CHARS)) and not more.endswith("\n"):
+                        pass  # (skipped, never held whole)
+                    raw = f"<a line of more than {MAX_LINE_CHARS >> 20} Mi characters, skipped>"
                 raw = raw.rstrip("\n")
                 if not raw.strip():
                     continue
@@ -497,7 +597,15 @@ class _Parser:
         self.strace_lines = 0
         self.other = 0
         self.signals: dict[str, int] = {}
-        self.pending: dict[int, tuple[str, str, _Line, int | None]] = {}
+        # tid -> its unfinished calls, oldest first: (name, argument text so far, first line, slot).
+        # A thread has one call in flight, but a damaged log (or one without -f, where all
+        # processes share one pid) can start another before the first resumes: keep them all.
+        self.pending: dict[int, list[tuple[str, str, _Line, int | None]]] = {}
+        self.unpaired: list[str] = []  # "FILE:LINE: name() by tid ..." for calls never paired
+        self.n_unpaired = 0
+        self.fork_children: set[int] = set()  # processes (not threads) created by a fork call
+        self.seen_tids: set[int] = set()  # tids that have a line of their own
+        self.first_cmdline: dict[int, str] = {}  # pid -> argv of the log's first successful execve
         self.tgid: dict[int, int] = {}
         self.live: dict[int, set[int]] = {}  # tgid -> live tids
         self.procs: dict[int, _Proc] = {}
@@ -505,7 +613,7 @@ class _Parser:
         self.cur_exec: dict[int, ExecInfo] = {}
         self.unknown_names: set[str] = set()
         self.first_pid = self._guess_first_pid()
-        self.provisional: set[int] = set()
+        self.provisional: dict[int, int] = {}  # tid -> index of the first event after it showed up
         self.fds: dict[int, dict[int, tuple[str, bool]]] = {}  # tgid -> fd -> (path, O_CLOEXEC)
         self.last_event: list[Any] | None = None
         self.stack_ids: list[int] = []
@@ -515,18 +623,16 @@ class _Parser:
     # The initial process has no "[pid N]" prefix while it is the only traced process; find
     # its pid: the one prefixed pid that is never a child, or a getpid/gettid-like return.
     def _guess_first_pid(self) -> int | None:
-        seen: list[int] = []
+        seen: dict[int, None] = {}  # (ordered: first appearance)
         children: set[int] = set()
         self_ret: int | None = None
         for ln in self.lines:
-            if ln.tid is not None and ln.tid not in seen:
-                seen.append(ln.tid)
-            m = re.search(r"(?:clone3?|v?fork)\(.*=\s*(\d+)\s*$", ln.rest)
-            if m:
-                children.add(int(m.group(1)))
-            m = re.search(r"<\.\.\. (?:clone3?|v?fork) resumed>.*\)\s*=\s*(\d+)\s*$", ln.rest)
-            if m:
-                children.add(int(m.group(1)))
+            if ln.tid is not None:
+                seen.setdefault(ln.tid)
+            if "clone" in ln.rest or "fork" in ln.rest:
+                m = _FORK_RET_RE.search(ln.rest) or _FORK_RESUMED_RET_RE.search(ln.rest)
+                if m:
+                    children.add(int(m.group(1)))
             if ln.tid is None and self_ret is None:
                 m = re.match(r"^(?:getpid|gettid|set_tid_address)\(.*\)\s*=\s*(\d+)", ln.rest)
                 if m:
@@ -546,16 +652,24 @@ class _Parser:
     def tid_of(self, ln: _Line) -> int:
         if ln.tid is not None:
             return ln.tid
-        alive = [t for ts in self.live.values() for t in ts]
-        if len(alive) == 1:
-            return alive[0]
+        only: int | None = None
+        for ts in self.live.values():  # (empty sets are removed: this stops at the second live tid)
+            if not ts:
+                continue
+            if only is not None or len(ts) > 1:
+                only = None
+                break
+            only = next(iter(ts))
+        else:
+            if only is not None:
+                return only
         return self.first_pid if self.first_pid is not None else 0
 
     def pid_of(self, tid: int) -> int:
         if tid not in self.tgid:
             # first seen before any clone returned it: a child that ran before its parent's
             # "<... clone resumed>" line. Provisionally its own process; fixed up in fork().
-            self.provisional.add(tid)
+            self.provisional[tid] = len(self.events)
         pid = self.tgid.setdefault(tid, tid)
         self.live.setdefault(pid, set()).add(tid)
         if pid not in self.procs:
@@ -606,11 +720,19 @@ class _Parser:
             self.line(ln)
             if self.n_lines >= 50 and self.strace_lines == 0:
                 return  # not strace: the caller says so without reading the rest
-        for tid, (name, _, ln, slot) in self.pending.items():
-            self.warnings.append(f"{ln.src}:{ln.lineno}: {name}() by {tid} never completed in the log "
-                                 "(log truncated, or the process was killed in the call)")
-            if slot is not None:
-                self.events[slot] = None
+        for tid, calls in self.pending.items():
+            for call in calls:
+                self.lost_call(tid, call, "never completed in the log")
+        self.pending.clear()
+
+    def lost_call(self, tid: int, call: tuple[str, str, _Line, int | None], why: str) -> None:
+        """An unfinished call that no resumed line completes: counted and named (the first few)."""
+        name, _, ln, slot = call
+        self.n_unpaired += 1
+        if len(self.unpaired) < 10:
+            self.unpaired.append(f"{ln.src}:{ln.lineno}: {name}() by {tid} {why}")
+        if slot is not None:
+            self.events[slot] = None
 
     def line(self, ln: _Line) -> None:
         if ln.tid is not None and not 0 < ln.tid < 1 << 32:
@@ -640,21 +762,22 @@ class _Parser:
             self.signals[m.group("sig")] = self.signals.get(m.group("sig"), 0) + 1
             return
         tid = self.tid_of(ln)
+        self.seen_tids.add(tid)
         m = _RESUMED_RE.match(rest)
         if m:
-            p = self.pending.pop(tid, None)
+            p = self.take_pending(tid, m.group("name"))
             if p is None:
                 # strace -ff or a log that starts mid-call: nothing to stitch to
-                self.warn_line(ln, "resumed call whose start is not in the log, skipped")
+                self.n_unpaired += 1
+                if len(self.unpaired) < 10:
+                    self.unpaired.append(f"{ln.src}:{ln.lineno}: {m.group('name') or 'a call'} resumed by {tid} "
+                                         "without its start in the log")
                 return
             name, args_start, first, slot = p
-            if m.group("name") and m.group("name") != name:
-                self.warn_line(ln, f"resumed {m.group('name')} but {name} was pending")
-                return
             body = args_start + rest[m.end() :]
             if body.rstrip().endswith(_UNFINISHED):  # resumed and interrupted again
                 self.strace_lines += 1
-                self.pending[tid] = (name, body.rstrip()[: -len(_UNFINISHED)], first, slot)
+                self.pending.setdefault(tid, []).append((name, body.rstrip()[: -len(_UNFINISHED)], first, slot))
                 return
             self.complete(ln, tid, name, body, slot, first)
             return
@@ -670,9 +793,22 @@ class _Parser:
             if name in _FORK_CALLS:  # reserve the fork's place before anything the child does
                 self.events.append(None)
                 slot = len(self.events) - 1
-            self.pending[tid] = (name, body[: -len(_UNFINISHED)], ln, slot)
+            self.pending.setdefault(tid, []).append((name, body[: -len(_UNFINISHED)], ln, slot))
             return
         self.complete(ln, tid, name, body, None, ln)
+
+    def take_pending(self, tid: int, name: str | None) -> tuple[str, str, _Line, int | None] | None:
+        """The newest unfinished call of `tid` named `name` (any name if None), removed."""
+        calls = self.pending.get(tid)
+        if not calls:
+            return None
+        for i in range(len(calls) - 1, -1, -1):
+            if name is None or calls[i][0] == name:
+                call = calls.pop(i)
+                if not calls:
+                    del self.pending[tid]
+                return call
+        return None
 
     def complete(self, ln: _Line, tid: int, name: str, body: str, slot: int | None, first: _Line) -> None:
         sm = _SIMPLE_CALL_RE.match(body)
@@ -808,9 +944,9 @@ class _Parser:
         child = ret
         child_tgid = pid if thread else child
         if child in self.provisional:
-            self.provisional.discard(child)
+            first_ev = self.provisional.pop(child)
             if thread:  # its lines came before the clone returned: they belong to the parent
-                for ev in self.events[slot or 0 :]:  # they all follow the clone's start
+                for ev in self.events[first_ev:]:
                     if ev is not None and ev[_TID] == child and ev[_PID] == child:
                         ev[_PID] = child_tgid
                 self.live.pop(child, None)
@@ -818,6 +954,7 @@ class _Parser:
         self.tgid[child] = child_tgid
         self.live.setdefault(child_tgid, set()).add(child)
         if not thread:
+            self.fork_children.add(child)
             proc = self.procs.setdefault(child, _Proc(child, ppid=pid, start_ns=ts_ns))
             proc.ppid = pid
             inherited = dict(self.fds.get(pid, {}))
@@ -849,15 +986,9 @@ class _Parser:
         self.cur_exec[pid] = ex
         proc = self.procs[pid]
         proc.comm = os.path.basename(filename)[:15]
-        strs = _strings(argtext)
-        argv = strs[1:] if len(strs) > 1 else []
-        # argv is printed as ["a", "b"...]: take the strings inside the first [...]
-        lb = argtext.find("[")
-        rb = _find_close(argtext, lb + 1) if lb >= 0 else -1
-        if lb >= 0:
-            inner = argtext[lb + 1 : rb if rb > 0 else len(argtext)]
-            argv = _strings(inner)
-        proc.cmdline = " ".join(argv)
+        proc.cmdline = " ".join(_argv(argtext))
+        if not self.first_cmdline:
+            self.first_cmdline[pid] = proc.cmdline
 
     def exit_line(self, ln: _Line, rest: str) -> None:
         m = _EXIT_RE.match(rest)
@@ -871,19 +1002,25 @@ class _Parser:
         if ts_ns >= 1 << 64:
             self.warn_line(ln, "timestamp out of range")
             return
-        self.pending.pop(tid, None)
+        self.seen_tids.add(tid)
         if m.group("newpid"):
             # A non-leader thread N exec'd: the leader's pid continues as N's new image, and
-            # N's "<... execve resumed>" comes under the leader's pid.
+            # N's "<... execve resumed>" comes under the leader's pid. The leader's own call in
+            # flight ended with it (de_thread()): not a lost call.
+            self.pending.pop(tid, None)
             newpid = int(m.group("newpid"))
             moved = self.pending.pop(newpid, None)
             if moved is not None:
                 self.pending[tid] = moved
             self.live.get(pid, set()).discard(newpid)
             return
+        for call in self.pending.pop(tid, []):
+            self.lost_call(tid, call, "ended by the thread's exit without a result line")
         live = self.live.get(pid, set())
         live.discard(tid)
         group_dead = int(not live)
+        if not live:
+            self.live.pop(pid, None)
         proc = self.procs[pid]
         # a0 is the kernel's exit code, a wait(2) status, as the bcc collector records it
         if m.group("code") is not None:
@@ -907,6 +1044,13 @@ def parse_strace(paths: list[Path]) -> ParsedLog:
     Raises VmatraceError if a file is missing, binary, or not strace output at all.
     """
     lines = _Lines(paths)
+    try:
+        return _parse(paths, lines)
+    finally:
+        lines.close()
+
+
+def _parse(paths: list[Path], lines: _Lines) -> ParsedLog:
     mtime = None
     with contextlib.suppress(OSError):
         mtime = max(p.stat().st_mtime for p in paths)
@@ -923,6 +1067,16 @@ def parse_strace(paths: list[Path]) -> ParsedLog:
     if p.bad_lines > max(10, p.strace_lines):
         raise VmatraceError(f"{paths[0]} is mostly not strace output ({p.bad_lines} of {p.n_lines} "
                             f"lines unparseable; first: {p.warnings[0] if p.warnings else '?'})")
+    if p.n_unpaired:
+        p.warnings.append(f"{p.n_unpaired} unfinished calls could not be paired with their result (log truncated "
+                          "or damaged): they are not in the trace; first: " + "; ".join(p.unpaired[:3]))
+    unfollowed = sorted(p.fork_children - p.seen_tids)
+    if unfollowed:
+        p.warnings.append(f"{len(unfollowed)} child processes created in the log have no line of their own "
+                          "(strace without -f, or their -ff files not given): they are not in the trace's "
+                          f"processes (first: {unfollowed[0]})")
+        for c in unfollowed:
+            p.procs.pop(c, None)
     if not p.execs and any(e is not None and e[_KIND] in MEMORY_KINDS for e in p.events):
         p.warnings.append("no successful execve in the log (trace it: -e trace=%memory,%process): "
                           "the program is unknown, its layout is not reconstructed")
@@ -935,7 +1089,9 @@ def parse_strace(paths: list[Path]) -> ParsedLog:
     clock = "realtime" if p.clock.kind else "none"
     return ParsedLog(rows=events, procs=p.procs, execs=p.execs, warnings=p.warnings, clock=clock,
                      lines=p.n_lines, strace_lines=p.strace_lines, other_syscalls=p.other,
-                     signals=p.signals, first_pid=p.first_pid, stacks=p.stacks)
+                     signals=p.signals, first_pid=p.first_pid, stacks=p.stacks,
+                     unpaired_calls=p.n_unpaired, unfollowed_children=len(unfollowed), unparsed_lines=p.bad_lines,
+                     cmdline=next(iter(p.first_cmdline.values()), None))
 
 
 # -- layout reconstruction -------------------------------------------------------------------
@@ -995,8 +1151,16 @@ def import_strace(logs: list[Path], out: Path, *, maps: list[str] | None = None,
     for spec in maps or []:
         pid, mp = _parse_maps_arg(spec, parsed.first_pid)
         try:
-            text = mp.read_text(errors="replace")
-            st = mp.stat()
+            with open(mp, "rb") as f:
+                st = os.fstat(f.fileno())
+                if stat.S_ISREG(st.st_mode) and st.st_size > MAX_MAPS_FILE_BYTES:
+                    raise VmatraceError(f"--maps {spec}: {mp} is {st.st_size >> 20} MiB: larger than any maps "
+                                        f"text ({MAX_MAPS_FILE_BYTES >> 20} MiB at most)")
+                data = f.read(MAX_MAPS_FILE_BYTES + 1)
+            if len(data) > MAX_MAPS_FILE_BYTES:
+                raise VmatraceError(f"--maps {spec}: {mp} holds more than {MAX_MAPS_FILE_BYTES >> 20} MiB: "
+                                    "larger than any maps text")
+            text = data.decode("utf-8", errors="replace")
         except FileNotFoundError:
             raise VmatraceError(f"--maps {spec}: {mp}: no such file") from None
         except OSError as e:
@@ -1040,7 +1204,7 @@ def import_strace(logs: list[Path], out: Path, *, maps: list[str] | None = None,
     parsed.rows.clear()
     procs = pl.DataFrame([vars(p) for p in parsed.procs.values()], schema=PROC_SCHEMA) if parsed.procs \
         else pl.DataFrame(schema=PROC_SCHEMA)
-    first = parsed.procs.get(parsed.first_pid) if parsed.first_pid is not None else None
+    first = parsed.procs.get(parsed.first_pid if parsed.first_pid is not None else 0)
     ts = events.get_column("ts_ns") if events.height else None
     meta = {
         "collector": "strace-import",
@@ -1052,7 +1216,7 @@ def import_strace(logs: list[Path], out: Path, *, maps: list[str] | None = None,
         "source_logs": [str(p) for p in logs],
         "pids": sorted(parsed.procs),
         "comm": first.comm if first else None,
-        "cmdline": first.cmdline if first else None,
+        "cmdline": parsed.cmdline or (first.cmdline if first else None) or None,
         "start_ns": int(ts.min()) if ts is not None and parsed.clock != "none" else 0,  # type: ignore[arg-type]
         "end_ns": int(ts.max()) if ts is not None and parsed.clock != "none" else 0,  # type: ignore[arg-type]
         "start_wall": (datetime.fromtimestamp(int(ts.min()) / 1e9).astimezone().isoformat(timespec="seconds")  # type: ignore[arg-type]
@@ -1062,7 +1226,9 @@ def import_strace(logs: list[Path], out: Path, *, maps: list[str] | None = None,
         "stack_ip": "module file offset (strace -k)" if parsed.stacks else None,
         "reconstructions": recon_meta,
         "strace": {"lines": parsed.lines, "strace_lines": parsed.strace_lines,
-                   "other_syscalls": parsed.other_syscalls, "signals": parsed.signals},
+                   "other_syscalls": parsed.other_syscalls, "signals": parsed.signals,
+                   "unparsed_lines": parsed.unparsed_lines, "unpaired_calls": parsed.unpaired_calls,
+                   "unfollowed_children": parsed.unfollowed_children},
         "warnings": warnings,
     }
     w = TraceWriter(out, meta, force=force)

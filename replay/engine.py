@@ -310,8 +310,12 @@ def _plan(trace: Trace) -> _Plan:
     seq_of = cols["seq"]
     ts_of = cols["ts_ns"]
     has_brk = "start_brk" in idx.columns
+    rows_of: dict[int, int] = (dict(trace.snapshots.group_by("snapshot_id").len().iter_rows())
+                               if trace.snapshots.height else {})
     for r in idx.iter_rows(named=True):
         pid, sid = int(r["pid"]), int(r["snapshot_id"])
+        if r["vma_count"] is not None and rows_of.get(sid, 0) != int(r["vma_count"]):
+            continue  # not a whole state: its rows were in a damaged chunk (read_trace warned)
         p = proc(pid)
         evs = p.events
         t0 = int(r["t_start_ns"] or 0)

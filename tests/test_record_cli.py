@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import ROOT, build_c, need, need_bcc, need_root
 from tests.record_common import WORKLOADS, record
+from vmatrace.base.errors import EXIT_ERROR, EXIT_INCOMPLETE
 from vmatrace.base.trace import read_trace
 
 
@@ -101,7 +102,8 @@ def test_output_safety_and_invoking_user(tmp_path: Path) -> None:
 def test_command_not_found(tmp_path: Path) -> None:
     need_bcc()
     p = record(tmp_path / "t", "--", "/nonexistent/prog", check=False)
-    assert p.returncode == 1 and "command not found" in p.stderr
+    assert p.returncode == EXIT_INCOMPLETE and "command not found" in p.stderr
+    assert not (tmp_path / "t").exists()
 
 
 @pytest.mark.live
@@ -140,7 +142,7 @@ def test_pid_already_traced_is_refused(tmp_path: Path) -> None:
     pid = int(st.stdout.readline().split()[1])  # MARKER <pid> <addr>
     try:
         p = record(tmp_path / "t.vmat", "-p", str(pid), "-d", "1", check=False)
-        assert p.returncode == 1 and "already traced" in p.stderr and "TracerPid" in p.stderr
+        assert p.returncode == EXIT_ERROR and f"already traced by PID {st.pid} (strace)" in p.stderr
         assert not (tmp_path / "t.vmat").exists()  # nothing half-made
     finally:
         os.kill(pid, signal.SIGKILL)

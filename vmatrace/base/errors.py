@@ -40,6 +40,24 @@ class UsageError(VmatraceError):
     exit_code = EXIT_USAGE
 
 
+class DamagedInput(VmatraceError):
+    """What was asked for is in the damaged part of an input (the rest was readable)."""
+
+    exit_code = EXIT_DAMAGED
+
+
+class TargetFailed(VmatraceError):
+    """The command to observe could not start (its exec failed): there is no result."""
+
+    exit_code = EXIT_INCOMPLETE
+
+
+class Interrupted(VmatraceError):
+    """SIGINT or SIGTERM before there was anything to keep."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
 class NoSuchProcess(VmatraceError):
     """The process does not exist (or exited)."""
 

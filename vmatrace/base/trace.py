@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import re
+import secrets
 import socket
 import stat
 import time
@@ -143,14 +144,28 @@ def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame
 
 
 class TraceWriter:
-    """Appends a trace in self-contained chunks; see the module docstring for the guarantees."""
+    """Appends a trace in self-contained chunks; see the module docstring for the guarantees.
+
+    ``staged=True``: the trace is written into a hidden temporary sibling (``.NAME.tmp-XXXXXXXX``)
+    and appears at ``path`` only at :meth:`commit` (an existing trace there, with ``force``, is
+    replaced at that moment, atomically where the file system can exchange two names);
+    :meth:`discard` removes it instead. A recorder commits once the command has started, so a
+    command that never runs neither leaves a trace nor destroys the one it was to replace.
+    """
 
     def __init__(self, path: str | os.PathLike[str], meta: dict[str, Any], *, force: bool = False,
-                 flush_interval_s: float = 1.0) -> None:
+                 flush_interval_s: float = 1.0, staged: bool = False) -> None:
         self.path = Path(path)
         self.meta = base_meta(**meta)
         self.flush_interval_s = flush_interval_s
-        self._dirfd, existed = safe_mkdir(self.path, exist_ok=force)
+        self.force = force
+        self.staging: Path | None = None
+        if staged:
+            check_replaceable(self.path, force=force)
+            self.staging = self.path.parent / f".{self.path.name}.tmp-{secrets.token_hex(4)}"
+            self._dirfd, existed = safe_mkdir(self.staging)
+        else:
+            self._dirfd, existed = safe_mkdir(self.path, exist_ok=force)
         if existed:
             try:
                 _clear_trace_dir(self._dirfd, self.path)
@@ -219,6 +234,49 @@ class TraceWriter:
         self._write_meta()
         self._last_flush = time.monotonic()
 
+    @property
+    def committed(self) -> bool:
+        return self.staging is None
+
+    def commit(self) -> None:
+        """Give a staged trace its name, replacing (with ``force``) the trace there."""
+        if self.staging is None:
+            return
+        check_replaceable(self.path, force=self.force)  # (again: it may have changed meanwhile)
+        parent = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            tmp, name = self.staging.name, self.path.name
+            try:
+                _renameat2(parent, tmp, name, _RENAME_NOREPLACE)
+            except FileExistsError:
+                if not self.force:
+                    raise VmatraceError(f"{self.path} exists (use --force to overwrite)") from None
+                _renameat2(parent, tmp, name, _RENAME_EXCHANGE)  # the old trace is now at tmp
+                _remove_trace_dir(parent, tmp, self.path)
+        finally:
+            os.close(parent)
+        self.staging = None
+
+    def discard(self) -> None:
+        """Remove a staged trace that is not to be kept (nothing at ``path`` is touched)."""
+        if self.staging is None:
+            return
+        self._close_fds()
+        parent = os.open(self.staging.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            _remove_trace_dir(parent, self.staging.name, self.staging)
+        finally:
+            os.close(parent)
+        self.staging = None
+
+    def _close_fds(self) -> None:
+        if self._closed:
+            return
+        for fd in self._subfds.values():
+            os.close(fd)
+        os.close(self._dirfd)
+        self._closed = True
+
     def close(self, **final_meta: Any) -> None:
         if self._closed:
             return
@@ -227,10 +285,7 @@ class TraceWriter:
             self.meta["end_ns"] = time.monotonic_ns()
         self.meta["complete"] = True
         self.flush()
-        for fd in self._subfds.values():
-            os.close(fd)
-        os.close(self._dirfd)
-        self._closed = True
+        self._close_fds()
 
     def __enter__(self) -> TraceWriter:
         return self
@@ -268,17 +323,67 @@ class TraceWriter:
         os.rename(".meta.json.tmp", "meta.json", src_dir_fd=self._dirfd, dst_dir_fd=self._dirfd)
 
 
-def _clear_trace_dir(dfd: int, path: Path) -> None:
-    """Empty an existing trace directory for ``--force``, through its fd, never following links.
+_RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2  # linux/fs.h
+_AT_FDCWD = -100
 
-    Only a directory that holds a vmatrace meta.json is emptied, and only of what a trace holds
-    (meta.json and the table directories' chunk files); anything else makes us refuse.
-    """
+
+def _renameat2(dfd: int, old: str, new: str, flags: int) -> None:
+    """renameat2(2) within one directory; without it (old C library or file system) a
+    NOREPLACE rename checks first, and an EXCHANGE moves the old entry aside, then renames."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    fn = getattr(libc, "renameat2", None)
+    if fn is not None:
+        if fn(dfd, old.encode(), dfd, new.encode(), flags) == 0:
+            return
+        e = ctypes.get_errno()
+        if e not in (errno.ENOSYS, errno.EINVAL):
+            raise OSError(e, os.strerror(e), new)
     try:
-        meta = json.loads(_read_small(dfd, "meta.json"))
+        os.stat(new, dir_fd=dfd, follow_symlinks=False)
+        exists = True
+    except FileNotFoundError:
+        exists = False
+    if flags == _RENAME_NOREPLACE:
+        if exists:
+            raise FileExistsError(errno.EEXIST, "exists", new)
+        os.rename(old, new, src_dir_fd=dfd, dst_dir_fd=dfd)
+        return
+    aside = f"{old}.old"
+    os.rename(new, aside, src_dir_fd=dfd, dst_dir_fd=dfd)
+    os.rename(old, new, src_dir_fd=dfd, dst_dir_fd=dfd)
+    os.rename(aside, old, src_dir_fd=dfd, dst_dir_fd=dfd)
+
+
+def check_replaceable(path: Path, *, force: bool) -> None:
+    """Refuse, before anything is written, an output that exists (without ``force``), is a
+    symlink, or is something other than a vmatrace trace (with ``force``)."""
+    if os.path.islink(path):
+        raise VmatraceError(f"{path} is a symlink: refusing to write through it")
+    if not os.path.lexists(path):
+        return
+    if not force:
+        raise VmatraceError(f"{path} exists (use --force to overwrite)")
+    try:
+        dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        raise VmatraceError(f"{path} exists and is not a vmatrace trace: refusing to replace it") from None
+    try:
+        _check_trace_dir(dfd, path)
+    finally:
+        os.close(dfd)
+
+
+def _check_trace_dir(dfd: int, path: Path) -> list[tuple[str, bool]]:
+    """The entries of a trace directory, after checking it holds a vmatrace meta.json and
+    nothing that is not part of a trace (else VmatraceError)."""
+    try:
+        meta = json.loads(_read_small(dfd, "meta.json", limit=64 << 20))
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise ValueError
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         raise VmatraceError(f"{path} exists and is not a vmatrace trace: refusing to replace it") from None
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
     with os.scandir(dfd) as it:
@@ -288,20 +393,48 @@ def _clear_trace_dir(dfd: int, path: Path) -> None:
             sub = os.open(name, flags, dir_fd=dfd)
             try:
                 with os.scandir(sub) as it:
+                    strays = [e.name for e in it if not (_PART_RE.match(e.name) or e.name.endswith(".parquet.tmp"))]
+            finally:
+                os.close(sub)
+            if strays:
+                raise VmatraceError(f"{path}/{name} holds {strays[0]!r}, which is not part of a trace: "
+                                    "refusing to replace it")
+        elif is_dir or name not in ("meta.json", ".meta.json.tmp"):
+            raise VmatraceError(f"{path} holds {name!r}, which is not part of a trace: refusing to replace it")
+    return entries
+
+
+def _remove_trace_dir(parent: int, name: str, shown: Path) -> None:
+    """Empty (see _clear_trace_dir) and remove the trace directory `name` of `parent`."""
+    dfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+    try:
+        _clear_trace_dir(dfd, shown)
+    finally:
+        os.close(dfd)
+    os.rmdir(name, dir_fd=parent)
+
+
+def _clear_trace_dir(dfd: int, path: Path) -> None:
+    """Empty an existing trace directory for ``--force``, through its fd, never following links.
+
+    Only a directory that holds a vmatrace meta.json is emptied, and only of what a trace holds
+    (meta.json and the table directories' chunk files); anything else makes us refuse.
+    """
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    for name, is_dir in _check_trace_dir(dfd, path):
+        if is_dir:
+            sub = os.open(name, flags, dir_fd=dfd)
+            try:
+                with os.scandir(sub) as it:
                     names = [e.name for e in it]
-                strays = [n for n in names if not (_PART_RE.match(n) or n.endswith(".parquet.tmp"))]
-                if strays:
-                    raise VmatraceError(f"{path}/{name} holds {strays[0]!r}, which is not part of a trace: "
-                                        "refusing to replace it")
                 for n in names:
-                    os.unlink(n, dir_fd=sub)
+                    if _PART_RE.match(n) or n.endswith(".parquet.tmp"):  # (never what appeared since)
+                        os.unlink(n, dir_fd=sub)
             finally:
                 os.close(sub)
             os.rmdir(name, dir_fd=dfd)
-        elif not is_dir and name in ("meta.json", ".meta.json.tmp"):
-            os.unlink(name, dir_fd=dfd)
         else:
-            raise VmatraceError(f"{path} holds {name!r}, which is not part of a trace: refusing to replace it")
+            os.unlink(name, dir_fd=dfd)
 
 
 def _read_small(dfd: int | None, name: str, limit: int = 1 << 30) -> bytes:
@@ -366,6 +499,8 @@ def _read_meta(p: Path, dfd: int) -> dict[str, Any]:
         meta = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise TraceError(f"{p}/meta.json is damaged: not valid JSON ({str(e).splitlines()[0]})") from None
+    except RecursionError:
+        raise TraceError(f"{p}/meta.json is damaged: nested too deeply to be a trace's metadata") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else None
         raise TraceError(f"{p} is not a vmatrace trace: meta.json format is {found!r}")
@@ -376,6 +511,37 @@ def _read_meta(p: Path, dfd: int) -> dict[str, Any]:
         if key in meta and not isinstance(meta[key], types):
             raise TraceError(f"{p}/meta.json is damaged: {key} is {meta[key]!r}")
     return meta
+
+
+MAX_CHUNK_BYTES = 4 << 30  # far above what one flush of a recorder writes
+
+
+def _read_chunk(dfd: int, name: str) -> pl.DataFrame:
+    """One Parquet chunk, checked before it is read: a regular file, not sparse (a chunk written
+    by vmatrace never is), a Parquet footer that fits; polars then reads it through the open fd
+    (memory-mapped, not copied whole into memory)."""
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if st.st_size > MAX_CHUNK_BYTES:
+            raise OSError(errno.EFBIG, f"{st.st_size >> 20} MiB, more than a chunk can be")
+        if st.st_size > 1 << 20 and st.st_blocks * 512 < st.st_size // 2:
+            raise ValueError(f"a sparse file ({st.st_size >> 20} MiB, {st.st_blocks >> 11} MiB on disk): "
+                             "not a chunk vmatrace wrote")
+        if st.st_size < 12:
+            raise ValueError("too short for Parquet")
+        tail = os.pread(fd, 8, st.st_size - 8)
+        head = os.pread(fd, 4, 0)
+        footer = int.from_bytes(tail[:4], "little")
+        if head != b"PAR1" or tail[4:] != b"PAR1" or footer > st.st_size - 12:
+            raise ValueError("not a Parquet file (no PAR1 header and footer)")
+        if st.st_size <= 16 << 20:
+            return pl.read_parquet(io.BytesIO(os.pread(fd, st.st_size, 0)))
+        return pl.read_parquet(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
 
 
 def _read_table(p: Path, dfd: int, table: str, schema: dict[str, pl.DataType],
@@ -399,8 +565,7 @@ def _read_table(p: Path, dfd: int, table: str, schema: dict[str, pl.DataType],
                 warnings.append(f"{table}/{name}: unexpected file, ignored")
                 continue
             try:
-                data = _read_small(sub, name)
-                df = pl.read_parquet(io.BytesIO(data))
+                df = _read_chunk(sub, name)
             except OSError as e:
                 warnings.append(f"{table}/{name}: unreadable chunk skipped ({e.strerror})")
                 continue
@@ -409,12 +574,45 @@ def _read_table(p: Path, dfd: int, table: str, schema: dict[str, pl.DataType],
                 warnings.append(f"{table}/{name}: damaged chunk skipped ({why[:120]})")
                 continue
             if dict(df.schema) != schema:
-                warnings.append(f"{table}/{name}: schema differs from format v1, chunk skipped")
+                warnings.append(f"{table}/{name}: schema differs from format v1 ({_schema_diff(dict(df.schema), schema)}), "
+                                "chunk skipped")
                 continue
             frames.append(df)
     finally:
         os.close(sub)
     return pl.concat(frames) if frames else pl.DataFrame(schema=schema)
+
+
+def _schema_diff(got: dict[str, pl.DataType], want: dict[str, pl.DataType]) -> str:
+    """The first difference between a chunk's schema and the format's, in a few words."""
+    for name, dtype in want.items():
+        if name not in got:
+            return f"no column {name}"
+        if got[name] != dtype:
+            return f"column {name} is {got[name]}, not {dtype}"
+    extra = [n for n in got if n not in want]
+    if extra:
+        return f"unknown column {extra[0]}"
+    return "columns in another order"
+
+
+def _check_snapshots(index: pl.DataFrame, rows: pl.DataFrame, warnings: list[str]) -> None:
+    """Warn where the snapshot index and the snapshot rows disagree (one of them lost a chunk)."""
+    if index.height == 0 and rows.height == 0:
+        return
+    have = rows.group_by("snapshot_id").len() if rows.height else pl.DataFrame(
+        schema={"snapshot_id": pl.UInt32(), "len": pl.UInt32()})
+    j = index.select("snapshot_id", "vma_count").join(have, on="snapshot_id", how="full", coalesce=True)
+    short = j.filter(pl.col("vma_count").is_not_null()
+                     & (pl.col("len").fill_null(0).cast(pl.Int64) != pl.col("vma_count").cast(pl.Int64)))
+    if short.height:
+        ids = ", ".join(str(i) for i in short.get_column("snapshot_id").head(5).to_list())
+        warnings.append(f"{short.height} snapshots (ids {ids}{', ...' if short.height > 5 else ''}) have fewer or more "
+                        "VMA rows than the index says: their rows are in a damaged or missing chunk")
+    orphan = j.filter(pl.col("vma_count").is_null())
+    if orphan.height:
+        warnings.append(f"{orphan.height} snapshots have VMA rows but no index entry (a damaged or missing "
+                        "snapshot_index chunk)")
 
 
 def read_trace(path: str | os.PathLike[str]) -> Trace:
@@ -432,6 +630,7 @@ def read_trace(path: str | os.PathLike[str]) -> Trace:
         os.close(dfd)
     if not meta.get("complete"):
         warnings.append("the trace was not finalized (recorder killed?): up to about a second before its end may be missing")
+    _check_snapshots(tables["snapshot_index"], tables["snapshots"], warnings)
     ev = tables["events"]
     if meta.get("complete") and ev.height != meta.get("event_count", ev.height):
         warnings.append(f"meta.json says {meta.get('event_count')} events but the chunks hold {ev.height}")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vmatrace.base.errors import warn
+from vmatrace.base.errors import EXIT_DAMAGED, EXIT_OK, warn
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -47,4 +47,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"imported {n} events from {meta['strace']['strace_lines']} strace lines "
           f"({len(meta['pids'])} processes, {rec} reconstructed layouts) into {args.output}",
           file=sys.stderr)
-    return 0
+    st = meta["strace"]
+    if st["unparsed_lines"] or st["unpaired_calls"]:
+        warn(f"the log is damaged: {st['unparsed_lines']} lines skipped, {st['unpaired_calls']} calls without "
+             "their result: the trace lacks what they held")
+        return EXIT_DAMAGED
+    return EXIT_OK

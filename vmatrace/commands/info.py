@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from vmatrace.base.errors import EXIT_DAMAGED, VmatraceError, warn
+from vmatrace.base.errors import EXIT_DAMAGED, DamagedInput, VmatraceError, warn
 from vmatrace.commands import _args
 
 if TYPE_CHECKING:
@@ -33,7 +33,12 @@ def run(args: argparse.Namespace) -> int:
 
     t = read_trace(args.trace)
     if args.snapshot is not None:
-        rc = _info_snapshot(t, args.snapshot, as_json=args.json)
+        try:
+            rc = _info_snapshot(t, args.snapshot, as_json=args.json)
+        except VmatraceError:
+            for w in t.warnings:  # the damage behind the error, too
+                warn(w)
+            raise
     else:
         kinds = t.events.group_by("kind").len().sort("len", descending=True) if t.events.height else None
         if args.json:
@@ -67,13 +72,25 @@ def _info_snapshot(t: Trace, sid: int, *, as_json: bool) -> int:
     from vmatrace.base.snapshot import Snapshot
     from vmatrace.report import print_json, render_snapshot, snapshot_json
 
+    def damage(table: str) -> str:
+        lost = [w.split(":", 1)[0] for w in t.warnings if w.startswith(f"{table}/")]
+        return ", ".join(lost[:3]) + (" ..." if len(lost) > 3 else "")
+
     idx = t.snapshot_index.filter(t.snapshot_index["snapshot_id"] == sid)
     if idx.height == 0:
         have = ", ".join(str(i) for i in t.snapshot_index["snapshot_id"].to_list()) or "none"
+        if damage("snapshot_index"):
+            raise DamagedInput(f"{t.path}: snapshot {sid} is not in the readable part of the snapshot index "
+                               f"(damaged: {damage('snapshot_index')}; readable: {have})")
         raise VmatraceError(f"{t.path} has no snapshot {sid} (it has: {have})")
     row = idx.row(0, named=True)
+    frame = t.snapshot(sid)
+    if frame.height != row["vma_count"]:
+        where = damage("snapshots") or "a missing chunk"
+        raise DamagedInput(f"{t.path}: snapshot {sid} is damaged: {frame.height} of its {row['vma_count']} VMAs are "
+                           f"readable (the rest were in {where}); it is not analysed")
     snap = Snapshot(pid=row["pid"], t_start_ns=row["t_start_ns"], t_end_ns=row["t_end_ns"], method=row["method"],
-                    frame=t.snapshot(sid), warnings=row["warnings"].split("; ") if row["warnings"] else [])
+                    frame=frame, warnings=row["warnings"].split("; ") if row["warnings"] else [])
     runs = invisible_fragmentation(snap.frame)
     limit = t.meta.get("max_map_count")
     limit = limit if isinstance(limit, int) and limit > 0 else None

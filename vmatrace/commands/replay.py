@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from vmatrace.base.errors import EXIT_DAMAGED, warn
+from vmatrace.base.errors import EXIT_DAMAGED, DamagedInput, VmatraceError, warn
 from vmatrace.commands import _args
 
 if TYPE_CHECKING:
@@ -52,7 +52,14 @@ def replay_from_args(args: argparse.Namespace, *, explain: bool = False) -> tupl
 
     trace = read_trace(args.trace)
     specs, pair, notes = default_profiles(trace.meta, args.kernel, args.what_if)
-    result = replay_trace(trace, specs, fix_pair=pair, explain=explain, jobs=args.jobs, notes=notes)
+    try:
+        result = replay_trace(trace, specs, fix_pair=pair, explain=explain, jobs=args.jobs, notes=notes)
+    except VmatraceError as e:
+        if not trace.warnings:
+            raise
+        for w in trace.warnings:  # the damage is the likely cause: say it, and exit as damaged
+            warn(w)
+        raise DamagedInput(f"{e} (the trace is damaged: see the warnings above)") from None
     return trace, result
 
 
