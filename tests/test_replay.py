@@ -159,7 +159,10 @@ def test_an_altered_snapshot_is_found(workload_trace: Path) -> None:
     right = {**victim, "start": mid}
     keep = snaps.filter(~((pl.col("snapshot_id") == exit_sid) & (pl.col("start") == victim["start"])))
     altered = pl.concat([keep, pl.DataFrame([left, right], schema=snaps.schema)])
-    r = _replay(dataclasses.replace(t, snapshots=altered))
+    index = t.snapshot_index.with_columns(
+        pl.when(pl.col("snapshot_id") == exit_sid).then(pl.col("vma_count") + 1).otherwise(pl.col("vma_count"))
+        .cast(pl.UInt32).alias("vma_count"))
+    r = _replay(dataclasses.replace(t, snapshots=altered, snapshot_index=index))
     divs = [d for d in r.profiles[0].process(parent).divergences if d.snapshot_id == exit_sid]
     assert [d.kind for d in divs] == ["fragmented"]
     assert divs[0].start <= mid < divs[0].end and f"{mid:#x}" in divs[0].detail
