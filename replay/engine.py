@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import itertools
 import os
 from bisect import bisect_right
@@ -445,7 +446,7 @@ class _Replayer:
             run.seeded_by = f"fork of {p.parent} at seq {seqs[p.fork_row]}" if p.fork_row is not None else "fork"
         snaps = p.snaps
         si = 0
-        window: list[tuple[int, str, int, int]] = []  # (seq, kind, lo, hi) since the last sync
+        window: list[tuple[int, str, int, int, int]] = []  # (seq, kind, lo, hi, ts) since the last sync
         window_flags: list[tuple[int, str]] = []  # (seq, cause) for not-covered calls and mismatches
         last_sync_t = 0
         need_brk_base = mm is not None and mm.start_brk is None
@@ -479,10 +480,11 @@ class _Replayer:
             divs = _compare(model, s.rows)
             if divs:
                 lost = any(cnt and t_to >= last_sync_t and t_from <= s.t_end for cnt, t_from, t_to in plan.losses)
+                index = _WindowIndex(window)
                 for kind, lo, hi, detail in divs:
-                    touching = [w for w in window if w[2] < hi and w[3] > lo]
+                    touching = index.touching(lo, hi)
                     seqs_touching = [w[0] for w in touching]
-                    raced = [w for w in touching if s.t_start <= ts[_row_of_seq(p, c, w[0])] <= s.t_end] if touching else []
+                    raced = [w for w in touching if s.t_start <= w[4] <= s.t_end]
                     cause = _cause(lost, touching, window_flags, model, lo, hi, raced, s.rows)
                     run.divergences.append(Divergence(p.pid, s.sid, kind, lo, hi, detail, cause,
                                                       seqs_touching[-_EVENTS_KEPT:], len(seqs_touching)))
@@ -538,15 +540,15 @@ class _Replayer:
             except _NotCovered:
                 run.events_skipped += 1
                 window_flags.append((seq, CAUSE_NOT_COVERED))
-                window.append((seq, kind, a0, a0 + max(a1, _PAGE)))
+                window.append((seq, kind, a0, a0 + max(a1, _PAGE), ts[i]))
                 continue
             if kind == "brk" and need_brk_base and mm.start_brk is not None:
                 need_brk_base = False
             run.events_applied += 1
             if rng is not None:
-                window.append((seq, kind, rng[0], rng[1]))
+                window.append((seq, kind, rng[0], rng[1], ts[i]))
                 if len(rng) == 4:
-                    window.append((seq, kind, rng[2], rng[3]))
+                    window.append((seq, kind, rng[2], rng[3], ts[i]))
             after = mm.map_count
             if after > peak:
                 peak = after
@@ -724,12 +726,37 @@ class _NotCovered(Exception):
 _MISMATCH = object()
 
 
-def _row_of_seq(p: _Proc, c: dict[str, list[Any]], seq: int) -> int:
-    seqs = c["seq"]
-    for i in reversed(p.events):
-        if seqs[i] == seq:
-            return i
-    return p.events[0]
+class _WindowIndex:
+    """The events since the last snapshot by 2 MiB granule, so that finding the events that
+    touched a divergence's region costs what they are, not the whole window."""
+
+    GRANULE = 21
+    WIDE = 64  # ranges over more granules than this are kept aside and always checked
+
+    def __init__(self, window: list[tuple[int, str, int, int, int]]) -> None:
+        self.window = window
+        self.by_granule: dict[int, list[int]] = {}
+        self.wide: list[int] = []
+        g = self.GRANULE
+        for k, w in enumerate(window):
+            first, last = w[2] >> g, (max(w[3], w[2] + 1) - 1) >> g
+            if last - first > self.WIDE:
+                self.wide.append(k)
+                continue
+            for gr in range(first, last + 1):
+                self.by_granule.setdefault(gr, []).append(k)
+
+    def touching(self, lo: int, hi: int) -> list[tuple[int, str, int, int, int]]:
+        g = self.GRANULE
+        first, last = lo >> g, (max(hi, lo + 1) - 1) >> g
+        if last - first > 4096:
+            cand: set[int] | list[int] = range(len(self.window))  # type: ignore[assignment]
+        else:
+            cand = set(self.wide)
+            for gr in range(first, last + 1):
+                cand.update(self.by_granule.get(gr, ()))
+        w = self.window
+        return [w[k] for k in sorted(cand) if w[k][2] < hi and w[k][3] > lo]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -845,8 +872,8 @@ def _coalesce(divs: list[tuple[str, int, int, str]]) -> list[tuple[str, int, int
     return out
 
 
-def _cause(lost: bool, touching: list[tuple[int, str, int, int]], flags: list[tuple[int, str]],
-           model: list[VmaView], lo: int, hi: int, raced: list[tuple[int, str, int, int]],
+def _cause(lost: bool, touching: list[tuple[int, str, int, int, int]], flags: list[tuple[int, str]],
+           model: list[VmaView], lo: int, hi: int, raced: list[tuple[int, str, int, int, int]],
            rows: list[tuple[int, int, str, str | None, str | None, int]]) -> str:
     """The probable cause of a divergence, most specific first."""
     if lost:
@@ -900,7 +927,16 @@ def fork_child_boundaries(vmas: list[VmaView]) -> int:
 
 def _run_profile(plan: _Plan, spec: ProfileSpec, explain: bool) -> tuple[ProfileRun, list[str]]:
     r = _Replayer(plan, spec, explain=explain)
-    runs = [r.run_process(plan.procs[pid]) for pid in plan.order]
+    # The plan holds millions of small objects (the decoded columns): with the cyclic collector on,
+    # every full collection walks them all, which costs more than the model itself on a long
+    # trace. The replay makes little cyclic garbage (unlinked VMAs); it is collected afterwards.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        runs = [r.run_process(plan.procs[pid]) for pid in plan.order]
+    finally:
+        if was_enabled:
+            gc.enable()
     fields = {f.name: (getattr(spec.profile, f.name).value if hasattr(getattr(spec.profile, f.name), "value")
                        else getattr(spec.profile, f.name))
               for f in dataclasses.fields(KernelProfile)}
