@@ -27,9 +27,12 @@ together for one execve (executable, its bss, its interpreter; ``#!`` scripts fo
 from __future__ import annotations
 
 import bisect
+import errno
 import os
+import stat
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import BinaryIO
 
 from vmatrace.base.errors import VmatraceError
 
@@ -123,6 +126,19 @@ def format_dev(dev: int) -> str:
     return f"{os.major(dev):02x}:{os.minor(dev):02x}"
 
 
+def _open_regular(path: str) -> BinaryIO:
+    """`path` opened for reading if it is a regular file: a name from a log may be a FIFO (an open
+    would wait for a writer for ever) or a device (endless data)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 @lru_cache(maxsize=256)
 def _read_elf_cached(path: str, size: int, mtime_ns: int) -> ElfInfo:
     from elftools.common.exceptions import ELFError
@@ -130,7 +146,7 @@ def _read_elf_cached(path: str, size: int, mtime_ns: int) -> ElfInfo:
     from elftools.elf.segments import InterpSegment
 
     try:
-        with open(path, "rb") as f:
+        with _open_regular(path) as f:
             ef = ELFFile(f)
             segs: list[LoadSegment] = []
             interp: str | None = None
@@ -354,7 +370,7 @@ def _resolve_image(name: str, root: str, notes: list[str]) -> tuple[str, str]:
     local, shown = _in_root(name, root)
     for _ in range(4):
         try:
-            with open(local, "rb") as f:
+            with _open_regular(local) as f:
                 head = f.read(256)
         except OSError as e:
             raise VmatraceError(f"{local}: cannot read ({e.strerror})") from None

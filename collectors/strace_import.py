@@ -1231,7 +1231,8 @@ def import_strace(logs: list[Path], out: Path, *, maps: list[str] | None = None,
                    "unfollowed_children": parsed.unfollowed_children},
         "warnings": warnings,
     }
-    w = TraceWriter(out, meta, force=force)
+    # staged: an older trace at `out` is replaced only by a whole new one
+    w = TraceWriter(out, meta, force=force, staged=True)
     try:
         w.add_events(events)
         for snap, reason in snaps:
@@ -1239,6 +1240,9 @@ def import_strace(logs: list[Path], out: Path, *, maps: list[str] | None = None,
         w.add_procs(procs)
         if parsed.stacks:
             w.add_stacks(pl.DataFrame(parsed.stacks, schema=STACK_SCHEMA))
-    finally:
         w.close()
+        w.commit()
+    except BaseException:
+        w.discard()
+        raise
     return w.meta

@@ -187,3 +187,19 @@ def test_failed_import_leaves_the_old_trace(tmp_path: Path) -> None:
     one_error_line(vm("import-strace", bad, "-o", out, "--force"), "error", "binary data")
     assert (out / "meta.json").read_bytes() == before
     assert [x.name for x in tmp_path.iterdir() if x.name.startswith(".t.vmat")] == []
+
+
+def test_exec_of_a_fifo_or_device_named_in_the_log_never_blocks(tmp_path: Path) -> None:
+    # the layout reconstruction opens the executables a log names: a FIFO there (or a device)
+    # must be refused, not opened for ever
+    fifo = tmp_path / "exe.fifo"
+    os.mkfifo(fifo)
+    log = _write(tmp_path, [f'100 execve("{fifo}", ["x"], 0x7ffd /* 1 vars */) = 0',
+                            f"100 {MMAP}) = 0x7f0000000000",
+                            '100 execve("/dev/zero", ["z"], 0x7ffd /* 1 vars */) = 0',
+                            "100 +++ exited with 0 +++"])
+    out = tmp_path / "t.vmat"
+    p = vm("import-strace", log, "-o", out, timeout=30)
+    assert p.returncode == EXIT["ok"], p.stderr
+    w = warnings_of(p)
+    assert sum("not a regular file" in x for x in w) == 2, w

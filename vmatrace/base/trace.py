@@ -162,6 +162,8 @@ class TraceWriter:
         self.staging: Path | None = None
         if staged:
             check_replaceable(self.path, force=force)
+            if not self.path.parent.is_dir():
+                raise VmatraceError(f"cannot create {self.path}: {self.path.parent} is not a directory")
             self.staging = self.path.parent / f".{self.path.name}.tmp-{secrets.token_hex(4)}"
             self._dirfd, existed = safe_mkdir(self.staging)
         else:
