@@ -243,8 +243,8 @@ F_PATH, F_DNAME, F_DELETED, F_TRUNCATED = 1, 2, 4, 8
 ANON_INODE_FS_MAGIC = 0x09041934  # anon_inodefs: d_dname() prints "anon_inode:NAME"
 
 
-def format_dev(dev: int) -> str:
-    """A kernel dev_t as /proc/PID/maps prints it: MAJOR:MINOR in hex, at least two digits each."""
+def kernel_dev_str(dev: int) -> str:
+    """A kernel dev_t (MAJOR << 20 | MINOR) as /proc/PID/maps prints it: MAJOR:MINOR in hex, at least two digits each."""
     return f"{dev >> 20:02x}:{dev & 0xFFFFF:02x}"
 
 
@@ -297,7 +297,7 @@ class FileTable:
             fid = self.ids.get(key)
             if fid is None:
                 fid = self.ids[key] = len(self.ids) + 1
-                self.info[fid] = (format_dev(int(a[2])), int(a[1]), None)
+                self.info[fid] = (kernel_dev_str(int(a[2])), int(a[1]), None)
             flags = int(r["flags"])
             seq = int(r["seq"])
             if flags & F_PATH and self.info[fid][2] is None:
