@@ -188,6 +188,8 @@ LOCKSEQ_SYSCALLS = {
     "shmdt": 67, "mlock": 149, "munlock": 150, "mlockall": 151, "munlockall": 152, "prctl": 157,
     "mlock2": 325, "pkey_mprotect": 329, "process_madvise": 440, "mseal": 462,
 }
+# x86-64 numbers of the calls that fork: ordered by dup_mmap()'s write lock on the parent's mm
+LOCKSEQ_FORKS = {"clone": 56, "fork": 57, "clone3": 435}
 
 
 def mmap_lock_offsets() -> tuple[int, int, int]:
@@ -465,6 +467,8 @@ class Recorder:
             nrs = self.bpf["lockseq_nrs"]
             for nr in LOCKSEQ_SYSCALLS.values():
                 nrs[nrs.Key(nr)] = nrs.Leaf(1)
+            for nr in LOCKSEQ_FORKS.values():
+                nrs[nrs.Key(nr)] = nrs.Leaf(2)
         self.ring = RingReader(self.bpf["events"].map_fd, self.o.buffer_pages * os.sysconf("SC_PAGE_SIZE"),
                                EVENT_DTYPE)
 

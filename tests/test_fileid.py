@@ -115,7 +115,7 @@ def test_record_file_identity(recorded: tuple[Path, Path, dict[str, tuple[int, i
     assert ids["dup"] == ids["dup+"] == ids["dup2"] == ids["fcntl"] == ids["child-a"] == a
     # every other mapping has an open file of its own
     own = [ids[k] for k in ("twice+", "shanon", "memfd", "deleted", "devshm", "sysv", "child-open")]
-    assert None not in own and len(set(own + [a])) == len(own) + 1
+    assert None not in own and len({*own, a}) == len(own) + 1
     # the kernel agrees: the two opens stay two VMAs, the dup'd pair merged into one
     parent, child = maps["twice"][0], maps["child-a"][0]
     final = {parent: _snapshot(t, parent, "exit")[0], child: _snapshot(t, child, "exit")[0]}

@@ -285,4 +285,4 @@ def test_chunks_without_the_added_columns_still_read(tmp_path: Path) -> None:
     tr = read_trace(t)
     assert tr.events.height == 10
     assert any("part-000001.parquet: schema differs from format v1 (no column ret)" in w for w in tr.warnings)
-    assert any("part-000002.parquet: schema differs from format v1 (file_id is String" in w for w in tr.warnings)
+    assert any("part-000002.parquet: schema differs from format v1 (column file_id is String" in w for w in tr.warnings)

@@ -534,8 +534,11 @@ int vmat_mmap_lock_acquired(void *ctx) {
     if (nr >= 1024 || !traced || !*traced)
         return 0;  // not inside a traced call (a page fault, an untraced syscall)
     struct stash *s = stash.task_storage_get(task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-    if (!s || (s->ts && s->nr == nr))
-        return 0;  // only the call's first acquisition counts
+    // Only the call's first acquisition counts. A fork (value 2: clone, clone3, fork) takes the
+    // lock once, in dup_mmap(), to copy the address space: its number is taken there, always (a
+    // fork that failed after the copy left its stash behind; the next fork's copy replaces it).
+    if (!s || (s->ts && s->nr == nr && *traced != 2))
+        return 0;
     s->nr = nr;
     s->seq = next_seq();
     s->ts = bpf_ktime_get_ns();
@@ -553,6 +556,28 @@ RAW_TRACEPOINT_PROBE(sched_process_fork) {
     bpf_probe_read_kernel(&cpid, 4, (char *)child + OFF_TASK_PID);
     bpf_probe_read_kernel(&ctgid, 4, (char *)child + OFF_TASK_TGID);
     u32 thread = ctgid == tgid;
+    u64 seq = 0, ts = 0;
+#ifdef WITH_LOCKSEQ
+    // A child with an mm of its own got a copy of the parent's, made in dup_mmap() under the
+    // parent's mmap write lock: the fork is ordered where that lock was taken (the stash of
+    // vmat_mmap_lock_acquired), so a change another thread makes after the copy follows it.
+    void *task = (void *)bpf_get_current_task_btf();
+    void *cmm = task_mm(child);
+    if (cmm && cmm != task_mm(task)) {
+        struct stash *s = stash.task_storage_get(task, 0, 0);
+        u64 nr = 0;
+        bpf_probe_read_kernel(&nr, sizeof(nr), (char *)bpf_task_pt_regs(task) + 120);  // orig_ax
+        if (s && s->ts && s->nr == nr) {
+            seq = s->seq;
+            ts = s->ts;
+            s->ts = 0;
+        }
+    }
+#endif
+    if (!ts) {
+        seq = next_seq();
+        ts = bpf_ktime_get_ns();
+    }
     if (!thread) {
         struct proc p = {};
         procs.update(&ctgid, &p);
@@ -561,8 +586,7 @@ RAW_TRACEPOINT_PROBE(sched_process_fork) {
             note_brk(cp, task_mm(child));  // the copy dup_mmap() made
         bump_gen(tgid);  // copy-on-write: the parent's pages fault again
     }
-    return emit(ctx, next_seq(), bpf_ktime_get_ns(), tgid, (u32)id, K_FORK, 0, cpid, ctgid, thread,
-                0, 0, 0, 0, 1);
+    return emit(ctx, seq, ts, tgid, (u32)id, K_FORK, 0, cpid, ctgid, thread, 0, 0, 0, 0, 1);
 }
 
 TRACEPOINT_PROBE(sched, sched_process_exec) {
