@@ -141,7 +141,8 @@ def test_record_file_identity(recorded: tuple[Path, Path, dict[str, tuple[int, i
     snap, row = _snapshot(t, parent, "exit")
     heap = snap.filter(pl.col("path") == "[heap]")
     assert heap.height == 1 and heap["start"].item() == row["start_brk"]
-    assert heap["end"].item() == -(-int(row["brk"]) // PAGE) * PAGE  # type: ignore[arg-type]
+    brk = row["brk"]
+    assert isinstance(brk, int) and heap["end"].item() == -(-brk // PAGE) * PAGE
     # the fork child's own start snapshot carries the break it inherited
     _, crow = _snapshot(t, child, "start", 0)
     assert crow["start_brk"] == row["start_brk"]
