@@ -47,6 +47,9 @@ KINDS = KIND_CODES
 _CODE = {name: code for code, name in KINDS.items()}
 K_PRCTL, K_FAULT, K_EXEC = _CODE["prctl"], _CODE["fault"], _CODE["exec"]
 K_TEXT = 40  # recorder-internal: a string chunk that follows its event (not an event kind)
+K_FILE = 41  # recorder-internal: the open file of a mapping, follows its mmap/shmat event
+K_PATH = 42  # recorder-internal: a chunk of that open file's path (first sight of the file only)
+K_MMAP, K_SHMAT = _CODE["mmap"], _CODE["shmat"]
 
 EVENT_DTYPE = np.dtype([
     ("seq", "<u8"), ("ts", "<u8"), ("pid", "<u4"), ("tid", "<u4"), ("kind", "<u2"), ("flags", "<u2"),
@@ -55,9 +58,32 @@ EVENT_DTYPE = np.dtype([
 assert EVENT_DTYPE.itemsize == 88
 
 # Counter slots of the BPF `counters` array.
-C_SEQ, C_LOST, C_DEDUP, C_STACKFAIL, C_TEXTLOST = 0, 1, 2, 3, 4
+C_SEQ, C_LOST, C_DEDUP, C_STACKFAIL, C_TEXTLOST, C_FILEMISS, C_FILELOST = 0, 1, 2, 3, 4, 5, 6
+
+# Struct members the BPF program reads, by struct; their offsets come from the running kernel's
+# BTF and reach the program as -DOFF_<STRUCT>_<MEMBER> (the short prefixes below where the struct
+# name is long).
+BTF_MEMBERS: dict[str, tuple[str, list[str]]] = {
+    "mm_struct": ("MM", ["mm_mt", "start_brk", "brk"]),
+    "maple_tree": ("MAPLE_TREE", ["ma_root"]),
+    "maple_range_64": ("MR64", ["pivot", "slot"]),
+    "maple_arange_64": ("MA64", ["pivot", "slot"]),
+    "vm_area_struct": ("VMA", ["vm_start", "vm_end", "vm_mm", "vm_file"]),
+    "file": ("FILE", ["f_inode", "f_path"]),
+    "path": ("PATH", ["mnt", "dentry"]),
+    "inode": ("INODE", ["i_ino", "i_sb"]),
+    "super_block": ("SUPER_BLOCK", ["s_dev", "s_magic"]),
+    "dentry": ("DENTRY", ["d_parent", "d_name", "d_op", "d_hash"]),
+    "qstr": ("QSTR", ["name"]),
+    "dentry_operations": ("DENTRY_OPERATIONS", ["d_dname"]),
+    "vfsmount": ("VFSMOUNT", ["mnt_root"]),
+    "mount": ("MOUNT", ["mnt", "mnt_parent", "mnt_mountpoint"]),
+}
 
 PR_SET_VMA = uapi.PR_SET_VMA
+MAP_ANONYMOUS, MAP_SHARED = uapi.MAP_ANONYMOUS, uapi.MAP_SHARED
+# records that can follow their event: 5 text chunks, or a K_FILE and up to 24 path chunks
+TAIL_RECORDS = 32
 
 DRAIN_INTERVAL_S = 0.005  # reader: ring polling period while events flow (BPF_RB_NO_WAKEUP: no wakeups)
 IDLE_POLL_MAX_S = 0.05  # reader: longest polling period when idle
@@ -85,6 +111,7 @@ class Options:
     quiet: bool = False
     stack_entries: int = 16384
     fault_dedup_entries: int = 262144
+    file_seen_entries: int = 16384
 
 
 def check_options(o: Options) -> None:
@@ -134,10 +161,13 @@ def bpf_cflags(o: Options) -> list[str]:
         f"-DOFF_TASK_TGID={off['tgid']}",
         f"-DOFF_TASK_EXIT_CODE={off['exit_code']}",
         f"-DOFF_TASK_MM={off['mm']}",
+        *(f"-DOFF_{prefix}_{m.upper()}={v}" for struct, (prefix, members) in BTF_MEMBERS.items()
+          for m, v in struct_offsets(struct, members).items()),
+        f"-DFILE_SEEN_ENTRIES={o.file_seen_entries}",
         f"-DFAULT_DEDUP_ENTRIES={o.fault_dedup_entries}",
         f"-DSTACK_ENTRIES={o.stack_entries}",
         *(f"-DK_{name.upper()}={code}" for code, name in KINDS.items()),
-        f"-DK_TEXT={K_TEXT}",
+        f"-DK_TEXT={K_TEXT}", f"-DK_FILE={K_FILE}", f"-DK_PATH={K_PATH}",
     ]
     if o.faults:
         cf.append("-DWITH_FAULTS")
@@ -158,6 +188,8 @@ LOCKSEQ_SYSCALLS = {
     "shmdt": 67, "mlock": 149, "munlock": 150, "mlockall": 151, "munlockall": 152, "prctl": 157,
     "mlock2": 325, "pkey_mprotect": 329, "process_madvise": 440, "mseal": 462,
 }
+# x86-64 numbers of the calls that fork: ordered by dup_mmap()'s write lock on the parent's mm
+LOCKSEQ_FORKS = {"clone": 56, "fork": 57, "clone3": 435}
 
 
 def mmap_lock_offsets() -> tuple[int, int, int]:
@@ -208,14 +240,97 @@ def _texts(recs: np.ndarray) -> dict[int, str]:
     return res
 
 
-def decode(recs: np.ndarray, raced: dict[int, int] | None = None) -> pl.DataFrame:
-    """EVENT_SCHEMA frame of ring records (K_TEXT records folded into the `text` of their event)."""
+# K_FILE flags (record.bpf.c F_*)
+F_PATH, F_DNAME, F_DELETED, F_TRUNCATED = 1, 2, 4, 8
+ANON_INODE_FS_MAGIC = 0x09041934  # anon_inodefs: d_dname() prints "anon_inode:NAME"
+
+
+def kernel_dev_str(dev: int) -> str:
+    """A kernel dev_t (MAJOR << 20 | MINOR) as /proc/PID/maps prints it: MAJOR:MINOR in hex, at least two digits each."""
+    return f"{dev >> 20:02x}:{dev & 0xFFFFF:02x}"
+
+
+def _proc_name(b: bytes) -> str:
+    # as /proc prints a path (seq_file_path(..., "\n")); non-UTF-8 bytes as \xNN, like the snapshots
+    return b.decode("utf-8", "backslashreplace").replace("\n", "\\012")
+
+
+def path_of(data: bytes, flags: int, magic: int) -> str | None:
+    """The path /proc/PID/maps prints for an open file, from the K_PATH bytes of record.bpf.c
+    (names from the file up to the root, each NUL-terminated) and its K_FILE flags (d_path())."""
+    if flags & F_TRUNCATED:
+        return None
+    names = [_proc_name(n) for n in data.split(b"\0")[:-1]]
+    if flags & F_DNAME:  # the file system's d_dname(): anon_inodefs_dname() or simple_dname()
+        if not names:
+            return None
+        return f"anon_inode:{names[0]}" if magic == ANON_INODE_FS_MAGIC else f"/{names[0]} (deleted)"
+    path = "/" + "/".join(reversed(names))
+    return path + " (deleted)" if flags & F_DELETED else path
+
+
+class FileTable:
+    """Open files seen in one recording: per-trace ids 1, 2, 3... for kernel struct file addresses.
+
+    An id stands for one open file description (struct file) while it lives: two opens of one
+    file get two ids, dup'd and inherited fds the same one. The kernel may reuse a freed file's
+    address for a later open; a reused address gets a new id when its inode differs (the K_FILE
+    record carries both), the old one otherwise (harmless for replay: nothing maps the freed file
+    any more). No address is ever written to the trace.
+    """
+
+    def __init__(self) -> None:
+        self.ids: dict[tuple[int, int], int] = {}  # (struct file *, struct inode *) -> id
+        self.info: dict[int, tuple[str, int, str | None]] = {}  # id -> (dev, ino, path)
+        self.truncated = 0
+
+    def frame(self, recs: np.ndarray) -> pl.DataFrame | None:
+        """(seq, file_dev, file_ino, file_path, file_id) of the K_FILE and K_PATH records."""
+        files = recs[recs["kind"] == K_FILE]
+        if not files.size:
+            return None
+        chunks: dict[int, list[tuple[int, bytes]]] = {}
+        for r in recs[recs["kind"] == K_PATH]:
+            chunks.setdefault(int(r["seq"]), []).append((int(r["flags"]), r["a"].tobytes() + r["ret"].tobytes()))
+        rows = []
+        for r in files:
+            a = r["a"]
+            key = (int(a[0]), int(a[4]))
+            fid = self.ids.get(key)
+            if fid is None:
+                fid = self.ids[key] = len(self.ids) + 1
+                self.info[fid] = (kernel_dev_str(int(a[2])), int(a[1]), None)
+            flags = int(r["flags"])
+            seq = int(r["seq"])
+            if flags & F_PATH and self.info[fid][2] is None:
+                parts = sorted(chunks.get(seq, []))
+                length = int(r["stack_id"])
+                if [i for i, _ in parts] == list(range((length + 55) // 56)):
+                    data = b"".join(c for _, c in parts)[:length]
+                    path = path_of(data, flags, int(a[3]))
+                    if path is None:
+                        self.truncated += 1
+                    dev, ino, _ = self.info[fid]
+                    self.info[fid] = (dev, ino, path)
+            dev, ino, path = self.info[fid]
+            rows.append((seq, dev, ino, path, fid))
+        return pl.DataFrame(rows, schema={"seq": pl.UInt64, "file_dev": pl.Utf8, "file_ino": pl.UInt64,
+                                          "file_path": pl.Utf8, "file_id": pl.UInt32}, orient="row")
+
+
+def decode(recs: np.ndarray, raced: dict[int, int] | None = None, files: FileTable | None = None) -> pl.DataFrame:
+    """EVENT_SCHEMA frame of ring records (K_TEXT records folded into the `text` of their event,
+    K_FILE and K_PATH records into its file_* columns through `files`, which lives as long as the
+    recording)."""
     from vmatrace.base.events import EV_RACED_SNAPSHOT, with_populates
     from vmatrace.base.trace import EVENT_SCHEMA, conform
 
-    is_text = recs["kind"] == K_TEXT
+    kinds = recs["kind"]
+    is_text = kinds == K_TEXT
     texts = _texts(recs[is_text]) if is_text.any() else {}
-    ev = recs[~is_text]
+    aux = is_text | (kinds == K_FILE) | (kinds == K_PATH)
+    file_frame = (files or FileTable()).frame(recs) if (kinds == K_FILE).any() else None
+    ev = recs[~aux]
     kind = ev["kind"]
     a = ev["a"]
     ret = ev["ret"]
@@ -238,6 +353,8 @@ def decode(recs: np.ndarray, raced: dict[int, int] | None = None) -> pl.DataFram
         tf = pl.DataFrame({"seq": list(texts.keys()), "text": list(texts.values())},
                           schema={"seq": pl.UInt64, "text": pl.Utf8})
         frame = frame.join(tf, on="seq", how="left")
+    if file_frame is not None:
+        frame = frame.join(file_frame.unique("seq", keep="first"), on="seq", how="left")
     seq = ev["seq"]
     if seq.size > 1 and not bool(np.all(seq[1:] > seq[:-1])):
         frame = frame.sort("seq")  # calls ordered at lock acquisition are committed at their return
@@ -333,6 +450,7 @@ class Recorder:
         self.commit_error: str | None = None
         self._go_w = self._err_r = -1
         self.exe: str | None = None
+        self.files = FileTable()
 
     # -- BPF -------------------------------------------------------------------------------------
     def load_bpf(self) -> None:
@@ -349,6 +467,8 @@ class Recorder:
             nrs = self.bpf["lockseq_nrs"]
             for nr in LOCKSEQ_SYSCALLS.values():
                 nrs[nrs.Key(nr)] = nrs.Leaf(1)
+            for nr in LOCKSEQ_FORKS.values():
+                nrs[nrs.Key(nr)] = nrs.Leaf(2)
         self.ring = RingReader(self.bpf["events"].map_fd, self.o.buffer_pages * os.sysconf("SC_PAGE_SIZE"),
                                EVENT_DTYPE)
 
@@ -381,12 +501,31 @@ class Recorder:
                 return None  # it just exited: its exit snapshot is (being) taken
             self.snapshot_errors.append(f"{reason} snapshot of {pid}: {e}")
             return None
+        start_brk, brk = self.brk_of(pid)
         with self.lock:
-            self.writer.add_snapshot(snap, reason)
+            self.writer.add_snapshot(snap, reason, start_brk=start_brk, brk=brk)
         self.snapshots += 1
         if self.o.stacks:  # (kept only to symbolize stacks at the end)
             self.last_snapshot[pid] = snap.frame
         return snap
+
+    def brk_of(self, pid: int) -> tuple[int | None, int | None]:
+        """(mm->start_brk, mm->brk) of a traced process as the BPF program last saw them (at its
+        exec, fork, brk and PR_SET_MM calls, or its first event after -p attached it); start_brk
+        from /proc/PID/stat (field 47) while the program has not seen the process yet."""
+        procs = self.bpf["procs"]
+        try:
+            v = procs[procs.Key(pid)]
+            if v.start_brk:
+                return int(v.start_brk), int(v.brk)
+        except KeyError:
+            pass
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            return int(fields[47 - 3]), None  # (fields 1 and 2, pid and comm, precede ")")
+        except (OSError, IndexError, ValueError):
+            return None, None
 
     # -- ptrace callbacks (main thread, tracee stopped) -----------------------------------------
     def _proc(self, pid: int) -> ProcInfo:
@@ -493,17 +632,20 @@ class Recorder:
             return 0
         recs = np.concatenate(batches) if len(batches) > 1 else batches[0]
         if not final:
-            # An exec (or PR_SET_VMA) event's K_TEXT records are committed right after it: if the
-            # batch ends within reach of one, keep that tail for the next batch.
-            tail = recs[-6:]
-            wants = (tail["kind"] == K_EXEC) | ((tail["kind"] == K_PRCTL) & (tail["a"][:, 0] == PR_SET_VMA))
+            # An exec (or PR_SET_VMA) event's K_TEXT records, and a mapping's K_FILE and K_PATH
+            # records, are committed right after it: if the batch ends within reach of one, keep
+            # that tail for the next batch.
+            tail = recs[-TAIL_RECORDS:]
+            tk = tail["kind"]
+            wants = (tk == K_EXEC) | ((tk == K_PRCTL) & (tail["a"][:, 0] == PR_SET_VMA)) | (tk == K_SHMAT) \
+                | ((tk == K_MMAP) & (((tail["a"][:, 3] & MAP_ANONYMOUS) == 0) | ((tail["a"][:, 3] & MAP_SHARED) != 0)))
             if wants.any():
                 cut = recs.size - tail.size + int(np.flatnonzero(wants)[0])
                 self.carry = recs[cut:].copy()
                 recs = recs[:cut]
                 if not recs.size:
                     return 0
-        frame = decode(recs, self.raced)
+        frame = decode(recs, self.raced, self.files)
         if self.pre_exec is not None:
             frame = self._drop_pre_exec(frame)
         if self.o.stacks:
@@ -809,6 +951,14 @@ class Recorder:
         text_lost = self.counter(C_TEXTLOST)
         if text_lost:
             warnings.append(f"{text_lost} text records (exec filenames, VMA names) lost")
+        file_miss, file_lost = self.counter(C_FILEMISS), self.counter(C_FILELOST)
+        if file_miss:
+            warnings.append(f"{file_miss} file mappings without file_id: their VMA had changed before the "
+                            "call returned (another thread)")
+        if file_lost:
+            warnings.append(f"{file_lost} file identity records lost (ring buffer full)")
+        if self.files.truncated:
+            warnings.append(f"{self.files.truncated} file paths longer than the recorder reads: file_path null")
         stack_fail = self.counter(C_STACKFAIL) if self.o.stacks else 0
         if stack_fail:
             warnings.append(f"{stack_fail} user stacks could not be recorded (stack map full or not walkable)")

@@ -61,6 +61,7 @@ __all__ = [
 U64 = (1 << 64) - 1
 # positions in an event row (EVENT_SCHEMA order)
 _SEQ, _TS, _PID, _TID, _KIND, _RET, _STACK, _FLAGS, _TEXT = 0, 1, 2, 3, 4, 11, 12, 13, 14
+_FILE_DEV, _FILE_INO, _FILE_PATH, _FILE_ID = 15, 16, 17, 18
 
 # Syscalls that become events of the same name.
 MEMORY_KINDS = frozenset({
@@ -75,7 +76,11 @@ _ALIASES = {"mmap2": "mmap", "execveat": "execve",
             "syscall_0x145": "mlock2"}
 _FORK_CALLS = frozenset({"clone", "clone3", "fork", "vfork"})
 # calls that change the fd table (followed so that mmap events can name their file)
-_FD_CALLS = frozenset({"open", "openat", "openat2", "creat", "close", "dup", "dup2", "dup3", "close_range"})
+_FD_CALLS = frozenset({"open", "openat", "openat2", "creat", "close", "dup", "dup2", "dup3", "close_range",
+                       "fcntl", "fcntl64", "memfd_create", "shmget"})
+_F_DUPFD, _F_DUPFD_CLOEXEC = 0, 1030  # fcntl commands that duplicate an fd (x86-64 values)
+# strace -y: "= 3</usr/lib/libc.so.6>"; a deleted file: "= 3</tmp/x>(deleted)"
+_RET_FD_PATH_RE = re.compile(r"^\s*=\s*(\d+<.*>(?:\(deleted\))?)\s*$")
 # prctl options that change VMAs or their flags (the ones the bcc collector records):
 # PR_SET_VMA, PR_SET_MM, PR_SET_THP_DISABLE, PR_SET_MDWE, PR_SET_MEMORY_MERGE
 _PRCTL_VMA = frozenset({0x53564D41, 35, 41, 65, 67})
@@ -106,7 +111,16 @@ _SIGNAL_RE = re.compile(r"^--- (?:stopped by )?(?P<sig>SIG[A-Z0-9+]+|\d+) (?P<in
 _DURATION_RE = re.compile(r"\s*<\d+\.\d+>\s*$")
 _ATTACHED_RE = re.compile(r"strace: Process \d+ (?:attached|detached|suspended)")
 _INT_RE = re.compile(r"^-?(?:0x[0-9a-fA-F]+|\d+)$")
-_FD_PATH_RE = re.compile(r"^(-?\d+)<(.*)>$")
+_FD_PATH_RE = re.compile(r"^(-?\d+)<(.*)>(\(deleted\))?$")
+
+
+def _fd_path(m: re.Match[str] | None) -> str | None:
+    """The path of an strace -y fd (``3</p>``; ``3</p>(deleted)`` is "/p (deleted)" as /proc prints it)."""
+    if m is None:
+        return None
+    return m.group(2) + " (deleted)" if m.group(3) else m.group(2)
+
+
 MAX_PIPE_LOG_BYTES = 4 << 30  # a log given as a pipe is copied to a temporary file up to this size
 MAX_LINE_CHARS = 1 << 20  # no strace line is this long (strace cuts strings at -s, 32 by default)
 MAX_MAPS_FILE_BYTES = 256 << 20  # a --maps text (65,530 VMAs of long paths: ~30 MB)
@@ -614,7 +628,11 @@ class _Parser:
         self.unknown_names: set[str] = set()
         self.first_pid = self._guess_first_pid()
         self.provisional: dict[int, int] = {}  # tid -> index of the first event after it showed up
-        self.fds: dict[int, dict[int, tuple[str, bool]]] = {}  # tgid -> fd -> (path, O_CLOEXEC)
+        # tgid -> fd -> (path, O_CLOEXEC, file id): the file id names the open file description,
+        # shared by dup'd and inherited fds (the bcc collector's file_id)
+        self.fds: dict[int, dict[int, tuple[str | None, bool, int]]] = {}
+        self.file_ids = 0
+        self.shm_keys: dict[int, int] = {}  # shmid -> the key it was created with
         self.last_event: list[Any] | None = None
         self.stack_ids: list[int] = []
         self.stacks: list[dict[str, Any]] = []
@@ -680,7 +698,7 @@ class _Parser:
              flags: int = 0, text: str | None = None, slot: int | None = None) -> int:
         a = [_to_u64(x) for x in args[:6]] + [0] * (6 - min(len(args), 6))
         # one row in EVENT_SCHEMA column order (a list: a dict per event costs 4x the memory)
-        ev: list[Any] = [0, ts_ns, pid, tid, kind, *a, ret, None, flags, text]
+        ev: list[Any] = [0, ts_ns, pid, tid, kind, *a, ret, None, flags, text, None, None, None, None]
         if slot is not None:
             self.events[slot] = ev
             return slot
@@ -840,7 +858,7 @@ class _Parser:
         if kind not in MEMORY_KINDS and kind not in _FORK_CALLS:
             self.other += 1
             if kind in _FD_CALLS and ret >= 0:
-                self.fd_call(pid, kind, body[:close], ret)
+                self.fd_call(pid, kind, body[:close], ret, body[close + 1 :])
             return
         args = parse_args_text(body[:close])
         if kind in _FORK_CALLS:
@@ -859,12 +877,18 @@ class _Parser:
         flags = 0
         if kind == "mmap" and name == "mmap2" and len(vals) >= 6:
             vals[5] *= elf.PAGE_SIZE
+        file: tuple[str | None, int] | None = None
         if kind == "mmap" and len(args) >= 5:
             fdm = _FD_PATH_RE.match(args[4].text.strip())  # strace -y: 3</usr/lib/libc.so.6>
             if fdm:
-                text = fdm.group(2)
+                text = _fd_path(fdm)
             elif args[4].value is not None and args[4].value >= 0:
-                text = self.fds.get(pid, {}).get(args[4].value, (None, False))[0]
+                text = self.fds.get(pid, {}).get(args[4].value, (None, False, 0))[0]
+            if not -4096 < ret < 0 and len(vals) >= 4:
+                file = self.mmap_file(pid, vals[3], args[4], _fd_path(fdm))
+        elif kind == "shmat" and not -4096 < ret < 0 and args and args[0].value is not None:
+            key = self.shm_keys.get(args[0].value)
+            file = (None if key is None else f"/SYSV{key & 0xFFFFFFFF:08x} (deleted)", self.new_file_id())
         if kind == "execve":
             strs = _strings(body[:close])
             filename = strs[0] if strs else (args[0].text if args else "")
@@ -882,32 +906,83 @@ class _Parser:
             text = strs[0] if strs else None
             if kind == "process_madvise":
                 text = args[1].text if len(args) > 1 else None
-        self.emit(ts_ns, pid, tid, kind, vals, ret, flags=flags, text=text)
+        idx = self.emit(ts_ns, pid, tid, kind, vals, ret, flags=flags, text=text)
+        if file is not None:
+            ev = self.events[idx]
+            assert ev is not None
+            ev[_FILE_PATH], ev[_FILE_ID] = file
         self.note_layout(pid, kind, vals, ret)
 
-    def fd_call(self, pid: int, kind: str, argtext: str, ret: int) -> None:
-        """Follow the fd table (best effort) so that an mmap's fd can be named without -y."""
+    def new_file_id(self) -> int:
+        self.file_ids += 1
+        return self.file_ids
+
+    def fd_entry(self, pid: int, fd: int, ypath: str | None) -> tuple[str | None, bool, int]:
+        """The fd table entry of `fd`; an fd the log never showed being opened (inherited from
+        before the trace, or made by a call that is not followed) gets an open file of its own."""
+        table = self.fds.setdefault(pid, {})
+        e = table.get(fd)
+        live = ypath.removesuffix(" (deleted)") if ypath is not None else None  # (unlinked since)
+        if e is None or (live is not None and e[0] is not None and e[0] not in (ypath, live)
+                         and (e[0].startswith("/") or not live.endswith("/" + e[0].removeprefix("./")))):
+            # unknown, or -y names another file than the one the table holds (a call that is not
+            # followed replaced it): a new open file
+            e = table[fd] = (ypath, False, self.new_file_id())
+        elif ypath is not None and e[0] != ypath:
+            e = table[fd] = (ypath, e[1], e[2])  # the absolute path of a relative open
+        return e
+
+    def mmap_file(self, pid: int, flags: int, fd_arg: Arg, ypath: str | None) -> tuple[str | None, int] | None:
+        """(file_path, file_id) of a successful mmap, None for anonymous memory (do_mmap())."""
+        if flags & uapi.MAP_ANONYMOUS:
+            if flags & uapi.MAP_SHARED:  # shmem_zero_setup(): a shmem file of its own
+                return "/dev/zero (deleted)", self.new_file_id()
+            return None
+        if fd_arg.value is None or not 0 <= fd_arg.value < 1 << 31:
+            return None
+        path, _, fid = self.fd_entry(pid, fd_arg.value, ypath)
+        if path == "/dev/zero":  # mmap_zero(): shared becomes a shmem file, private anonymous
+            return ("/dev/zero (deleted)", self.new_file_id()) if flags & uapi.MAP_SHARED else None
+        return path, fid
+
+    def fd_call(self, pid: int, kind: str, argtext: str, ret: int, tail: str = "") -> None:
+        """Follow the fd table: an mmap's fd is named (without -y) and its open file identified.
+
+        open/openat/openat2/creat/memfd_create make a new open file; dup/dup2/dup3 and fcntl
+        F_DUPFD/F_DUPFD_CLOEXEC share one; close and close_range drop fds; fork copies the table,
+        exec drops the close-on-exec fds. With -y the return value carries the file's path.
+        """
         table = self.fds.setdefault(pid, {})
         args = parse_args_text(argtext)
-        if kind in ("open", "openat", "openat2", "creat"):
+        m = _RET_FD_PATH_RE.match(_DURATION_RE.sub("", tail))
+        ypath = _fd_path(_FD_PATH_RE.match(m.group(1))) if m else None
+        if kind in ("open", "openat", "openat2", "creat", "memfd_create"):
             strs = _strings(argtext)
-            if strs:
-                i = {"openat": 2, "open": 1}.get(kind)  # creat has no flags; openat2 a struct
+            if strs or ypath:
+                i = {"openat": 2, "open": 1, "memfd_create": 1}.get(kind)  # creat has no flags; openat2 a struct
                 flags = args[i] if i is not None and len(args) > i else None
                 ftext = flags.text if flags is not None else (argtext if kind == "openat2" else "")
-                cloexec = "O_CLOEXEC" in ftext or bool(flags and flags.value and flags.value & 0o2000000)
-                table[ret] = (strs[0], cloexec)
+                bit = 1 if kind == "memfd_create" else 0o2000000  # MFD_CLOEXEC, O_CLOEXEC
+                cloexec = "CLOEXEC" in ftext or bool(flags and flags.value and flags.value & bit)
+                path = ypath or (f"/memfd:{strs[0]} (deleted)" if kind == "memfd_create" else strs[0])
+                table[ret] = (path, cloexec, self.new_file_id())
         elif kind == "close" and args and args[0].value is not None:
             table.pop(args[0].value, None)
-        elif kind in ("dup", "dup2", "dup3") and args and args[0].value is not None:
-            src = table.get(args[0].value)
-            if src is None:
-                table.pop(ret, None)
+        elif kind in ("dup", "dup2", "dup3", "fcntl", "fcntl64") and args and args[0].value is not None:
+            if kind.startswith("fcntl"):
+                if len(args) < 2 or args[1].value not in (_F_DUPFD, _F_DUPFD_CLOEXEC):
+                    return
+                cloexec = args[1].value == _F_DUPFD_CLOEXEC
             else:
-                table[ret] = (src[0], kind == "dup3" and "O_CLOEXEC" in argtext)
+                cloexec = kind == "dup3" and "O_CLOEXEC" in argtext
+            fdm = _FD_PATH_RE.match(args[0].text.strip())
+            src = self.fd_entry(pid, args[0].value, _fd_path(fdm) or ypath)
+            table[ret] = (src[0], cloexec, src[2])
         elif kind == "close_range" and len(args) >= 2 and args[0].value is not None and args[1].value is not None:
             for fd in [f for f in table if args[0].value <= f <= args[1].value]:
                 table.pop(fd)
+        elif kind == "shmget" and args and args[0].value is not None:
+            self.shm_keys[ret] = args[0].value
 
     def note_layout(self, pid: int, kind: str, vals: list[int], ret: int) -> None:
         ex = self.cur_exec.get(pid)
@@ -1119,6 +1194,26 @@ def _rows_frame(rows: list[elf.VmaRow]) -> pl.DataFrame:
     }, schema=VMA_SCHEMA)
 
 
+def _file_dev_ino(events: pl.DataFrame, snaps: list[Any]) -> pl.DataFrame:
+    """file_dev and file_ino of mmap events from the snapshots' rows of the same path, where
+    they name one file only (strace prints paths, not devices and inodes)."""
+    if not events.height or events.get_column("file_path").null_count() == events.height:
+        return events
+    seen: dict[str, set[tuple[str, int]]] = {}
+    for snap in snaps:
+        for path, dev, ino in snap.frame.select("path", "dev", "inode").unique().iter_rows():
+            if path and ino:
+                seen.setdefault(path, set()).add((dev, ino))
+    known = {p: next(iter(v)) for p, v in seen.items() if len(v) == 1}
+    if not known:
+        return events
+    fp = pl.col("file_path")
+    return events.with_columns(
+        fp.replace_strict({p: d for p, (d, _) in known.items()}, default=None, return_dtype=pl.Utf8).alias("file_dev"),
+        fp.replace_strict({p: i for p, (_, i) in known.items()}, default=None, return_dtype=pl.UInt64).alias("file_ino"),
+    )
+
+
 # -- the command -----------------------------------------------------------------------------
 def _parse_maps_arg(spec: str, default_pid: int | None) -> tuple[int | None, Path]:
     m = re.match(r"^(\d+):(.+)$", spec)
@@ -1146,7 +1241,7 @@ def import_strace(logs: list[Path], out: Path, *, maps: list[str] | None = None,
 
     parsed = parse_strace(logs)
     warnings = list(parsed.warnings)
-    snaps: list[tuple[Snapshot, str]] = []
+    snaps: list[tuple[Snapshot, str, int | None]] = []  # (snapshot, reason, brk base)
     maps_pids: set[int] = set()
     for spec in maps or []:
         pid, mp = _parse_maps_arg(spec, parsed.first_pid)
@@ -1175,7 +1270,7 @@ def import_strace(logs: list[Path], out: Path, *, maps: list[str] | None = None,
             warnings.append(f"--maps {spec}: pid unknown (write PID:FILE); attached to pid 0")
         t = st.st_mtime_ns if parsed.clock == "realtime" else 0
         swarn.append(f"from {mp} (saved /proc/PID/maps; time = file mtime)")
-        snaps.append((Snapshot(pid, t, t, "maps-file", frame, swarn), "periodic"))
+        snaps.append((Snapshot(pid, t, t, "maps-file", frame, swarn), "periodic", None))
         maps_pids.add(pid)
 
     recon_meta: list[dict[str, Any]] = []
@@ -1196,12 +1291,13 @@ def import_strace(logs: list[Path], out: Path, *, maps: list[str] | None = None,
         snap = Snapshot(ex.pid, ex.ts_ns, ex.ts_ns, "elf-reconstruction", _rows_frame(rec.rows),
                         [f"reconstructed after seq {seq}: " + "; ".join(rec.known),
                          "unknown: " + "; ".join(rec.unknown)])
-        snaps.append((snap, "reconstructed"))
+        snaps.append((snap, "reconstructed", ex.brk))  # the first brk(NULL) returns mm->start_brk
         recon_meta.append({"pid": ex.pid, "after_seq": seq, "filename": ex.filename,
                            "known": rec.known, "unknown": rec.unknown})
 
     events = parsed.events_frame() if parsed.rows else pl.DataFrame(schema=EVENT_SCHEMA)
     parsed.rows.clear()
+    events = _file_dev_ino(events, [s for s, _, _ in snaps])
     procs = pl.DataFrame([vars(p) for p in parsed.procs.values()], schema=PROC_SCHEMA) if parsed.procs \
         else pl.DataFrame(schema=PROC_SCHEMA)
     first = parsed.procs.get(parsed.first_pid if parsed.first_pid is not None else 0)
@@ -1235,8 +1331,8 @@ def import_strace(logs: list[Path], out: Path, *, maps: list[str] | None = None,
     w = TraceWriter(out, meta, force=force, staged=True)
     try:
         w.add_events(events)
-        for snap, reason in snaps:
-            w.add_snapshot(snap, reason)
+        for snap, reason, brk in snaps:
+            w.add_snapshot(snap, reason, start_brk=brk, brk=brk)
         w.add_procs(procs)
         if parsed.stacks:
             w.add_stacks(pl.DataFrame(parsed.stacks, schema=STACK_SCHEMA))

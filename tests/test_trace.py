@@ -246,3 +246,43 @@ def test_reader_never_follows_or_blocks(tmp_path: Path, capsys: pytest.CaptureFi
         assert main(["info", bad]) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("vmatrace: error:"), err
+
+
+def test_chunks_without_the_added_columns_still_read(tmp_path: Path) -> None:
+    """A trace written before file_* and start_brk/brk existed reads with nulls there; a newer
+    writer's extra column is ignored; a column of another type is damage (chunk skipped)."""
+    from vmatrace.base.trace import ADDED_COLUMNS, SNAPSHOT_INDEX_SCHEMA
+
+    t = tmp_path / "old.vmat"
+    with TraceWriter(t, {"collector": "test", "pids": [42]}) as w:
+        w.add_events(_events(10))
+        w.add_snapshot(read_snapshot(os.getpid()), "start")
+    # rewrite the chunks as the first v1 writer wrote them (the schema of that release)
+    for table in ("events", "snapshot_index"):
+        part = t / table / "part-000000.parquet"
+        df = pl.read_parquet(part)
+        old = df.drop(sorted(ADDED_COLUMNS[table]))
+        assert old.width == df.width - len(ADDED_COLUMNS[table])
+        old.write_parquet(part)
+    # a second events chunk from a "newer" writer with a column this reader does not know
+    pl.read_parquet(t / "events" / "part-000000.parquet").with_columns(
+        (pl.col("seq") + 10).alias("seq"), pl.lit("x").alias("from_the_future")
+    ).write_parquet(t / "events" / "part-000001.parquet")
+    meta = json.loads((t / "meta.json").read_text())
+    meta["event_count"] = 20
+    (t / "meta.json").write_text(json.dumps(meta))
+    tr = read_trace(t)
+    assert tr.warnings == []
+    assert dict(tr.events.schema) == EVENT_SCHEMA and tr.events.height == 20
+    assert tr.events.select("file_dev", "file_ino", "file_path", "file_id").null_count().row(0) == (20, 20, 20, 20)
+    assert dict(tr.snapshot_index.schema) == SNAPSHOT_INDEX_SCHEMA
+    assert tr.snapshot_index.row(0, named=True)["start_brk"] is None
+    # an original column missing, or of another type: that chunk is skipped with a warning
+    pl.read_parquet(t / "events" / "part-000001.parquet").drop("ret").write_parquet(t / "events" / "part-000001.parquet")
+    (t / "snapshot_index" / "part-000000.parquet").unlink()
+    bad = pl.read_parquet(t / "events" / "part-000000.parquet").with_columns(pl.lit("7").alias("file_id"))
+    bad.write_parquet(t / "events" / "part-000002.parquet")
+    tr = read_trace(t)
+    assert tr.events.height == 10
+    assert any("part-000001.parquet: schema differs from format v1 (no column ret)" in w for w in tr.warnings)
+    assert any("part-000002.parquet: schema differs from format v1 (column file_id is String" in w for w in tr.warnings)

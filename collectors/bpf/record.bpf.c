@@ -12,12 +12,19 @@
 //   FAULT_DEDUP_ENTRIES  size of the LRU map that deduplicates write faults
 //   K_MMAP ... K_EXIT    event kind codes, from the one table in vmatrace/base/events.py
 //   K_TEXT         the code of a string chunk record (recorder-internal)
+//   K_FILE, K_PATH the codes of the file identity record and its path chunks (recorder-internal)
+//   OFF_<STRUCT>_<MEMBER>  the other struct member offsets (mm_struct, maple tree nodes,
+//                  vm_area_struct, file, path, dentry, qstr, inode, super_block, mount,
+//                  dentry_operations), all from the running kernel's BTF
+//   FILE_SEEN_ENTRIES  size of the LRU map that remembers which open files had their path sent
 //
 // x86-64 only: syscall arguments are read from the saved user registers (struct pt_regs).
 //
 // Every record is one fixed-size struct event (88 bytes, 96 in the ring with its header) so the
 // user-space reader can decode whole batches with numpy. Strings (exec filename, prctl VMA names)
-// follow their event as K_TEXT records carrying 56 bytes each.
+// follow their event as K_TEXT records carrying 56 bytes each. A file-backed mmap (or shmat) is
+// followed by a K_FILE record naming the open file of the new VMA, and the first time an open file
+// is seen, by K_PATH records with its path.
 //
 // Filtering: `procs` holds the tgids of the traced tree. A fork of a traced process adds the child
 // (sched_process_fork); the last thread's exit removes it. Programs of other tasks stop at that one
@@ -44,6 +51,8 @@ struct event {
 
 struct proc {
     u64 gen;    // bumped by every address-space change; the fault dedup key is valid for one gen
+    u64 start_brk;  // mm->start_brk and mm->brk, refreshed by every call that can change them
+    u64 brk;        // (read by record.py for each snapshot); 0: not known yet
 };
 
 struct stash {   // per task: the order a traced call took at its first mmap write-lock acquisition
@@ -62,6 +71,16 @@ struct text_buf {
     char s[TEXT_MAX + TEXT_CHUNK];
 };
 
+// A path as the dentry walk finds it: the names from the file up to the root, each NUL-terminated
+// (leaf first; user space reverses them). PATH_LIMIT bytes at most (else: F_TRUNCATED).
+#define PATH_LIMIT 1024
+#define NAME_READ 256
+#define PATH_DEPTH 48
+struct path_buf {
+    char s[PATH_LIMIT + NAME_READ + TEXT_CHUNK];
+    u32 off;  // kept here, not in a register: the verifier does not track it per iteration
+};
+
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_HASH(procs, u32, struct proc, 65536);
 #ifdef WITH_LOCKSEQ
@@ -69,9 +88,12 @@ BPF_TASK_STORAGE(stash, struct stash);
 BPF_ARRAY(lockseq_nrs, u8, 1024);  // syscall numbers of the traced calls (filled by record.py)
 #endif
 // 0 = next sequence number, 1 = failed ring reserves (lost events), 2 = faults suppressed by dedup,
-// 3 = stack ids that failed, 4 = text records lost
+// 3 = stack ids that failed, 4 = text records lost, 5 = file mappings whose VMA was not found at
+// sys_exit (changed by another thread in between), 6 = file records lost
 BPF_ARRAY(counters, u64, 8);
 BPF_PERCPU_ARRAY(textbuf, struct text_buf, 1);
+BPF_PERCPU_ARRAY(pathbuf, struct path_buf, 1);
+BPF_TABLE("lru_hash", u64, u64, fileseen, FILE_SEEN_ENTRIES);  // struct file * -> its inode *
 #ifdef WITH_FAULTS
 BPF_TABLE("lru_hash", struct fault_key, u64, faultseen, FAULT_DEDUP_ENTRIES);
 #endif
@@ -160,6 +182,238 @@ static __always_inline void bump_gen(u32 tgid) {
 #endif
 }
 
+// -- brk ------------------------------------------------------------------------------------------
+// mm->start_brk and mm->brk of `mm` into the process's filter entry (record.py reads them for the
+// snapshots; /proc shows start_brk only).
+static __always_inline void note_brk(struct proc *p, void *mm) {
+    u64 b[2] = {};
+    if (!mm)
+        return;
+    bpf_probe_read_kernel(&b[0], 8, (char *)mm + OFF_MM_START_BRK);
+    bpf_probe_read_kernel(&b[1], 8, (char *)mm + OFF_MM_BRK);
+    p->start_brk = b[0];
+    p->brk = b[1];
+}
+
+static __always_inline void *task_mm(void *task) {
+    void *mm = 0;
+    bpf_probe_read_kernel(&mm, sizeof(mm), (char *)task + OFF_TASK_MM);
+    return mm;
+}
+
+// -- the open file of a new VMA ----------------------------------------------------------------
+// bpf_find_vma() cannot be called from bcc (no BPF_PSEUDO_FUNC relocation for its callback), so the
+// VMA that contains an address is looked up by walking mm->mm_mt, the maple tree, as mtree_lookup()
+// does: from the root, in each node take the first slot whose pivot (its range's last index) is >=
+// the address (a pivot of 0 after the first ends the node's data: that slot runs to the node's
+// end); a leaf's slot is the VMA. The tree is read without its lock: the VMA found is checked to
+// contain the address and to belong to this mm.
+#define MAPLE_DEPTH 8
+#define MAPLE_LEAF_64 1
+#define MAPLE_RANGE_64 2
+#define MAPLE_ARANGE_64 3
+#define MR64_PIVOTS ((OFF_MR64_SLOT - OFF_MR64_PIVOT) / 8)
+#define MA64_PIVOTS ((OFF_MA64_SLOT - OFF_MA64_PIVOT) / 8)
+_Static_assert(MR64_PIVOTS <= 15 && MA64_PIVOTS <= 15, "maple node larger than expected");
+
+static __always_inline void *vma_at(void *mm, u64 addr) {
+    u64 entry = 0;
+    bpf_probe_read_kernel(&entry, 8, (char *)mm + OFF_MM_MM_MT + OFF_MAPLE_TREE_MA_ROOT);
+    if ((entry & 3) != 2 || entry < 4096)  // xa_is_node(): a root that is not a node (empty tree)
+        return 0;
+    for (int level = 0; level < MAPLE_DEPTH; level++) {
+        if (entry < 4096)
+            return 0;
+        char *node = (char *)(entry & ~0xffULL);  // mte_to_node()
+        u32 type = (entry >> 3) & 0xf;            // mte_node_type()
+        u64 piv[15] = {};
+        int np;
+        u32 slots;
+        if (type == MAPLE_LEAF_64 || type == MAPLE_RANGE_64) {
+            np = MR64_PIVOTS;
+            slots = OFF_MR64_SLOT;
+            bpf_probe_read_kernel(piv, MR64_PIVOTS * 8, node + OFF_MR64_PIVOT);
+        } else if (type == MAPLE_ARANGE_64) {
+            np = MA64_PIVOTS;
+            slots = OFF_MA64_SLOT;
+            bpf_probe_read_kernel(piv, MA64_PIVOTS * 8, node + OFF_MA64_PIVOT);
+        } else {
+            return 0;
+        }
+        int k = np;
+        for (int j = 0; j < 15; j++) {
+            if (j >= np)
+                break;
+            if (piv[j] >= addr || (j > 0 && piv[j] == 0)) {
+                k = j;
+                break;
+            }
+        }
+        u64 slot = 0;
+        bpf_probe_read_kernel(&slot, 8, node + slots + 8 * (k & 15));
+        if (type == MAPLE_LEAF_64) {
+            u64 start = 0, end = 0;
+            void *vm_mm = 0;
+            if (!slot)
+                return 0;
+            bpf_probe_read_kernel(&start, 8, (char *)slot + OFF_VMA_VM_START);
+            bpf_probe_read_kernel(&end, 8, (char *)slot + OFF_VMA_VM_END);
+            bpf_probe_read_kernel(&vm_mm, 8, (char *)slot + OFF_VMA_VM_MM);
+            if (start <= addr && addr < end && vm_mm == mm)
+                return (void *)slot;
+            return 0;
+        }
+        entry = slot;
+    }
+    return 0;
+}
+
+// K_FILE flags
+#define F_PATH 1       // K_PATH records follow (the first time this open file is seen)
+#define F_DNAME 2      // a pseudo file named by its dentry's d_dname(): the path holds its name only
+#define F_DELETED 4    // d_unlinked(): /proc appends " (deleted)"
+#define F_TRUNCATED 8  // the path is longer than PATH_LIMIT or deeper than PATH_DEPTH
+
+// The names from `dentry` up to the root of the mount namespace, leaf first, as prepend_path()
+// walks them (crossing mount points through mount->mnt_mountpoint). Returns the bytes written.
+static __always_inline u32 walk_path(struct path_buf *pb, void *dentry, void *vfsmnt, u16 *fl) {
+    // The write offset lives in the map value: a register would be tracked exactly, and the two
+    // ways through an iteration (name or mount point) would double the verifier's states each time.
+    pb->off = 0;
+    char *mnt = (char *)vfsmnt - OFF_MOUNT_MNT;  // container_of(vfsmnt, struct mount, mnt)
+    for (int i = 0; i < PATH_DEPTH; i++) {
+        void *root = 0, *parent = 0;
+        bpf_probe_read_kernel(&root, 8, (char *)vfsmnt + OFF_VFSMOUNT_MNT_ROOT);
+        if (dentry == root) {
+            char *up = 0;
+            bpf_probe_read_kernel(&up, 8, mnt + OFF_MOUNT_MNT_PARENT);
+            if (!up || up == mnt)
+                return pb->off;  // the root of the mount tree
+            bpf_probe_read_kernel(&dentry, 8, mnt + OFF_MOUNT_MNT_MOUNTPOINT);
+            mnt = up;
+            vfsmnt = up + OFF_MOUNT_MNT;
+            continue;
+        }
+        bpf_probe_read_kernel(&parent, 8, (char *)dentry + OFF_DENTRY_D_PARENT);
+        if (!parent || parent == dentry)
+            return pb->off;  // the root of a file system that is not mounted here
+        u32 off = pb->off;
+        if (off >= PATH_LIMIT) {
+            *fl |= F_TRUNCATED;
+            return off;
+        }
+        const char *name = 0;
+        bpf_probe_read_kernel(&name, 8, (char *)dentry + OFF_DENTRY_D_NAME + OFF_QSTR_NAME);
+        int n = bpf_probe_read_kernel_str(&pb->s[off & (PATH_LIMIT - 1)], NAME_READ, name);
+        if (n <= 0) {
+            *fl |= F_TRUNCATED;
+            return off;
+        }
+        pb->off = off + n;
+        dentry = parent;
+    }
+    *fl |= F_TRUNCATED;
+    return pb->off;
+}
+
+// After a successful file-backed mmap or a shmat: a K_FILE record with the open file of the VMA
+// at `addr` (the struct file the kernel's merge check compares), its inode number and device,
+// and on first sight of that open file its path in K_PATH records.
+static __always_inline void emit_file(u64 seq, u32 tgid, u32 tid, void *mm, u64 addr) {
+    void *vma = vma_at(mm, addr);
+    if (!vma) {
+        count(5);
+        return;
+    }
+    void *file = 0;
+    bpf_probe_read_kernel(&file, 8, (char *)vma + OFF_VMA_VM_FILE);
+    if (!file)
+        return;  // the driver made it anonymous (a private mapping of /dev/zero)
+    void *inode = 0, *sb = 0, *dentry = 0, *vfsmnt = 0;
+    u64 ino = 0, magic = 0;
+    u32 dev = 0;
+    bpf_probe_read_kernel(&inode, 8, (char *)file + OFF_FILE_F_INODE);
+    bpf_probe_read_kernel(&ino, 8, (char *)inode + OFF_INODE_I_INO);
+    bpf_probe_read_kernel(&sb, 8, (char *)inode + OFF_INODE_I_SB);
+    bpf_probe_read_kernel(&dev, 4, (char *)sb + OFF_SUPER_BLOCK_S_DEV);
+    bpf_probe_read_kernel(&magic, 8, (char *)sb + OFF_SUPER_BLOCK_S_MAGIC);
+    u64 key = (u64)file;
+    u64 *seen = fileseen.lookup(&key);
+    u16 fl = 0;
+    u32 len = 0;
+    int z = 0;
+    struct path_buf *pb = 0;
+    if (!seen || *seen != (u64)inode) {
+        pb = pathbuf.lookup(&z);
+        if (pb) {
+            fl |= F_PATH;
+            bpf_probe_read_kernel(&dentry, 8, (char *)file + OFF_FILE_F_PATH + OFF_PATH_DENTRY);
+            bpf_probe_read_kernel(&vfsmnt, 8, (char *)file + OFF_FILE_F_PATH + OFF_PATH_MNT);
+            void *dop = 0, *dname = 0, *parent = 0, *root = 0, *pprev = 0;
+            bpf_probe_read_kernel(&dop, 8, (char *)dentry + OFF_DENTRY_D_OP);
+            if (dop)
+                bpf_probe_read_kernel(&dname, 8, (char *)dop + OFF_DENTRY_OPERATIONS_D_DNAME);
+            bpf_probe_read_kernel(&parent, 8, (char *)dentry + OFF_DENTRY_D_PARENT);
+            bpf_probe_read_kernel(&root, 8, (char *)vfsmnt + OFF_VFSMOUNT_MNT_ROOT);
+            if (dname && (parent != dentry || dentry != root)) {  // d_path(): d_dname() names it
+                const char *name = 0;
+                fl |= F_DNAME;
+                bpf_probe_read_kernel(&name, 8, (char *)dentry + OFF_DENTRY_D_NAME + OFF_QSTR_NAME);
+                int n = bpf_probe_read_kernel_str(pb->s, NAME_READ, name);
+                len = n > 0 ? n : 0;
+            } else {
+                bpf_probe_read_kernel(&pprev, 8, (char *)dentry + OFF_DENTRY_D_HASH + 8);
+                if (!pprev && parent != dentry)  // d_unlinked(): unhashed and not a root
+                    fl |= F_DELETED;
+                len = walk_path(pb, dentry, vfsmnt, &fl);
+            }
+        }
+    }
+    struct event *e = events.ringbuf_reserve(sizeof(struct event));
+    if (!e) {
+        count(6);
+        return;
+    }
+    e->seq = seq;
+    e->ts = 0;
+    e->pid = tgid;
+    e->tid = tid;
+    e->kind = K_FILE;
+    e->flags = fl;
+    e->stack_id = len;
+    e->a[0] = key;
+    e->a[1] = ino;
+    e->a[2] = dev;
+    e->a[3] = magic;
+    e->a[4] = (u64)inode;
+    e->a[5] = 0;
+    e->ret = 0;
+    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+    if (!pb)
+        return;
+#pragma unroll
+    for (int i = 0; i < (PATH_LIMIT + NAME_READ) / TEXT_CHUNK + 1; i++) {
+        if (i * TEXT_CHUNK >= len)
+            break;
+        struct event *c = events.ringbuf_reserve(sizeof(struct event));
+        if (!c) {
+            count(6);
+            return;  // not remembered as seen: the next mapping of this file sends the path again
+        }
+        c->seq = seq;
+        c->ts = 0;
+        c->pid = tgid;
+        c->tid = tid;
+        c->kind = K_PATH;
+        c->flags = i;
+        c->stack_id = len;
+        __builtin_memcpy(c->a, &pb->s[i * TEXT_CHUNK], TEXT_CHUNK);
+        events.ringbuf_submit(c, BPF_RB_NO_WAKEUP);
+    }
+    u64 ip = (u64)inode;
+    fileseen.update(&key, &ip);  // after the records: a later mapping's records follow them
+}
+
 // The syscall arguments, read at sys_exit from the registers saved at entry (x86-64 pt_regs, a
 // stable ABI: r10 at byte 56 ... orig_ax at 120). The kernel does not change them during the call, so
 // one program per call suffices: no sys_enter program, no per-task stash of arguments.
@@ -203,6 +457,12 @@ static __always_inline int on_exit(void *ctx, u32 kind) {
         __sync_fetch_and_add(&p->gen, 1);
 #endif
     emit(ctx, seq, ts, tgid, (u32)id, kind, 0, r.di, r.si, r.dx, r.r10, r.r8, r.r9, ret, 1);
+    // A mapping that has an open file: file-backed, MAP_SHARED|MAP_ANONYMOUS (a shmem file), shmat.
+    if (((kind == K_MMAP && (!(r.r10 & 0x20 /* MAP_ANONYMOUS */) || (r.r10 & 0x01 /* MAP_SHARED */))) ||
+         kind == K_SHMAT) && !(ret & 0xfff))  // (success: a page address, errors are -4095..-1)
+        emit_file(seq, tgid, (u32)id, task_mm(task), (u64)ret);
+    if (kind == K_BRK || (kind == K_PRCTL && r.di == 35 /* PR_SET_MM */) || !p->start_brk)
+        note_brk(p, task_mm(task));  // (a process attached with -p: at its first event)
     if (kind == K_PRCTL && ret == 0 && r.di == 0x53564d41 && r.r8) {
         int z = 0;
         struct text_buf *tb = textbuf.lookup(&z);
@@ -274,8 +534,11 @@ int vmat_mmap_lock_acquired(void *ctx) {
     if (nr >= 1024 || !traced || !*traced)
         return 0;  // not inside a traced call (a page fault, an untraced syscall)
     struct stash *s = stash.task_storage_get(task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-    if (!s || (s->ts && s->nr == nr))
-        return 0;  // only the call's first acquisition counts
+    // Only the call's first acquisition counts. A fork (value 2: clone, clone3, fork) takes the
+    // lock once, in dup_mmap(), to copy the address space: its number is taken there, always (a
+    // fork that failed after the copy left its stash behind; the next fork's copy replaces it).
+    if (!s || (s->ts && s->nr == nr && *traced != 2))
+        return 0;
     s->nr = nr;
     s->seq = next_seq();
     s->ts = bpf_ktime_get_ns();
@@ -293,21 +556,47 @@ RAW_TRACEPOINT_PROBE(sched_process_fork) {
     bpf_probe_read_kernel(&cpid, 4, (char *)child + OFF_TASK_PID);
     bpf_probe_read_kernel(&ctgid, 4, (char *)child + OFF_TASK_TGID);
     u32 thread = ctgid == tgid;
+    u64 seq = 0, ts = 0;
+#ifdef WITH_LOCKSEQ
+    // A child with an mm of its own got a copy of the parent's, made in dup_mmap() under the
+    // parent's mmap write lock: the fork is ordered where that lock was taken (the stash of
+    // vmat_mmap_lock_acquired), so a change another thread makes after the copy follows it.
+    void *task = (void *)bpf_get_current_task_btf();
+    void *cmm = task_mm(child);
+    if (cmm && cmm != task_mm(task)) {
+        struct stash *s = stash.task_storage_get(task, 0, 0);
+        u64 nr = 0;
+        bpf_probe_read_kernel(&nr, sizeof(nr), (char *)bpf_task_pt_regs(task) + 120);  // orig_ax
+        if (s && s->ts && s->nr == nr) {
+            seq = s->seq;
+            ts = s->ts;
+            s->ts = 0;
+        }
+    }
+#endif
+    if (!ts) {
+        seq = next_seq();
+        ts = bpf_ktime_get_ns();
+    }
     if (!thread) {
         struct proc p = {};
         procs.update(&ctgid, &p);
+        struct proc *cp = procs.lookup(&ctgid);
+        if (cp)
+            note_brk(cp, task_mm(child));  // the copy dup_mmap() made
         bump_gen(tgid);  // copy-on-write: the parent's pages fault again
     }
-    return emit(ctx, next_seq(), bpf_ktime_get_ns(), tgid, (u32)id, K_FORK, 0, cpid, ctgid, thread,
-                0, 0, 0, 0, 1);
+    return emit(ctx, seq, ts, tgid, (u32)id, K_FORK, 0, cpid, ctgid, thread, 0, 0, 0, 0, 1);
 }
 
 TRACEPOINT_PROBE(sched, sched_process_exec) {
     u64 id = bpf_get_current_pid_tgid();
     u32 tgid = id >> 32;
-    if (!procs.lookup(&tgid))
+    struct proc *p = procs.lookup(&tgid);
+    if (!p)
         return 0;
     bump_gen(tgid);
+    note_brk(p, task_mm((void *)bpf_get_current_task()));  // the new image's, set by its loader
     u64 seq = next_seq();
     emit(args, seq, bpf_ktime_get_ns(), tgid, (u32)id, K_EXEC, 0, args->old_pid, 0, 0, 0, 0, 0, 0, 0);
     int z = 0;

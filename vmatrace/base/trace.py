@@ -58,6 +58,12 @@ EVENT_SCHEMA: dict[str, pl.DataType] = {
     "stack_id": pl.Int32(),
     "flags": pl.UInt16(),
     "text": pl.Utf8(),
+    # The open file an mmap/shmat mapped (null for anonymous memory); added after the first v1
+    # traces, so readers fill them with nulls for chunks written without them.
+    "file_dev": pl.Utf8(),
+    "file_ino": pl.UInt64(),
+    "file_path": pl.Utf8(),
+    "file_id": pl.UInt32(),
 }
 SNAPSHOT_SCHEMA: dict[str, pl.DataType] = {"snapshot_id": pl.UInt32(), "pid": pl.UInt32(), **VMA_SCHEMA}
 SNAPSHOT_INDEX_SCHEMA: dict[str, pl.DataType] = {
@@ -69,6 +75,9 @@ SNAPSHOT_INDEX_SCHEMA: dict[str, pl.DataType] = {
     "method": pl.Utf8(),
     "vma_count": pl.UInt32(),
     "warnings": pl.Utf8(),
+    # mm->start_brk and mm->brk at the snapshot (added after the first v1 traces: null there)
+    "start_brk": pl.UInt64(),
+    "brk": pl.UInt64(),
 }
 STACK_SCHEMA: dict[str, pl.DataType] = {
     "pid": pl.UInt32(),
@@ -98,6 +107,13 @@ TABLES: dict[str, dict[str, pl.DataType]] = {
     "stacks": STACK_SCHEMA,
     "procs": PROC_SCHEMA,
     "losses": LOSS_SCHEMA,
+}
+
+#: Columns added to format v1 after its first release. A chunk written before them lacks them; the
+#: reader fills them with nulls. Every other column of a table must be present with its type.
+ADDED_COLUMNS: dict[str, frozenset[str]] = {
+    "events": frozenset({"file_dev", "file_ino", "file_path", "file_id"}),
+    "snapshot_index": frozenset({"start_brk", "brk"}),
 }
 
 _PART_RE = re.compile(r"^part-(\d{6,})\.parquet$")
@@ -189,7 +205,8 @@ class TraceWriter:
             self.meta["event_count"] += frame.height
         self.maybe_flush()
 
-    def add_snapshot(self, snap: Snapshot, reason: str) -> int:
+    def add_snapshot(self, snap: Snapshot, reason: str, *, start_brk: int | None = None,
+                     brk: int | None = None) -> int:
         sid = self._next_snapshot_id
         self._next_snapshot_id += 1
         rows = snap.frame.with_columns(pl.lit(sid, pl.UInt32).alias("snapshot_id"),
@@ -198,7 +215,7 @@ class TraceWriter:
         self._buf["snapshot_index"].append(pl.DataFrame([{
             "snapshot_id": sid, "pid": snap.pid, "reason": reason, "t_start_ns": snap.t_start_ns,
             "t_end_ns": snap.t_end_ns, "method": snap.method, "vma_count": snap.frame.height,
-            "warnings": "; ".join(snap.warnings) or None,
+            "warnings": "; ".join(snap.warnings) or None, "start_brk": start_brk, "brk": brk,
         }], schema=SNAPSHOT_INDEX_SCHEMA))
         self.maybe_flush()
         return sid
@@ -575,27 +592,34 @@ def _read_table(p: Path, dfd: int, table: str, schema: dict[str, pl.DataType],
                 why = " ".join(str(e).split()) or type(e).__name__
                 warnings.append(f"{table}/{name}: damaged chunk skipped ({why[:120]})")
                 continue
-            if dict(df.schema) != schema:
-                warnings.append(f"{table}/{name}: schema differs from format v1 ({_schema_diff(dict(df.schema), schema)}), "
-                                "chunk skipped")
-                continue
+            have = dict(df.schema)
+            if have != schema:
+                mismatch = _schema_mismatch(table, have, schema)
+                if mismatch:
+                    warnings.append(f"{table}/{name}: schema differs from format v1 ({mismatch}), chunk skipped")
+                    continue
+                df = conform(df.select([c for c in have if c in schema]), schema)
             frames.append(df)
     finally:
         os.close(sub)
     return pl.concat(frames) if frames else pl.DataFrame(schema=schema)
 
 
-def _schema_diff(got: dict[str, pl.DataType], want: dict[str, pl.DataType]) -> str:
-    """The first difference between a chunk's schema and the format's, in a few words."""
-    for name, dtype in want.items():
-        if name not in got:
-            return f"no column {name}"
-        if got[name] != dtype:
-            return f"column {name} is {got[name]}, not {dtype}"
-    extra = [n for n in got if n not in want]
-    if extra:
-        return f"unknown column {extra[0]}"
-    return "columns in another order"
+def _schema_mismatch(table: str, have: dict[str, pl.DataType], schema: dict[str, pl.DataType]) -> str | None:
+    """Why a chunk's schema cannot be read as ``schema``, or None if it can.
+
+    Columns are only ever added to v1 (docs/trace-format.md, "Versioning"): a chunk may lack a
+    column added later (it reads as nulls) and may carry a column a newer writer added (ignored).
+    A missing original column or a column of another type is damage.
+    """
+    added = ADDED_COLUMNS.get(table, frozenset())
+    for c, t in schema.items():
+        if c not in have:
+            if c not in added:
+                return f"no column {c}"
+        elif have[c] != t:
+            return f"column {c} is {have[c]}, not {t}"
+    return None
 
 
 def _check_snapshots(index: pl.DataFrame, rows: pl.DataFrame, warnings: list[str]) -> None:
