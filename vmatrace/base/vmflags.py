@@ -139,3 +139,9 @@ def perms(flags: int) -> str:
         + ("x" if flags & VM_EXEC else "-")
         + ("s" if flags & VM_MAYSHARE else "p")
     )
+
+
+def vmflags_text(flags: int) -> str:
+    """The smaps ``VmFlags`` line of ``flags``: mnemonics in bit order, as show_smap_vma_flags()
+    prints them (this table's bits; unknown bits are not shown)."""
+    return " ".join(m for bit, m in _MNEMONIC_ITEMS if flags & bit)
