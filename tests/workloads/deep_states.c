@@ -1,8 +1,10 @@
 /* deep_states.c: a process built to have known hidden VMA state, for the deep snapshot tests.
  *
  *   gcc -O1 -o deep_states tests/workloads/deep_states.c
- *   ./deep_states          prints one line "parent PID child PID base HEX", then waits until its
- *                          standard input is closed (the child too)
+ *   ./deep_states          prints one line "parent PID child PID base HEX sysv HEX", then reads
+ *                          commands from standard input until it is closed (the child exits then
+ *                          too): "m PAGE NPAGES PROT" = mprotect of window pages (PROT as a number),
+ *                          answered "ok ERRNO" 
  *
  * All regions are at fixed pages of a private window at BASE (page numbers below), each made with
  * MAP_FIXED_NOREPLACE so nothing else is next to them. Every region is followed by a free page.
@@ -24,13 +26,18 @@
  *   72..73  pgoff:     page 72 rw never touched; page 73 was written at page 80 and moved next to
  *                      it (mremap FIXED): it keeps page 80's pgoff, so the two do not merge although
  *                      an unfaulted VMA may merge with a faulted one here (anon pgoff discontinuity)
- *   sysv:   a SysV shared memory segment attached anywhere: vm_ops->close is set
+ *   121     forkprev:  1 page rw written before the fork; in the child, page 122 is mapped rw after
+ *                      the fork: contiguous pgoff, equal flags, one side unfaulted, but the other is
+ *                      a fork child, so they stay apart
+ *   130,131 sysv:      one SysV shared memory segment attached twice, side by side: two open files
+ *                      (shm_file per attach), both with vm_ops->close
  *
  * After all that the process forks: the child's written regions are fork children (their
  * anon_vma_chain has the parent's entry and their own); in the child, pages 88..89 are mapped and
  * written after the fork (avc 1, not a fork child).
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,35 +116,49 @@ int main(void) {
     p[0] = 1;
     check(mremap(AT(80), PG, PG, MREMAP_MAYMOVE | MREMAP_FIXED, AT(73)) == AT(73), "mremap");
 
+    p = anon(121, 1);
+    p[0] = 1;
+
     int shm = shmget(IPC_PRIVATE, PG, IPC_CREAT | 0600);
     check(shm >= 0, "shmget");
-    void *s = shmat(shm, NULL, 0);
-    check(s != (void *)-1, "shmat");
+    void *s = shmat(shm, AT(130), 0);
+    check(s == AT(130), "shmat");
+    check(shmat(shm, AT(131), 0) == AT(131), "shmat");
     shmctl(shm, IPC_RMID, NULL);
 
-    int pipefd[2];
-    check(pipe(pipefd) == 0, "pipe");
+    int pipefd[2], hold[2];
+    check(pipe(pipefd) == 0 && pipe(hold) == 0, "pipe");
     pid_t child = fork();
     check(child >= 0, "fork");
     if (child == 0) {
         close(pipefd[0]);
+        close(hold[1]);
         p = anon(88, 2);
         p[0] = 1;
+        anon(122, 1);
         char c = 'x';
         check(write(pipefd[1], &c, 1) == 1, "write");
-        char buf[16];
-        while (read(0, buf, sizeof buf) > 0) {
+        while (read(hold[0], &c, 1) > 0) {  /* until the parent is gone */
         }
         _exit(0);
     }
     close(pipefd[1]);
+    close(hold[0]);
     char c;
     check(read(pipefd[0], &c, 1) == 1, "read");
     printf("parent %d child %d base %lx sysv %lx\n", (int)getpid(), (int)child, BASE, (unsigned long)s);
     fflush(stdout);
-    char buf[16];
-    while (read(0, buf, sizeof buf) > 0) {
+    char line[128];
+    while (fgets(line, sizeof line, stdin)) {
+        unsigned long pg, n;
+        int prot;
+        if (sscanf(line, "m %lu %lu %d", &pg, &n, &prot) == 3) {
+            int rc = mprotect(AT(pg), n * PG, prot);
+            printf("ok %d\n", rc == 0 ? 0 : errno);
+            fflush(stdout);
+        }
     }
+    close(hold[1]);
     waitpid(child, NULL, 0);
     return 0;
 }
