@@ -203,6 +203,12 @@ class DeepCollector:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def prog_fd(self) -> int:
+        """The loaded iterator program (for a process that makes its own links, e.g. the oracle's
+        runner: ``run_live(..., deep_fd=c.prog_fd)``)."""
+        return int(self._fn.fd)
+
     # -- the iterator ------------------------------------------------------------------------
     def read_records(self, pid: int) -> np.ndarray:
         """The raw records of every VMA of process ``pid`` (one thread's walk; REC_DTYPE)."""
