@@ -29,6 +29,7 @@ import contextlib
 import ctypes
 import errno
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,6 +188,7 @@ class DeepCollector:
         except Exception as e:
             msg = " ".join(str(e).split()) or type(e).__name__
             raise DeepError(f"cannot load the task_vma iterator (Linux 5.12+ with BTF and root needed): {msg[:160]}") from None
+        self._lock = threading.Lock()  # record takes snapshots from two threads
         self.load_s = time.monotonic() - t0
         if self.verify:
             self.check_against_proc()
@@ -210,9 +212,11 @@ class DeepCollector:
         return int(self._fn.fd)
 
     # -- the iterator ------------------------------------------------------------------------
-    def read_records(self, pid: int) -> np.ndarray:
-        """The raw records of every VMA of process ``pid`` (one thread's walk; REC_DTYPE)."""
-        info = (ctypes.c_uint32 * 4)(0, pid, 0, 0)  # union bpf_iter_link_info: task.tid, task.pid
+    def read_records(self, pid: int, *, tid: int | None = None) -> np.ndarray:
+        """The raw records of every VMA of process ``pid`` (one thread's walk; REC_DTYPE).
+        ``tid``: walk through that thread (a thread in do_exit() after its group leader is gone)."""
+        # union bpf_iter_link_info: task.tid, task.pid (one of them)
+        info = (ctypes.c_uint32 * 4)(tid, 0, 0, 0) if tid is not None else (ctypes.c_uint32 * 4)(0, pid, 0, 0)
         link = self._lib.bcc_iter_attach(self._fn.fd, info, ctypes.sizeof(info))
         if link < 0:
             err = ctypes.get_errno() or -link
@@ -264,17 +268,23 @@ class DeepCollector:
         }
 
     # -- snapshots ---------------------------------------------------------------------------
-    def snapshot(self, pid: int, *, task: int | None = None) -> Snapshot:
+    def snapshot(self, pid: int, *, task: int | None = None, smaps: bool = False) -> Snapshot:
         """A deep snapshot: VMA_SCHEMA columns (names from /proc/PID/maps, VmFlags from the raw
-        vm_flags, no sizes) plus DEEP_SCHEMA. The two reads are repeated until they agree on every
-        VMA's bounds and protection (a process that changes its mappings meanwhile)."""
+        vm_flags, no sizes; with ``smaps``, from /proc/PID/smaps with sizes) plus DEEP_SCHEMA. The
+        two reads are repeated until they agree on every VMA's bounds and protection (a process
+        that changes its mappings meanwhile). ``task``: read through that thread (see
+        :func:`collectors.procmaps.read_snapshot`)."""
+        with self._lock:
+            return self._snapshot(pid, task, smaps)
+
+    def _snapshot(self, pid: int, task: int | None, smaps: bool) -> Snapshot:
         from collectors.procmaps import read_snapshot
 
         warnings: list[str] = []
         for attempt in range(RETRIES):
             t0 = time.monotonic_ns()
-            recs = self.read_records(pid)
-            plain = read_snapshot(pid, smaps=False, task=task)
+            recs = self.read_records(pid, tid=task)
+            plain = read_snapshot(pid, smaps=smaps, task=task)
             t1 = time.monotonic_ns()
             frame = plain.frame.filter(pl.col("start") < TASK_SIZE_LIMIT)
             mismatch = _layout_mismatch(frame, recs)
@@ -290,10 +300,10 @@ class DeepCollector:
         del cols["start"], cols["end"]
         deep = pl.DataFrame(cols, schema=DEEP_SCHEMA)
         flags = recs["flags"].tolist()
-        frame = pl.concat([
-            frame.drop("vmflags").with_columns(pl.Series("vmflags", [vmflags_text(f) for f in flags], pl.Utf8)),
-            deep,
-        ], how="horizontal").select([*VMA_SCHEMA, *DEEP_SCHEMA])
+        if not smaps:
+            frame = frame.drop("vmflags").with_columns(
+                pl.Series("vmflags", [vmflags_text(f) for f in flags], pl.Utf8))
+        frame = pl.concat([frame, deep], how="horizontal").select([*VMA_SCHEMA, *DEEP_SCHEMA])
         return Snapshot(pid=plain.pid, t_start_ns=t0, t_end_ns=t1, method="bpf_iter", frame=frame,
                         warnings=warnings)
 

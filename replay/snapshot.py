@@ -73,8 +73,12 @@ _UFFD_SET = object()
 
 
 def is_deep(frame: pl.DataFrame) -> bool:
-    """The frame is a deep snapshot (has every column :func:`build_from_deep_snapshot` reads)."""
-    return all(c in frame.columns for c in DEEP_COLUMNS)
+    """The frame is a deep snapshot: it has every column :func:`build_from_deep_snapshot` reads,
+    filled (a trace with deep snapshots has the columns for its plain ones too, all null)."""
+    if not all(c in frame.columns for c in DEEP_COLUMNS):
+        return False
+    rows = frame.to_dicts()
+    return not rows or rows[0].get("vm_flags") is not None
 
 
 def _rows(frame: pl.DataFrame) -> list[dict[str, Any]]:

@@ -263,3 +263,49 @@ def test_cli_snapshot_deep(collector: Any, states: States) -> None:
     bad = subprocess.run([sys.executable, "-m", "vmatrace", "snapshot", str(states.parent), "--deep", "--no-smaps"],
                          capture_output=True, text=True, env=env, timeout=60)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+
+
+def test_record_deep_snapshots(collector: Any, states: States, tmp_path: Path) -> None:
+    """record --deep: deep snapshots at start, every --interval and at the end of -p PIDs, and at
+    every exit of a traced command; the trace reads back with the deep columns and seeds the
+    model exactly."""
+    from replay import AddressSpace
+    from replay.snapshot import is_deep
+    from vmatrace.base.trace import read_trace
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = tmp_path / "p.vmat"
+    p = subprocess.run([sys.executable, "-m", "vmatrace", "record", "-q", "--deep", "-o", str(out),
+                        "-p", str(states.parent), "-p", str(states.child), "-d", "1.5", "--interval", "0.5"],
+                       capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr
+    t = read_trace(out)
+    assert not t.warnings and t.meta["record_options"]["deep"] is True
+    idx = t.snapshot_index
+    assert set(idx["method"].to_list()) == {"bpf_iter"}
+    assert {"start", "periodic", "end"} <= set(idx["reason"].to_list())
+    assert t.deep_vmas is not None and t.deep_vmas.height == int(idx["vma_count"].sum())
+    for r in idx.iter_rows(named=True):
+        frame = t.snapshot(r["snapshot_id"])
+        assert is_deep(frame)
+        w = window(frame)
+        if r["pid"] == states.child:
+            assert w[0]["fork_child"] and not w[88]["fork_child"]
+        else:
+            assert w[0]["anon_vma_id"] == w[2]["anon_vma_id"] and w[8]["anon_vma_id"] != w[9]["anon_vma_id"]
+            mm = AddressSpace.from_snapshot(frame, "live")
+            got = [(v.start, v.end, v.perms, v.pgoff) for v in mm.vmas()]
+            want = [(x["start"], x["end"], x["perms"], x["pgoff"]) for x in frame.iter_rows(named=True)
+                    if x["start"] < 1 << 47]
+            assert got == want
+    # a traced command: deep snapshots at its exec and at each exit, fork child included
+    exe = build_c(WORKLOAD, tmp_path / "deep_states")
+    out2 = tmp_path / "c.vmat"
+    p = subprocess.run([sys.executable, "-m", "vmatrace", "record", "-q", "--deep", "-o", str(out2), "--", str(exe)],
+                       capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr
+    t = read_trace(out2)
+    exits = t.snapshot_index.filter(pl.col("reason") == "exit")
+    assert exits.height == 2 and set(exits["method"].to_list()) == {"bpf_iter"}
+    forked = [window(t.snapshot(sid))[0]["fork_child"] for sid in exits["snapshot_id"].to_list()]
+    assert sorted(forked) == [False, True]  # the parent's own anon_vma, the child's inherited one
