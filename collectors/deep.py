@@ -45,12 +45,14 @@ from vmatrace.base.vmflags import MNEMONICS, VM_MAYSHARE, mnemonics, vmflags_tex
 BPF_SOURCE = Path(__file__).with_name("bpf") / "deep.bpf.c"
 AVC_MAX = 64
 ANON_NAME_LEN = 80
-# struct deep_rec of deep.bpf.c
-REC_DTYPE = np.dtype([
+# struct deep_rec of deep.bpf.c; anon_name only on kernels with CONFIG_ANON_VMA_NAME (HAVE_ANON_NAME)
+_REC_FIELDS = [
     ("start", "<u8"), ("end", "<u8"), ("flags", "<u8"), ("pgoff", "<u8"), ("file", "<u8"),
     ("anon_vma", "<u8"), ("mm", "<u8"), ("tgid", "<u4"), ("tid", "<u4"), ("avc", "<u4"),
-    ("bits", "<u4"), ("anon_name", f"S{ANON_NAME_LEN}"),
-])
+    ("bits", "<u4"),
+]
+REC_DTYPE = np.dtype([*_REC_FIELDS, ("anon_name", f"S{ANON_NAME_LEN}")])
+REC_DTYPE_NO_NAME = np.dtype(_REC_FIELDS)
 BIT_CLOSE, BIT_POLICY, BIT_UFFD = 1, 2, 4
 TASK_SIZE_LIMIT = 1 << 47  # the gate VMA ([vsyscall]) is above: not in the mm, not iterated
 # the VmFlags bits whose meaning has not moved between kernel releases (bits 0-31)
@@ -91,10 +93,14 @@ class DeepOffsets:
             cf += ["-DHAVE_POLICY", f"-DOFF_VMA_POLICY={v['vm_policy']}"]
         if "vm_userfaultfd_ctx" in v:
             cf += ["-DHAVE_UFFD", f"-DOFF_VMA_UFFD={v['vm_userfaultfd_ctx']}"]
-        if "anon_name" in v and self.anon_name_name is not None:
+        if self.has_anon_name:
             cf += ["-DHAVE_ANON_NAME", f"-DOFF_VMA_ANON_NAME={v['anon_name']}",
                    f"-DOFF_ANON_NAME_NAME={self.anon_name_name}"]
         return cf
+
+    @property
+    def has_anon_name(self) -> bool:
+        return "anon_name" in self.vma and self.anon_name_name is not None
 
     def with_changes(self, **vma: int) -> DeepOffsets:
         """A copy with some vm_area_struct offsets replaced (tests simulate a wrong layout)."""
@@ -133,19 +139,23 @@ class Identities:
     def __init__(self) -> None:
         self._maps: dict[str, dict[int, int]] = {}
 
-    def assign(self, kind: str, ptrs: np.ndarray) -> list[int | None]:
+    def assign(self, kind: str, ptrs: np.ndarray) -> np.ndarray:
+        """The identities of ``ptrs`` (uint32; 0 for a NULL pointer)."""
         table = self._maps.setdefault(kind, {})
         uniq, inv = np.unique(ptrs, return_inverse=True)
-        ids: list[int | None] = []
-        for p in uniq.tolist():
-            if p == 0:
-                ids.append(None)
-                continue
-            got = table.get(p)
-            if got is None:
-                got = table[p] = len(table) + 1
-            ids.append(got)
-        return [ids[i] for i in inv.tolist()]
+        ids = np.zeros(uniq.size, dtype=np.uint32)
+        for i, p in enumerate(uniq.tolist()):
+            if p:
+                got = table.get(p)
+                if got is None:
+                    got = table[p] = len(table) + 1
+                ids[i] = got
+        return ids[inv.reshape(-1)]
+
+    def series(self, name: str, kind: str, ptrs: np.ndarray) -> pl.Series:
+        """A UInt32 column of identities, null for NULL pointers."""
+        s = pl.Series(name, self.assign(kind, ptrs), pl.UInt32)
+        return s.set(s == 0, None) if s.len() else s
 
 
 def _libbcc() -> Any:
@@ -182,6 +192,7 @@ class DeepCollector:
         from bcc import BPF
 
         self._lib = _libbcc()
+        self._dtype = REC_DTYPE if self.offsets.has_anon_name else REC_DTYPE_NO_NAME
         try:
             self._bpf = BPF(src_file=str(BPF_SOURCE).encode(), cflags=self.offsets.cflags())
             self._fn = self._bpf.load_func(b"bpf_iter__task_vma", BPF.TRACING)
@@ -213,7 +224,8 @@ class DeepCollector:
 
     # -- the iterator ------------------------------------------------------------------------
     def read_records(self, pid: int, *, tid: int | None = None) -> np.ndarray:
-        """The raw records of every VMA of process ``pid`` (one thread's walk; REC_DTYPE).
+        """The raw records of every VMA of process ``pid`` (one thread's walk; REC_DTYPE, without
+        ``anon_name`` on kernels that cannot name anonymous VMAs).
         ``tid``: walk through that thread (a thread in do_exit() after its group leader is gone)."""
         # union bpf_iter_link_info: task.tid, task.pid (one of them)
         info = (ctypes.c_uint32 * 4)(tid, 0, 0, 0) if tid is not None else (ctypes.c_uint32 * 4)(0, pid, 0, 0)
@@ -232,7 +244,7 @@ class DeepCollector:
             try:
                 parts = []
                 while True:
-                    b = os.read(fd, 1 << 20)
+                    b = os.read(fd, 1 << 22)
                     if not b:
                         break
                     parts.append(b)
@@ -241,31 +253,34 @@ class DeepCollector:
         finally:
             os.close(link)
         data = b"".join(parts)
-        recs = np.frombuffer(data, dtype=REC_DTYPE, count=len(data) // REC_DTYPE.itemsize)
+        recs = np.frombuffer(data, dtype=self._dtype, count=len(data) // self._dtype.itemsize)
         if recs.size:
             recs = recs[recs["tid"] == recs["tid"][0]]  # threads share the mm: one walk is enough
         return recs
 
-    def deep_columns(self, recs: np.ndarray) -> dict[str, list[Any]]:
-        """DEEP_SCHEMA columns (plus start/end) of decoded records, pointers mapped to identities."""
-        avc = recs["avc"]
+    def deep_frame(self, recs: np.ndarray) -> pl.DataFrame:
+        """The DEEP_SCHEMA columns of decoded records (vectorized), pointers mapped to identities."""
+        avc = recs["avc"].astype(np.int64)
         has_anon = recs["anon_vma"] != 0
         bits = recs["bits"]
-        names = [n.decode("utf-8", "backslashreplace") or None for n in recs["anon_name"].tolist()]
-        return {
-            "start": recs["start"].tolist(),
-            "end": recs["end"].tolist(),
-            "vm_flags": recs["flags"].tolist(),
-            "pgoff": recs["pgoff"].tolist(),
-            "file_id": self.ids.assign("file", recs["file"]),
-            "anon_vma_id": self.ids.assign("anon_vma", recs["anon_vma"]),
-            "avc": np.minimum(avc, 0xFFFF).tolist(),
-            "fork_child": (has_anon & (avc != 1)).tolist(),
-            "close_hook": ((bits & BIT_CLOSE) != 0).tolist(),
-            "anon_name": names,
-            "mempolicy": ((bits & BIT_POLICY) != 0).tolist(),
-            "uffd": ((bits & BIT_UFFD) != 0).tolist(),
-        }
+        names = recs["anon_name"] if "anon_name" in (recs.dtype.names or ()) else None
+        if names is not None and names.size and (names != b"").any():
+            name_col = pl.Series("anon_name", [n.decode("utf-8", "backslashreplace") or None
+                                               for n in names.tolist()], pl.Utf8)
+        else:
+            name_col = pl.repeat(None, recs.size, dtype=pl.Utf8, eager=True).alias("anon_name")
+        return pl.DataFrame([
+            pl.Series("vm_flags", recs["flags"], pl.UInt64),
+            pl.Series("pgoff", recs["pgoff"], pl.UInt64),
+            self.ids.series("file_id", "file", recs["file"]),
+            self.ids.series("anon_vma_id", "anon_vma", recs["anon_vma"]),
+            pl.Series("avc", np.minimum(avc, 0xFFFF), pl.UInt16),
+            pl.Series("fork_child", has_anon & (avc != 1), pl.Boolean),
+            pl.Series("close_hook", (bits & BIT_CLOSE) != 0, pl.Boolean),
+            name_col,
+            pl.Series("mempolicy", (bits & BIT_POLICY) != 0, pl.Boolean),
+            pl.Series("uffd", (bits & BIT_UFFD) != 0, pl.Boolean),
+        ])
 
     # -- snapshots ---------------------------------------------------------------------------
     def snapshot(self, pid: int, *, task: int | None = None, smaps: bool = False) -> Snapshot:
@@ -284,7 +299,8 @@ class DeepCollector:
         for attempt in range(RETRIES):
             t0 = time.monotonic_ns()
             recs = self.read_records(pid, tid=task)
-            plain = read_snapshot(pid, smaps=smaps, task=task)
+            # the maps text (or smaps) in one read: far cheaper than PROCMAP_QUERY's call per VMA
+            plain = read_snapshot(pid, smaps=smaps, task=task, method="text")
             t1 = time.monotonic_ns()
             frame = plain.frame.filter(pl.col("start") < TASK_SIZE_LIMIT)
             mismatch = _layout_mismatch(frame, recs)
@@ -296,13 +312,11 @@ class DeepCollector:
                 raise SnapshotError(f"PID {pid} kept changing its mappings during {RETRIES} deep snapshot "
                                     f"attempts ({mismatch})")
         warnings.extend(plain.warnings)
-        cols = self.deep_columns(recs)
-        del cols["start"], cols["end"]
-        deep = pl.DataFrame(cols, schema=DEEP_SCHEMA)
-        flags = recs["flags"].tolist()
+        deep = self.deep_frame(recs)
         if not smaps:
-            frame = frame.drop("vmflags").with_columns(
-                pl.Series("vmflags", [vmflags_text(f) for f in flags], pl.Utf8))
+            uniq, inv = np.unique(recs["flags"], return_inverse=True)
+            texts = np.array([vmflags_text(int(f)) for f in uniq.tolist()], dtype=object)[inv]
+            frame = frame.drop("vmflags").with_columns(pl.Series("vmflags", texts.tolist(), pl.Utf8))
         frame = pl.concat([frame, deep], how="horizontal").select([*VMA_SCHEMA, *DEEP_SCHEMA])
         return Snapshot(pid=plain.pid, t_start_ns=t0, t_end_ns=t1, method="bpf_iter", frame=frame,
                         warnings=warnings)
@@ -347,14 +361,19 @@ def _layout_mismatch(frame: pl.DataFrame, recs: np.ndarray) -> str | None:
     if bad.size:
         i = int(bad[0])
         return f"VMA {i}: /proc {starts[i]:#x}-{ends[i]:#x}, iterator {int(recs['start'][i]):#x}-{int(recs['end'][i]):#x}"
-    perms = frame["perms"].to_list()
-    for i, f in enumerate(recs["flags"].tolist()):
-        p = perms[i]
-        want = ("r" if f & 1 else "-") + ("w" if f & 2 else "-") + ("x" if f & 4 else "-") + (
-            "s" if f & VM_MAYSHARE else "p")
-        if p != want:
-            return f"VMA {starts[i]:#x}: /proc perms {p}, iterator {want}"
+    f = recs["flags"]
+    code = (f & 7) | np.where(f & VM_MAYSHARE, 8, 0).astype(f.dtype)
+    want = _PERMS[code.astype(np.int64)]
+    have = np.array(frame["perms"].to_list(), dtype=object)
+    bad = np.nonzero(want != have)[0]
+    if bad.size:
+        i = int(bad[0])
+        return f"VMA {starts[i]:#x}: /proc perms {have[i]}, iterator {want[i]}"
     return None
+
+
+_PERMS = np.array([("r" if c & 1 else "-") + ("w" if c & 2 else "-") + ("x" if c & 4 else "-")
+                   + ("s" if c & 8 else "p") for c in range(16)], dtype=object)
 
 
 def _offsets_problem(smaps: pl.DataFrame, recs: np.ndarray) -> str | None:

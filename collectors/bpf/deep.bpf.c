@@ -46,7 +46,9 @@ struct deep_rec {
     u32 tid;
     u32 avc;         // entries in the anon_vma_chain, up to AVC_MAX (AVC_MAX + 1: more)
     u32 bits;        // 1: vm_ops->close set, 2: vm_policy set, 4: userfaultfd ctx set
-    char anon_name[ANON_NAME_LEN];
+#ifdef HAVE_ANON_NAME
+    char anon_name[ANON_NAME_LEN];   // only where the kernel can name anonymous VMAs
+#endif
 };
 
 static __always_inline u64 rd64(u64 addr) {
