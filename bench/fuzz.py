@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
 """Differential fuzzer: random VMA operation sequences on real kernels vs the model.
 
-    bench/fuzz.py [--live] [--qemu 6.1|6.12] -n N [--seed S] [--length L]
+    bench/fuzz.py [--live [--anon]] [--qemu 6.1|6.12] -n N [--seed S] [--length L]
                   [--profile P] [--show K] [--no-minimize] [--append] [--ignore-flags sd,..]
+
+--anon (live, root + bcc): the runner also reads its own VMAs' anon_vma identity and anon_vma_chain
+with a BPF task_vma iterator after every step, and anon_vma identity classes and fork-child status
+are compared as well as layouts and flags.
 
 For each target prints exactly one line "N sequences, M operations, K disagreements", then the
 first --show disagreements (minimized unless --no-minimize): the script up to the differing step,
@@ -103,7 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--corpus", type=Path, default=REGRESSIONS, help="regression file for --append")
     ap.add_argument("--filter", default="", help="only disagreements whose op:kind contains this, e.g. mremap")
     ap.add_argument("--json", type=Path, help="write all disagreements as JSON here")
+    ap.add_argument("--anon", action="store_true",
+                    help="live: compare anon_vma identity classes and fork-child status too (root, bcc)")
     a = ap.parse_args(argv)
+    deep = None
+    if a.anon:
+        from collectors.deep import DeepCollector
+
+        deep = DeepCollector()
     targets = (["live"] if a.live or not a.qemu else []) + a.qemu
     ignore = frozenset(x for x in a.ignore_flags.split(",") if x)
     rc = 0
@@ -116,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             info = probe_live()
             cfg.allow_move = info.mremap_faulted_safe
             profile = a.profile or "live"
-            label = f"live(detected {info.profile})/model:{profile}"
-            run_k: Runner = run_live
+            label = f"live(detected {info.profile})/model:{profile}" + (" +anon" if deep else "")
+            run_k: Runner = functools.partial(run_live, deep_fd=deep.prog_fd) if deep else run_live
         else:
             profile = a.profile or target
             label = f"qemu-{target}/model:{profile}"
@@ -132,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         t2 = time.monotonic()
         from replay.oracle.compare import compare
 
-        ds = [d for s, k, m in zip(seqs, kres, mres, strict=True) if (d := compare(s, k, m, ignore, label))]
+        anon = deep is not None and target == "live"
+        ds = [d for s, k, m in zip(seqs, kres, mres, strict=True)
+              if (d := compare(s, k, m, ignore, label, anon))]
         nops = sum(len(s.ops) for s in seqs)
         print(f"== {label} seed {a.seed} length {a.length}")
         print(f"{len(seqs)} sequences, {nops} operations, {len(ds)} disagreements")
@@ -156,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             first = {id(d) for d in order}
             order += [d for d in ds if id(d) not in first]
             pick = ds if a.append else order[: max(a.show, 0)]
-            shown = pick if a.no_minimize else minimize(pick, run_k, run_m, label, ignore)
+            shown = pick if a.no_minimize else minimize(pick, run_k, run_m, label, ignore, anon=anon)
             for d in shown[: a.show]:
                 print()
                 print(d.format())

@@ -102,6 +102,7 @@ class Options:
     duration: float | None = None
     interval: float | None = None
     stacks: bool = False
+    deep: bool = False  # deep snapshots (collectors/deep.py) instead of /proc-only ones
     faults: bool = True
     smaps: bool = True
     buffer_pages: int = 8192
@@ -451,6 +452,7 @@ class Recorder:
         self._go_w = self._err_r = -1
         self.exe: str | None = None
         self.files = FileTable()
+        self.deep: Any = None  # collectors.deep.DeepCollector with --deep
 
     # -- BPF -------------------------------------------------------------------------------------
     def load_bpf(self) -> None:
@@ -495,7 +497,10 @@ class Recorder:
         from collectors.procmaps import read_snapshot
 
         try:
-            snap = read_snapshot(pid, smaps=self.o.smaps, task=task)
+            if self.deep is not None:
+                snap = self.deep.snapshot(pid, task=task, smaps=self.o.smaps)
+            else:
+                snap = read_snapshot(pid, smaps=self.o.smaps, task=task)
         except VmatraceError as e:
             if reason in ("periodic", "end") and not os.path.exists(f"/proc/{pid}"):
                 return None  # it just exited: its exit snapshot is (being) taken
@@ -812,6 +817,10 @@ class Recorder:
             self.exe = self.find_command()
         cpu0 = _cpu_s()
         self.load_bpf()
+        if o.deep:
+            from collectors.deep import DeepCollector
+
+            self.deep = DeepCollector()
         self.load_cpu_s = _cpu_s() - cpu0
         self.tracer = t = Tracer()
         t.on_new_process = self.on_new_process
@@ -826,7 +835,7 @@ class Recorder:
             "comm": os.path.basename(o.command[0]) if o.command else _read_text(f"/proc/{o.pids[0]}/comm"),
             "record_options": {"faults": o.faults, "stacks": o.stacks, "interval": o.interval,
                                "buffer_pages": o.buffer_pages, "lock_order": o.lock_order,
-                               "smaps": o.smaps, "duration": o.duration},
+                               "smaps": o.smaps, "duration": o.duration, "deep": o.deep},
             "event_order": ("seq = mmap write-lock acquisition order once a process has threads "
                             "(from lock_order_since_ns), else syscall return order") if o.lock_order
             else "seq = syscall return order",
@@ -879,6 +888,8 @@ class Recorder:
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             self.finish(threads)
+            if self.deep is not None:
+                self.deep.close()
             for s, h in old.items():
                 signal.signal(s, h)
         if not self.started:

@@ -21,6 +21,13 @@ What a snapshot proves and what it does not (kernel-vma.md §3):
 Decisions that read an UNKNOWN state use the address space's ``unknown_policy`` ("unfaulted")
 and add "depends on unknown anon_vma of [a,b)" to the explanation. :func:`narrow` resolves UNKNOWN
 states from a later snapshot.
+
+A *deep* snapshot (``collectors.deep``: a BPF task_vma iterator, columns ``DEEP_SCHEMA``) removes
+every guess: :func:`build_from_deep_snapshot` (chosen by :func:`build_from_snapshot` when the
+columns are there) takes the raw vm_flags, the real pgoff, the open-file identity (``file_id``:
+one :class:`replay.mm.OpenFile` per struct file), the anon_vma identity (``anon_vma_id``: VMAs
+that share an anon_vma share one :class:`replay.mm.AnonVma`), the exact ``avc`` (a fork child's is
+not 1), the close hook and the anon name. No VMA gets an :class:`replay.mm.UnknownAnonVma`.
 """
 
 from __future__ import annotations
@@ -52,9 +59,26 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from replay.profiles import KernelProfile
 
-__all__ = ["REQUIRED_COLUMNS", "build_from_snapshot", "narrow"]
+__all__ = ["DEEP_COLUMNS", "REQUIRED_COLUMNS", "build_from_deep_snapshot", "build_from_snapshot",
+           "is_deep", "narrow"]
 
 REQUIRED_COLUMNS = ("start", "end", "perms", "offset", "dev", "inode", "path")
+# the deep snapshot columns this module reads (vmatrace.base.snapshot.DEEP_SCHEMA)
+DEEP_COLUMNS = ("vm_flags", "pgoff", "file_id", "anon_vma_id", "avc", "close_hook", "anon_name",
+                "mempolicy", "uffd")
+# A VMA mempolicy or userfaultfd context is known only as set or not set: every VMA that has one
+# shares one stand-in, so the model treats set policies (contexts) as equal (mpol_equal()).
+_POLICY_SET = object()
+_UFFD_SET = object()
+
+
+def is_deep(frame: pl.DataFrame) -> bool:
+    """The frame is a deep snapshot: it has every column :func:`build_from_deep_snapshot` reads,
+    filled (a trace with deep snapshots has the columns for its plain ones too, all null)."""
+    if not all(c in frame.columns for c in DEEP_COLUMNS):
+        return False
+    rows = frame.to_dicts()
+    return not rows or rows[0].get("vm_flags") is not None
 
 
 def _rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
@@ -85,7 +109,10 @@ def _flags_of(row: dict[str, Any]) -> int:
 
 def build_from_snapshot(cls: type[AddressSpace], frame: pl.DataFrame,
                         kernel: str | KernelProfile, **kw: Any) -> AddressSpace:
-    """Build an address space whose VMAs are the snapshot's rows (see module docstring)."""
+    """Build an address space whose VMAs are the snapshot's rows (see module docstring); a deep
+    snapshot goes to :func:`build_from_deep_snapshot`."""
+    if is_deep(frame):
+        return build_from_deep_snapshot(cls, frame, kernel, **kw)
     mm = cls(kernel, **kw)
     files: dict[tuple[str, int], OpenFile] = {}
     prev: Vma | None = None
@@ -146,6 +173,72 @@ def build_from_snapshot(cls: type[AddressSpace], frame: pl.DataFrame,
                 v.anon_vma = UnknownAnonVma()
         mm._link(v, prev)
         mm._nomerge_bounds.update((start, end))
+        prev = v
+    return mm
+
+
+def build_from_deep_snapshot(cls: type[AddressSpace], frame: pl.DataFrame,
+                             kernel: str | KernelProfile, **kw: Any) -> AddressSpace:
+    """Build an address space with the exact hidden state of a deep snapshot (module docstring).
+
+    The raw ``vm_flags`` are used as they are (bits the model has no name for compare equal on
+    both sides of a merge, as in the kernel). Names and labels ([heap], [stack], [vdso],
+    [anon:NAME], file paths) come from the /proc columns.
+    """
+    if not is_deep(frame):
+        missing = [c for c in DEEP_COLUMNS if c not in frame.columns]
+        raise SnapshotError(f"not a deep snapshot: column(s) {', '.join(missing)} missing")
+    mm = cls(kernel, **kw)
+    files: dict[int, OpenFile] = {}
+    anons: dict[int, AnonVma] = {}
+    prev: Vma | None = None
+    for row in _rows(frame):
+        start, end = int(row["start"]), int(row["end"])
+        if start >= TASK_SIZE:
+            continue  # [vsyscall]
+        if start >= end or start & 0xFFF or end & 0xFFF:
+            raise SnapshotError(f"bad VMA range {start:#x}-{end:#x}")
+        if prev is not None and start < prev.end:
+            raise SnapshotError(f"overlapping VMAs at {start:#x}")
+        flags = int(row["vm_flags"])
+        path = row.get("path")
+        close = bool(row["close_hook"])
+        name = row["anon_name"]
+        label: str | None = None
+        file: OpenFile | None = None
+        fid = row["file_id"]
+        if fid is not None:
+            file = files.get(int(fid))
+            if file is None:
+                shm = bool(path) and str(path).startswith(("/dev/zero", "/memfd:", "/SYSV", "[anon_shmem:"))
+                fpath = "/dev/zero (deleted)" if str(path or "").startswith("[anon_shmem:") else str(path or "")
+                file = files[int(fid)] = OpenFile(fpath, dev=str(row.get("dev") or "00:00"),
+                                                  ino=int(row.get("inode") or 0), shmem=shm, close=close)
+            if name is None and path and str(path).startswith("[anon_shmem:"):
+                name = str(path)[12:-1]
+        elif path == "[heap]":
+            if mm.start_brk is None:
+                mm.start_brk = start
+            mm.cur_brk = end
+        elif path == "[stack]":
+            mm.start_stack = end - 1
+        elif path and str(path).startswith("[anon:"):
+            if name is None:
+                name = str(path)[6:-1]
+        elif path and str(path).startswith("["):
+            label = str(path)
+        v = Vma(start, end, int(row["pgoff"]), flags, file, anon_name=name, label=label, close=close,
+                policy=_POLICY_SET if row["mempolicy"] else None,
+                uffd_ctx=_UFFD_SET if row["uffd"] else None)
+        aid = row["anon_vma_id"]
+        if aid is not None:
+            a = anons.get(int(aid))
+            if a is None:
+                a = anons[int(aid)] = AnonVma(snapshot=True)
+            v.anon_vma = a
+            v.avc = int(row["avc"])
+        mm._link(v, prev)
+        mm._nomerge_bounds.update((start, end))  # the kernel kept them apart: no invariant claim
         prev = v
     return mm
 

@@ -2,6 +2,10 @@
 kernel under qemu; one runner process / one qemu boot per kernel), and the regression corpus
 tests/fuzz_regressions.json.
 
+Where root and bcc are there (always in CI), the live batch runs with a BPF task_vma iterator
+handed to the runner, and the model is compared on anon_vma identity classes and fork-child
+status after every step too, not only on layouts and flags.
+
 The seed is fixed so CI is reproducible; VMATRACE_FUZZ_SEED=<n> explores other sequences,
 VMATRACE_FUZZ_LIVE / VMATRACE_FUZZ_QEMU change the counts. Replay one failing sequence with
 `bench/fuzz.py --live --seed S --index I -n 1` (the name fz<S>-<I> gives S and I).
@@ -61,10 +65,25 @@ def _split(seqs: list[Sequence], res: list[SeqResult]) -> tuple[list[Sequence], 
 
 
 @functools.cache
+def _deep() -> object | None:
+    """A loaded task_vma iterator (collectors.deep) when root and bcc are there, else None."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        from collectors.deep import DeepCollector
+
+        return DeepCollector()
+    except Exception:
+        return None
+
+
+@functools.cache
 def _live_batch() -> tuple[list[Sequence], list[SeqResult]]:
     cfg, _ = _live_cfg()
     seqs = gen_batch(SEED, N_LIVE, cfg)
-    return _split(seqs, run_live(_with_repeats(seqs)))
+    deep = _deep()
+    fd = getattr(deep, "prog_fd", None)
+    return _split(seqs, run_live(_with_repeats(seqs), deep_fd=fd))
 
 
 @functools.cache
@@ -112,10 +131,28 @@ def test_fuzz_live_vs_model() -> None:
     seqs, kres = _live_batch()
     _, detected = _live_cfg()
     mres = run_model("live", seqs)
+    anon = _deep() is not None
     ds = [d for s, k, m in zip(seqs, kres, mres, strict=True)
-          if (d := compare(s, k, m, label=f"live(detected {detected})/model:live"))]  # fmt: skip
+          if (d := compare(s, k, m, label=f"live(detected {detected})/model:live", anon=anon))]  # fmt: skip
     if ds:
         pytest.fail(_report(ds, len(seqs)), pytrace=False)
+
+
+@pytest.mark.live
+@pytest.mark.bcc
+def test_fuzz_live_batch_carries_anon_vma_state() -> None:
+    """The live batch was compared on hidden state: every VMA of every step has its anon_vma
+    identity, and the batch has shared anon_vmas, distinct ones and fork children."""
+    need_cc()
+    need(os.geteuid() == 0 and _deep() is not None, "needs root and bcc (a BPF task_vma iterator)")
+    _, kres = _live_batch()
+    vmas = [v for r in kres for st in r.steps for v in st.vmas]
+    assert vmas and all(v.anon is not None and v.avc is not None for v in vmas)
+    shared = sum(1 for r in kres for st in r.steps
+                 if len([v.anon for v in st.vmas if v.anon]) > len({v.anon for v in st.vmas if v.anon}))
+    assert shared > 100
+    assert sum(v.fork_child for v in vmas) > 100
+    assert sum(1 for v in vmas if v.anon == 0) > 1000
 
 
 @pytest.mark.qemu

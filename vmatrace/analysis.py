@@ -23,6 +23,26 @@ REASON_FLAGS = "vmflags"
 REASON_FILE = "file"
 REASON_ANON = "anon_vma"
 REASON_UNKNOWN = "unknown"  # VmFlags not read
+REASON_OTHER = "other"  # deep snapshots only: close hook, anon name, NUMA policy, userfaultfd
+
+# Causes a deep snapshot (collectors.deep) proves; each maps to one of the reason codes above.
+CAUSE_FLAGS = "vm_flags differ"
+CAUSE_OPEN_FILE = "different open file"
+CAUSE_FILE = "different file"
+CAUSE_FILE_PGOFF = "file offset discontinuity"
+CAUSE_ANON_PGOFF = "anon pgoff discontinuity"
+CAUSE_ANON_VMAS = "distinct anon_vmas"
+CAUSE_FORK = "fork child"
+CAUSE_CLOSE = "close hook"
+CAUSE_NAME = "different anon name"
+CAUSE_POLICY = "NUMA policy"
+CAUSE_UFFD = "userfaultfd context"
+CAUSE_NONE = "nothing differs"
+_CAUSE_REASON = {CAUSE_FLAGS: REASON_FLAGS, CAUSE_OPEN_FILE: REASON_FILE, CAUSE_FILE: REASON_FILE,
+                 CAUSE_FILE_PGOFF: REASON_FILE, CAUSE_ANON_PGOFF: REASON_ANON,
+                 CAUSE_ANON_VMAS: REASON_ANON, CAUSE_FORK: REASON_ANON, CAUSE_CLOSE: REASON_OTHER,
+                 CAUSE_NAME: REASON_OTHER, CAUSE_POLICY: REASON_OTHER, CAUSE_UFFD: REASON_OTHER,
+                 CAUSE_NONE: REASON_OTHER}
 
 
 @dataclass
@@ -34,6 +54,7 @@ class Split:
     detail: str
     flags_only_left: list[str] = field(default_factory=list)
     flags_only_right: list[str] = field(default_factory=list)
+    causes: list[str] = field(default_factory=list)  # deep snapshots: every proven cause (CAUSE_*)
 
 
 @dataclass
@@ -116,8 +137,82 @@ def explain_pair(a: dict[str, Any], b: dict[str, Any]) -> Split:
                  f"or a different NUMA policy (see /proc/PID/numa_maps){note}")
 
 
+def explain_pair_deep(a: dict[str, Any], b: dict[str, Any]) -> Split:
+    """Why two adjacent VMAs that look identical in /proc are apart, from a deep snapshot: every
+    merge input is known, so each cause is a fact, not a guess.
+
+    Mirrors is_mergeable_vma() (vm_flags but VM_SOFTDIRTY and sticky flags, file, anon name,
+    userfaultfd context; vm_ops->close refuses the merge that would remove a VMA),
+    is_mergeable_anon_vma() (same anon_vma, or one side without, and the side that has one not a
+    fork child: its anon_vma_chain not singular), the pgoff check of can_vma_merge_*() and the
+    mempolicy check (mpol_equal()) of mm/vma.c. NUMA policies are known only as set or not: two set
+    policies are named as a possible cause.
+    """
+    causes: list[str] = []
+    fa, fb = _flags(a["vmflags"]), _flags(b["vmflags"])
+    only_a = sorted(fa - fb - MERGE_IGNORED_FLAGS)
+    only_b = sorted(fb - fa - MERGE_IGNORED_FLAGS)
+    details: list[str] = []
+    if only_a or only_b:
+        causes.append(CAUSE_FLAGS)
+        parts = ([f"left has {' '.join(only_a)}"] if only_a else []) + (
+            [f"right has {' '.join(only_b)}"] if only_b else [])
+        details.append("vm_flags differ: " + ", ".join(parts))
+    elif a["vm_flags"] != b["vm_flags"] and not (fa ^ fb):
+        unnamed = int(a["vm_flags"]) ^ int(b["vm_flags"])
+        causes.append(CAUSE_FLAGS)
+        details.append(f"vm_flags differ in bits without a VmFlags mnemonic ({unnamed:#x})")
+    pages = (int(a["end"]) - int(a["start"])) >> 12
+    if a["file_id"] is not None or b["file_id"] is not None:
+        if (a["dev"], a["inode"]) != (b["dev"], b["inode"]) or a["file_id"] is None or b["file_id"] is None:
+            causes.append(CAUSE_FILE)
+            details.append("different files")
+        elif a["file_id"] != b["file_id"]:
+            causes.append(CAUSE_OPEN_FILE)
+            details.append(f"different open files of the same file (struct file #{a['file_id']} and #{b['file_id']})")
+        if int(b["pgoff"]) != int(a["pgoff"]) + pages:
+            causes.append(CAUSE_FILE_PGOFF)
+            details.append(f"file offset discontinuity ({int(a['pgoff']) << 12:#x} + {pages << 12:#x} != "
+                           f"{int(b['pgoff']) << 12:#x})")
+    elif int(b["pgoff"]) != int(a["pgoff"]) + pages:
+        causes.append(CAUSE_ANON_PGOFF)
+        details.append(f"anon pgoff discontinuity (left pgoff {int(a['pgoff']):#x} + {pages} pages != "
+                       f"right pgoff {int(b['pgoff']):#x}: moved by mremap)")
+    xa, xb = a["anon_vma_id"], b["anon_vma_id"]
+    if xa is not None and xb is not None and xa != xb:
+        causes.append(CAUSE_ANON_VMAS)
+        details.append(f"distinct anon_vmas (#{xa} and #{xb})")
+    fork = [side for side, r in (("left", a), ("right", b)) if r["fork_child"]]
+    if fork and (xa is None or xb is None or xa != xb):
+        causes.append(CAUSE_FORK)
+        details.append(f"fork child: the {' and '.join(fork)} VMA's anon_vma_chain is not singular "
+                       f"(avc {a['avc']}/{b['avc']})")
+    if a["close_hook"] or b["close_hook"]:
+        causes.append(CAUSE_CLOSE)
+        details.append("close hook: vm_ops->close is set (such a VMA is never merged away)")
+    if a["anon_name"] != b["anon_name"]:
+        causes.append(CAUSE_NAME)
+        details.append(f"different anon names ({a['anon_name']!r}, {b['anon_name']!r})")
+    if a["mempolicy"] != b["mempolicy"]:
+        causes.append(CAUSE_POLICY)
+        details.append("NUMA policy set on one side only")
+    elif a["mempolicy"] and b["mempolicy"]:
+        causes.append(CAUSE_POLICY)
+        details.append("both have a NUMA policy: they may differ (see /proc/PID/numa_maps)")
+    if a["uffd"] or b["uffd"]:
+        causes.append(CAUSE_UFFD)
+        details.append("userfaultfd context set")
+    if not causes:
+        causes.append(CAUSE_NONE)
+        details.append("no merge input differs: nothing has asked the kernel to merge them since they "
+                       "became compatible")
+    return Split(a["end"], _CAUSE_REASON[causes[0]], "; ".join(details), only_a, only_b, causes)
+
+
 def invisible_fragmentation(frame: pl.DataFrame) -> list[Run]:
-    """Runs of adjacent VMAs that look identical in /proc/PID/maps, each split explained."""
+    """Runs of adjacent VMAs that look identical in /proc/PID/maps, each split explained (with
+    certainty when ``frame`` is a deep snapshot: it has the ``anon_vma_id`` column)."""
+    explain = explain_pair_deep if "anon_vma_id" in frame.columns else explain_pair
     rows = frame.sort("start").iter_rows(named=True)
     runs: list[Run] = []
     prev: dict[str, Any] | None = None
@@ -126,7 +221,7 @@ def invisible_fragmentation(frame: pl.DataFrame) -> list[Run]:
         if prev is not None and _looks_same(prev, r):
             if cur is None:
                 cur = Run(prev["start"], prev["end"], 1, prev["perms"], prev["path"], [])
-            cur.splits.append(explain_pair(prev, r))
+            cur.splits.append(explain(prev, r))
             cur.end = r["end"]
             cur.vmas += 1
         elif cur is not None:
@@ -142,7 +237,17 @@ def reason_counts(runs: list[Run]) -> dict[str, int]:
     out = {REASON_FLAGS: 0, REASON_FILE: 0, REASON_ANON: 0, REASON_UNKNOWN: 0}
     for run in runs:
         for s in run.splits:
-            out[s.reason] += 1
+            out[s.reason] = out.get(s.reason, 0) + 1
+    return out
+
+
+def cause_counts(runs: list[Run]) -> dict[str, int]:
+    """Deep snapshots: how many splits each proven cause takes part in."""
+    out: dict[str, int] = {}
+    for run in runs:
+        for s in run.splits:
+            for c in s.causes:
+                out[c] = out.get(c, 0) + 1
     return out
 
 

@@ -86,6 +86,7 @@ def run_checks() -> list[Check]:
     btf = os.path.exists("/sys/kernel/btf/vmlinux")
     checks.append(Check("BTF", btf, "/sys/kernel/btf/vmlinux present (struct offsets)" if btf else "no kernel BTF",
                         "a kernel with CONFIG_DEBUG_INFO_BTF=y (only needed for struct offsets)", required=False))
+    checks.append(_deep_check(bool(priv) and btf))
     pq = has_procmap_query()
     checks.append(Check("PROCMAP_QUERY", pq, "ioctl available (fast maps-only snapshots)" if pq
                         else "not available (Linux < 6.11): text /proc/PID/maps is used", None, required=False))
@@ -100,6 +101,18 @@ def run_checks() -> list[Check]:
                         f"yama ptrace_scope={ps}" if ps is not None else "no Yama",
                         "exit snapshots need ptrace: sysctl -w kernel.yama.ptrace_scope=1", required=False))
     return checks
+
+
+def _deep_check(possible: bool) -> Check:
+    """Deep snapshots (``snapshot --deep``, ``record --deep``): load the iterator and check its
+    offsets against /proc. Informational: record works without them."""
+    fix = "root, bcc, a kernel with CONFIG_DEBUG_INFO_BTF=y and BPF iterators (Linux 6.1+)"
+    if not possible:
+        return Check("deep snapshots", False, "need root and kernel BTF", fix, required=False)
+    from collectors.deep import deep_available
+
+    ok, detail = deep_available()
+    return Check("deep snapshots", ok, detail, None if ok else fix, required=False)
 
 
 def record_can_work(checks: list[Check]) -> bool:

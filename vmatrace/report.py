@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from vmatrace.analysis import Run, map_count, reason_counts
+from vmatrace.analysis import Run, cause_counts, map_count, reason_counts
 from vmatrace.base.snapshot import Snapshot
 from vmatrace.census import Census
 from vmatrace.doctor import Check
@@ -55,6 +55,7 @@ def snapshot_json(snap: Snapshot, runs: list[Run], limit: int | None) -> dict[st
             "runs": [r.to_dict() for r in runs],
             "extra_vmas": sum(r.extra_vmas for r in runs),
             "reasons": reason_counts(runs),
+            **({"causes": cause_counts(runs)} if snap.deep else {}),
         },
     }
 
@@ -66,7 +67,9 @@ def print_json(obj: Any) -> None:
 
 def render_snapshot(snap: Snapshot, runs: list[Run], limit: int | None, *, show_vmas: bool) -> None:
     n = snap.frame.height
-    if show_vmas:
+    if show_vmas and snap.deep:
+        _render_deep_vmas(snap, runs)
+    elif show_vmas:
         t = Table(title=f"PID {snap.pid}: {n} VMAs ({snap.method})", show_edge=False, pad_edge=False)
         for col, just in (("start", "right"), ("end", "right"), ("size", "right"), ("perms", "left"),
                           ("offset", "right"), ("rss", "right"), ("anon", "right"), ("vmflags", "left"),
@@ -91,7 +94,12 @@ def render_snapshot(snap: Snapshot, runs: list[Run], limit: int | None, *, show_
     rc = reason_counts(runs)
     console.print(f"invisible fragmentation: [bold]{extra}[/] extra VMAs in {len(runs)} runs "
                   f"(vmflags {rc['vmflags']}, file {rc['file']}, anon_vma {rc['anon_vma']}"
-                  + (f", unknown {rc['unknown']}: no VmFlags read" if rc["unknown"] else "") + ")")
+                  + (f", unknown {rc['unknown']}: no VmFlags read" if rc["unknown"] else "")
+                  + (f", other {rc['other']}" if rc.get("other") else "") + ")")
+    if snap.deep:
+        cc = cause_counts(runs)
+        console.print("proven causes (deep snapshot): "
+                      + ", ".join(f"{c} {k}" for c, k in sorted(cc.items(), key=lambda kv: -kv[1])))
     t = Table(show_edge=False, pad_edge=False)
     for col in ("start", "end", "VMAs", "perms", "path", "splits: address, reason"):
         t.add_column(col)
@@ -132,3 +140,23 @@ def render_checks(checks: list[Check], ok: bool) -> None:
         t.add_row(mark, c.name, escape(c.detail), "" if c.ok else escape(c.fix or ""))
     console.print(t)
     console.print("[green]record can work here[/]" if ok else "[red]record cannot work here yet[/]: see the fixes above")
+
+
+def _render_deep_vmas(snap: Snapshot, runs: list[Run]) -> None:
+    """The VMA table of a deep snapshot: the hidden state instead of sizes."""
+    t = Table(title=f"PID {snap.pid}: {snap.frame.height} VMAs (deep: {snap.method})", show_edge=False,
+              pad_edge=False)
+    for col, just in (("start", "right"), ("end", "right"), ("size", "right"), ("perms", "left"),
+                      ("pgoff", "right"), ("file", "right"), ("anon_vma", "right"), ("avc", "right"),
+                      ("vmflags", "left"), ("path", "left")):
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    split_at = {s.addr for r in runs for s in r.splits}
+    for r in snap.frame.iter_rows(named=True):
+        mark = "[yellow]" if r["start"] in split_at else ""
+        extra = "".join(f" {k}" for k, on in (("close", r["close_hook"]), ("fork-child", r["fork_child"]),
+                                              ("mpol", r["mempolicy"]), ("uffd", r["uffd"])) if on)
+        t.add_row(f"{mark}{r['start']:x}", f"{r['end']:x}", human(r["end"] - r["start"]), r["perms"],
+                  f"{r['pgoff']:x}", "" if r["file_id"] is None else f"#{r['file_id']}",
+                  "" if r["anon_vma_id"] is None else f"#{r['anon_vma_id']}", str(r["avc"]),
+                  (r["vmflags"] or "") + extra, escape(r["path"] or ""))
+    console.print(t)

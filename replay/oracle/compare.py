@@ -5,6 +5,13 @@ of mmap/mremap (as a window page), the layout (start, end, perms of every VMA in
 the full VmFlags set are compared. No flag is ignored by default: `sd`, `mr mw me`, `ac`, `gu`
 are all predictable from the kernel's configuration and the operations. `ignore_flags` exists for
 experiments (bench/fuzz.py --ignore-flags) and is never used by the tests.
+
+With ``anon=True`` (the runner was given a task_vma iterator: ``run_live(..., deep_fd=...)``) the
+hidden state is compared too, for every VMA whose bounds and perms agree: the anon_vma identity
+classes (which VMAs share an anon_vma, which have none; identities themselves differ between
+kernel and model, so classes are compared after numbering them by first appearance) and the
+fork-child status (an anon_vma whose anon_vma_chain is not singular). Kinds "anon_vma" and
+"fork-child".
 """
 
 from __future__ import annotations
@@ -58,7 +65,47 @@ def _flags(v: Vma, ignore: frozenset[str]) -> frozenset[str]:
     return v.flags - ignore
 
 
-def diff_step(k: Step, m: Step, ignore: frozenset[str] = DEFAULT_IGNORE) -> tuple[list[str], list[str]]:
+def _classes(vmas: list[Vma]) -> list[int]:
+    """anon_vma identity classes: 0 = no anon_vma, else numbered by first appearance."""
+    seen: dict[int, int] = {}
+    out = []
+    for v in vmas:
+        a = v.anon or 0
+        out.append(0 if a == 0 else seen.setdefault(a, len(seen) + 1))
+    return out
+
+
+def diff_hidden(kl: dict[tuple[int, int, str], Vma], ml: dict[tuple[int, int, str], Vma]) -> tuple[list[str], list[str]]:
+    """Anon_vma classes and fork-child status of the VMAs present in both (see module docstring)."""
+    keys = sorted(set(kl) & set(ml))
+    kv = [kl[k] for k in keys]
+    mv = [ml[k] for k in keys]
+    if any(v.anon is None for v in kv) or any(v.anon is None for v in mv):
+        return [], []
+    kinds: list[str] = []
+    details: list[str] = []
+    kc, mc = _classes(kv), _classes(mv)
+    if kc != mc:
+        kinds.append("anon_vma")
+
+        def show(c: list[int]) -> str:
+            return " ".join(f"[{k[0]},{k[1]})={'-' if x == 0 else chr(ord('A') + (x - 1) % 26)}"
+                            for k, x in zip(keys, c, strict=True))
+
+        details.append(f"anon_vma classes: kernel {show(kc)}; model {show(mc)}")
+    fk = [v.fork_child for v in kv]
+    fm = [v.fork_child for v in mv]
+    if fk != fm:
+        kinds.append("fork-child")
+        diff = [f"[{k[0]},{k[1]}) kernel {'fork child' if a else 'not'} (avc {x.avc}), model "
+                f"{'fork child' if b else 'not'} (avc {y.avc})"
+                for k, a, b, x, y in zip(keys, fk, fm, kv, mv, strict=True) if a != b]
+        details.append("fork-child status: " + "; ".join(diff))
+    return kinds, details
+
+
+def diff_step(k: Step, m: Step, ignore: frozenset[str] = DEFAULT_IGNORE,
+              anon: bool = False) -> tuple[list[str], list[str]]:
     kinds: list[str] = []
     details: list[str] = []
     if m.errno == -1 and m.note:
@@ -91,6 +138,10 @@ def diff_step(k: Step, m: Step, ignore: frozenset[str] = DEFAULT_IGNORE) -> tupl
     if fl:
         kinds.append("vmflags")
         details.extend(fl)
+    if anon:
+        hk, hd = diff_hidden(kl, ml)
+        kinds.extend(hk)
+        details.extend(hd)
     return kinds, details
 
 
@@ -100,8 +151,10 @@ def compare(
     model: SeqResult,
     ignore: Iterable[str] = DEFAULT_IGNORE,
     label: str = "",
+    anon: bool = False,
 ) -> Disagreement | None:
-    """None if kernel and model agree on every step, else the first disagreement."""
+    """None if kernel and model agree on every step, else the first disagreement. ``anon``:
+    compare anon_vma classes and fork-child status too (the kernel result must carry them)."""
     ign = frozenset(ignore)
     if kernel.status != "ok" or len(kernel.steps) != len(s.ops) + 1:
         last = kernel.steps[-1] if kernel.steps else None
@@ -112,7 +165,7 @@ def compare(
         m = model.steps[i] if i < len(model.steps) else None
         if m is None:
             return Disagreement(s, i, ["model-error"], k, None, before, label, ["model stopped early"])
-        kinds, details = diff_step(k, m, ign)
+        kinds, details = diff_step(k, m, ign, anon)
         if kinds:
             return Disagreement(s, i, kinds, k, m, before, label, details)
         before = k
@@ -125,10 +178,11 @@ def compare_all(
     model: Iterable[SeqResult],
     ignore: Iterable[str] = DEFAULT_IGNORE,
     label: str = "",
+    anon: bool = False,
 ) -> list[Disagreement]:
     out = []
     for s, k, m in zip(seqs, kernel, model, strict=True):
-        d = compare(s, k, m, ignore, label)
+        d = compare(s, k, m, ignore, label, anon)
         if d is not None:
             out.append(d)
     return out

@@ -61,9 +61,22 @@ class Vma:
     end: int
     perms: str  # "rw-p"
     flags: frozenset[str]  # smaps VmFlags mnemonics
+    # hidden state, when known (the runner with a task_vma iterator; the model always):
+    anon: int | None = None  # 0: no anon_vma; else an identity, stable within one sequence
+    avc: int | None = None  # length of the anon_vma_chain (a fork child's is not 1)
 
     def __str__(self) -> str:
-        return f"[{self.start},{self.end}) {self.perms} {' '.join(sorted(self.flags))}"
+        hidden = ""
+        if self.anon is not None:
+            hidden = " anon#" + str(self.anon) if self.anon else " unfaulted"
+            if self.anon and self.avc != 1:
+                hidden += f" fork-child(avc {self.avc})"
+        return f"[{self.start},{self.end}) {self.perms} {' '.join(sorted(self.flags))}{hidden}"
+
+    @property
+    def fork_child(self) -> bool:
+        """Has an anon_vma and an anon_vma_chain that is not singular (vma_is_fork_child())."""
+        return bool(self.anon) and self.avc != 1
 
     def key(self) -> tuple[int, int, str]:
         return (self.start, self.end, self.perms)
@@ -160,6 +173,15 @@ def parse_output(text: str, seqs: Seq[Sequence]) -> list[SeqResult]:
             ops = by_name[cur.name].ops if cur.name in by_name else ()
             op = ops[i - 1] if 1 <= i <= len(ops) else ""
             step = Step(i, op, int(parts[2]), _parse_ret(parts[3]), ())
+        elif line.startswith("% ") and step is not None:
+            parts = line.split()  # % START END ANON AVC: hidden state of a VMA listed above
+            try:
+                s0, e0, an, avc = (int(x) for x in parts[1:5])
+            except ValueError:
+                continue
+            for j, v in enumerate(vmas):
+                if (v.start, v.end) == (s0, e0):
+                    vmas[j] = Vma(v.start, v.end, v.perms, v.flags, an, avc)
         elif line.startswith("!"):
             close_step()
             cur.status = "runner:" + line[1:].replace(" ", "_")

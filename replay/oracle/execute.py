@@ -91,25 +91,33 @@ def have_cc() -> bool:
 
 def run_live(
     seqs: Seq[Sequence], base: int = WINDOW_BASE, pages: int = WINDOW_PAGES, timeout: float = 600,
-    engine: str = "auto",
+    engine: str = "auto", deep_fd: int | None = None,
 ) -> list[SeqResult]:
     """Run every sequence on the running kernel (one runner process, one forked child each).
 
     engine: "c" (the static runner), "python" (replay/oracle/pyrunner.py, ctypes, ~30x slower)
-    or "auto" (C when a compiler exists, else Python)."""
+    or "auto" (C when a compiler exists, else Python). ``deep_fd``: the fd of a loaded task_vma
+    iterator program (``collectors.deep.DeepCollector.prog_fd``; C runner only): every step then
+    carries each VMA's anon_vma identity and anon_vma_chain length."""
     if not seqs:
         return []
+    if deep_fd is not None:
+        if engine == "python" or not have_cc():
+            raise OracleError("the hidden-state comparison needs the C runner (gcc)")
+        engine = "c"
     if engine == "python" or (engine == "auto" and not have_cc()):
         from .pyrunner import run_live_py
 
         return run_live_py(seqs, base, pages)
     runner = build_runner()
+    deep = ["-d", str(deep_fd)] if deep_fd is not None else []
     p = subprocess.run(
-        [str(runner), *_runner_args(base, pages)],
+        [str(runner), *_runner_args(base, pages), *deep],
         input=to_script(seqs),
         capture_output=True,
         text=True,
         timeout=timeout,
+        pass_fds=(deep_fd,) if deep_fd is not None else (),
     )
     if p.returncode != 0 or "#done" not in p.stdout:
         raise OracleError(f"runner failed (rc {p.returncode}): {p.stderr[-2000:]}")

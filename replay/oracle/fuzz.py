@@ -229,12 +229,13 @@ def differential(
     run_model: Runner,
     label: str = "",
     ignore: frozenset[str] = DEFAULT_IGNORE,
+    anon: bool = False,
 ) -> tuple[list[SeqResult], list[Disagreement]]:
     kres = run_kernel(seqs)
     mres = run_model(seqs)
     out = []
     for s, k, m in zip(seqs, kres, mres, strict=True):
-        d = compare(s, k, m, ignore, label)
+        d = compare(s, k, m, ignore, label, anon)
         if d is not None:
             out.append(d)
     return kres, out
@@ -255,6 +256,7 @@ def minimize(
     label: str = "",
     ignore: frozenset[str] = DEFAULT_IGNORE,
     max_rounds: int = 30,
+    anon: bool = False,
 ) -> list[Disagreement]:
     """Shrink every disagreement: cut after the differing step, then remove single operations
     while the same kind of disagreement (same op name, overlapping kinds) persists. Each round
@@ -278,7 +280,7 @@ def minimize(
                     owners.append(j)
         if not batch:
             break
-        _, ds = differential(batch, run_kernel, run_model, label, ignore)
+        _, ds = differential(batch, run_kernel, run_model, label, ignore, anon)
         by_name = {d.seq.name: d for d in ds}
         progressed = [False] * len(cur)
         for s, j in zip(batch, owners, strict=True):

@@ -70,7 +70,8 @@ def _window_vmas(mm: Any, base: int, pages: int) -> tuple[Vma, ...]:
     for v in mm.vmas():
         if v.end > base and v.start < end:
             out.append(
-                Vma((v.start - base) // PAGE, (v.end - base) // PAGE, str(v.perms), frozenset(v.vmflags))
+                Vma((v.start - base) // PAGE, (v.end - base) // PAGE, str(v.perms), frozenset(v.vmflags),
+                    getattr(v, "anon_id", None) or 0, getattr(v, "avc", None))
             )
     return tuple(sorted(out, key=lambda x: x.start))
 

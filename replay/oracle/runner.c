@@ -3,7 +3,10 @@
  * every step, the errno and the VMAs of a private window as /proc/self/smaps shows them.
  *
  * Build: gcc -static -O2 -o runner runner.c   (static, so it also runs in a busybox initramfs)
- * Usage: runner [-b BASE_HEX] [-w PAGES] [SCRIPT]      (script from stdin when omitted)
+ * Usage: runner [-b BASE_HEX] [-w PAGES] [-d FD] [SCRIPT]   (script from stdin when omitted)
+ *   -d FD   FD is a loaded BPF task_vma iterator program (collectors/bpf/deep.bpf.c, passed in by
+ *           replay/oracle/execute.py): after every step the runner also iterates its own VMAs and
+ *           prints their anon_vma identity and anon_vma_chain length
  *
  * The script and output formats are documented in docs/oracle.md. In short:
  *
@@ -19,6 +22,8 @@
  *   #seq ID
  *   @ STEP ERRNO RET            (RET: page of the result for mmap/mremap, else "-")
  *   START END PERMS FLAG...     (one line per VMA overlapping the window, pages relative to base)
+ *   % START END ANON AVC        (with -d, after those: ANON = 0 without an anon_vma, else a small
+ *                                number per anon_vma, stable within a sequence; AVC = chain length)
  *   #end ID STATUS              (STATUS: "ok", "exit:N" or "signal:N")
  *
  * Step 0 is the empty window before the first operation.
@@ -85,6 +90,9 @@ static void oprintf(const char *fmt, ...)
 /* ---- /proc/self/smaps reader (static buffer: the check itself creates no mappings) ---- */
 static char sbuf[1 << 20];
 
+static void dump_deep(void);
+static int deep_prog = -1;
+
 static void dump_window(void)
 {
 	int fd = open("/proc/self/smaps", O_RDONLY | O_CLOEXEC);
@@ -132,6 +140,94 @@ static void dump_window(void)
 			oprintf("\n");
 			in = 0;
 		}
+	}
+	if (deep_prog >= 0)
+		dump_deep();
+}
+
+/* ---- deep state: a BPF task_vma iterator over our own VMAs (raw bpf(2), no library) ---- */
+static int deep_link = -1;
+static pid_t deep_link_pid;
+#define BPF_LINK_CREATE_CMD 28
+#define BPF_ITER_CREATE_CMD 33
+#define BPF_TRACE_ITER_TYPE 28
+#ifndef SYS_bpf
+#define SYS_bpf 321
+#endif
+
+struct deep_rec { /* struct deep_rec of collectors/bpf/deep.bpf.c */
+	unsigned long start, end, flags, pgoff, file, anon_vma, mm;
+	unsigned int tgid, tid, avc, bits;
+	char anon_name[80];
+};
+
+static unsigned long anon_ptrs[4096]; /* pointer -> index + 1; copied into forked children */
+static int nanon;
+
+static int anon_id(unsigned long p)
+{
+	if (!p)
+		return 0;
+	for (int i = 0; i < nanon; i++)
+		if (anon_ptrs[i] == p)
+			return i + 1;
+	if (nanon == (int)(sizeof(anon_ptrs) / sizeof(anon_ptrs[0])))
+		return -1;
+	anon_ptrs[nanon++] = p;
+	return nanon;
+}
+
+static struct deep_rec drecs[4096];
+
+static void dump_deep(void)
+{
+	unsigned long wend = base + wpages * PAGE;
+	unsigned int attr[32];
+	pid_t me = getpid();
+	size_t len = 0;
+	int it;
+
+	if (deep_link < 0 || deep_link_pid != me) {
+		unsigned int info[4] = {0, (unsigned int)me, 0, 0}; /* bpf_iter_link_info.task.{tid,pid} */
+		unsigned long ip = (unsigned long)info;
+		if (deep_link >= 0)
+			close(deep_link); /* the parent's link, inherited */
+		memset(attr, 0, sizeof(attr));
+		attr[0] = (unsigned int)deep_prog; /* link_create.prog_fd */
+		attr[2] = BPF_TRACE_ITER_TYPE;     /* link_create.attach_type */
+		memcpy(&attr[4], &ip, sizeof(ip)); /* link_create.iter_info */
+		attr[6] = sizeof(info);            /* link_create.iter_info_len */
+		deep_link = (int)syscall(SYS_bpf, BPF_LINK_CREATE_CMD, attr, sizeof(attr));
+		deep_link_pid = me;
+		if (deep_link < 0) {
+			oprintf("!deep-link %d\n", errno);
+			return;
+		}
+	}
+	memset(attr, 0, sizeof(attr));
+	attr[0] = (unsigned int)deep_link;
+	it = (int)syscall(SYS_bpf, BPF_ITER_CREATE_CMD, attr, sizeof(attr));
+	if (it < 0) {
+		oprintf("!deep-iter %d\n", errno);
+		return;
+	}
+	for (;;) {
+		ssize_t n = read(it, (char *)drecs + len, sizeof(drecs) - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		if (len >= sizeof(drecs))
+			break;
+	}
+	close(it);
+	for (size_t i = 0; i < len / sizeof(struct deep_rec); i++) {
+		struct deep_rec *r = &drecs[i];
+		if (r->tid != drecs[0].tid || r->start >= wend || r->end <= base)
+			continue;
+		oprintf("%% %ld %ld %d %u\n", (long)(r->start - base) / (long)PAGE,
+			(long)(r->end - base) / (long)PAGE, anon_id(r->anon_vma), r->avc);
 	}
 }
 
@@ -496,13 +592,15 @@ int main(int argc, char **argv)
 	int nlines = 0, cap = 0, inseq = 0;
 	char seqid[128] = "";
 
-	while ((opt = getopt(argc, argv, "b:w:")) != -1) {
+	while ((opt = getopt(argc, argv, "b:w:d:")) != -1) {
 		if (opt == 'b')
 			base = strtoul(optarg, NULL, 16);
+		else if (opt == 'd')
+			deep_prog = (int)strtol(optarg, NULL, 10);
 		else if (opt == 'w')
 			wpages = strtoul(optarg, NULL, 0);
 		else {
-			fprintf(stderr, "usage: %s [-b BASE_HEX] [-w PAGES] [SCRIPT]\n", argv[0]);
+			fprintf(stderr, "usage: %s [-b BASE_HEX] [-w PAGES] [-d FD] [SCRIPT]\n", argv[0]);
 			return 2;
 		}
 	}

@@ -31,6 +31,22 @@ VMA_SCHEMA: dict[str, pl.DataType] = {
     "vmflags": pl.Utf8(),
 }
 
+# Deep snapshot columns (collectors.deep: a BPF task_vma iterator), beside VMA_SCHEMA. Identities are
+# small integers assigned in user space, stable within one trace or one command run; a raw kernel
+# pointer is never stored.
+DEEP_SCHEMA: dict[str, pl.DataType] = {
+    "vm_flags": pl.UInt64(),      # raw vm_area_struct.vm_flags
+    "pgoff": pl.UInt64(),         # vm_pgoff in pages (anonymous memory too)
+    "file_id": pl.UInt32(),       # the open file (struct file); null: no file
+    "anon_vma_id": pl.UInt32(),   # the anon_vma; null: none (never faulted)
+    "avc": pl.UInt16(),           # entries in the anon_vma_chain (0: no anon_vma)
+    "fork_child": pl.Boolean(),   # has an anon_vma and its anon_vma_chain is not singular
+    "close_hook": pl.Boolean(),   # vm_ops->close is set
+    "anon_name": pl.Utf8(),       # prctl(PR_SET_VMA_ANON_NAME) name; null: none
+    "mempolicy": pl.Boolean(),    # a VMA mempolicy (mbind) is set
+    "uffd": pl.Boolean(),         # a userfaultfd context is set
+}
+
 # smaps field -> column
 _SMAPS_FIELDS = {"Rss:": "rss_kb", "Pss:": "pss_kb", "Anonymous:": "anonymous_kb", "Swap:": "swap_kb"}
 
@@ -45,9 +61,14 @@ class Snapshot:
     pid: int
     t_start_ns: int  # CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns()
     t_end_ns: int
-    method: str  # "procmap_query" | "text"
+    method: str  # "procmap_query" | "text" | "bpf_iter" (deep: frame has DEEP_SCHEMA columns too)
     frame: pl.DataFrame
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def deep(self) -> bool:
+        """The frame carries the :data:`DEEP_SCHEMA` columns (a deep snapshot)."""
+        return all(c in self.frame.columns for c in DEEP_SCHEMA)
 
     @property
     def complete(self) -> bool:

@@ -37,7 +37,7 @@ import polars as pl
 from vmatrace import __version__
 from vmatrace.base.errors import VmatraceError
 from vmatrace.base.safeio import chown_to_invoker, safe_create, safe_mkdir
-from vmatrace.base.snapshot import VMA_SCHEMA, Snapshot
+from vmatrace.base.snapshot import DEEP_SCHEMA, VMA_SCHEMA, Snapshot
 
 FORMAT = "vmatrace-trace"
 FORMAT_VERSION = 1
@@ -99,6 +99,11 @@ PROC_SCHEMA: dict[str, pl.DataType] = {
     "how_ended": pl.Utf8(),
 }
 LOSS_SCHEMA: dict[str, pl.DataType] = {"count": pl.UInt64(), "t_from_ns": pl.UInt64(), "t_to_ns": pl.UInt64()}
+# deep snapshots (record --deep): the hidden state of each VMA, keyed by (snapshot_id, start); the
+# VMA's /proc columns are in `snapshots` as for any snapshot, so readers that do not know this
+# table still read every snapshot
+DEEP_VMA_SCHEMA: dict[str, pl.DataType] = {"snapshot_id": pl.UInt32(), "pid": pl.UInt32(),
+                                           "start": pl.UInt64(), **DEEP_SCHEMA}
 
 TABLES: dict[str, dict[str, pl.DataType]] = {
     "events": EVENT_SCHEMA,
@@ -107,6 +112,7 @@ TABLES: dict[str, dict[str, pl.DataType]] = {
     "stacks": STACK_SCHEMA,
     "procs": PROC_SCHEMA,
     "losses": LOSS_SCHEMA,
+    "deep_vmas": DEEP_VMA_SCHEMA,
 }
 
 #: Columns added to format v1 after its first release. A chunk written before them lacks them; the
@@ -212,6 +218,8 @@ class TraceWriter:
         rows = snap.frame.with_columns(pl.lit(sid, pl.UInt32).alias("snapshot_id"),
                                        pl.lit(snap.pid, pl.UInt32).alias("pid"))
         self._buf["snapshots"].append(conform(rows, SNAPSHOT_SCHEMA))
+        if snap.deep:
+            self._buf["deep_vmas"].append(conform(rows, DEEP_VMA_SCHEMA))
         self._buf["snapshot_index"].append(pl.DataFrame([{
             "snapshot_id": sid, "pid": snap.pid, "reason": reason, "t_start_ns": snap.t_start_ns,
             "t_end_ns": snap.t_end_ns, "method": snap.method, "vma_count": snap.frame.height,
@@ -486,13 +494,15 @@ class Trace:
     procs: pl.DataFrame
     losses: pl.DataFrame
     warnings: list[str] = field(default_factory=list)
+    deep_vmas: pl.DataFrame | None = None  # the deep_vmas table (its columns are also joined into snapshots)
 
     @property
     def damaged(self) -> bool:
         return bool(self.warnings)
 
     def snapshot(self, snapshot_id: int) -> pl.DataFrame:
-        """The VMA rows of one snapshot (VMA_SCHEMA), sorted by start."""
+        """The VMA rows of one snapshot (VMA_SCHEMA, plus DEEP_SCHEMA when the trace has deep
+        snapshots: null for the rows of plain ones), sorted by start."""
         return (self.snapshots.filter(pl.col("snapshot_id") == snapshot_id)
                 .drop("snapshot_id", "pid").sort("start"))
 
@@ -662,6 +672,10 @@ def read_trace(path: str | os.PathLike[str]) -> Trace:
         warnings.append(f"meta.json says {meta.get('event_count')} events but the chunks hold {ev.height}")
     if ev.height > 1 and not ev.get_column("seq").is_sorted():
         ev = ev.sort("seq")
-    return Trace(path=p, meta=meta, events=ev, snapshots=tables["snapshots"],
+    snaps, deep = tables["snapshots"], tables["deep_vmas"]
+    if deep.height:
+        snaps = (snaps.with_row_index("_row").join(deep.drop("pid"), on=["snapshot_id", "start"], how="left")
+                 .sort("_row").drop("_row"))
+    return Trace(path=p, meta=meta, events=ev, snapshots=snaps,
                  snapshot_index=tables["snapshot_index"], stacks=tables["stacks"], procs=tables["procs"],
-                 losses=tables["losses"], warnings=warnings)
+                 losses=tables["losses"], warnings=warnings, deep_vmas=deep)

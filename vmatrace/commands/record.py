@@ -15,6 +15,7 @@ EXAMPLES = """examples:
   sudo vmatrace record -o t.vmat -p 1234 -d 10        # trace PID 1234 for 10 seconds
   sudo vmatrace record -p 1234 -p 1240 --interval 5   # two processes, a snapshot every 5 s
   sudo vmatrace record --stacks -- ./a.out            # with symbolized user stacks
+  sudo vmatrace record --deep -p 1234 -d 10           # exact hidden state (anon_vma, fork child)
   sudo vmatrace record --no-faults -b 4096 -- make    # no page faults, 16 MiB ring buffer
 
 Traced: mmap munmap mprotect pkey_mprotect mremap brk madvise process_madvise mlock mlock2
@@ -43,6 +44,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("-d", "--duration", metavar="SECONDS", type=_args.positive_float("a duration in seconds"), help="stop after this many seconds")
     p.add_argument("--interval", metavar="S", type=_args.positive_float("an interval in seconds"), help="take a maps snapshot of every process every S seconds")
     p.add_argument("--stacks", action="store_true", help="record user stacks of each event (symbolized at the end)")
+    p.add_argument("--deep", action="store_true",
+                   help="deep snapshots: also the hidden VMA state (anon_vma identity, fork child, anon "
+                        "pgoff, open file, close hook) through a BPF task_vma iterator, at start, every "
+                        "--interval and at exit; replay then starts from exact states (vmatrace doctor "
+                        "says whether this kernel allows it)")
     p.add_argument("--no-faults", action="store_true", help="do not trace page faults")
     p.add_argument("--no-smaps", action="store_true", help="snapshots without smaps (faster, no RSS/VmFlags)")
     p.add_argument("-b", "--buffer-pages", metavar="PAGES", type=int, default=8192,
@@ -64,7 +70,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
     return Options(command=cmd, pids=list(args.pid), output=args.output, duration=args.duration,
-                   interval=args.interval, stacks=args.stacks, faults=not args.no_faults,
+                   interval=args.interval, stacks=args.stacks, deep=args.deep, faults=not args.no_faults,
                    smaps=not args.no_smaps, buffer_pages=args.buffer_pages, as_root=args.as_root,
                    lock_order=not args.no_lock_order, force=args.force, quiet=args.quiet)
 

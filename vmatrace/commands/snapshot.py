@@ -23,7 +23,8 @@ def add_parser(sub: Any) -> None:
                     "look identical in /proc/PID/maps but are separate, each with its reason.",
         examples="  vmatrace snapshot $$\n  vmatrace snapshot 1234 --json\n"
                  "  vmatrace snapshot 1234 -o snap.parquet\n"
-                 "  vmatrace snapshot 1234 --no-smaps --method procmap_query")
+                 "  vmatrace snapshot 1234 --no-smaps --method procmap_query\n"
+                 "  sudo vmatrace snapshot 1234 --deep   # anon_vma, fork child, pgoff, open file: certain")
     s.add_argument("pid", type=_args.pid, metavar="PID")
     s.add_argument("--json", action="store_true", help="JSON on stdout")
     _args.add_output(s, "write to FILE: Parquet if it ends in .parquet, else JSON")
@@ -31,6 +32,10 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--no-smaps", action="store_true", help="layout only (no sizes/VmFlags): fastest")
     s.add_argument("--method", choices=("auto", "text", "procmap_query"), default="auto",
                    help="how to read the layout with --no-smaps (default: PROCMAP_QUERY where available)")
+    s.add_argument("--deep", action="store_true",
+                   help="read the hidden VMA state (anon_vma identity, fork child, anon pgoff, open file, "
+                        "close hook) with a BPF task_vma iterator and explain invisible fragmentation "
+                        "with certainty; needs root, bcc and kernel BTF (vmatrace doctor). No sizes.")
     s.set_defaults(func=run)
 
 
@@ -39,7 +44,17 @@ def run(args: argparse.Namespace) -> int:
     from vmatrace.analysis import invisible_fragmentation, max_map_count
     from vmatrace.report import print_json, render_snapshot, snapshot_json
 
-    snap = read_snapshot(args.pid, smaps=not args.no_smaps, method=args.method)
+    if args.deep:
+        if args.no_smaps or args.method != "auto":
+            from vmatrace.base.errors import UsageError
+
+            raise UsageError("--deep reads the layout itself: it takes neither --no-smaps nor --method")
+        from collectors.deep import DeepCollector
+
+        with DeepCollector() as deep:
+            snap = deep.snapshot(args.pid)
+    else:
+        snap = read_snapshot(args.pid, smaps=not args.no_smaps, method=args.method)
     runs = invisible_fragmentation(snap.frame)
     limit = max_map_count()
     if args.output:
