@@ -398,7 +398,8 @@ class AddressSpace:
         self.unknown_policy = "unfaulted"  # how UNKNOWN anon state is resolved for decisions
         # profile-derived constants for the hot path
         self._ignored = VM_STICKY if profile.sticky_flags else VM_SOFTDIRTY
-        self._merge_mask = ~self._ignored  # the VM flags is_mergeable_vma() compares
+        # the VM flags is_mergeable_vma() compares (the what-if field adds VM_ACCOUNT to the ignored)
+        self._merge_mask = ~(self._ignored | (VM_ACCOUNT if profile.merge_ignores_account else 0))
         self._anon_new = profile.anon_rule is AnonRule.NEW
         self._close_rule = profile.close_rule
         self._legacy_mmap = profile.mmap_prev_uses_next_anon

@@ -135,6 +135,10 @@ class KernelProfile:
     # is ENOMEM only after the rest succeeded and an incompatible VMA is EINVAL first
     # (qemu-checked on 6.1). Since: a hole is ENOMEM at once.
     madvise_populate_in_walk: bool = True
+    # What-if only, no kernel has it: the merge check ignores VM_ACCOUNT, so the PT_GNU_RELRO piece
+    # ld.so makes read-only (faulted, keeps `ac`) could merge with the read-only segment before it
+    # (never writable, no `ac`). `vmatrace replay --what-if merge_ignores_account=true` measures it.
+    merge_ignores_account: bool = False
 
     @property
     def anon_rule_new(self) -> bool:

@@ -305,3 +305,26 @@ def test_html_report_opens_offline_with_its_plots(workload_trace: Path, tmp_path
     subprocess.run([exe, *flags, "--window-size=1200,1600", f"--screenshot={shot}", out.as_uri()],
                    capture_output=True, timeout=120, check=True)
     assert shot.stat().st_size > 50_000  # a page of plots and tables, not a blank one
+
+
+@pytest.mark.live
+@pytest.mark.bcc
+def test_relro_what_if_on_python_start_up(tmp_path: Path) -> None:
+    """The documented what-if: ignoring VM_ACCOUNT in the merge check merges the RELRO pieces
+    that keep `ac` with the read-only segment before them, on a real python3 start-up."""
+    from vmatrace.replay_report import attribute
+
+    out = tmp_path / "py.vmat"
+    record(out, "-f", "--", "/usr/bin/python3", "-c", "import json, decimal")
+    t = read_trace(out)
+    specs, pair, _ = default_profiles(t.meta, what_if=["merge_ignores_account=true"])
+    r = replay_trace(t, specs, fix_pair=pair, jobs=1)
+    judged = r.profiles[0]
+    what = next(p for p in r.profiles if "what-if" in p.label)
+    assert not what.judged and what.fields["merge_ignores_account"] is True
+    base = judged.process(r.main_pid).final_vma_count  # type: ignore[arg-type]
+    alt = what.process(r.main_pid).final_vma_count  # type: ignore[arg-type]
+    att = attribute(t, r)
+    assert base is not None and alt is not None
+    assert att.relro_pairs >= 1 and base - alt >= 1
+    assert all(d.kind == "fragmented" for p in what.processes for d in p.divergences)
