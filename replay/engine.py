@@ -24,7 +24,7 @@ import gc
 import itertools
 import os
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +69,7 @@ from replay.results import (
     ResultMismatch,
 )
 from vmatrace.base.errors import UsageError, VmatraceError
+from vmatrace.base.events import EVENT_KINDS
 from vmatrace.base.trace import Trace
 
 __all__ = ["ProfileSpec", "apply_what_if", "default_profiles", "replay_trace"]
@@ -240,7 +241,7 @@ class _Snap:
 class _Proc:
     pid: int
     comm: str
-    events: list[int] = field(default_factory=list)  # global row indices, seq order
+    events: Any = None  # numpy int64 array: the process's rows of the events table, in seq order
     snaps: list[_Snap] = field(default_factory=list)
     parent: int | None = None  # forked from (a fork event in the parent's stream)
     fork_row: int | None = None
@@ -262,9 +263,22 @@ class _Rows:
         return self.rows
 
 
+# Kind codes of the plan's numpy columns (the order of the base layer's vocabulary, then unknown).
+_KIND_NAMES: tuple[str, ...] = (*EVENT_KINDS, "unknown")
+_K = {k: i for i, k in enumerate(_KIND_NAMES)}
+_K_FAULT, _K_MMAP, _K_MUNMAP, _K_MPROTECT = _K["fault"], _K["mmap"], _K["munmap"], _K["mprotect"]
+_K_MADVISE, _K_MREMAP, _K_BRK, _K_FORK, _K_EXEC = _K["madvise"], _K["mremap"], _K["brk"], _K["fork"], _K["exec"]
+_K_IGNORED = frozenset(_K[k] for k in _IGNORED)
+_CHUNK = 1 << 16  # events decoded to Python values at a time
+
+
 @dataclass
 class _Plan:
-    cols: dict[str, list[Any]]
+    """The trace as the replay needs it, in numpy columns (no Python object per event, so that a
+    forked worker shares them with its parent) and sparse dicts for the rare string values."""
+
+    cols: dict[str, Any]  # seq, ts_ns, pid, kind (codes), a0..a5, ret, stack_id (-1: none)
+    sparse: dict[str, dict[int, Any]]  # text, file_id, file_dev, file_ino, file_path: row -> value
     procs: dict[int, _Proc]
     order: list[int]  # parents before children
     frames: dict[int, _Rows]
@@ -272,13 +286,31 @@ class _Plan:
     meta: dict[str, Any]
     has_file_ids: bool
 
+    def kind(self, row: int) -> str:
+        return _KIND_NAMES[int(self.cols["kind"][row])]
+
 
 def _plan(trace: Trace) -> _Plan:
+    import numpy as np
+
     ev = trace.events
-    names = ["seq", "ts_ns", "pid", "kind", "a0", "a1", "a2", "a3", "a4", "a5", "ret", "stack_id", "text"]
-    extra = [c for c in ("file_id", "file_dev", "file_ino", "file_path") if c in ev.columns]
-    cols: dict[str, list[Any]] = {c: ev.get_column(c).to_list() for c in names + extra}
-    has_file_ids = "file_id" in cols and any(x is not None for x in cols["file_id"])
+    cols: dict[str, Any] = {}
+    for c in ("seq", "ts_ns", "a0", "a1", "a2", "a3", "a4", "a5"):
+        cols[c] = ev.get_column(c).fill_null(0).cast(pl.UInt64).to_numpy()
+    cols["pid"] = ev.get_column("pid").fill_null(0).cast(pl.Int64).to_numpy()
+    cols["ret"] = ev.get_column("ret").fill_null(0).cast(pl.Int64).to_numpy()
+    cols["stack_id"] = ev.get_column("stack_id").fill_null(-1).cast(pl.Int64).to_numpy()
+    cols["kind"] = (ev.get_column("kind").replace_strict(_K, default=_K["unknown"], return_dtype=pl.UInt8)
+                    .to_numpy() if ev.height else np.zeros(0, np.uint8))
+    sparse: dict[str, dict[int, Any]] = {}
+    for name in ("text", "file_id", "file_dev", "file_ino", "file_path"):
+        if name in ev.columns:
+            nn = ev.select(pl.int_range(pl.len(), dtype=pl.Int64).alias("i"), pl.col(name)).filter(
+                pl.col(name).is_not_null())
+            sparse[name] = dict(zip(nn["i"].to_list(), nn[name].to_list(), strict=True))
+        else:
+            sparse[name] = {}
+    has_file_ids = bool(sparse["file_id"])
     comms: dict[int, str] = {}
     for r in trace.procs.iter_rows(named=True):
         comms[int(r["pid"])] = r["comm"] or ""
@@ -287,47 +319,51 @@ def _plan(trace: Trace) -> _Plan:
     def proc(pid: int) -> _Proc:
         p = procs.get(pid)
         if p is None:
-            p = procs[pid] = _Proc(pid, comms.get(pid, ""))
+            p = procs[pid] = _Proc(pid, comms.get(pid, ""), np.zeros(0, np.int64))
         return p
 
-    kinds, pids = cols["kind"], cols["pid"]
-    for i in range(len(kinds)):
-        p = proc(pids[i])
-        p.events.append(i)
-        if kinds[i] == "fork":
-            child = int(cols["a1"][i])
-            if child != pids[i]:  # a thread of the same process shares its model
-                c = proc(child)
-                if c.parent is None:
-                    c.parent, c.fork_row = pids[i], i
-                    c.vfork_shared = bool(cols["a2"][i])
+    pids = cols["pid"]
+    if len(pids):
+        order_rows = np.argsort(pids, kind="stable")
+        uniq, starts = np.unique(pids[order_rows], return_index=True)
+        bounds = [*starts.tolist(), len(order_rows)]
+        for k, pid in enumerate(uniq.tolist()):
+            proc(int(pid)).events = order_rows[bounds[k]:bounds[k + 1]].astype(np.int64)
+    for i in np.nonzero(cols["kind"] == _K_FORK)[0].tolist():
+        parent, child = int(pids[i]), int(cols["a1"][i])
+        if child != parent:  # a thread of the same process shares its model
+            cp = proc(child)
+            if cp.parent is None:
+                cp.parent, cp.fork_row = parent, i
+                cp.vfork_shared = bool(cols["a2"][i])
     # snapshots, placed in their process's event stream
-    recon_after: dict[tuple[int, int], int] = {}
-    for rc in trace.meta.get("reconstructions") or []:
-        if isinstance(rc, dict) and isinstance(rc.get("pid"), int) and isinstance(rc.get("after_seq"), int):
-            recon_after[(rc["pid"], rc["after_seq"])] = rc["after_seq"]
+    recon_after = [(rc["pid"], rc["after_seq"]) for rc in trace.meta.get("reconstructions") or []
+                   if isinstance(rc, dict) and isinstance(rc.get("pid"), int) and isinstance(rc.get("after_seq"), int)]
     idx = trace.snapshot_index.sort("snapshot_id")
     frames: dict[int, _Rows] = {}
-    seq_of = cols["seq"]
-    ts_of = cols["ts_ns"]
     has_brk = "start_brk" in idx.columns
     rows_of: dict[int, int] = (dict(trace.snapshots.group_by("snapshot_id").len().iter_rows())
                                if trace.snapshots.height else {})
+    used_after: set[tuple[int, int]] = set()
     for r in idx.iter_rows(named=True):
         pid, sid = int(r["pid"]), int(r["snapshot_id"])
         if r["vma_count"] is not None and rows_of.get(sid, 0) != int(r["vma_count"]):
             continue  # not a whole state: its rows were in a damaged chunk (read_trace warned)
         p = proc(pid)
-        evs = p.events
         t0 = int(r["t_start_ns"] or 0)
         t1 = int(r["t_end_ns"] or t0)
+        seqs_p = cols["seq"][p.events]
+        after = None
         if r["method"] == "elf-reconstruction":
-            after = next((s for (pp, s) in recon_after if pp == pid and s is not None
-                          and not any(x.sid != sid and x.reason == "reconstructed" and x.pos == _pos_after_seq(evs, seq_of, s)
-                                      for x in p.snaps)), None)
-            pos = _pos_after_seq(evs, seq_of, after) if after is not None else _pos_by_time(evs, ts_of, t0)
+            after = next((a for a in recon_after if a[0] == pid and a not in used_after), None)
+        if after is not None:
+            used_after.add(after)
+            pos = int(np.searchsorted(seqs_p, after[1], side="right"))
         else:
-            pos = _pos_by_time(evs, ts_of, t0)
+            # timestamps follow seq closely but not exactly (seq is the mmap_lock order): the
+            # snapshot follows the last event that happened before its read began
+            hits = np.nonzero(cols["ts_ns"][p.events] <= t0)[0]
+            pos = int(hits[-1]) + 1 if len(hits) else 0
         s = _Snap(sid, str(r["reason"]), t0, t1, pos)
         if has_brk:
             s.start_brk, s.brk = r.get("start_brk"), r.get("brk")
@@ -340,21 +376,7 @@ def _plan(trace: Trace) -> _Plan:
     order = _tree_order(procs)
     losses = [(int(r["count"]), int(r["t_from_ns"] or 0), int(r["t_to_ns"] or 0))
               for r in trace.losses.iter_rows(named=True)]
-    return _Plan(cols, procs, order, frames, losses, trace.meta, has_file_ids)
-
-
-def _pos_after_seq(evs: list[int], seq_of: list[int], seq: int) -> int:
-    return bisect_right([seq_of[i] for i in evs], seq)
-
-
-def _pos_by_time(evs: list[int], ts_of: list[int], t: int) -> int:
-    """How many of the process's events happened before a snapshot read that started at ``t``."""
-    # timestamps follow seq closely but not exactly (seq is the mmap_lock order): count, not bisect
-    n = 0
-    for k, i in enumerate(evs):
-        if ts_of[i] <= t:
-            n = k + 1
-    return n
+    return _Plan(cols, sparse, procs, order, frames, losses, trace.meta, has_file_ids)
 
 
 def _tree_order(procs: dict[int, _Proc]) -> list[int]:
@@ -379,8 +401,24 @@ def _tree_order(procs: dict[int, _Proc]) -> list[int]:
     return out
 
 
-# ---------------------------------------------------------------------------------------------
-# Replaying one profile
+def _event_range(kind: int, a0: int, a1: int, a2: int, ret: int) -> tuple[int, ...] | None:
+    """The address range(s) an event touched, for naming the events behind a divergence."""
+    if kind == _K_FAULT:
+        lo = a0 & ~(_PAGE - 1)
+        return (lo, lo + _PAGE)
+    if kind == _K_MMAP:
+        lo = ret if ret >= 0 else a0
+        return (lo, lo + max(a1, _PAGE))
+    if kind == _K_MREMAP:
+        dst = ret if ret >= 0 else a0
+        return (a0, a0 + max(a1, _PAGE), dst, dst + max(a2, _PAGE))
+    if kind == _K_BRK:
+        return (min(a0, ret) if ret > 0 and a0 else a0, max(a0, ret) + _PAGE) if a0 or ret > 0 else None
+    if _KIND_NAMES[kind] in ("mlockall", "munlockall"):
+        return (0, TASK_SIZE)
+    if _KIND_NAMES[kind] == "prctl":
+        return (a2, a2 + max(_PAGE, ret if False else 0)) if a0 == PR_SET_VMA else (0, TASK_SIZE)
+    return (a0, a0 + max(a1, _PAGE))
 
 
 def _snap_rows(frame: _Rows) -> list[tuple[int, int, str, str | None, str | None, int]]:
@@ -402,7 +440,6 @@ class _Replayer:
         self.keep_counts = counts
         self.files: dict[Any, OpenFile] = {}  # file identity -> the one OpenFile of the trace
         self.forked: dict[int, AddressSpace] = {}
-        self.soft_dirty = True
 
     # -- seeding --------------------------------------------------------------------------------
     def _seed(self, s: _Snap) -> AddressSpace:
@@ -414,20 +451,21 @@ class _Replayer:
         return mm
 
     # -- file identity --------------------------------------------------------------------------
-    def _file(self, pid: int, i: int) -> tuple[OpenFile, bool]:
+    def _file(self, pid: int, row: int, fd: int) -> tuple[OpenFile, bool]:
         """The open file an mmap event maps, and whether its identity is known."""
-        c = self.plan.cols
-        if self.plan.has_file_ids and c["file_id"][i] is not None:
-            key: Any = ("id", c["file_id"][i])
+        sp = self.plan.sparse
+        fid = sp["file_id"].get(row)
+        if fid is not None:
+            key: Any = ("id", fid)
             known = True
         else:
-            key = ("fd", pid, c["a4"][i])
+            key = ("fd", pid, fd)
             known = False
         f = self.files.get(key)
         if f is None:
-            path = c["file_path"][i] if "file_path" in c and c["file_path"][i] else f"<fd {c['a4'][i]} of {pid}>"
-            dev = c["file_dev"][i] if "file_dev" in c and c["file_dev"][i] else "00:00"
-            ino = c["file_ino"][i] if "file_ino" in c and c["file_ino"][i] else 0
+            path = sp["file_path"].get(row) or f"<fd {fd} of {pid}>"
+            dev = sp["file_dev"].get(row) or "00:00"
+            ino = sp["file_ino"].get(row) or 0
             shm = path.startswith(("/memfd:", "/dev/shm/", "/SYSV", "/dev/zero"))
             f = self.files[key] = OpenFile(path, dev=dev, ino=int(ino), shmem=shm, writable=shm)
         return f, known
@@ -436,36 +474,37 @@ class _Replayer:
     def run_process(self, p: _Proc) -> ProcessRun:
         plan = self.plan
         c = plan.cols
-        kinds, seqs, ts = c["kind"], c["seq"], c["ts_ns"]
-        a0s, a1s, a2s, a3s, a4s, a5s, rets, texts = (c["a0"], c["a1"], c["a2"], c["a3"], c["a4"],
-                                                    c["a5"], c["ret"], c["text"])
         run = ProcessRun(p.pid, p.comm, "not seeded")
         mm: AddressSpace | None = None
         if p.parent is not None and p.pid in self.forked:
             mm = self.forked.pop(p.pid)
-            run.seeded_by = f"fork of {p.parent} at seq {seqs[p.fork_row]}" if p.fork_row is not None else "fork"
+            run.seeded_by = (f"fork of {p.parent} at seq {int(c['seq'][p.fork_row])}"
+                             if p.fork_row is not None else "fork")
         snaps = p.snaps
         si = 0
-        window: list[tuple[int, str, int, int, int]] = []  # (seq, kind, lo, hi, ts) since the last sync
-        window_flags: list[tuple[int, str]] = []  # (seq, cause) for not-covered calls and mismatches
+        k_sync = 0  # the process's events since the last snapshot start here
+        flags_w: list[tuple[int, str]] = []  # (seq, cause): not-covered calls and mismatches since then
         last_sync_t = 0
         need_brk_base = mm is not None and mm.start_brk is None
-        awaiting_exec_seed = False
+        awaiting = False  # an exec happened: the next post-exec snapshot seeds
         counts = run.counts
+        keep_counts = self.keep_counts
+        mismatches = run.mismatches
         peak = 0
-        n_events = len(p.events)
+        idx = p.events
+        n_events = len(idx)
+        explain = self.explain
 
-        def at_snapshot(s: _Snap) -> None:
-            nonlocal mm, last_sync_t, need_brk_base, window, window_flags, awaiting_exec_seed
-            if mm is None or awaiting_exec_seed:
-                if s.reason in ("start", "reconstructed", "periodic", "end", "exit") and not (
-                        awaiting_exec_seed and s.reason not in ("start", "reconstructed")):
+        def at_snapshot(s: _Snap, k: int) -> None:
+            nonlocal mm, last_sync_t, need_brk_base, k_sync, flags_w, awaiting
+            if mm is None or awaiting:
+                if not awaiting or s.reason in ("start", "reconstructed"):
                     mm = self._seed(s)
                     need_brk_base = mm.start_brk is None
-                    awaiting_exec_seed = False
-                    run.seeded_by = run.seeded_by if run.seeded_by != "not seeded" else f"snapshot {s.sid} ({s.reason})"
-                    last_sync_t = s.t_end
-                    window, window_flags = [], []
+                    awaiting = False
+                    if run.seeded_by == "not seeded":
+                        run.seeded_by = f"snapshot {s.sid} ({s.reason})"
+                    last_sync_t, k_sync, flags_w = s.t_end, k, []
                 return
             if s.reason == "reconstructed":
                 return  # a rebuilt layout, never compared (it is not a reading of the kernel)
@@ -480,85 +519,127 @@ class _Replayer:
             divs = _compare(model, s.rows)
             if divs:
                 lost = any(cnt and t_to >= last_sync_t and t_from <= s.t_end for cnt, t_from, t_to in plan.losses)
-                index = _WindowIndex(window)
+                index = _WindowIndex(self._window(idx[k_sync:k]))
                 for kind, lo, hi, detail in divs:
                     touching = index.touching(lo, hi)
                     seqs_touching = [w[0] for w in touching]
                     raced = [w for w in touching if s.t_start <= w[4] <= s.t_end]
-                    cause = _cause(lost, touching, window_flags, model, lo, hi, raced, s.rows)
+                    cause = _cause(lost, touching, flags_w, model, lo, hi, raced, s.rows)
                     run.divergences.append(Divergence(p.pid, s.sid, kind, lo, hi, detail, cause,
                                                       seqs_touching[-_EVENTS_KEPT:], len(seqs_touching)))
-                if not self.spec.judged:
-                    last_sync_t = s.t_end
-                    window, window_flags = [], []
-                    return
-                run.resyncs += 1
-                fresh = self._seed(s)
-                _carry_over(mm, fresh)
-                mm = fresh
-                if mm.start_brk is None:
-                    need_brk_base = True
-            elif s.rows is not None:
+                if self.spec.judged:
+                    run.resyncs += 1
+                    fresh = self._seed(s)
+                    _carry_over(mm, fresh)
+                    mm = fresh
+                    if mm.start_brk is None:
+                        need_brk_base = True
+            else:
                 mm.narrow_from_snapshot(frame)  # type: ignore[arg-type]
-            last_sync_t = s.t_end
-            window, window_flags = [], []
+            last_sync_t, k_sync, flags_w = s.t_end, k, []
 
-        for k in range(n_events + 1):
-            while si < len(snaps) and snaps[si].pos <= k:
-                at_snapshot(snaps[si])
-                si += 1
-            if k == n_events:
-                break
-            i = p.events[k]
-            kind = kinds[i]
-            if kind == "exec":
-                if mm is not None:
-                    mm = None
-                awaiting_exec_seed = True
-                window, window_flags = [], []
-                continue
-            if kind == "fork":
-                child = int(a1s[i])
-                if child != p.pid and not a2s[i] and mm is not None:
-                    self.forked[child] = mm.fork()
-                continue
-            if mm is None or awaiting_exec_seed or kind in _IGNORED:
-                run.events_skipped += 1
-                continue
-            if p.vfork_shared and run.seeded_by.startswith("fork"):
-                # a vfork/CLONE_VM child runs on its parent's mm until it execs: not modelled
-                run.events_skipped += 1
-                window_flags.append((seqs[i], CAUSE_NOT_COVERED))
-                continue
-            seq = seqs[i]
-            a0, a1, a2, a3, ret = a0s[i], a1s[i], a2s[i], a3s[i], rets[i]
-            before = mm.map_count
-            shot = mm.vmas() if self.explain and len(self.explanations) < self.explain_limit else None
-            try:
-                rng = self._apply(mm, p.pid, i, kind, a0, a1, a2, a3, a4s[i], a5s[i], ret, texts[i],
-                                  window_flags, run, need_brk_base)
-            except _NotCovered:
-                run.events_skipped += 1
-                window_flags.append((seq, CAUSE_NOT_COVERED))
-                window.append((seq, kind, a0, a0 + max(a1, _PAGE), ts[i]))
-                continue
-            if kind == "brk" and need_brk_base and mm.start_brk is not None:
-                need_brk_base = False
-            run.events_applied += 1
-            if rng is not None:
-                window.append((seq, kind, rng[0], rng[1], ts[i]))
-                if len(rng) == 4:
-                    window.append((seq, kind, rng[2], rng[3], ts[i]))
-            after = mm.map_count
-            if after > peak:
-                peak = after
-            if self.keep_counts and after != before:
-                counts.append((seq, after))
-            if self.explain and len(self.explanations) < self.explain_limit:
-                ex = mm.last_explanation
-                if ex is not None and shot is not None:
-                    pic = explain_diagram(shot, mm.vmas(), rng[0], rng[1]) if rng else ""
-                    self.explanations.append(f"[pid {p.pid} seq {seq}] {ex}" + (f"\n  {pic}" if pic else ""))
+        next_pos = snaps[0].pos if snaps else n_events + 1
+        cs = c["seq"]
+        for start in range(0, max(n_events, 1), _CHUNK):
+            ix = idx[start:start + _CHUNK]
+            rows = ix.tolist()
+            chunk = zip(rows, c["kind"][ix].tolist(), c["a0"][ix].tolist(), c["a1"][ix].tolist(),
+                        c["a2"][ix].tolist(), c["a3"][ix].tolist(), c["a4"][ix].tolist(), c["a5"][ix].tolist(),
+                        c["ret"][ix].tolist(), cs[ix].tolist(), strict=True)
+            for k, (row, kind, a0, a1, a2, a3, a4, a5, ret, seq) in enumerate(chunk, start):
+                while k >= next_pos:
+                    at_snapshot(snaps[si], k)
+                    si += 1
+                    next_pos = snaps[si].pos if si < len(snaps) else n_events + 1
+                if mm is None or awaiting or kind in _K_IGNORED:
+                    if kind == _K_EXEC:
+                        mm, awaiting, k_sync, flags_w = None, True, k + 1, []
+                    elif kind != _K_FORK:
+                        run.events_skipped += 1
+                    continue
+                if kind == _K_FORK:
+                    if a1 != p.pid and not a2:
+                        self.forked[a1] = mm.fork()
+                    continue
+                if p.vfork_shared and run.seeded_by.startswith("fork"):
+                    # a vfork/CLONE_VM child runs on its parent's mm until it execs: not modelled
+                    run.events_skipped += 1
+                    flags_w.append((seq, CAUSE_NOT_COVERED))
+                    continue
+                before = mm.map_count
+                shot = mm.vmas() if explain and len(self.explanations) < self.explain_limit else None
+                kernel_ok = not -4096 < ret < 0
+                if ret < 0 and kind == _K_MMAP and ret < -4095:
+                    ret &= _U64
+                try:
+                    if kind == _K_FAULT:
+                        # an OSError: the process took SIGSEGV/SIGBUS, or the model lacks the VMA
+                        # (the next snapshot shows which)
+                        with contextlib.suppress(OSError):
+                            mm.touch(a0, bool(a2 & 2))
+                    elif kind == _K_MPROTECT:
+                        mm.mprotect(a0, a1, a2)
+                    elif kind == _K_MMAP:
+                        self._mmap(mm, p.pid, row, a0, a1, a2, a3, a4, a5, ret, kernel_ok, flags_w, seq)
+                    elif kind == _K_MUNMAP:
+                        mm.munmap(a0, a1)
+                    elif kind == _K_MADVISE:
+                        mm.madvise(a0, a1, a2)
+                    elif kind == _K_MREMAP:
+                        if kernel_ok and ret != a0 and a3 & MREMAP_MAYMOVE and not a3 & MREMAP_FIXED:
+                            a3 |= MREMAP_FIXED  # the kernel moved it: to where it says
+                            a4 = ret
+                        mm.mremap(a0, a1, a2, a3, a4)
+                    elif kind == _K_BRK:
+                        if need_brk_base and mm.start_brk is None:
+                            if a0 == 0 and ret > 0:
+                                mm.set_brk_base(ret)
+                                need_brk_base = False
+                                run.events_applied += 1
+                                continue
+                            raise _NotCovered  # a brk before its base is known
+                        need_brk_base = False
+                        got = mm.brk(a0)
+                        if got != ret:
+                            mismatches.append(ResultMismatch(p.pid, seq, "brk", ret, got, "a different result"))
+                            flags_w.append((seq, CAUSE_RESULT))
+                        kernel_ok = True
+                    else:
+                        self._other(mm, kind, a0, a1, a2, a3, a4, row)
+                except OSError as e:
+                    if kernel_ok or -ret != e.errno:
+                        mismatches.append(ResultMismatch(p.pid, seq, _KIND_NAMES[kind], ret, -(e.errno or 0)))
+                        flags_w.append((seq, CAUSE_RESULT))
+                except _NotCovered:
+                    run.events_skipped += 1
+                    flags_w.append((seq, CAUSE_NOT_COVERED))
+                    continue
+                except (VmatraceError, ValueError, AssertionError, RuntimeError, KeyError, TypeError) as e:
+                    mismatches.append(ResultMismatch(p.pid, seq, _KIND_NAMES[kind], ret, None, f"{type(e).__name__}: {e}"))
+                    flags_w.append((seq, CAUSE_RESULT))
+                else:
+                    if not kernel_ok and kind != _K_FAULT:
+                        mismatches.append(ResultMismatch(p.pid, seq, _KIND_NAMES[kind], ret, 0,
+                                                         "the model succeeded where the kernel failed"))
+                        flags_w.append((seq, CAUSE_RESULT))
+                run.events_applied += 1
+                after = mm.map_count
+                if after != before:
+                    if after > peak:
+                        peak = after
+                    if keep_counts:
+                        counts.append((seq, after))
+                if shot is not None:
+                    ex = mm.last_explanation
+                    if ex is not None:
+                        rng = _event_range(kind, a0, a1, a2, ret)
+                        pic = explain_diagram(shot, mm.vmas(), rng[0], rng[1]) if rng else ""
+                        self.explanations.append(f"[pid {p.pid} seq {seq}] {ex}" + (f"\n  {pic}" if pic else ""))
+        while si < len(snaps):
+            at_snapshot(snaps[si], n_events)
+            si += 1
+        if mm is not None:
+            peak = max(peak, mm.map_count)
         run.peak_vma_count = max(peak, run.final_vma_count or 0)
         if mm is not None:
             run.fork_child_boundaries = fork_child_boundaries(mm.vmas())
@@ -566,123 +647,68 @@ class _Replayer:
                 run.final_vma_count = mm.map_count
         return run
 
-    # -- one event --------------------------------------------------------------------------------
-    def _apply(self, mm: AddressSpace, pid: int, i: int, kind: str, a0: int, a1: int, a2: int,
-               a3: int, a4: int, a5: int, ret: int, text: str | None,
-               flags_out: list[tuple[int, str]], run: ProcessRun,
-               need_brk_base: bool) -> tuple[int, ...] | None:
-        seq = self.plan.cols["seq"][i]
-        if kind == "fault":
-            # an OSError: the process took SIGSEGV/SIGBUS, or the model lacks the VMA (the next
-            # snapshot shows which)
-            with contextlib.suppress(OSError):
-                mm.touch(a0, write=bool(a2 & 2))
-            return (a0 & ~(_PAGE - 1), (a0 & ~(_PAGE - 1)) + _PAGE)
-        if kind in _NOT_COVERED:
-            raise _NotCovered
-        kernel_ok = ret >= 0 or (kind == "mmap" and ret < -4095)
-        if kind == "mmap":
-            addr, length, prot, flags, _fd, off = a0, a1, a2, a3, a4, a5
-            if kernel_ok:
-                where = ret & _U64
-                if not flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
-                    # the kernel chose the address: place it there (the range was free in the kernel)
-                    flags |= MAP_FIXED_NOREPLACE
-                    addr = where
-            mfd = -1
-            if not flags & MAP_ANONYMOUS:
-                f, _known = self._file(pid, i)
-                # The open mode is not in the trace: a file is taken as read-only until the kernel
-                # accepts a shared writable mapping of it (do_mmap() refuses that with EACCES).
-                if kernel_ok and flags & MAP_TYPE != MAP_PRIVATE and prot & PROT_WRITE:
-                    f.writable = True
-                mfd = mm._install_fd(f)
-                if not _known:
-                    flags_out.append((seq, CAUSE_NOT_COVERED))
-            try:
-                got = self._call(mm.mmap, run, pid, seq, kind, ret, kernel_ok, addr, length, prot, flags, mfd, off)
-            finally:
-                if mfd >= 0:
-                    mm.files.pop(mfd, None)
-            if got is _MISMATCH:
-                flags_out.append((seq, CAUSE_RESULT))
-            lo = (ret & _U64) if kernel_ok else a0
-            return (lo, lo + max(length, _PAGE))
-        if kind == "munmap":
-            r = self._call(mm.munmap, run, pid, seq, kind, ret, kernel_ok, a0, a1)
-        elif kind == "mprotect":
-            r = self._call(mm.mprotect, run, pid, seq, kind, ret, kernel_ok, a0, a1, a2)
-        elif kind == "pkey_mprotect":
-            r = self._call(mm.pkey_mprotect, run, pid, seq, kind, ret, kernel_ok, a0, a1, a2, a3)
-        elif kind == "mremap":
-            flags = a3
-            new_addr = a4
-            if kernel_ok and (ret & _U64) != a0 and flags & MREMAP_MAYMOVE and not flags & MREMAP_FIXED:
-                flags |= MREMAP_FIXED  # the kernel moved it: to where it says
-                new_addr = ret & _U64
-            r = self._call(mm.mremap, run, pid, seq, kind, ret, kernel_ok, a0, a1, a2, flags, new_addr)
-            if r is _MISMATCH:
-                flags_out.append((seq, CAUSE_RESULT))
-            dst = (ret & _U64) if kernel_ok else a0
-            return (a0, a0 + max(a1, _PAGE), dst, dst + max(a2, _PAGE))
-        elif kind == "brk":
-            if need_brk_base and mm.start_brk is None:
-                if a0 == 0 and ret > 0:
-                    mm.set_brk_base(ret)
-                    return None
-                raise _NotCovered  # a brk before its base is known
-            r = self._call(mm.brk, run, pid, seq, kind, ret, True, a0, compare_value=True)
-            lo = mm.start_brk or a0
-            return (lo, max(lo, a0, ret if ret > 0 else 0) + _PAGE)
-        elif kind == "madvise":
-            r = self._call(mm.madvise, run, pid, seq, kind, ret, kernel_ok, a0, a1, a2)
-        elif kind in ("mlock", "munlock"):
-            r = self._call(getattr(mm, kind), run, pid, seq, kind, ret, kernel_ok, a0, a1)
-        elif kind == "mlock2":
-            r = self._call(mm.mlock2, run, pid, seq, kind, ret, kernel_ok, a0, a1, a2)
-        elif kind == "mlockall":
-            r = self._call(mm.mlockall, run, pid, seq, kind, ret, kernel_ok, a0)
-            return (0, TASK_SIZE)
-        elif kind == "munlockall":
-            r = self._call(mm.munlockall, run, pid, seq, kind, ret, kernel_ok)
-            return (0, TASK_SIZE)
-        elif kind == "mseal":
-            r = self._call(mm.mseal, run, pid, seq, kind, ret, kernel_ok, a0, a1, a2)
-        elif kind == "prctl":
-            if a0 == PR_SET_VMA and a1 == PR_SET_VMA_ANON_NAME:
-                r = self._call(mm.prctl_set_vma_anon_name, run, pid, seq, kind, ret, kernel_ok, a2, a3,
-                               text if a4 else None)
-                return (a2, a2 + max(a3, _PAGE))
-            if a0 == PR_SET_MEMORY_MERGE:
-                r = self._call(mm.prctl_set_memory_merge, run, pid, seq, kind, ret, kernel_ok, bool(a1))
-                return (0, TASK_SIZE)
-            raise _NotCovered
+    def _window(self, rows: Any) -> list[tuple[int, str, int, int, int]]:
+        """(seq, kind, lo, hi, ts) of the given events: the ranges each touched."""
+        c = self.plan.cols
+        out: list[tuple[int, str, int, int, int]] = []
+        for row, kind, a0, a1, a2, ret, seq, ts in zip(
+                rows.tolist(), c["kind"][rows].tolist(), c["a0"][rows].tolist(), c["a1"][rows].tolist(),
+                c["a2"][rows].tolist(), c["ret"][rows].tolist(), c["seq"][rows].tolist(), c["ts_ns"][rows].tolist(),
+                strict=True):
+            if kind in (_K_FORK, _K_EXEC) or kind in _K_IGNORED:
+                continue
+            rng = _event_range(kind, a0, a1, a2, ret if ret >= -4095 else ret & _U64)
+            if rng is None:
+                continue
+            name = _KIND_NAMES[kind]
+            out.append((seq, name, rng[0], rng[1], ts))
+            if len(rng) == 4:
+                out.append((seq, name, rng[2], rng[3], ts))
+            del row
+        return out
+
+    def _mmap(self, mm: AddressSpace, pid: int, row: int, addr: int, length: int, prot: int, flags: int,
+              fd: int, off: int, ret: int, kernel_ok: bool, flags_w: list[tuple[int, str]], seq: int) -> None:
+        if kernel_ok and not flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
+            # the kernel chose the address: place it there (the range was free in the kernel)
+            flags |= MAP_FIXED_NOREPLACE
+            addr = ret
+        if flags & MAP_ANONYMOUS:
+            mm.mmap(addr, length, prot, flags, -1, off)
+            return
+        f, known = self._file(pid, row, fd)
+        if not known:
+            flags_w.append((seq, CAUSE_NOT_COVERED))
+        # The open mode is not in the trace: a file is taken as read-only until the kernel accepts
+        # a shared writable mapping of it (do_mmap() refuses that with EACCES).
+        if kernel_ok and flags & MAP_TYPE != MAP_PRIVATE and prot & PROT_WRITE:
+            f.writable = True
+        mfd = mm._install_fd(f)
+        try:
+            mm.mmap(addr, length, prot, flags, mfd, off)
+        finally:
+            mm.files.pop(mfd, None)
+
+    def _other(self, mm: AddressSpace, kind: int, a0: int, a1: int, a2: int, a3: int, a4: int, row: int) -> None:
+        name = _KIND_NAMES[kind]
+        if name in ("mlock", "munlock"):
+            getattr(mm, name)(a0, a1)
+        elif name == "pkey_mprotect":
+            mm.pkey_mprotect(a0, a1, a2, a3)
+        elif name == "mlock2":
+            mm.mlock2(a0, a1, a2)
+        elif name == "mlockall":
+            mm.mlockall(a0)
+        elif name == "munlockall":
+            mm.munlockall()
+        elif name == "mseal":
+            mm.mseal(a0, a1, a2)
+        elif name == "prctl" and a0 == PR_SET_VMA and a1 == PR_SET_VMA_ANON_NAME:
+            mm.prctl_set_vma_anon_name(a2, a3, self.plan.sparse["text"].get(row) if a4 else None)
+        elif name == "prctl" and a0 == PR_SET_MEMORY_MERGE:
+            mm.prctl_set_memory_merge(bool(a1))
         else:
             raise _NotCovered
-        if r is _MISMATCH:
-            flags_out.append((seq, CAUSE_RESULT))
-        return (a0, a0 + max(a1, _PAGE))
-
-    def _call(self, fn: Callable[..., Any], run: ProcessRun, pid: int, seq: int, kind: str,
-              kret: int, kernel_ok: bool, *args: Any, compare_value: bool = False) -> Any:
-        try:
-            got = fn(*args)
-        except OSError as e:
-            if kernel_ok or -kret != e.errno:
-                run.mismatches.append(ResultMismatch(pid, seq, kind, kret, -(e.errno or 0)))
-                return _MISMATCH
-            return None
-        except (VmatraceError, ValueError, AssertionError, RuntimeError, KeyError, TypeError) as e:
-            run.mismatches.append(ResultMismatch(pid, seq, kind, kret, None, f"{type(e).__name__}: {e}"))
-            return _MISMATCH
-        if not kernel_ok:
-            run.mismatches.append(ResultMismatch(pid, seq, kind, kret, got if isinstance(got, int) else 0,
-                                                 "the model succeeded where the kernel failed"))
-            return _MISMATCH
-        if compare_value and isinstance(got, int) and got != kret:
-            run.mismatches.append(ResultMismatch(pid, seq, kind, kret, got, "a different result"))
-            return _MISMATCH
-        return got
 
 
 def _carry_over(old: AddressSpace, new: AddressSpace) -> None:
@@ -722,8 +748,6 @@ def _carry_over(old: AddressSpace, new: AddressSpace) -> None:
 class _NotCovered(Exception):
     pass
 
-
-_MISMATCH = object()
 
 
 class _WindowIndex:
@@ -962,7 +986,7 @@ def replay_trace(trace: Trace, specs: Sequence[ProfileSpec], *, fix_pair: tuple[
         raise VmatraceError(f"{trace.path} has no snapshot: replay needs at least one exact state to start from")
     plan = _plan(trace)
     warnings = list(trace.warnings) + list(notes)
-    if not plan.has_file_ids and "mmap" in plan.cols["kind"]:
+    if not plan.has_file_ids and bool((plan.cols["kind"] == _K_MMAP).any()):
         warnings.append("the trace's mmap events do not name their open files (a trace from an older "
                         "recorder): file mappings are told apart by pid and fd only")
     if jobs is None:
@@ -1017,7 +1041,7 @@ def _fix_figures(plan: _Plan, runs: list[ProfileRun], pair: tuple[str, str]
     if old is None or new is None:
         return [], []
     c = plan.cols
-    seq_row = {s: i for i, s in enumerate(c["seq"])}
+    seq_row = {int(s): i for i, s in enumerate(c["seq"].tolist())} if plan.procs else {}
     figs: list[FixFigures] = []
     events: list[FixEvent] = []
     for pid in plan.order:
@@ -1028,8 +1052,8 @@ def _fix_figures(plan: _Plan, runs: list[ProfileRun], pair: tuple[str, str]
         for seq, saved in _saving_events(po.counts, pn.counts):
             merged += 1
             i = seq_row.get(seq)
-            sid = c["stack_id"][i] if i is not None else None
-            events.append(FixEvent(pid, seq, c["kind"][i] if i is not None else "?", saved, sid))
+            sid = int(c["stack_id"][i]) if i is not None else -1
+            events.append(FixEvent(pid, seq, plan.kind(i) if i is not None else "?", saved, sid if sid >= 0 else None))
         saved_final = (po.final_vma_count - pn.final_vma_count
                        if po.final_vma_count is not None and pn.final_vma_count is not None else None)
         figs.append(FixFigures(pid, po.final_vma_count, pn.final_vma_count, saved_final,
