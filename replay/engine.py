@@ -487,7 +487,7 @@ class _Replayer:
         last_sync_t = 0
         need_brk_base = mm is not None and mm.start_brk is None
         awaiting = False  # an exec happened: the next post-exec snapshot seeds
-        counts = run.counts
+        count_seqs, count_values = run.count_seqs, run.count_values
         keep_counts = self.keep_counts
         mismatches = run.mismatches
         peak = 0
@@ -628,7 +628,8 @@ class _Replayer:
                     if after > peak:
                         peak = after
                     if keep_counts:
-                        counts.append((seq, after))
+                        count_seqs.append(seq)
+                        count_values.append(after)
                 if shot is not None:
                     ex = mm.last_explanation
                     if ex is not None:
@@ -751,11 +752,11 @@ class _NotCovered(Exception):
 
 
 class _WindowIndex:
-    """The events since the last snapshot by 2 MiB granule, so that finding the events that
+    """The events since the last snapshot by 64 KiB granule, so that finding the events that
     touched a divergence's region costs what they are, not the whole window."""
 
-    GRANULE = 21
-    WIDE = 64  # ranges over more granules than this are kept aside and always checked
+    GRANULE = 16  # 64 KiB
+    WIDE = 32  # ranges over more granules than this are kept aside and always checked
 
     def __init__(self, window: list[tuple[int, str, int, int, int]]) -> None:
         self.window = window
@@ -902,8 +903,10 @@ def _cause(lost: bool, touching: list[tuple[int, str, int, int, int]], flags: li
     """The probable cause of a divergence, most specific first."""
     if lost:
         return CAUSE_LOST
-    touched = {w[0] for w in touching}
-    flagged = {c for s, c in flags if s in touched}
+    flagged: set[str] = set()
+    if flags:
+        touched = {w[0] for w in touching}
+        flagged = {c for s, c in flags if s in touched}
     if CAUSE_RESULT in flagged:
         return CAUSE_RESULT
     for v in model:
@@ -1049,7 +1052,7 @@ def _fix_figures(plan: _Plan, runs: list[ProfileRun], pair: tuple[str, str]
         if po is None or pn is None:
             continue
         merged = 0
-        for seq, saved in _saving_events(po.counts, pn.counts):
+        for seq, saved in _saving_events(po, pn):
             merged += 1
             i = seq_row.get(seq)
             sid = int(c["stack_id"][i]) if i is not None else -1
@@ -1061,24 +1064,27 @@ def _fix_figures(plan: _Plan, runs: list[ProfileRun], pair: tuple[str, str]
     return figs, events
 
 
-def _saving_events(old: list[tuple[int, int]], new: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def _saving_events(old: ProcessRun, new: ProcessRun) -> list[tuple[int, int]]:
     """Events after which the with-fix model's VMA count fell further behind the old rule's.
 
-    ``old`` and ``new`` hold (seq, count) at every event that changed the count; both models saw
-    the same events, so the difference of the two counts is a step function of seq.
+    Both runs hold (seq, count) at every event that changed their count; both models saw the
+    same events, so the difference of the two counts is a step function of seq: walk both
+    sequences in seq order (a merge of two sorted arrays).
     """
-    seqs = sorted({s for s, _ in old} | {s for s, _ in new})
-    o = dict(old)
-    n = dict(new)
-    co = cn = None
+    os_, ov, ns, nv = old.count_seqs, old.count_values, new.count_seqs, new.count_values
+    i = j = 0
+    co = cn = -1
     diff = 0
     out = []
-    for s in seqs:
-        if s in o:
-            co = o[s]
-        if s in n:
-            cn = n[s]
-        if co is None or cn is None:
+    while i < len(os_) or j < len(ns):
+        s = min(os_[i] if i < len(os_) else 1 << 64, ns[j] if j < len(ns) else 1 << 64)
+        if i < len(os_) and os_[i] == s:
+            co = ov[i]
+            i += 1
+        if j < len(ns) and ns[j] == s:
+            cn = nv[j]
+            j += 1
+        if co < 0 or cn < 0:
             continue
         d = co - cn
         if d > diff:

@@ -6,6 +6,7 @@ Every class here is a dataclass of numbers, strings and lists, so a result can b
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -76,8 +77,15 @@ class ProcessRun:
     divergences: list[Divergence] = field(default_factory=list)
     mismatches: list[ResultMismatch] = field(default_factory=list)
     fork_child_boundaries: int = 0  # adjacent VMAs kept apart only because one is a fork child
-    # the model's VMA count after each applied event: (seq, count), and the count changes
-    counts: list[tuple[int, int]] = field(default_factory=list)
+    # the model's VMA count after every event that changed it: count_seqs[i] is the event's seq,
+    # count_values[i] the count after it (compact arrays: a long trace changes it a million times)
+    count_seqs: array = field(default_factory=lambda: array("Q"))
+    count_values: array = field(default_factory=lambda: array("I"))
+
+    @property
+    def counts(self) -> list[tuple[int, int]]:
+        """(seq, VMA count) after every event that changed the count."""
+        return list(zip(self.count_seqs, self.count_values, strict=True))
 
 
 @dataclass

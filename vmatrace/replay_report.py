@@ -223,10 +223,9 @@ def render_html(trace: Trace, result: ReplayResult, att: Attribution, max_map_co
     peak = 0
     for pr in result.profiles:
         p = pr.process(main) if main is not None else None
-        if p is None or not p.counts:
+        if p is None or not p.count_seqs:
             continue
-        xs = [s for s, _ in p.counts]
-        ys = [c for _, c in p.counts]
+        xs, ys = _downsample(list(p.count_seqs), list(p.count_values))
         peak = max(peak, max(ys))
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=pr.label, line={"shape": "hv"}))
     real = result.real_process(main) if main is not None else None
@@ -329,6 +328,28 @@ snapshot, peak {j['real']['peak_vma_count']}.</p>
 <script type="application/json" id="vmatrace-summary">{html.escape(json.dumps(j, default=str))}</script>
 </body></html>
 """
+
+
+def _downsample(xs: list[int], ys: list[int], buckets: int = 2000) -> tuple[list[int], list[int]]:
+    """At most 2 points per bucket (its lowest and highest count, in order), so that a plot of a
+    million-event trace stays small and keeps every peak."""
+    n = len(xs)
+    if n <= 2 * buckets:
+        return xs, ys
+    step = n / buckets
+    ox: list[int] = []
+    oy: list[int] = []
+    for b in range(buckets):
+        lo, hi = int(b * step), min(n, int((b + 1) * step))
+        if lo >= hi:
+            continue
+        seg = range(lo, hi)
+        kmin = min(seg, key=ys.__getitem__)
+        kmax = max(seg, key=ys.__getitem__)
+        for k in sorted({kmin, kmax}):
+            ox.append(xs[k])
+            oy.append(ys[k])
+    return ox, oy
 
 
 def _snapshot_seqs(trace: Trace, pid: int) -> dict[int, int]:
