@@ -139,6 +139,12 @@ class KernelProfile:
     # ld.so makes read-only (faulted, keeps `ac`) could merge with the read-only segment before it
     # (never writable, no `ac`). `vmatrace replay --what-if merge_ignores_account=true` measures it.
     merge_ignores_account: bool = False
+    # Since Linux kernel commit c4608d1bf7c6 ("mm: mmap: map MAP_STACK to VM_NOHUGEPAGE") (in
+    # v6.7; qemu-checked: absent in 6.1, present in 6.12 and later), limited to kernels built
+    # with CONFIG_TRANSPARENT_HUGEPAGE by "mm: mmap: map MAP_STACK to VM_NOHUGEPAGE only if THP
+    # is enabled" (v6.15): a MAP_STACK mapping is VM_NOHUGEPAGE ("nh"), so a thread stack does
+    # not merge with the rw-p mapping beside it.
+    map_stack_nohugepage: bool = False
 
     @property
     def anon_rule_new(self) -> bool:
@@ -167,6 +173,7 @@ _P612 = replace(
     lockonfault_mnemonic="lf",
     mmap_prev_uses_next_anon=False,
     madvise_populate_in_walk=False,
+    map_stack_nohugepage=True,
     close_rule=CloseRule.DELETION,
     mseal_available=True,
     mprotect_unaccount_unfaulted=True,
@@ -189,17 +196,93 @@ PROFILES: dict[str, KernelProfile] = {
 }
 PROFILE_NAMES: tuple[str, ...] = tuple(PROFILES)
 
+# The newest release whose behaviour is known (a qemu oracle runs it): a newer one gets the
+# newest profile and a warning.
+NEWEST_KNOWN: tuple[int, int] = (7, 3)
+
+
+@dataclass(frozen=True, slots=True)
+class Backport:
+    """A behaviour a stable series received after its .0 release."""
+
+    series: tuple[int, int]
+    first: int  # the first stable release of the series known to carry it
+    last_without: int  # the last stable release known not to carry it
+    profile: str  # the profile of a release that carries it
+    what: str
+    evidence: str
+
+
+# Stable releases that carry a later behaviour. Between last_without and first the release is
+# not known: the profile without the backport is used, with a warning (a trace recorded with
+# `vmatrace record` carries the recording kernel's probed behaviour instead, see
+# docs/trace-format.md).
+STABLE_BACKPORTS: tuple[Backport, ...] = (
+    # Linux kernel commit 61f67c230a5e ("mm/vma: fix anon_vma UAF on mremap() faulted,
+    # unfaulted merge") and 3b617fd3d317 ("mm/vma: enforce VMA fork limit on unfaulted,faulted
+    # mremap merge too") (in v6.19 and v6.18.8).
+    Backport((6, 18), 8, 7, "6.18.8", "the mremap anon_vma fix",
+             "the 6.18.8 stable release notes; qemu: 6.18.5 without, 6.18.15 with"),
+    # Linux kernel commits 64212ba02e66 ("mm: implement sticky VMA flags") and 6707915e030a
+    # ("mm: propagate VM_SOFTDIRTY on merge") with the VM_MAYBE_GUARD series (in v6.19).
+    Backport((6, 18), 44, 15, "6.19", "sticky VMA flags (VM_SOFTDIRTY, VM_MAYBE_GUARD)",
+             "qemu: 6.18.15 without (the 6.18.8 profile agrees); live: 6.18.44 with (`gu` "
+             "after MADV_GUARD_INSTALL, the 6.19 profile agrees)"),
+)
+
 _VERSION_RE = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?(?:[-+~].*)?\s*$")
+_WARNED: set[str] = set()
+
+
+def _warn_once(version: str, message: str) -> None:
+    if version not in _WARNED:
+        _WARNED.add(version)
+        from vmatrace.base.errors import warn
+
+        warn(message)
+
+
+def _series_profile(version: str, key: tuple[int, int], patch: int) -> str:
+    """The profile of a release by its series, then by the stable backports it carries."""
+    if key < (6, 6):
+        return "6.1"
+    if key < (6, 12):
+        return "6.6"
+    if key < (6, 13):
+        return "6.12"
+    if key < (6, 16):
+        return "6.15"
+    if key < (6, 18):
+        return "6.16"
+    if key == (6, 18):
+        name = "6.18.0"
+        for b in STABLE_BACKPORTS:
+            if b.series != key:
+                continue
+            if patch >= b.first:
+                name = b.profile
+            elif patch > b.last_without:
+                _warn_once(version, (
+                    f"kernel {version}: not known whether it carries {b.what} (6.18."
+                    f"{b.last_without} does not, 6.18.{b.first} does); assuming it does not "
+                    "(pass sticky=True, or replay a trace recorded with its kernel probe)"))
+        return name
+    if key > NEWEST_KNOWN:
+        _warn_once(version, (
+            f"kernel {version} is newer than any profile (the newest checked release is "
+            f"{NEWEST_KNOWN[0]}.{NEWEST_KNOWN[1]}); using the {PROFILE_NAMES[-1]} profile"))
+    return "6.19"
 
 
 def get_profile(version: str, *, sticky: bool | None = None) -> KernelProfile:
     """Map a kernel version string ("X.Y" or "X.Y.Z", optional "-suffix") to its profile.
 
-    ``sticky=True`` selects 6.19 semantics for a 6.18.y kernel that carries the sticky-flag
-    backport (a version number cannot tell; kernel="live" probes for it).
+    A stable release gets the backports the release table (STABLE_BACKPORTS) knows it carries.
+    ``sticky`` overrides the sticky-flag part (a probed kernel knows; kernel="live" probes).
+    A release newer than the newest checked one gets the newest profile and a warning.
 
     >>> get_profile("6.17").name, get_profile("6.18.3").name, get_profile("6.18.44").name
-    ('6.16', '6.18.0', '6.18.8')
+    ('6.16', '6.18.0', '6.19')
     """
     if not isinstance(version, str):
         raise ValueError(f"kernel version must be a string like '6.12', got {version!r}")
@@ -218,26 +301,12 @@ def get_profile(version: str, *, sticky: bool | None = None) -> KernelProfile:
             f"kernel {version} predates the oldest modelled era (6.1); profiles: "
             f"{', '.join(PROFILE_NAMES)}"
         )
-    if key < (6, 6):
-        name = "6.1"
-    elif key < (6, 12):
-        name = "6.6"
-    elif key < (6, 13):
-        name = "6.12"
-    elif key < (6, 16):
-        name = "6.15"
-    elif key < (6, 17):
-        name = "6.16"
-    elif key < (6, 18):
-        return _P617
-    elif key == (6, 18):
-        name = "6.18.8" if patch >= 8 else "6.18.0"
-        if sticky:
-            name = "6.19"
-    else:
-        name = "6.19"
-    prof = PROFILES[name]
+    prof = PROFILES[_series_profile(version, key, patch)]
+    if key == (6, 17):
+        prof = _P617
     if sticky is not None and sticky != prof.sticky_flags:
+        if key == (6, 18) and sticky:
+            return PROFILES["6.19"]
         prof = replace(prof, name=f"{prof.name}{'+sticky' if sticky else '-sticky'}",
                        sticky_flags=sticky, guard_install_sets_maybe_guard=sticky)
     return prof
