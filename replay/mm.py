@@ -1981,13 +1981,14 @@ class AddressSpace:
         if (addr | old_len | new_len | new_addr) < 0:  # the kernel's unsigned long view of a negative value
             addr, old_len, new_len, new_addr = (
                 addr & _U64, old_len & _U64, new_len & _U64, new_addr & _U64)
-        if not self.profile.mremap_vrm:
+        if not self.profile.mremap_checks_first:
             return self._mremap_old(addr, old_len, new_len, flags, new_addr)
         return self._mremap_vrm(addr, old_len, new_len, flags, new_addr)
 
     def _mremap_old(self, addr: int, old_len: int, new_len: int, flags: int,
                     new_addr: int) -> int:
-        """Mirrors the pre-6.16 sys_mremap() / mremap_to() / vma_to_resize() order."""
+        """Mirrors the pre-6.17 sys_mremap() / mremap_to() / vma_to_resize() order (6.16
+        moves as the refactored move_vma() does, through the profile's DONTUNMAP fields)."""
         if flags & ~(MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP):
             raise _err(E.EINVAL, "unknown flags")
         if flags & MREMAP_FIXED and not flags & MREMAP_MAYMOVE:
@@ -2185,9 +2186,9 @@ class AddressSpace:
             self.guard_pages.remove(addr, addr + old_len)
         new_end = new_addr + new_len
         if (flags & MREMAP_DONTUNMAP and vma.flags & VM_LOCKED_MASK
-                and not self.profile.mremap_vrm):
-            # before 6.16 a locked source has the moved range split out of it *before* the
-            # copy (qemu-checked on 6.1 and 6.12): the copy may merge with the rest
+                and not self.profile.dontunmap_unlocks_whole_source):
+            # before 6.16 and since 7.2 a locked source has the moved range split out of it
+            # *before* the copy (qemu-checked): the copy may merge with the rest
             if vma.start < addr:
                 vma = self._split(vma, addr, check_count=False)
             if vma.end > addr + old_len:
@@ -2228,16 +2229,18 @@ class AddressSpace:
             # only between b714ccb02a76 and its stable fix "correctly account old mapping after
             # MREMAP_DONTUNMAP remap"; out of scope).
             src = self._lookup(addr)
-            if (src is not None and src.flags & VM_LOCKED_MASK and not self.profile.mremap_vrm
+            if (src is not None and src.flags & VM_LOCKED_MASK
+                    and not self.profile.dontunmap_unlocks_whole_source
                     and src is not new_vma):
-                # before 6.16 only the moved range is unlocked: it is split out of a locked
-                # source first (qemu-checked on 6.1 and 6.12)
+                # before 6.16 and since 7.2 only the moved range is unlocked: it is split out
+                # of a locked source first (qemu-checked)
                 if src.start < addr:
                     src = self._split(src, addr, check_count=False)
                 if src.end > addr + old_len:
                     self._split(src, addr + old_len, check_count=False)
             if src is not None:
-                src.flags &= ~VM_LOCKED_MASK
+                src.flags &= ~(VM_LOCKED_MASK | VM_ACCOUNT) if \
+                    self.profile.dontunmap_clears_account else ~VM_LOCKED_MASK
                 if src is not new_vma and src.start == addr and src.end == addr + old_len:
                     src.anon_vma = None
                     src.avc = 0

@@ -16,11 +16,15 @@ name     behaviour
          mprotect drops VM_ACCOUNT of unfaulted anon (~6.7, INFERRED for 6.6 = not yet)
 6.12     vma_merge_new_range()/vma_merge_existing_range(); close blocks only deletion; mseal
 6.15     as 6.12 plus MADV_GUARD_INSTALL (6.13); OLD anon rule (last era before the fix)
-6.16     NEW anon rule (879bca0a2c4f); KSM flag applied before the merge (check_ksm_early)
+6.16     NEW anon rule (879bca0a2c4f); KSM flag applied before the merge (check_ksm_early);
+         move_vma() refactor (DONTUNMAP: whole source unlocked, source loses VM_ACCOUNT)
+6.17     + multi-VMA mremap, mremap parameters checked first, DONTUNMAP keeps VM_ACCOUNT
 6.18.0   as 6.16; mremap of a faulted VMA merges without anon_vma propagation (the UAF)
 6.18.8   + copied_from propagation (61f67c230a5e) and fork check on it (3b617fd3d317)
 6.19     + sticky flags VM_SOFTDIRTY|VM_MAYBE_GUARD (64212ba02e66, 6707915e030a), guard
-         install sets VM_MAYBE_GUARD ("gu")
+         install sets VM_MAYBE_GUARD ("gu"); also 7.0, 7.1 and 6.18.44+ (backport)
+7.2      MREMAP_DONTUNMAP as in 6.12-6.15 again: the copy never merges with its source, a
+         locked source has only the moved range split out and unlocked (7.2, 7.3)
 ======== ======================================================================================
 """
 
@@ -110,19 +114,31 @@ class KernelProfile:
     # Since Linux kernel commit d23cb648e365 ("mm/mremap: permit mremap() move of multiple VMAs")
     # (in v6.17): MREMAP_FIXED with old_len == new_len moves every VMA in the range, gaps kept.
     mremap_multi_vma: bool = False
-    # Since the mremap rewrite around struct vma_remap_struct (b714ccb02a76 "mm/mremap: complete
-    # refactor of move_vma()" and its series) (in v6.16, INFERRED; qemu-checked: 6.12 differs,
-    # the live 6.18 kernel agrees): all parameters are checked before the VMA lookup, and the
-    # MREMAP_DONTUNMAP copy may merge with the source VMA it was copied from. Before: the
-    # lookup (EFAULT) precedes the new-address checks, a FIXED destination is unmapped before
-    # the source range is validated, and MREMAP_DONTUNMAP unlocks only the moved range of a
-    # locked source (split out of it) instead of the whole source VMA.
-    mremap_vrm: bool = False
-    # How a MREMAP_DONTUNMAP copy merges when it is made (qemu-checked on 6.1 and 6.12, live on
-    # 6.18): "no_source_neighbour" (6.1; 6.6 INFERRED) - no merge at all when the source VMA is
-    # the destination's prev or next, a normal merge otherwise; "not_source" (6.12-6.15): never
-    # with the source VMA, normally with the other side; "any" (6.16+).
+    # Between Linux kernel commit b714ccb02a76 ("mm/mremap: complete refactor of move_vma()")
+    # (in v6.16; qemu-checked: 6.12.118 differs, 6.16.12 .. 7.1.13 agree) and 7.2 (qemu-checked:
+    # 7.2.13 and 7.3.4 differ again; the 7.2 commit is not identified, the behaviour is measured):
+    # MREMAP_DONTUNMAP unlocks the whole source VMA in place (dontunmap_complete()). Otherwise
+    # the moved range of a locked source is split out of it before the copy (which may then
+    # merge with the source's remainder) and only that range is unlocked.
+    dontunmap_unlocks_whole_source: bool = False
+    # How a MREMAP_DONTUNMAP copy merges when it is made (qemu-checked on every pinned kernel,
+    # live on 6.18): "no_source_neighbour" (6.1; 6.6 INFERRED) - no merge at all when the source
+    # VMA is the destination's prev or next, a normal merge otherwise; "not_source" (6.12-6.15,
+    # and again 7.2+): never with the source VMA, normally with the other side; "any" (6.16 -
+    # 7.1, since b714ccb02a76).
     dontunmap_copy_merges: str = "no_source_neighbour"
+    # Since "mm/mremap: check remap conditions earlier" and the check_mremap_params() series
+    # that follows the move_vma() refactor (in v6.17, INFERRED; qemu-checked: 6.16.12 has the
+    # old order, 6.17.13 the new): every parameter, including the overlap of the old and new
+    # ranges, is checked before the VMA lookup and before a MREMAP_FIXED destination is
+    # unmapped. Before (6.16 included): the lookup (EFAULT) comes first and the destination is
+    # unmapped before the source range is validated.
+    mremap_checks_first: bool = False
+    # Between Linux kernel commit b714ccb02a76 ("mm/mremap: complete refactor of move_vma()")
+    # (in v6.16) and its fix 0e59f47c15ce ("mm/mremap: correctly account old mapping after
+    # MREMAP_DONTUNMAP remap") (in v6.18 and stable 6.17.y; qemu-checked: 6.16.12 clears,
+    # 6.17.13 keeps): MREMAP_DONTUNMAP clears VM_ACCOUNT ("ac") of the source VMA it leaves.
+    dontunmap_clears_account: bool = False
     # smaps mnemonic of VM_LOCKONFAULT: 6.1 prints "??" (qemu-checked), 6.12 prints "lf"
     # (qemu-checked); 6.6 INFERRED "??".
     lockonfault_mnemonic: str = "??"
@@ -180,9 +196,11 @@ _P612 = replace(
     thp_align_anon=True,
 )
 _P615 = replace(_P612, name="6.15", guard_install_available=True)
-_P616 = replace(_P615, name="6.16", anon_rule=AnonRule.NEW, ksm_early=True, mremap_vrm=True,
-                dontunmap_copy_merges="any")
-_P617 = replace(_P616, name="6.17", mremap_multi_vma=True)  # 6.16 era, not a separate name
+_P616 = replace(_P615, name="6.16", anon_rule=AnonRule.NEW, ksm_early=True,
+                dontunmap_unlocks_whole_source=True, dontunmap_copy_merges="any",
+                dontunmap_clears_account=True)
+_P617 = replace(_P616, name="6.17", mremap_multi_vma=True, mremap_checks_first=True,
+                dontunmap_clears_account=False)
 _P6180 = replace(_P617, name="6.18.0")
 _P6188 = replace(
     _P6180, name="6.18.8", copied_from_propagation=True, fork_check_copied_from=True
@@ -190,9 +208,13 @@ _P6188 = replace(
 _P619 = replace(
     _P6188, name="6.19", sticky_flags=True, guard_install_sets_maybe_guard=True
 )
+# 7.0 and 7.1 behave as 6.19 on every oracle test; 7.2 changed MREMAP_DONTUNMAP back to the
+# 6.12-6.15 handling of the source (qemu: 7.1.13 vs 7.2.13; 7.3.4 as 7.2)
+_P72 = replace(_P619, name="7.2", dontunmap_unlocks_whole_source=False,
+               dontunmap_copy_merges="not_source")
 
 PROFILES: dict[str, KernelProfile] = {
-    p.name: p for p in (_BASE, _P66, _P612, _P615, _P616, _P6180, _P6188, _P619)
+    p.name: p for p in (_BASE, _P66, _P612, _P615, _P616, _P617, _P6180, _P6188, _P619, _P72)
 }
 PROFILE_NAMES: tuple[str, ...] = tuple(PROFILES)
 
@@ -252,8 +274,10 @@ def _series_profile(version: str, key: tuple[int, int], patch: int) -> str:
         return "6.12"
     if key < (6, 16):
         return "6.15"
-    if key < (6, 18):
+    if key < (6, 17):
         return "6.16"
+    if key < (6, 18):
+        return "6.17"
     if key == (6, 18):
         name = "6.18.0"
         for b in STABLE_BACKPORTS:
@@ -271,6 +295,8 @@ def _series_profile(version: str, key: tuple[int, int], patch: int) -> str:
         _warn_once(version, (
             f"kernel {version} is newer than any profile (the newest checked release is "
             f"{NEWEST_KNOWN[0]}.{NEWEST_KNOWN[1]}); using the {PROFILE_NAMES[-1]} profile"))
+    if key >= (7, 2):
+        return "7.2"
     return "6.19"
 
 
@@ -302,8 +328,6 @@ def get_profile(version: str, *, sticky: bool | None = None) -> KernelProfile:
             f"{', '.join(PROFILE_NAMES)}"
         )
     prof = PROFILES[_series_profile(version, key, patch)]
-    if key == (6, 17):
-        prof = _P617
     if sticky is not None and sticky != prof.sticky_flags:
         if key == (6, 18) and sticky:
             return PROFILES["6.19"]
