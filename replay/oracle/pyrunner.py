@@ -79,10 +79,11 @@ class _Child:
                 s, e = (int(x, 16) for x in head.split("-"))
                 inside = s < hi and e > lo
                 if inside:
-                    f = line.split(None, 5)
-                    perms = f[1]
-                    path = f[5] if len(f) > 5 and int(f[4]) and f[5].startswith("/") else None
-                    backing = backing_of(path, int(f[2], 16) // PAGE)
+                    cols = line.split(None, 5)
+                    perms = cols[1]
+                    path = cols[5] if len(cols) > 5 and int(cols[4]) and cols[5].startswith("/") \
+                        else None
+                    backing = backing_of(path, int(cols[2], 16) // PAGE)
                     self.buf.append(f"{(s - lo) // PAGE} {(e - lo) // PAGE} {perms}")
             elif inside and line.startswith("VmFlags:"):
                 b = f" ={backing}" if backing else ""
