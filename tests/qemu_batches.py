@@ -3,7 +3,7 @@
 Every boot runs, in this order: the §5 recipes, a seeded batch of N_QEMU random sequences (file
 mappings, brk and the full mmap/madvise vocabulary included), the first AGAIN of them a second
 time (the kernel must be deterministic on them), and the regression corpus entries of that
-kernel. The boots of all kernels start together on first use, two at a time (this machine has
+kernel, and the kernel behaviours of tests/kernel_behaviours.py. The boots of all kernels start together on first use, two at a time (this machine has
 two cores), so the qemu part of the suite costs about half the sum of the boot times.
 """
 
@@ -40,6 +40,7 @@ class Boot:
     fuzz_results: list[SeqResult] = field(default_factory=list)
     again: list[tuple[SeqResult, SeqResult]] = field(default_factory=list)
     regressions: dict[str, SeqResult] = field(default_factory=dict)
+    behaviours: dict[str, SeqResult] = field(default_factory=dict)
 
     @property
     def profile(self) -> str:
@@ -69,8 +70,11 @@ def _boot(kernel: str) -> Boot:
     fuzz = gen_batch(SEED, N_QEMU, GenConfig(length=LENGTH))
     again = [Sequence(s.name + "-again", s.ops) for s in fuzz[:AGAIN]]
     regs = [_entry_seq(e) for e in regression_entries(kernel)]
+    from tests.kernel_behaviours import BEHAVIOURS
+
+    beh = [Sequence(name, ops) for name, (ops, _) in BEHAVIOURS.items()]
     try:
-        b.guest, res = run_qemu_guest(kernel, [*recipes, *fuzz, *again, *regs])
+        b.guest, res = run_qemu_guest(kernel, [*recipes, *fuzz, *again, *regs, *beh])
     except OracleError as e:
         b.error = str(e)
         return b
@@ -81,7 +85,9 @@ def _boot(kernel: str) -> Boot:
     i += len(fuzz)
     b.again = list(zip(b.fuzz_results[:AGAIN], res[i : i + len(again)], strict=True))
     i += len(again)
-    b.regressions = {s.name: r for s, r in zip(regs, res[i:], strict=True)}
+    b.regressions = {s.name: r for s, r in zip(regs, res[i : i + len(regs)], strict=True)}
+    i += len(regs)
+    b.behaviours = {s.name: r for s, r in zip(beh, res[i:], strict=True)}
     return b
 
 
