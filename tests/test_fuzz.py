@@ -157,6 +157,26 @@ def test_fuzz_live_batch_carries_anon_vma_state() -> None:
     assert sum(1 for v in vmas if v.anon == 0) > 1000
 
 
+@pytest.mark.live
+def test_fuzz_live_vs_the_release_table_profile() -> None:
+    """The profile the release table gives for this kernel's `uname -r` (with the stable
+    backports it knows) agrees with the live kernel as the probed profile does: on 6.18.44 that
+    is the sticky-flag profile, which a trace replayed offline without a probe falls back to."""
+    import platform
+
+    from replay.live import live_options
+    from replay.profiles import get_profile
+
+    need_cc()
+    seqs, kres = _live_batch()
+    profile = get_profile(platform.release()).name
+    mres = run_model(profile, seqs, options=live_options())
+    ds = [d for s, k, m in zip(seqs, kres, mres, strict=True)
+          if (d := compare(s, k, m, label=f"live/model:{profile} (release table)"))]  # fmt: skip
+    if ds:
+        pytest.fail(_report(ds, len(seqs)), pytrace=False)
+
+
 @pytest.mark.qemu
 @pytest.mark.parametrize("kernel", QEMU_KERNELS)
 def test_fuzz_qemu_runner_sane(kernel: str) -> None:
