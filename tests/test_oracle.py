@@ -388,3 +388,35 @@ def test_static_elf_check() -> None:
     need_cc()
     assert is_static_elf(build_runner())
     assert not is_static_elf(Path(sys.executable).resolve())
+
+
+# ---- the pinned kernel table --------------------------------------------------------------------
+
+
+def test_pinned_kernel_table_and_nearest_served_release() -> None:
+    from replay.oracle.kernels import BY_LABEL, KERNELS, nearest_served
+
+    assert len({k.label for k in KERNELS}) == len(KERNELS) >= 11
+    assert {"6.1", "6.12", "6.18.5", "6.18.15", "7.3.4"} <= set(BY_LABEL)
+    k = BY_LABEL["6.18.15"]
+    served = ["linux-image-6.18.12+deb13-cloud-amd64", "linux-image-6.18.17+deb13-cloud-amd64",
+              "linux-image-6.18.14+deb13-cloud-amd64", "linux-binary-6.18.15+deb13-cloud-amd64",
+              "linux-image-6.19.15+deb13-cloud-amd64"]
+    assert nearest_served(k, served) == "linux-image-6.18.14+deb13-cloud-amd64"
+    # a tie goes to the newer release; another series or package kind never counts
+    tie = ["linux-image-6.18.13+deb13-cloud-amd64", "linux-image-6.18.17+deb13-cloud-amd64"]
+    assert nearest_served(k, tie) == "linux-image-6.18.17+deb13-cloud-amd64"
+    assert nearest_served(k, served[3:]) is None
+
+
+def test_kernel_fetcher_refuses_unknown_labels_in_one_line() -> None:
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    p = subprocess.run([sys.executable, str(ROOT / "replay/oracle/kernels.py"), "fetch", "9.9"],
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "unknown kernel label" in p.stderr
+    lst = subprocess.run([sys.executable, str(ROOT / "replay/oracle/kernels.py"), "list"],
+                         capture_output=True, text=True, check=True)
+    assert "linux-binary-7.3.4+deb13-cloud-amd64" in lst.stdout
