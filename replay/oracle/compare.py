@@ -75,7 +75,7 @@ def _classes(vmas: list[Vma]) -> list[int]:
     return out
 
 
-def diff_hidden(kl: dict[tuple[int, int, str], Vma], ml: dict[tuple[int, int, str], Vma]) -> tuple[list[str], list[str]]:
+def diff_hidden(kl: dict[tuple[int, int, str, str], Vma], ml: dict[tuple[int, int, str, str], Vma]) -> tuple[list[str], list[str]]:
     """Anon_vma classes and fork-child status of the VMAs present in both (see module docstring)."""
     keys = sorted(set(kl) & set(ml))
     kv = [kl[k] for k in keys]

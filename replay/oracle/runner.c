@@ -308,10 +308,12 @@ static void dump_deep(void)
 	close(it);
 	for (size_t i = 0; i < len / sizeof(struct deep_rec); i++) {
 		struct deep_rec *r = &drecs[i];
-		if (r->tid != drecs[0].tid || r->start >= wend || r->end <= base)
+		int in_heap = show_heap && r->start < start_brk + HEAP_PAGES * PAGE &&
+			      r->end > start_brk;
+		if (r->tid != drecs[0].tid || ((r->start >= wend || r->end <= base) && !in_heap))
 			continue;
-		oprintf("%% %ld %ld %d %u\n", (long)(r->start - base) / (long)PAGE,
-			(long)(r->end - base) / (long)PAGE, anon_id(r->anon_vma), r->avc);
+		oprintf("%% %ld %ld %d %u\n", rel_page(r->start), rel_page(r->end),
+			anon_id(r->anon_vma), r->avc);
 	}
 }
 
