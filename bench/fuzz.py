@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from replay.oracle.compare import Disagreement  # noqa: E402
-from replay.oracle.execute import run_live, run_qemu  # noqa: E402
+from replay.oracle.execute import QEMU_KERNELS, run_live, run_qemu, run_qemu_guest  # noqa: E402
 from replay.oracle.fuzz import GenConfig, Runner, gen_batch, minimize  # noqa: E402
-from replay.oracle.model import ORACLE_CONFIG, apply_op, make_model, run_model  # noqa: E402
+from replay.oracle.model import apply_op, make_model, run_model  # noqa: E402
 
 REGRESSIONS = ROOT / "tests" / "fuzz_regressions.json"
 
@@ -94,7 +94,11 @@ def _bucket(d: Disagreement) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--live", action="store_true", help="fuzz the running kernel")
-    ap.add_argument("--qemu", action="append", default=[], choices=["6.1", "6.12"], help="fuzz an old kernel")
+    ap.add_argument("--qemu", action="append", default=[], choices=QEMU_KERNELS,
+                    help="fuzz a pinned kernel under qemu (replay/oracle/kernels.py)")
+    ap.add_argument("--batch", type=int, default=2000, help="sequences per qemu boot")
+    ap.add_argument("--cache", type=Path, help="keep each qemu boot's output here and reuse it "
+                    "for the same kernel, runner and sequences (compare a changed model again)")
     ap.add_argument("-n", type=int, default=300, help="sequences per target")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--index", type=int, default=0, help="first sequence index")
@@ -116,28 +120,44 @@ def main(argv: list[str] | None = None) -> int:
 
         deep = DeepCollector()
     targets = (["live"] if a.live or not a.qemu else []) + a.qemu
+    if a.cache:
+        import os
+
+        os.environ["VMATRACE_QEMU_CACHE"] = str(a.cache.resolve())
     ignore = frozenset(x for x in a.ignore_flags.split(",") if x)
     rc = 0
     dump: list[dict[str, object]] = []
     for target in targets:
         cfg = GenConfig(length=a.length)
+        seqs = gen_batch(a.seed, a.n, cfg, a.index)
+        options: dict[str, object] | None = None
+        t0 = time.monotonic()
         if target == "live":
             from replay.live import probe_live
 
             info = probe_live()
             cfg.allow_move = info.mremap_faulted_safe
+            seqs = gen_batch(a.seed, a.n, cfg, a.index)
             profile = a.profile or "live"
             label = f"live(detected {info.profile})/model:{profile}" + (" +anon" if deep else "")
             run_k: Runner = functools.partial(run_live, deep_fd=deep.prog_fd) if deep else run_live
+            t0 = time.monotonic()
+            kres = run_k(seqs)
         else:
-            profile = a.profile or target
-            label = f"qemu-{target}/model:{profile}"
-            run_k = functools.partial(run_qemu, target)
-        run_m: Runner = functools.partial(run_model, profile, options=ORACLE_CONFIG.get(target))
+            kres = []
+            guest = None
+            for i in range(0, len(seqs), max(a.batch, 1)):
+                guest, part = run_qemu_guest(target, seqs[i : i + a.batch])
+                kres.extend(part)
+            if guest is None:
+                from replay.oracle.execute import guest_info
 
-        seqs = gen_batch(a.seed, a.n, cfg, a.index)
-        t0 = time.monotonic()
-        kres = run_k(seqs)
+                guest = guest_info(target)
+            profile = a.profile or guest.upstream
+            options = guest.model_options()
+            label = f"qemu-{target}(guest {guest.release})/model:{profile}"
+            run_k = functools.partial(run_qemu, target)
+        run_m: Runner = functools.partial(run_model, profile, options=options)
         t1 = time.monotonic()
         mres = run_m(seqs)
         t2 = time.monotonic()
@@ -173,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             for d in shown[: a.show]:
                 print()
                 print(d.format())
-                ex = model_explanation(profile, ORACLE_CONFIG.get(target), d)
+                ex = model_explanation(profile, options, d)
                 if ex:
                     lines = ex.splitlines()
                     print(f"  model's explanation of step {d.step}:")

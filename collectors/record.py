@@ -113,6 +113,9 @@ class Options:
     stack_entries: int = 16384
     fault_dedup_entries: int = 262144
     file_seen_entries: int = 16384
+    # the live kernel's probed VMA behaviour (replay.live, given by the record command): stored
+    # as meta.kernel_probe so that an offline replay models what this kernel did
+    kernel_probe: dict[str, Any] | None = None
 
 
 def check_options(o: Options) -> None:
@@ -836,6 +839,7 @@ class Recorder:
             "record_options": {"faults": o.faults, "stacks": o.stacks, "interval": o.interval,
                                "buffer_pages": o.buffer_pages, "lock_order": o.lock_order,
                                "smaps": o.smaps, "duration": o.duration, "deep": o.deep},
+            "kernel_probe": o.kernel_probe,
             "event_order": ("seq = mmap write-lock acquisition order once a process has threads "
                             "(from lock_order_since_ns), else syscall return order") if o.lock_order
             else "seq = syscall return order",

@@ -155,4 +155,12 @@ def detect_live_profile() -> tuple[str, list[str]]:
     return info.profile, info.findings
 
 
-__all__ = ["LiveInfo", "detect_live_profile", "probe", "probe_live"]
+def live_options() -> dict[str, object]:
+    """The running machine's configuration as AddressSpace keyword arguments (what
+    kernel="live" reads itself): soft-dirty from this process's smaps, protection keys."""
+    from .mm import _cpu_has_pku, _own_soft_dirty
+
+    return {"soft_dirty": _own_soft_dirty(), "pkeys": _cpu_has_pku()}
+
+
+__all__ = ["LiveInfo", "detect_live_profile", "live_options", "probe", "probe_live"]

@@ -66,6 +66,7 @@ from replay.flags import (
     MAP_PRIVATE,
     MAP_SHARED,
     MAP_SHARED_VALIDATE,
+    MAP_STACK,
     MAP_SYNC,
     MAP_TYPE,
     MCL_CURRENT,
@@ -354,7 +355,8 @@ class AddressSpace:
         vm.overcommit_memory (2 ignores MAP_NORESERVE).
     thp:
         transparent_hugepage/enabled ("always", "madvise", "never"): decides whether a read fault
-        of a 2 MiB aligned anonymous range assigns an anon_vma.
+        of a 2 MiB aligned anonymous range assigns an anon_vma; "unconfigured": a kernel without
+        CONFIG_TRANSPARENT_HUGEPAGE (MAP_STACK then sets no VM_NOHUGEPAGE).
     """
 
     def __init__(self, kernel: str | KernelProfile = "6.19", *, mmap_base: int = DEFAULT_MMAP_BASE,
@@ -1046,7 +1048,7 @@ class AddressSpace:
 
     def _read_fault(self, v: Vma, addr: int) -> None:
         """A read fault: no anon_vma, except a huge-PMD anonymous fault (THP)."""
-        if v.file is not None or v.flags & VM_SHARED or self.thp == "never":
+        if v.file is not None or v.flags & VM_SHARED or self.thp in ("never", "unconfigured"):
             return
         if self.thp == "madvise" and not v.flags & VM_HUGEPAGE:
             return
@@ -1196,18 +1198,19 @@ class AddressSpace:
     # ------------------------------------------------------------------ files
     def open_file(self, path: str, *, writable: bool = True, readable: bool = True,
                   close_hook: bool = False, shmem: bool = False, dev: str = "fe:00",
-                  ino: int | None = None) -> int:
-        """open(2): a new open file description; returns the lowest free fd >= 3."""
+                  ino: int | None = None, size: int | None = None) -> int:
+        """open(2): a new open file description; returns the lowest free fd >= 3. ``size``:
+        the file's size in pages (None: large enough), for faults beyond EOF (SIGBUS)."""
         if ino is None:
             ino = self._inodes.setdefault(path, 1000 + len(self._inodes))
         f = OpenFile(path, dev=dev, ino=ino, readable=readable, writable=writable,
-                     close=close_hook, shmem=shmem)
+                     close=close_hook, shmem=shmem, size=size)
         return self._install_fd(f)
 
-    def memfd_create(self, name: str) -> int:
-        """memfd_create(2): a new shmem file."""
+    def memfd_create(self, name: str, *, size: int | None = None) -> int:
+        """memfd_create(2): a new shmem file (``size`` in pages, as after ftruncate())."""
         return self.open_file(f"/memfd:{name} (deleted)", shmem=True, dev="00:01",
-                              ino=next(_ids))
+                              ino=next(_ids), size=size)
 
     def _install_fd(self, f: OpenFile) -> int:
         fd = 3
@@ -1251,10 +1254,17 @@ class AddressSpace:
             file = self.files.get(fd)
             if file is None:
                 raise _err(E.EBADF, f"fd {fd}")
-        if flags & MAP_HUGETLB:
-            raise _err(E.ENOMEM, "hugetlb mappings are outside the model (no huge pages)")
+        if flags & MAP_HUGETLB and not anonymous:
+            raise _err(E.EINVAL, "MAP_HUGETLB of a file that is not on hugetlbfs")
         if not length:
             raise _err(E.EINVAL, "length is 0")
+        if flags & MAP_HUGETLB:
+            # ksys_mmap_pgoff() sets up a hugetlbfs file; the model has no huge page pool (as
+            # vm.nr_hugepages=0): a fixed address that is not huge-page aligned is refused by
+            # hugetlb_get_unmapped_area(), anything else when hugetlb_reserve_pages() fails
+            if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) and addr & (PMD_SIZE - 1):
+                raise _err(E.EINVAL, "MAP_HUGETLB at an address not aligned to the huge page")
+            raise _err(E.ENOMEM, "MAP_HUGETLB: no huge pages reserved")
         length = (length + _OFF) & ~_OFF
         if length > TASK_SIZE:
             raise _err(E.ENOMEM, "length too large")
@@ -1263,11 +1273,15 @@ class AddressSpace:
         if self.map_count > self.max_map_count:
             raise _err(E.ENOMEM, "vm.max_map_count reached")
         vm_flags = (prot & _PROT_RWX) | _VM_MAY_RWX | self.def_flags
-        if flags & (MAP_GROWSDOWN | MAP_LOCKED):
+        if flags & (MAP_GROWSDOWN | MAP_LOCKED | MAP_STACK):
             if flags & MAP_GROWSDOWN:
                 vm_flags |= VM_GROWSDOWN
             if flags & MAP_LOCKED:
                 vm_flags |= VM_LOCKED
+            # calc_vm_flag_bits(): MAP_STACK -> VM_NOHUGEPAGE where THP is configured
+            if flags & MAP_STACK and self.profile.map_stack_nohugepage and \
+                    self.thp != "unconfigured":
+                vm_flags |= VM_NOHUGEPAGE
         if self.pkeys and prot & 7 == PROT_EXEC:
             vm_flags |= _EXEC_ONLY_PKEY_BITS  # execute_only_pkey()
         mtype = flags & MAP_TYPE
@@ -1324,8 +1338,11 @@ class AddressSpace:
             raise _err(E.EINVAL, "bad mapping type")
         if flags & MAP_NORESERVE and self.overcommit_memory != 2:
             vm_flags |= VM_NORESERVE
-        return self._mmap_region(addr, length, vm_flags, pgoff, file, anonymous and mtype ==
-                                 MAP_SHARED, flags & MAP_POPULATE)
+        # mmap_zero(): a shared mapping of /dev/zero becomes a new shmem object, as MAP_SHARED |
+        # MAP_ANONYMOUS does (shmem_zero_setup()), but it keeps the page offset it was given
+        shared_zero = file is not None and mtype == MAP_SHARED and file.path == "/dev/zero"
+        return self._mmap_region(addr, length, vm_flags, pgoff, file, (anonymous and mtype ==
+                                 MAP_SHARED) or shared_zero, flags & MAP_POPULATE)
 
     def _mmap_region(self, addr: int, length: int, vm_flags: int, pgoff: int,
                      file: OpenFile | None, shared_anon: bool, populate: int) -> int:
@@ -1581,8 +1598,13 @@ class AddressSpace:
             if advice in (MADV_DONTNEED, MADV_FREE) and fl & (
                     VM_LOCKED | VM_PFNMAP | VM_HUGETLB):
                 raise _err(E.EINVAL, "MADV_DONTNEED/FREE on a locked or special VMA")
-            if advice == MADV_REMOVE and not fl & VM_SHARED:
-                raise _err(E.EINVAL, "MADV_REMOVE on a private mapping")
+            if advice == MADV_REMOVE:
+                # madvise_remove(): locked or without a file EINVAL, then not shared-writable
+                # EACCES (vma_is_shared_maywrite())
+                if fl & VM_LOCKED or v.file is None:
+                    raise _err(E.EINVAL, "MADV_REMOVE on a locked or anonymous VMA")
+                if fl & (VM_SHARED | VM_MAYWRITE) != VM_SHARED | VM_MAYWRITE:
+                    raise _err(E.EACCES, "MADV_REMOVE on a mapping that is not shared-writable")
             if advice in (MADV_COLD, MADV_PAGEOUT) and fl & (
                     VM_LOCKED | VM_PFNMAP | VM_HUGETLB):
                 raise _err(E.EINVAL, "MADV_COLD/PAGEOUT on a locked VMA (can_madv_lru_vma())")
@@ -1959,13 +1981,14 @@ class AddressSpace:
         if (addr | old_len | new_len | new_addr) < 0:  # the kernel's unsigned long view of a negative value
             addr, old_len, new_len, new_addr = (
                 addr & _U64, old_len & _U64, new_len & _U64, new_addr & _U64)
-        if not self.profile.mremap_vrm:
+        if not self.profile.mremap_checks_first:
             return self._mremap_old(addr, old_len, new_len, flags, new_addr)
         return self._mremap_vrm(addr, old_len, new_len, flags, new_addr)
 
     def _mremap_old(self, addr: int, old_len: int, new_len: int, flags: int,
                     new_addr: int) -> int:
-        """Mirrors the pre-6.16 sys_mremap() / mremap_to() / vma_to_resize() order."""
+        """Mirrors the pre-6.17 sys_mremap() / mremap_to() / vma_to_resize() order (6.16
+        moves as the refactored move_vma() does, through the profile's DONTUNMAP fields)."""
         if flags & ~(MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP):
             raise _err(E.EINVAL, "unknown flags")
         if flags & MREMAP_FIXED and not flags & MREMAP_MAYMOVE:
@@ -2163,9 +2186,9 @@ class AddressSpace:
             self.guard_pages.remove(addr, addr + old_len)
         new_end = new_addr + new_len
         if (flags & MREMAP_DONTUNMAP and vma.flags & VM_LOCKED_MASK
-                and not self.profile.mremap_vrm):
-            # before 6.16 a locked source has the moved range split out of it *before* the
-            # copy (qemu-checked on 6.1 and 6.12): the copy may merge with the rest
+                and not self.profile.dontunmap_unlocks_whole_source):
+            # before 6.16 and since 7.2 a locked source has the moved range split out of it
+            # *before* the copy (qemu-checked): the copy may merge with the rest
             if vma.start < addr:
                 vma = self._split(vma, addr, check_count=False)
             if vma.end > addr + old_len:
@@ -2206,16 +2229,18 @@ class AddressSpace:
             # only between b714ccb02a76 and its stable fix "correctly account old mapping after
             # MREMAP_DONTUNMAP remap"; out of scope).
             src = self._lookup(addr)
-            if (src is not None and src.flags & VM_LOCKED_MASK and not self.profile.mremap_vrm
+            if (src is not None and src.flags & VM_LOCKED_MASK
+                    and not self.profile.dontunmap_unlocks_whole_source
                     and src is not new_vma):
-                # before 6.16 only the moved range is unlocked: it is split out of a locked
-                # source first (qemu-checked on 6.1 and 6.12)
+                # before 6.16 and since 7.2 only the moved range is unlocked: it is split out
+                # of a locked source first (qemu-checked)
                 if src.start < addr:
                     src = self._split(src, addr, check_count=False)
                 if src.end > addr + old_len:
                     self._split(src, addr + old_len, check_count=False)
             if src is not None:
-                src.flags &= ~VM_LOCKED_MASK
+                src.flags &= ~(VM_LOCKED_MASK | VM_ACCOUNT) if \
+                    self.profile.dontunmap_clears_account else ~VM_LOCKED_MASK
                 if src is not new_vma and src.start == addr and src.end == addr + old_len:
                     src.anon_vma = None
                     src.avc = 0

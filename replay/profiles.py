@@ -16,11 +16,15 @@ name     behaviour
          mprotect drops VM_ACCOUNT of unfaulted anon (~6.7, INFERRED for 6.6 = not yet)
 6.12     vma_merge_new_range()/vma_merge_existing_range(); close blocks only deletion; mseal
 6.15     as 6.12 plus MADV_GUARD_INSTALL (6.13); OLD anon rule (last era before the fix)
-6.16     NEW anon rule (879bca0a2c4f); KSM flag applied before the merge (check_ksm_early)
+6.16     NEW anon rule (879bca0a2c4f); KSM flag applied before the merge (check_ksm_early);
+         move_vma() refactor (DONTUNMAP: whole source unlocked, source loses VM_ACCOUNT)
+6.17     + multi-VMA mremap, mremap parameters checked first, DONTUNMAP keeps VM_ACCOUNT
 6.18.0   as 6.16; mremap of a faulted VMA merges without anon_vma propagation (the UAF)
 6.18.8   + copied_from propagation (61f67c230a5e) and fork check on it (3b617fd3d317)
 6.19     + sticky flags VM_SOFTDIRTY|VM_MAYBE_GUARD (64212ba02e66, 6707915e030a), guard
-         install sets VM_MAYBE_GUARD ("gu")
+         install sets VM_MAYBE_GUARD ("gu"); also 7.0, 7.1 and 6.18.44+ (backport)
+7.2      MREMAP_DONTUNMAP as in 6.12-6.15 again: the copy never merges with its source, a
+         locked source has only the moved range split out and unlocked (7.2, 7.3)
 ======== ======================================================================================
 """
 
@@ -110,19 +114,31 @@ class KernelProfile:
     # Since Linux kernel commit d23cb648e365 ("mm/mremap: permit mremap() move of multiple VMAs")
     # (in v6.17): MREMAP_FIXED with old_len == new_len moves every VMA in the range, gaps kept.
     mremap_multi_vma: bool = False
-    # Since the mremap rewrite around struct vma_remap_struct (b714ccb02a76 "mm/mremap: complete
-    # refactor of move_vma()" and its series) (in v6.16, INFERRED; qemu-checked: 6.12 differs,
-    # the live 6.18 kernel agrees): all parameters are checked before the VMA lookup, and the
-    # MREMAP_DONTUNMAP copy may merge with the source VMA it was copied from. Before: the
-    # lookup (EFAULT) precedes the new-address checks, a FIXED destination is unmapped before
-    # the source range is validated, and MREMAP_DONTUNMAP unlocks only the moved range of a
-    # locked source (split out of it) instead of the whole source VMA.
-    mremap_vrm: bool = False
-    # How a MREMAP_DONTUNMAP copy merges when it is made (qemu-checked on 6.1 and 6.12, live on
-    # 6.18): "no_source_neighbour" (6.1; 6.6 INFERRED) - no merge at all when the source VMA is
-    # the destination's prev or next, a normal merge otherwise; "not_source" (6.12-6.15): never
-    # with the source VMA, normally with the other side; "any" (6.16+).
+    # Between Linux kernel commit b714ccb02a76 ("mm/mremap: complete refactor of move_vma()")
+    # (in v6.16; qemu-checked: 6.12.118 differs, 6.16.12 .. 7.1.13 agree) and 7.2 (qemu-checked:
+    # 7.2.13 and 7.3.4 differ again; the 7.2 commit is not identified, the behaviour is measured):
+    # MREMAP_DONTUNMAP unlocks the whole source VMA in place (dontunmap_complete()). Otherwise
+    # the moved range of a locked source is split out of it before the copy (which may then
+    # merge with the source's remainder) and only that range is unlocked.
+    dontunmap_unlocks_whole_source: bool = False
+    # How a MREMAP_DONTUNMAP copy merges when it is made (qemu-checked on every pinned kernel,
+    # live on 6.18): "no_source_neighbour" (6.1; 6.6 INFERRED) - no merge at all when the source
+    # VMA is the destination's prev or next, a normal merge otherwise; "not_source" (6.12-6.15,
+    # and again 7.2+): never with the source VMA, normally with the other side; "any" (6.16 -
+    # 7.1, since b714ccb02a76).
     dontunmap_copy_merges: str = "no_source_neighbour"
+    # Since "mm/mremap: check remap conditions earlier" and the check_mremap_params() series
+    # that follows the move_vma() refactor (in v6.17, INFERRED; qemu-checked: 6.16.12 has the
+    # old order, 6.17.13 the new): every parameter, including the overlap of the old and new
+    # ranges, is checked before the VMA lookup and before a MREMAP_FIXED destination is
+    # unmapped. Before (6.16 included): the lookup (EFAULT) comes first and the destination is
+    # unmapped before the source range is validated.
+    mremap_checks_first: bool = False
+    # Between Linux kernel commit b714ccb02a76 ("mm/mremap: complete refactor of move_vma()")
+    # (in v6.16) and its fix 0e59f47c15ce ("mm/mremap: correctly account old mapping after
+    # MREMAP_DONTUNMAP remap") (in v6.18 and stable 6.17.y; qemu-checked: 6.16.12 clears,
+    # 6.17.13 keeps): MREMAP_DONTUNMAP clears VM_ACCOUNT ("ac") of the source VMA it leaves.
+    dontunmap_clears_account: bool = False
     # smaps mnemonic of VM_LOCKONFAULT: 6.1 prints "??" (qemu-checked), 6.12 prints "lf"
     # (qemu-checked); 6.6 INFERRED "??".
     lockonfault_mnemonic: str = "??"
@@ -139,6 +155,12 @@ class KernelProfile:
     # ld.so makes read-only (faulted, keeps `ac`) could merge with the read-only segment before it
     # (never writable, no `ac`). `vmatrace replay --what-if merge_ignores_account=true` measures it.
     merge_ignores_account: bool = False
+    # Since Linux kernel commit c4608d1bf7c6 ("mm: mmap: map MAP_STACK to VM_NOHUGEPAGE") (in
+    # v6.7; qemu-checked: absent in 6.1, present in 6.12 and later), limited to kernels built
+    # with CONFIG_TRANSPARENT_HUGEPAGE by "mm: mmap: map MAP_STACK to VM_NOHUGEPAGE only if THP
+    # is enabled" (v6.15): a MAP_STACK mapping is VM_NOHUGEPAGE ("nh"), so a thread stack does
+    # not merge with the rw-p mapping beside it.
+    map_stack_nohugepage: bool = False
 
     @property
     def anon_rule_new(self) -> bool:
@@ -167,15 +189,18 @@ _P612 = replace(
     lockonfault_mnemonic="lf",
     mmap_prev_uses_next_anon=False,
     madvise_populate_in_walk=False,
+    map_stack_nohugepage=True,
     close_rule=CloseRule.DELETION,
     mseal_available=True,
     mprotect_unaccount_unfaulted=True,
     thp_align_anon=True,
 )
 _P615 = replace(_P612, name="6.15", guard_install_available=True)
-_P616 = replace(_P615, name="6.16", anon_rule=AnonRule.NEW, ksm_early=True, mremap_vrm=True,
-                dontunmap_copy_merges="any")
-_P617 = replace(_P616, name="6.17", mremap_multi_vma=True)  # 6.16 era, not a separate name
+_P616 = replace(_P615, name="6.16", anon_rule=AnonRule.NEW, ksm_early=True,
+                dontunmap_unlocks_whole_source=True, dontunmap_copy_merges="any",
+                dontunmap_clears_account=True)
+_P617 = replace(_P616, name="6.17", mremap_multi_vma=True, mremap_checks_first=True,
+                dontunmap_clears_account=False)
 _P6180 = replace(_P617, name="6.18.0")
 _P6188 = replace(
     _P6180, name="6.18.8", copied_from_propagation=True, fork_check_copied_from=True
@@ -183,23 +208,107 @@ _P6188 = replace(
 _P619 = replace(
     _P6188, name="6.19", sticky_flags=True, guard_install_sets_maybe_guard=True
 )
+# 7.0 and 7.1 behave as 6.19 on every oracle test; 7.2 changed MREMAP_DONTUNMAP back to the
+# 6.12-6.15 handling of the source (qemu: 7.1.13 vs 7.2.13; 7.3.4 as 7.2)
+_P72 = replace(_P619, name="7.2", dontunmap_unlocks_whole_source=False,
+               dontunmap_copy_merges="not_source")
 
 PROFILES: dict[str, KernelProfile] = {
-    p.name: p for p in (_BASE, _P66, _P612, _P615, _P616, _P6180, _P6188, _P619)
+    p.name: p for p in (_BASE, _P66, _P612, _P615, _P616, _P617, _P6180, _P6188, _P619, _P72)
 }
 PROFILE_NAMES: tuple[str, ...] = tuple(PROFILES)
 
+# The newest release whose behaviour is known (a qemu oracle runs it): a newer one gets the
+# newest profile and a warning.
+NEWEST_KNOWN: tuple[int, int] = (7, 3)
+
+
+@dataclass(frozen=True, slots=True)
+class Backport:
+    """A behaviour a stable series received after its .0 release."""
+
+    series: tuple[int, int]
+    first: int  # the first stable release of the series known to carry it
+    last_without: int  # the last stable release known not to carry it
+    profile: str  # the profile of a release that carries it
+    what: str
+    evidence: str
+
+
+# Stable releases that carry a later behaviour. Between last_without and first the release is
+# not known: the profile without the backport is used, with a warning (a trace recorded with
+# `vmatrace record` carries the recording kernel's probed behaviour instead, see
+# docs/trace-format.md).
+STABLE_BACKPORTS: tuple[Backport, ...] = (
+    # Linux kernel commit 61f67c230a5e ("mm/vma: fix anon_vma UAF on mremap() faulted,
+    # unfaulted merge") and 3b617fd3d317 ("mm/vma: enforce VMA fork limit on unfaulted,faulted
+    # mremap merge too") (in v6.19 and v6.18.8).
+    Backport((6, 18), 8, 7, "6.18.8", "the mremap anon_vma fix",
+             "the 6.18.8 stable release notes; qemu: 6.18.5 without, 6.18.15 with"),
+    # Linux kernel commits 64212ba02e66 ("mm: implement sticky VMA flags") and 6707915e030a
+    # ("mm: propagate VM_SOFTDIRTY on merge") with the VM_MAYBE_GUARD series (in v6.19).
+    Backport((6, 18), 44, 15, "6.19", "sticky VMA flags (VM_SOFTDIRTY, VM_MAYBE_GUARD)",
+             "qemu: 6.18.15 without (the 6.18.8 profile agrees); live: 6.18.44 with (`gu` "
+             "after MADV_GUARD_INSTALL, the 6.19 profile agrees)"),
+)
+
 _VERSION_RE = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?(?:[-+~].*)?\s*$")
+_WARNED: set[str] = set()
+
+
+def _warn_once(version: str, message: str) -> None:
+    if version not in _WARNED:
+        _WARNED.add(version)
+        from vmatrace.base.errors import warn
+
+        warn(message)
+
+
+def _series_profile(version: str, key: tuple[int, int], patch: int) -> str:
+    """The profile of a release by its series, then by the stable backports it carries."""
+    if key < (6, 6):
+        return "6.1"
+    if key < (6, 12):
+        return "6.6"
+    if key < (6, 13):
+        return "6.12"
+    if key < (6, 16):
+        return "6.15"
+    if key < (6, 17):
+        return "6.16"
+    if key < (6, 18):
+        return "6.17"
+    if key == (6, 18):
+        name = "6.18.0"
+        for b in STABLE_BACKPORTS:
+            if b.series != key:
+                continue
+            if patch >= b.first:
+                name = b.profile
+            elif patch > b.last_without:
+                _warn_once(version, (
+                    f"kernel {version}: not known whether it carries {b.what} (6.18."
+                    f"{b.last_without} does not, 6.18.{b.first} does); assuming it does not "
+                    "(pass sticky=True, or replay a trace recorded with its kernel probe)"))
+        return name
+    if key > NEWEST_KNOWN:
+        _warn_once(version, (
+            f"kernel {version} is newer than any profile (the newest checked release is "
+            f"{NEWEST_KNOWN[0]}.{NEWEST_KNOWN[1]}); using the {PROFILE_NAMES[-1]} profile"))
+    if key >= (7, 2):
+        return "7.2"
+    return "6.19"
 
 
 def get_profile(version: str, *, sticky: bool | None = None) -> KernelProfile:
     """Map a kernel version string ("X.Y" or "X.Y.Z", optional "-suffix") to its profile.
 
-    ``sticky=True`` selects 6.19 semantics for a 6.18.y kernel that carries the sticky-flag
-    backport (a version number cannot tell; kernel="live" probes for it).
+    A stable release gets the backports the release table (STABLE_BACKPORTS) knows it carries.
+    ``sticky`` overrides the sticky-flag part (a probed kernel knows; kernel="live" probes).
+    A release newer than the newest checked one gets the newest profile and a warning.
 
     >>> get_profile("6.17").name, get_profile("6.18.3").name, get_profile("6.18.44").name
-    ('6.16', '6.18.0', '6.18.8')
+    ('6.16', '6.18.0', '6.19')
     """
     if not isinstance(version, str):
         raise ValueError(f"kernel version must be a string like '6.12', got {version!r}")
@@ -218,26 +327,10 @@ def get_profile(version: str, *, sticky: bool | None = None) -> KernelProfile:
             f"kernel {version} predates the oldest modelled era (6.1); profiles: "
             f"{', '.join(PROFILE_NAMES)}"
         )
-    if key < (6, 6):
-        name = "6.1"
-    elif key < (6, 12):
-        name = "6.6"
-    elif key < (6, 13):
-        name = "6.12"
-    elif key < (6, 16):
-        name = "6.15"
-    elif key < (6, 17):
-        name = "6.16"
-    elif key < (6, 18):
-        return _P617
-    elif key == (6, 18):
-        name = "6.18.8" if patch >= 8 else "6.18.0"
-        if sticky:
-            name = "6.19"
-    else:
-        name = "6.19"
-    prof = PROFILES[name]
+    prof = PROFILES[_series_profile(version, key, patch)]
     if sticky is not None and sticky != prof.sticky_flags:
+        if key == (6, 18) and sticky:
+            return PROFILES["6.19"]
         prof = replace(prof, name=f"{prof.name}{'+sticky' if sticky else '-sticky'}",
                        sticky_flags=sticky, guard_install_sets_maybe_guard=sticky)
     return prof

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-time (idempotent) set-up of a fresh Debian 12 machine of this kind, as root:
 #   system packages (bcc, kernel headers, qemu, busybox, strace), the header links and the
-#   tracefs mount bcc needs, two old Debian kernels for the qemu oracles, and the project venv.
+#   tracefs mount bcc needs, the pinned Debian kernels for the qemu oracles, and the project venv.
 # See ../shared/docs/ebpf-here.md §0 and ../shared/docs/old-kernels.md for why each step exists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,24 +36,14 @@ if ! mountpoint -q /sys/kernel/tracing; then
   mount -t tracefs nodev /sys/kernel/tracing || say "warning: could not mount tracefs"
 fi
 
-# 3. Old kernels for the qemu oracles: only vmlinuz is extracted into .cache/kernels, nothing is
-#    installed into /boot.
+# 3. The kernels of the qemu oracles, pinned in replay/oracle/kernels.py (6.1 .. 7.3): only the
+#    vmlinuz is extracted into .cache/kernels; nothing is installed and the host's apt sources and
+#    state are left alone (apt runs with a private sources list and state directory). A pinned
+#    version the archive no longer serves is reported, and the nearest served release of its
+#    series is fetched instead.
 KDIR=$ROOT/.cache/kernels
 mkdir -p "$KDIR"
-fetch_kernel() {  # $1 = label, $2 = regex of package names
-  local label=$1 re=$2 pkg tmp
-  [ -s "$KDIR/vmlinuz-$label" ] && return 0
-  pkg=$(apt-cache search --names-only "$re" | awk '{print $1}' | grep -v -- '-dbg$' | sort -V | tail -1)
-  if [ -z "$pkg" ]; then say "warning: no package matches $re"; return 0; fi
-  say "fetching $pkg for the $label oracle"
-  tmp=$(mktemp -d)
-  (cd "$tmp" && apt-get download -qq "$pkg" >/dev/null && dpkg-deb -x ./*.deb x)
-  cp "$(ls "$tmp"/x/boot/vmlinuz-* | head -1)" "$KDIR/vmlinuz-$label"
-  echo "$pkg" > "$KDIR/vmlinuz-$label.pkg"
-  rm -rf "$tmp"
-}
-fetch_kernel 6.1 '^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$'
-fetch_kernel 6.12 '^linux-image-6\.12\.[0-9]+\+deb12-cloud-amd64-unsigned$'
+python3 replay/oracle/kernels.py fetch --dest "$KDIR" || say "warning: some oracle kernels could not be fetched (see above)"
 
 # 4. The venv: the project and its Python deps from PyPI; bcc linked in from Debian
 #    (it is pure Python over libbcc.so through ctypes; a .pth would drag in all of dist-packages).

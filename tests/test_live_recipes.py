@@ -15,12 +15,13 @@ import functools
 
 import pytest
 
-from replay.oracle import compare, run_live, run_model, run_qemu
-from replay.oracle.core import OracleError, SeqResult
-from replay.oracle.execute import qemu_available
-from replay.oracle.model import ORACLE_CONFIG
+from replay.oracle import compare, run_live, run_model
+from replay.oracle.core import SeqResult
+from replay.oracle.execute import QEMU_KERNELS
 from replay.oracle.recipes import BY_ID, RECIPES, Recipe, final_flags, final_layout
+from replay.profiles import get_profile
 from tests.conftest import need, need_cc
+from tests.qemu_batches import boot
 
 IDS = [x.rid for x in RECIPES]
 
@@ -43,11 +44,6 @@ def _live_results() -> dict[str, SeqResult]:
     return {x.rid: res for x, res in zip(todo, run_live([x.sequence() for x in todo]), strict=True)}
 
 
-@functools.cache
-def _qemu_results(kernel: str) -> dict[str, SeqResult]:
-    return {x.rid: r for x, r in zip(RECIPES, run_qemu(kernel, [x.sequence() for x in RECIPES]), strict=True)}
-
-
 def _need_live() -> None:
     need_cc()
 
@@ -60,12 +56,9 @@ def _live(x: Recipe) -> SeqResult:
 
 
 def _qemu(kernel: str, x: Recipe) -> SeqResult:
-    ok, why = qemu_available(kernel)
-    need(ok, why)
-    try:
-        return _qemu_results(kernel)[x.rid]
-    except OracleError as e:  # pragma: no cover - depends on the machine
-        pytest.fail(str(e))
+    b = boot(kernel)  # the recipes run in the kernel's one boot, before its fuzz batch
+    need(not b.error, b.error)
+    return b.recipes[x.rid]
 
 
 # ---- runner only --------------------------------------------------------------------------------
@@ -142,8 +135,33 @@ def test_model_new_profiles_match_new_column(profile: str, rid: str) -> None:
 def test_model_old_profiles_match_qemu_kernels(kernel: str, rid: str) -> None:
     x = BY_ID[rid]
     kern = _qemu(kernel, x)
-    (mod,) = run_model(kernel, [x.sequence()], options=ORACLE_CONFIG.get(kernel))
-    d = compare(x.sequence(), kern, mod, label=f"qemu-{kernel}/model:{kernel}")
+    b = boot(kernel)
+    (mod,) = run_model(b.profile, [x.sequence()], options=b.options())
+    d = compare(x.sequence(), kern, mod, label=f"qemu-{kernel}/model:{b.profile}")
     if d is not None:
         pytest.fail(d.format(), pytrace=False)
     assert final_layout(mod) == x.expected(kernel)
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("kernel", [k for k in QEMU_KERNELS if k not in ("6.1", "6.12")])
+def test_model_matches_every_qemu_kernel_on_the_recipes(kernel: str) -> None:
+    """Every recipe, step by step, on the kernels 6.16 .. 7.3 with the profile the guest's
+    release picks; the final layout is the New column, except the L20 merges of 6.16 .. 6.18.7
+    (the mremap anon_vma bug merges in the forked cases too)."""
+    b = boot(kernel)
+    need(not b.error, b.error)
+    bad = []
+    for x in RECIPES:
+        kern = b.recipes[x.rid]
+        assert kern.status == "ok", (x.rid, kern.status)
+        (mod,) = run_model(b.profile, [x.sequence()], options=b.options())
+        d = compare(x.sequence(), kern, mod, label=f"qemu-{kernel}/model:{b.profile}")
+        if d is not None:
+            bad.append(d.format())
+        if x.unsafe_before_6188 and not get_profile(b.profile).copied_from_propagation:
+            assert final_layout(kern) == BY_ID[x.rid.replace("L20f", "L20")].expected("new")
+        else:
+            assert final_layout(kern) == x.expected("new"), x.rid
+    if bad:
+        pytest.fail("\n\n".join(bad), pytrace=False)

@@ -17,8 +17,9 @@ from replay import profiles as profiles_mod
         ("6.11", "6.6"), ("6.12", "6.12"), ("6.12.107", "6.12"), ("6.13", "6.15"),
         ("6.15.2", "6.15"), ("6.16", "6.16"), ("6.17", "6.17"), ("6.18", "6.18.0"),
         ("6.18.3", "6.18.0"), ("6.18.7", "6.18.0"), ("6.18.8", "6.18.8"),
-        ("6.18.44", "6.18.8"), ("6.18.44-fc-v669", "6.18.8"), ("6.19", "6.19"),
-        ("6.19.1", "6.19"), ("7.0", "6.19"), ("v6.12", "6.12"),
+        ("6.18.15", "6.18.8"), ("6.18.44", "6.19"), ("6.18.44-fc-v669", "6.19"),
+        ("6.18.60", "6.19"), ("6.19", "6.19"), ("6.19.1", "6.19"), ("7.0", "6.19"),
+        ("7.1.13", "6.19"), ("7.2", "7.2"), ("7.3.4", "7.2"), ("v6.12", "6.12"),
     ],
 )
 def test_get_profile_maps_versions(version: str, name: str) -> None:
@@ -26,23 +27,66 @@ def test_get_profile_maps_versions(version: str, name: str) -> None:
 
 
 def test_profile_names_for_live_detection() -> None:
-    assert set(PROFILE_NAMES) == {"6.1", "6.6", "6.12", "6.15", "6.16", "6.18.0", "6.18.8",
-                                  "6.19"}
+    assert set(PROFILE_NAMES) == {"6.1", "6.6", "6.12", "6.15", "6.16", "6.17", "6.18.0",
+                                  "6.18.8", "6.19", "7.2"}
     for n in PROFILE_NAMES:
         assert get_profile(n).name == n
 
 
-def test_6_17_is_a_6_16_era_profile() -> None:
-    p617, p616 = get_profile("6.17"), get_profile("6.16")
+def test_6_16_has_the_old_mremap_check_order_and_clears_the_dontunmap_source_account() -> None:
+    p616, p617 = get_profile("6.16.12"), get_profile("6.17")
     diff = {f.name for f in dataclasses.fields(p616)
             if getattr(p616, f.name) != getattr(p617, f.name)}
-    assert diff == {"name", "mremap_multi_vma"}
+    assert diff == {"name", "mremap_multi_vma", "mremap_checks_first", "dontunmap_clears_account"}
+    assert p616.dontunmap_clears_account and not p616.mremap_checks_first
+    assert not get_profile("6.15").dontunmap_clears_account
+    assert not get_profile("6.18.0").dontunmap_clears_account
 
 
-def test_sticky_backport_on_6_18() -> None:
-    assert get_profile("6.18.44").sticky_flags is False
-    p = get_profile("6.18.44", sticky=True)
+def test_sticky_backport_on_6_18_from_the_release_table() -> None:
+    """6.18.44 (this machine's kernel) carries the sticky-flag backport; 6.18.15 (qemu) does not."""
+    assert get_profile("6.18.44").sticky_flags and get_profile("6.18.44").name == "6.19"
+    assert not get_profile("6.18.15").sticky_flags
+    assert not get_profile("6.18.44", sticky=False).sticky_flags
+    p = get_profile("6.18.3", sticky=True)
     assert p.sticky_flags and p.guard_install_sets_maybe_guard and p.name == "6.19"
+    table = {b.what: b for b in profiles_mod.STABLE_BACKPORTS}
+    assert all(b.last_without < b.first for b in table.values())
+
+
+def test_unknown_stable_release_warns_once(capsys: pytest.CaptureFixture[str]) -> None:
+    profiles_mod._WARNED.discard("6.18.30")
+    assert not get_profile("6.18.30").sticky_flags
+    get_profile("6.18.30")
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("vmatrace: warning: kernel 6.18.30: not known")
+
+
+def test_release_newer_than_any_profile_warns(capsys: pytest.CaptureFixture[str]) -> None:
+    profiles_mod._WARNED.discard("7.4.1")
+    assert get_profile("7.4.1").name == get_profile("7.3").name == "7.2"
+    assert "newer than any profile" in capsys.readouterr().err
+    get_profile("7.3.4")
+    assert capsys.readouterr().err == ""
+
+
+def test_7_2_handles_the_dontunmap_source_as_6_12_did() -> None:
+    p71, p72, p612 = get_profile("7.1"), get_profile("7.2"), get_profile("6.12")
+    diff = {f.name for f in dataclasses.fields(p71) if getattr(p71, f.name) != getattr(p72, f.name)}
+    assert diff == {"name", "dontunmap_unlocks_whole_source", "dontunmap_copy_merges"}
+    assert p72.dontunmap_copy_merges == p612.dontunmap_copy_merges == "not_source"
+    assert not p72.dontunmap_unlocks_whole_source and not p612.dontunmap_unlocks_whole_source
+
+
+def test_map_stack_nohugepage_where_thp_is_configured() -> None:
+    def layout(kernel: str, thp: str) -> int:
+        mm = AddressSpace(kernel, thp=thp)
+        a = mm.mmap(0, 2 << 12, 3, 0x22)
+        mm.mmap(a + (2 << 12), 2 << 12, 3, 0x22 | 0x10 | 0x20000)  # MAP_FIXED | MAP_STACK
+        return len(mm.vmas())
+
+    assert layout("6.12", "never") == 2 and layout("6.1", "never") == 1
+    assert layout("6.12", "unconfigured") == 1
 
 
 @pytest.mark.parametrize("bad", ["", "6", "six.one", "6.x", "5.15", "latest", "6.1.2.3"])

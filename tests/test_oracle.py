@@ -105,7 +105,15 @@ def test_generator_is_reproducible_and_batch_independent() -> None:
     assert not any("maymove" in op for op in ops)
     names = {op.split()[0] for s in gen_batch(3, 300) for op in s.ops}
     assert {"mmap", "munmap", "mprotect", "madvise", "mlock", "mlock2", "munlock", "mremap",
-            "mseal", "touch", "read", "fork"} <= names  # fmt: skip
+            "mseal", "touch", "read", "fork", "open", "dup", "memfd", "zero", "close",
+            "brk"} <= names  # fmt: skip
+    plain = {op.split()[0] for s in gen_batch(3, 300, GenConfig(files=False, brk=False))
+             for op in s.ops}
+    assert not plain & {"open", "dup", "memfd", "zero", "close", "brk"}
+    flags = {f for s in gen_batch(3, 300) for op in s.ops if op.startswith("mmap ")
+             for f in op.split()[4].split(",")}
+    assert {"stack", "hugetlb", "growsdown", "populate", "locked", "noreserve", "shared",
+            "private", "validate"} <= flags  # fmt: skip
 
 
 class Recorder:
@@ -145,9 +153,19 @@ def test_apply_op_translates_to_raw_linux_constants() -> None:
     assert mm.calls[-1] == ("touch", B + 4 * P, ("write", False))
     apply_op(mm, "mseal 0 1")
     assert mm.calls[-1] == ("mseal", B, P)
-    for s in gen_batch(11, 100):  # every generated op translates
+    apply_op(mm, "open 2 a ro")
+    assert mm.calls[-1] == ("open_file", "/oracle/a", ("dev", "00:1f"), ("shmem", True), ("size", 16),
+                            ("writable", False))
+    apply_op(mm, "mmap 4 2 r-- shared,fixed 2 5")  # slot 2 holds the fd open_file returned
+    assert mm.calls[-1] == ("mmap", B + 4 * P, 2 * P, 1, 0x01 | 0x10, 0, 5 * P)
+    apply_op(mm, "mmap 6 1 rw- private,anon,fixed,stack")
+    assert mm.calls[-1][4] == 0x02 | 0x20 | 0x10 | 0x20000
+    _, ret = apply_op(mm, "brk 3")
+    assert mm.calls[-1] == ("brk", B + 1003 * P) and ret == "x0"
+    for s in gen_batch(11, 300):  # every generated op translates
+        rec: Any = Recorder()
         for op in s.ops:
-            apply_op(Recorder(), op)
+            rec, _ = apply_op(rec, op)
 
 
 def test_minimizer_shrinks_to_the_culprit() -> None:
@@ -354,7 +372,7 @@ def test_python_engine_matches_the_c_runner() -> None:
     from replay.oracle.recipes import RECIPES
 
     need_live()
-    seqs = [x.sequence() for x in RECIPES if not x.unsafe_before_6188] + gen_batch(31, 150, GenConfig(length=16))
+    seqs = [x.sequence() for x in RECIPES if not x.unsafe_before_6188] + gen_batch(31, 150, GenConfig(length=16, files=False, brk=False))
     a = run_live(seqs, engine="c")
     b = run_live(seqs, engine="python")
     assert all(r.status == "ok" for r in a)
@@ -370,3 +388,35 @@ def test_static_elf_check() -> None:
     need_cc()
     assert is_static_elf(build_runner())
     assert not is_static_elf(Path(sys.executable).resolve())
+
+
+# ---- the pinned kernel table --------------------------------------------------------------------
+
+
+def test_pinned_kernel_table_and_nearest_served_release() -> None:
+    from replay.oracle.kernels import BY_LABEL, KERNELS, nearest_served
+
+    assert len({k.label for k in KERNELS}) == len(KERNELS) >= 11
+    assert {"6.1", "6.12", "6.18.5", "6.18.15", "7.3.4"} <= set(BY_LABEL)
+    k = BY_LABEL["6.18.15"]
+    served = ["linux-image-6.18.12+deb13-cloud-amd64", "linux-image-6.18.17+deb13-cloud-amd64",
+              "linux-image-6.18.14+deb13-cloud-amd64", "linux-binary-6.18.15+deb13-cloud-amd64",
+              "linux-image-6.19.15+deb13-cloud-amd64"]
+    assert nearest_served(k, served) == "linux-image-6.18.14+deb13-cloud-amd64"
+    # a tie goes to the newer release; another series or package kind never counts
+    tie = ["linux-image-6.18.13+deb13-cloud-amd64", "linux-image-6.18.17+deb13-cloud-amd64"]
+    assert nearest_served(k, tie) == "linux-image-6.18.17+deb13-cloud-amd64"
+    assert nearest_served(k, served[3:]) is None
+
+
+def test_kernel_fetcher_refuses_unknown_labels_in_one_line() -> None:
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    p = subprocess.run([sys.executable, str(ROOT / "replay/oracle/kernels.py"), "fetch", "9.9"],
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "unknown kernel label" in p.stderr
+    lst = subprocess.run([sys.executable, str(ROOT / "replay/oracle/kernels.py"), "list"],
+                         capture_output=True, text=True, check=True)
+    assert "linux-binary-7.3.4+deb13-cloud-amd64" in lst.stdout

@@ -115,6 +115,16 @@ def test_stacks_are_symbolized(tmp_path: Path) -> None:
     marker = int(p.stdout.split()[2], 16)
     t = read_trace(out)
     assert t.warnings == []
+    # the recording kernel's probed behaviour is in the trace, and an offline replay uses it
+    from replay.engine import recording_profile
+    from replay.live import probe_live
+
+    probe = t.meta["kernel_probe"]
+    assert probe["profile"] == probe_live().profile and probe["sticky"] == probe_live().sticky
+    prof, how = recording_profile(t.meta)
+    assert prof is not None and prof.sticky_flags == probe["sticky"] and how.startswith("probed")
+    prof2, how2 = recording_profile({**t.meta, "kernel_probe": None})
+    assert how2.startswith("release table") and prof2 is not None
     # a walk that meets a page not yet present (a fault on the stack itself) fails: counted, reported
     assert all("user stacks could not be recorded" in w for w in t.meta["record_warnings"])
     ev = t.events.filter((pl.col("kind") == "mmap") & (pl.col("ret") == marker))

@@ -75,7 +75,7 @@ def _classes(vmas: list[Vma]) -> list[int]:
     return out
 
 
-def diff_hidden(kl: dict[tuple[int, int, str], Vma], ml: dict[tuple[int, int, str], Vma]) -> tuple[list[str], list[str]]:
+def diff_hidden(kl: dict[tuple[int, int, str, str], Vma], ml: dict[tuple[int, int, str, str], Vma]) -> tuple[list[str], list[str]]:
     """Anon_vma classes and fork-child status of the VMAs present in both (see module docstring)."""
     keys = sorted(set(kl) & set(ml))
     kv = [kl[k] for k in keys]
@@ -116,8 +116,8 @@ def diff_step(k: Step, m: Step, ignore: frozenset[str] = DEFAULT_IGNORE,
     if k.ret != m.ret and k.errno == 0 and m.errno == 0:
         kinds.append("ret")
         details.append(f"return kernel {k.ret} model {m.ret}")
-    kl = {v.key(): v for v in k.vmas}
-    ml = {v.key(): v for v in m.vmas}
+    kl = {v.layout_key(): v for v in k.vmas}
+    ml = {v.layout_key(): v for v in m.vmas}
     if set(kl) != set(ml):
         kinds.append("layout")
         for key in sorted(set(kl) - set(ml)):
@@ -128,7 +128,7 @@ def diff_step(k: Step, m: Step, ignore: frozenset[str] = DEFAULT_IGNORE,
     for key in sorted(set(kl) & set(ml)):
         kf, mf = _flags(kl[key], ignore), _flags(ml[key], ignore)
         if kf != mf:
-            s, e, p = key
+            s, e, p, _ = key
             extra = []
             if kf - mf:
                 extra.append("kernel only {" + " ".join(sorted(kf - mf)) + "}")

@@ -64,6 +64,7 @@ class Vma:
     # hidden state, when known (the runner with a task_vma iterator; the model always):
     anon: int | None = None  # 0: no anon_vma; else an identity, stable within one sequence
     avc: int | None = None  # length of the anon_vma_chain (a fork child's is not 1)
+    backing: str = ""  # a file VMA: "NAME+PGOFF" (last path component, page offset); anon: ""
 
     def __str__(self) -> str:
         hidden = ""
@@ -71,7 +72,8 @@ class Vma:
             hidden = " anon#" + str(self.anon) if self.anon else " unfaulted"
             if self.anon and self.avc != 1:
                 hidden += f" fork-child(avc {self.avc})"
-        return f"[{self.start},{self.end}) {self.perms} {' '.join(sorted(self.flags))}{hidden}"
+        b = f" ={self.backing}" if self.backing else ""
+        return f"[{self.start},{self.end}) {self.perms} {' '.join(sorted(self.flags))}{b}{hidden}"
 
     @property
     def fork_child(self) -> bool:
@@ -80,6 +82,9 @@ class Vma:
 
     def key(self) -> tuple[int, int, str]:
         return (self.start, self.end, self.perms)
+
+    def layout_key(self) -> tuple[int, int, str, str]:
+        return (self.start, self.end, self.perms, self.backing)
 
 
 @dataclass
@@ -113,7 +118,7 @@ class SeqResult:
                     "op": s.op,
                     "errno": s.errno,
                     "ret": s.ret,
-                    "vmas": [[v.start, v.end, v.perms, sorted(v.flags)] for v in s.vmas],
+                    "vmas": [[v.start, v.end, v.perms, sorted(v.flags), v.backing] for v in s.vmas],
                 }
                 for s in self.steps
             ],
@@ -181,14 +186,18 @@ def parse_output(text: str, seqs: Seq[Sequence]) -> list[SeqResult]:
                 continue
             for j, v in enumerate(vmas):
                 if (v.start, v.end) == (s0, e0):
-                    vmas[j] = Vma(v.start, v.end, v.perms, v.flags, an, avc)
+                    vmas[j] = Vma(v.start, v.end, v.perms, v.flags, an, avc, v.backing)
         elif line.startswith("!"):
             close_step()
             cur.status = "runner:" + line[1:].replace(" ", "_")
         elif step is not None:
             parts = line.split()
             try:
-                vmas.append(Vma(int(parts[0]), int(parts[1]), parts[2], frozenset(parts[3:])))
+                rest = parts[3:]
+                backing = next((t[1:] for t in rest if t.startswith("=")), "")
+                vmas.append(Vma(int(parts[0]), int(parts[1]), parts[2],
+                                frozenset(t for t in rest if not t.startswith("=")),
+                                backing=backing))
             except (ValueError, IndexError):
                 continue  # a stray console line; the comparison will show any damage
     close_step()

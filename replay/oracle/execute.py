@@ -5,11 +5,13 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import re
 import shutil
 import struct
 import subprocess
 import tempfile
 from collections.abc import Sequence as Seq
+from dataclasses import dataclass
 from pathlib import Path
 
 from .core import (
@@ -21,13 +23,14 @@ from .core import (
     parse_output,
     to_script,
 )
+from .kernels import LABELS
 
 HERE = Path(__file__).resolve().parent
 RUNNER_SRC = HERE / "runner.c"
 _REPO = HERE.parent.parent
 BEGIN = "=====VMATRACE-ORACLE-BEGIN====="
 END = "=====VMATRACE-ORACLE-END====="
-QEMU_KERNELS = ("6.1", "6.12")
+QEMU_KERNELS: tuple[str, ...] = LABELS  # the pinned table of replay/oracle/kernels.py
 
 
 def cache_dir() -> Path:
@@ -111,14 +114,18 @@ def run_live(
         return run_live_py(seqs, base, pages)
     runner = build_runner()
     deep = ["-d", str(deep_fd)] if deep_fd is not None else []
-    p = subprocess.run(
-        [str(runner), *_runner_args(base, pages), *deep],
-        input=to_script(seqs),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        pass_fds=(deep_fd,) if deep_fd is not None else (),
-    )
+    # the runner's files (open a/b/c) live on tmpfs, as in the qemu guests
+    shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    with tempfile.TemporaryDirectory(prefix="vmatrace-oracle-", dir=shm) as td:
+        p = subprocess.run(
+            [str(runner), *_runner_args(base, pages), *deep],
+            input=to_script(seqs),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            pass_fds=(deep_fd,) if deep_fd is not None else (),
+            cwd=td,
+        )
     if p.returncode != 0 or "#done" not in p.stdout:
         raise OracleError(f"runner failed (rc {p.returncode}): {p.stderr[-2000:]}")
     return parse_output(p.stdout, seqs)
@@ -147,12 +154,62 @@ def _cpio_newc(entries: list[tuple[str, int, bytes, int]]) -> bytes:
 
 _INIT = """#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sys /sys
+/bin/busybox mount -t devtmpfs dev /dev
+/bin/busybox mkdir -p /tmp
+/bin/busybox mount -t tmpfs tmpfs /tmp
 /bin/busybox echo {begin}
+/bin/busybox echo "#guest release $(/bin/busybox uname -r)"
+/bin/busybox echo "#guest thp $(/bin/busybox cat /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null || /bin/busybox echo unconfigured)"
+/bin/busybox echo "#guest overcommit $(/bin/busybox cat /proc/sys/vm/overcommit_memory)"
+/bin/busybox echo "#guest pku $(/bin/busybox grep -c -w ospke /proc/cpuinfo)"
+/bin/busybox echo "#guest own $(/bin/busybox grep -m1 VmFlags /proc/self/smaps)"
+cd /tmp
 /runner {args} /script.txt
 /bin/busybox echo rc=$?
 /bin/busybox echo {end}
 /bin/busybox poweroff -f
 """
+
+
+@dataclass(frozen=True)
+class GuestInfo:
+    """What a booted guest says about itself: its release picks the model's profile, and its
+    configuration (soft-dirty, THP, protection keys, overcommit) the model's options."""
+
+    release: str
+    thp: str  # "always" / "madvise" / "never", or "unconfigured" (no CONFIG_TRANSPARENT_HUGEPAGE)
+    overcommit_memory: int
+    pkeys: bool  # the CPU has protection keys and the kernel enabled them (ospke)
+    soft_dirty: bool  # CONFIG_MEM_SOFT_DIRTY: a fresh VMA of the guest's own busybox shows `sd`
+
+    @property
+    def upstream(self) -> str:
+        """"6.18.15+deb13-cloud-amd64" -> "6.18.15"."""
+        return re.split(r"[-+~]", self.release, maxsplit=1)[0]
+
+    def model_options(self) -> dict[str, object]:
+        return {"soft_dirty": self.soft_dirty, "pkeys": self.pkeys,
+                "thp": self.thp, "overcommit_memory": self.overcommit_memory}
+
+
+def parse_guest(body: str) -> GuestInfo:
+    vals: dict[str, str] = {}
+    for line in body.splitlines():
+        if line.startswith("#guest "):
+            _, key, *rest = [*line.split(" ", 2), ""]
+            vals[key] = rest[0].strip()
+    if "release" not in vals:
+        raise OracleError("the guest did not report its release")
+    thp = vals.get("thp", "unconfigured")
+    m = re.search(r"\[(\w+)\]", thp)
+    return GuestInfo(
+        release=vals["release"],
+        thp=m.group(1) if m else "unconfigured",
+        overcommit_memory=int(vals.get("overcommit", "0") or 0),
+        pkeys=vals.get("pku", "0").strip() not in ("", "0"),
+        soft_dirty="sd" in vals.get("own", "").split(),
+    )
 
 
 def is_static_elf(path: Path) -> bool:
@@ -183,6 +240,7 @@ def build_initramfs(script: str, dest: Path, base: int = WINDOW_BASE, pages: int
         ("dev", 0o040755, b"", 0),
         ("dev/console", 0o020600, b"", (5 << 8) | 1),
         ("proc", 0o040755, b"", 0),
+        ("sys", 0o040755, b"", 0),
         ("bin/busybox", 0o100755, _busybox().read_bytes(), 0),
         ("bin/sh", 0o120777, b"busybox", 0),
         ("init", 0o100755, init.encode(), 0),
@@ -236,8 +294,56 @@ def qemu_console(kernel: str, script: str, timeout: float = 1200, base: int = WI
     return body
 
 
+_GUESTS: dict[str, GuestInfo] = {}
+
+
+def _console_cache(kernel: str, script: str) -> Path | None:
+    """With $VMATRACE_QEMU_CACHE=DIR (bench/fuzz.py --cache), a guest's output is kept per
+    (kernel package, runner, script): a long fuzz run can be compared again with a changed model
+    without booting again. The tests never set it."""
+    d = os.environ.get("VMATRACE_QEMU_CACHE")
+    if not d:
+        return None
+    img = kernel_image(kernel)
+    pkg = img.with_name(img.name + ".pkg")
+    ident = pkg.read_text() if pkg.exists() else str(img.stat().st_size)
+    key = hashlib.sha256("\0".join([ident, RUNNER_SRC.read_text(), _INIT, script]).encode())
+    Path(d).mkdir(parents=True, exist_ok=True)
+    return Path(d) / f"{kernel}-{key.hexdigest()[:20]}.txt.gz"
+
+
+def run_qemu_guest(kernel: str, seqs: Seq[Sequence], timeout: float = 1200
+                   ) -> tuple[GuestInfo, list[SeqResult]]:
+    """Run every sequence on a pinned kernel (replay/oracle/kernels.py) in one qemu boot; also
+    returns what the guest reported about itself."""
+    script = to_script(seqs)
+    cache = _console_cache(kernel, script)
+    if cache is not None and cache.exists():
+        body = gzip.decompress(cache.read_bytes()).decode()
+    else:
+        body = qemu_console(kernel, script, timeout)
+        if cache is not None:
+            _atomic_write(cache, gzip.compress(body.encode(), compresslevel=6))
+    info = parse_guest(body)
+    _GUESTS[kernel] = info
+    return info, parse_output(body, seqs)
+
+
 def run_qemu(kernel: str, seqs: Seq[Sequence], timeout: float = 1200) -> list[SeqResult]:
-    """Run every sequence on an old kernel ("6.1" or "6.12") in one qemu boot."""
+    """Run every sequence on a pinned kernel in one qemu boot."""
     if not seqs:
         return []
-    return parse_output(qemu_console(kernel, to_script(seqs), timeout), seqs)
+    return run_qemu_guest(kernel, seqs, timeout)[1]
+
+
+def guest_info(kernel: str) -> GuestInfo:
+    """The guest's self-description (one empty boot, unless a run already reported it)."""
+    if kernel not in _GUESTS:
+        run_qemu_guest(kernel, [])
+    return _GUESTS[kernel]
+
+
+def guest_model(kernel: str) -> tuple[str, dict[str, object]]:
+    """(model profile, model options) of a pinned kernel, from what its guest reports."""
+    info = guest_info(kernel)
+    return info.upstream, info.model_options()

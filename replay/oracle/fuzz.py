@@ -41,6 +41,8 @@ class GenConfig:
     allow_mseal: bool = True
     allow_fork: bool = True
     dense: float = 0.3  # share of sequences confined to 12 pages with ranges of 1..4 pages
+    files: bool = True  # file-backed mappings (open/dup/memfd/zero slots; the C runner only)
+    brk: bool = True  # brk and operations on heap pages (the C runner only)
 
 
 @dataclass
@@ -56,6 +58,12 @@ class _State:
     # ranges mapped so far (mmap, mremap destinations): exact-extent operations and moves to
     # exactly adjacent positions are what merges need
     segs: list[tuple[int, int]] = field(default_factory=list)
+    # open fd slots -> the file they name ("a", "b", "c", "memfd", "zero"; a dup names the same
+    # open file description as its source, written "a'" for a second open of a)
+    slots: dict[int, str] = field(default_factory=dict)
+    fsegs: list[tuple[int, int, int, int]] = field(default_factory=list)  # start, end, slot, pgoff
+    growsdown: list[int] = field(default_factory=list)  # starts of GROWSDOWN mappings
+    heap: int = 0  # heap pages after the last brk (0: brk not called yet)
 
     def pos(self, hi: int | None = None) -> int:
         hi = hi or self.hot
@@ -106,6 +114,8 @@ def _mmap(st: _State) -> str:
     r = st.rng
     s, n = st.rng_range()
     prot = r.choice(PROTS)
+    if st.slots and r.random() < 0.45:
+        return _mmap_file(st, s, n, prot)
     flags = ["shared" if r.random() < 0.05 else "private", "anon"]
     flags.append("noreplace" if r.random() < 0.15 else "fixed")
     if r.random() < 0.5:
@@ -114,12 +124,84 @@ def _mmap(st: _State) -> str:
         flags.append("populate")
     if r.random() < 0.04:
         flags.append("locked")
-    if r.random() < 0.02:
+    if r.random() < 0.03:
         flags.append("growsdown")
+        st.growsdown.append(s)
+    if r.random() < 0.08:
+        flags.append("stack")
+    if r.random() < 0.01:
+        flags.append("hugetlb")
     st.map(s, n)
     if n:
         st.segs.append((s, s + n))
     return f"mmap {s} {n} {prot} {','.join(flags)}"
+
+
+def _mmap_file(st: _State, s: int, n: int, prot: str) -> str:
+    r = st.rng
+    slot = r.choice(sorted(st.slots))
+    y = r.random()
+    kind = "private" if y < 0.5 else ("shared" if y < 0.9 else "validate")
+    if st.slots[slot] == "zero":
+        # MAP_SHARED of /dev/zero only: MAP_PRIVATE of /dev/zero (an anonymous VMA that keeps
+        # the file) is not modelled yet, see docs/oracle.md
+        kind = "shared"
+    same = [f for f in st.fsegs if st.slots.get(f[2], "?").rstrip("'") == st.slots[slot].rstrip("'")]
+    if same and r.random() < 0.6:
+        # the page offset that continues (or overlaps) an earlier mapping of the same file
+        a, _, _, off = r.choice(same)
+        pgoff = max(0, off + (s - a))
+    else:
+        pgoff = r.randrange(0, 18)
+    flags = [kind, "noreplace" if r.random() < 0.1 else "fixed"]
+    if r.random() < 0.15:
+        flags.append("noreserve")
+    if r.random() < 0.05:
+        flags.append("populate")
+    if r.random() < 0.03:
+        flags.append("locked")
+    st.map(s, n)
+    if n:
+        st.segs.append((s, s + n))
+        st.fsegs.append((s, s + n, slot, pgoff))
+    return f"mmap {s} {n} {prot} {','.join(flags)} {slot} {pgoff}"
+
+
+def _files_prologue(st: _State) -> list[str]:
+    """Open one to three fd slots: a file, a second open of it or a dup, a memfd, /dev/zero."""
+    r = st.rng
+    ops = []
+    first = r.choice(["a", "a", "b", "c", "memfd", "zero"])
+    ops.append(f"open 0 {first}" if first in "abc" else f"{first} 0")
+    st.slots[0] = first
+    if first in "abc" and r.random() < 0.6:
+        if r.random() < 0.5:
+            ops.append("dup 0 1")
+            st.slots[1] = first
+        else:
+            ops.append(f"open 1 {first}" + (" ro" if r.random() < 0.2 else ""))
+            st.slots[1] = first + "'"
+    if r.random() < 0.3:
+        other = r.choice(["memfd", "zero", "b"])
+        ops.append(f"open 2 {other}" if other == "b" else f"{other} 2")
+        st.slots[2] = other
+    return ops
+
+
+def _heap_op(st: _State) -> str:
+    r = st.rng
+    if not st.heap or r.random() < 0.5:
+        st.heap = r.randint(1, 12)  # page 0 of the heap holds the runner's TLS block
+        return f"brk {st.heap}"
+    # a range of heap pages from page 1 on
+    hs = r.randint(1, max(1, st.heap - 1))
+    hn = r.randint(1, max(1, st.heap - hs))
+    y = r.random()
+    if y < 0.4:
+        return f"mprotect {1000 + hs} {hn} {r.choice(['r--', 'rw-', 'rw-'])}"
+    if y < 0.7:
+        return f"madvise {1000 + hs} {hn} {r.choice(FLAG_ADVICE)}"
+    return f"touch {1000 + hs}"
 
 
 def _mremap(st: _State, cfg: GenConfig) -> str:
@@ -181,7 +263,7 @@ def gen_op(st: _State, cfg: GenConfig) -> str:
         s, n = st.rng_range()
         adv = r.choice(["guard_install", "guard_install", "populate_write", "populate_write",
                         "populate_read", "dontneed", "guard_remove", "free", "cold", "pageout",
-                        "willneed"])
+                        "willneed", "remove", "dontneed_locked"])
         return f"madvise {s} {n} {adv}"
     if x < 0.62:
         s, n = st.rng_range()
@@ -199,6 +281,14 @@ def gen_op(st: _State, cfg: GenConfig) -> str:
     if x < 0.75 and cfg.allow_fork and st.forks < 2:
         st.forks += 1
         return "fork" if r.random() < 0.75 else "forkp"
+    if x < 0.78 and cfg.brk:
+        return _heap_op(st)
+    if x < 0.79 and st.slots:
+        slot = r.choice(sorted(st.slots))
+        del st.slots[slot]
+        return f"close {slot}"  # the mappings keep the file
+    if st.growsdown and r.random() < 0.25:
+        return f"touch {r.choice(st.growsdown) - r.randint(1, 3)}"  # stack growth
     p = r.choice(sorted(st.mapped)) if st.mapped and r.random() < 0.6 else st.pos()
     return f"{'touch' if r.random() < 0.75 else 'read'} {p}"
 
@@ -208,7 +298,8 @@ def gen_sequence(seed: int, index: int, cfg: GenConfig | None = None) -> Sequenc
     st = _State(random.Random(f"{seed}:{index}"))
     if st.rng.random() < cfg.dense:
         st.hot, st.maxlen = 12, 4  # few pages, many boundaries: deep anon_vma/merge interplay
-    ops = [_mmap(st)]
+    ops = _files_prologue(st) if cfg.files and st.rng.random() < 0.5 else []
+    ops.append(_mmap(st))
     if st.rng.random() < 0.6:
         ops.append(_mmap(st))
     while len(ops) < cfg.length:

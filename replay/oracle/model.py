@@ -6,6 +6,8 @@ uses (WINDOW_BASE), so that page offsets, alignment and pgoff arithmetic are ide
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib
 import traceback
 from collections.abc import Callable
@@ -17,15 +19,16 @@ from .core import PAGE, WINDOW_BASE, WINDOW_PAGES, SeqResult, Sequence, Step, Vm
 # Raw Linux x86-64 constants (the model's contract uses them).
 PROT = {"r": 0x1, "w": 0x2, "x": 0x4}
 MAP_FLAGS = {
-    "shared": 0x01, "private": 0x02, "fixed": 0x10, "anon": 0x20, "growsdown": 0x100,
-    "locked": 0x2000, "noreserve": 0x4000, "populate": 0x8000, "noreplace": 0x100000,
+    "shared": 0x01, "private": 0x02, "validate": 0x03, "fixed": 0x10, "anon": 0x20,
+    "growsdown": 0x100, "locked": 0x2000, "noreserve": 0x4000, "populate": 0x8000,
+    "stack": 0x20000, "hugetlb": 0x40000, "noreplace": 0x100000,
 }  # fmt: skip
 MADV = {
     "normal": 0, "random": 1, "sequential": 2, "willneed": 3, "dontneed": 4, "free": 8,
     "dontfork": 10, "dofork": 11, "mergeable": 12, "unmergeable": 13, "hugepage": 14,
     "nohugepage": 15, "dontdump": 16, "dodump": 17, "wipeonfork": 18, "keeponfork": 19,
-    "cold": 20, "pageout": 21, "populate_read": 22, "populate_write": 23,
-    "guard_install": 102, "guard_remove": 103,
+    "cold": 20, "pageout": 21, "populate_read": 22, "populate_write": 23, "remove": 9,
+    "dontneed_locked": 24, "collapse": 25, "guard_install": 102, "guard_remove": 103,
 }  # fmt: skip
 MREMAP_FLAGS = {"maymove": 1, "fixed": 2, "dontunmap": 4}
 MLOCK_ONFAULT = 1
@@ -64,21 +67,71 @@ def _model_class(kernel: str) -> Callable[..., Any]:
     return cls
 
 
+# The runner's files (runner.c file_pages(), memfd size) and heap (HEAP_PAGE, HEAP0, HEAP_PAGES).
+FILE_PAGES = {"a": 16, "b": 8, "c": 3}
+MEMFD_PAGES = 16
+HEAP_PAGE = 1000
+HEAP0 = 4
+HEAP_PAGES = 64
+FILE_DIR = "/oracle/"
+NSLOTS = 8
+
+
+class _Driver:
+    """The runner's per-sequence state beside the model: fd slots, and whether brk was called."""
+
+    __slots__ = ("heap_shown", "slots")
+
+    def __init__(self) -> None:
+        self.slots: dict[int, int] = {}  # slot -> the model's fd
+        self.heap_shown = False
+
+    def copy(self) -> _Driver:
+        d = _Driver()
+        d.slots = dict(self.slots)
+        d.heap_shown = self.heap_shown
+        return d
+
+
+def _driver(mm: Any) -> _Driver:
+    d = vars(mm).get("_oracle_driver")
+    if d is None:
+        d = _Driver()
+        mm._oracle_driver = d
+    return d
+
+
+def backing_of(path: str | None, pgoff: int) -> str:
+    """The runner's "NAME+PGOFF" for a VMA with a file: the last path component (the one before
+    " (deleted)"), spaces as "_"."""
+    if not path:
+        return ""
+    head, sep, _ = path.partition(" (deleted)")
+    name = head.rsplit("/", 1)[-1] + (sep if sep else "")
+    return f"{name.replace(' ', '_')}+{pgoff}"
+
+
 def _window_vmas(mm: Any, base: int, pages: int) -> tuple[Vma, ...]:
     end = base + pages * PAGE
+    heap = base + HEAP_PAGE * PAGE
+    heap_end = heap + HEAP_PAGES * PAGE
+    shown = _driver(mm).heap_shown
     out = []
     for v in mm.vmas():
-        if v.end > base and v.start < end:
+        if (v.end > base and v.start < end) or (shown and v.end > heap and v.start < heap_end):
+            backing = backing_of(v.path, v.pgoff) if v.file_id is not None else ""
             out.append(
                 Vma((v.start - base) // PAGE, (v.end - base) // PAGE, str(v.perms), frozenset(v.vmflags),
-                    getattr(v, "anon_id", None) or 0, getattr(v, "avc", None))
+                    getattr(v, "anon_id", None) or 0, getattr(v, "avc", None), backing)
             )
     return tuple(sorted(out, key=lambda x: x.start))
 
 
-def _rel(addr: int, base: int, pages: int) -> int | str:
+def _rel(addr: int, base: int, pages: int, heap: int | None = None) -> int | str:
     if base <= addr < base + pages * PAGE and (addr - base) % PAGE == 0:
         return (addr - base) // PAGE
+    if heap is not None and addr >= heap and (addr - heap) % PAGE == 0:
+        return HEAP_PAGE + (addr - heap) // PAGE
     return f"x{addr:x}"
 
 
@@ -94,8 +147,49 @@ def apply_op(mm: Any, op: str, base: int = WINDOW_BASE, pages: int = WINDOW_PAGE
         return int(t[i], 0) * PAGE
 
     if name == "mmap":
-        r = mm.mmap(a(1), n(2), prot_of(t[3]), _flags_of(t[4], MAP_FLAGS), -1, 0)
+        flags = _flags_of(t[4], MAP_FLAGS)
+        fd, off = -1, 0
+        if not flags & MAP_FLAGS["anon"]:
+            slot = int(t[5], 0)
+            fd = _driver(mm).slots.get(slot, -1)
+            off = int(t[6], 0) * PAGE
+        r = mm.mmap(a(1), n(2), prot_of(t[3]), flags, fd, off)
         return mm, _rel(int(r), base, pages)
+    if name in ("open", "memfd", "zero"):
+        d = _driver(mm)
+        slot = int(t[1], 0)
+        if slot in d.slots:
+            mm.close(d.slots.pop(slot))
+        if name == "open":
+            ro = len(t) > 3 and t[3] == "ro"
+            fd = mm.open_file(FILE_DIR + t[2], writable=not ro, shmem=True, dev="00:1f",
+                              size=FILE_PAGES[t[2]])
+        elif name == "memfd":
+            fd = mm.memfd_create("m", size=MEMFD_PAGES)
+        else:
+            fd = mm.open_file("/dev/zero", dev="00:05", ino=4)
+        d.slots[slot] = fd
+        return mm, None
+    if name in ("dup", "close"):
+        d = _driver(mm)
+        s1 = int(t[1], 0)
+        if s1 not in d.slots:
+            raise OSError(errno.EBADF, "empty fd slot")
+        if name == "close":
+            mm.close(d.slots.pop(s1))
+            return mm, None
+        s2 = int(t[2], 0)
+        fd = mm.dup(d.slots[s1])
+        if s2 in d.slots:
+            mm.close(d.slots.pop(s2))
+        d.slots[s2] = fd
+        return mm, None
+    if name == "brk":
+        d = _driver(mm)
+        d.heap_shown = True
+        heap = base + HEAP_PAGE * PAGE
+        r = mm.brk(heap + int(t[1], 0) * PAGE)
+        return mm, _rel(int(r), base, pages, heap)
     if name == "munmap":
         mm.munmap(a(1), n(2))
     elif name == "mprotect":
@@ -120,7 +214,9 @@ def apply_op(mm: Any, op: str, base: int = WINDOW_BASE, pages: int = WINDOW_PAGE
     elif name in ("touch", "read"):
         mm.touch(a(1), write=(name == "touch"))
     elif name == "fork":
-        return mm.fork(), None  # the script continues in the child
+        child = mm.fork()  # the script continues in the child
+        child._oracle_driver = _driver(mm).copy()
+        return child, None
     elif name == "forkp":
         mm.fork()  # the child exits at once; the parent continues
     else:
@@ -128,25 +224,30 @@ def apply_op(mm: Any, op: str, base: int = WINDOW_BASE, pages: int = WINDOW_PAGE
     return mm, None
 
 
-# Configuration of the oracle machines, beyond the merge era, passed to the model as keyword
-# arguments of AddressSpace (kernel="live" reads the live configuration itself):
-# * the Debian 6.1 and 6.12 images are built with CONFIG_MEM_SOFT_DIRTY=y (every VMA shows `sd`);
-# * qemu's `-cpu max` has protection keys (PKU/OSPKE): a PROT_EXEC-only mapping gets the
-#   execute-only pkey and cannot be read (a read of it is EFAULT), unlike on a CPU without PKU.
-ORACLE_CONFIG: dict[str, dict[str, Any]] = {
-    "6.1": {"soft_dirty": True, "pkeys": True},
-    "6.12": {"soft_dirty": True, "pkeys": True},
-}
+# The configuration of an oracle machine beyond its merge era (soft-dirty, protection keys,
+# THP, overcommit) is passed to the model as keyword arguments of AddressSpace: a qemu guest
+# reports it (replay/oracle/execute.py GuestInfo.model_options()), kernel="live" reads its own.
 
 
-def make_model(profile: str, options: dict[str, Any] | None = None) -> Any:
+def make_model(profile: str, options: dict[str, Any] | None = None,
+               base: int = WINDOW_BASE) -> Any:
+    """The model of one runner sequence child: a heap of HEAP0 pages whose first page (the TLS
+    block) the runner's parent wrote before it forked the child."""
     cls = _model_class(profile)
+    mm = None
     if options:
-        try:
-            return cls(kernel=profile, **options)
-        except TypeError:
-            pass  # a model without these keyword arguments: the contract's constructor
-    return cls(kernel=profile)
+        # a model without these keyword arguments: the contract's constructor
+        with contextlib.suppress(TypeError):
+            mm = cls(kernel=profile, **options)
+    if mm is None:
+        mm = cls(kernel=profile)
+    heap = base + HEAP_PAGE * PAGE
+    mm.set_brk_base(heap)
+    mm.brk(heap + HEAP0 * PAGE)
+    mm.touch(heap)
+    child = mm.fork()
+    child._oracle_driver = _Driver()
+    return child
 
 
 def run_model_one(
@@ -156,7 +257,7 @@ def run_model_one(
     """One sequence through the model; `mm.check()` (if the model has it) after every step."""
     res = SeqResult(s.name)
     try:
-        mm = make_model(profile, options)
+        mm = make_model(profile, options, base)
         res.steps.append(Step(0, "", 0, None, _window_vmas(mm, base, pages)))
     except Exception as e:
         res.status = "model-error"

@@ -1,6 +1,7 @@
 """A pure-Python (ctypes) implementation of the runner, for machines without a C compiler.
 
-Same script and output formats as runner.c (docs/oracle.md); `run_live()` falls back to it when
+Same script and output formats as runner.c (docs/oracle.md) for the anonymous vocabulary (file
+slots and brk are the C runner's only: GenConfig(files=False, brk=False)); `run_live()` falls back to it when
 gcc is missing, and tests/test_oracle.py checks that both engines give identical results. Every
 sequence runs in a forked child (os.fork) that writes its output to a pipe.
 
@@ -22,7 +23,7 @@ import os
 from collections.abc import Sequence as Seq
 
 from .core import PAGE, WINDOW_BASE, WINDOW_PAGES, SeqResult, Sequence, parse_output
-from .model import MADV, MAP_FLAGS, MREMAP_FLAGS, prot_of
+from .model import MADV, MAP_FLAGS, MREMAP_FLAGS, backing_of, prot_of
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mmap.restype = ctypes.c_void_p
@@ -71,16 +72,22 @@ class _Child:
             text = f.read().decode()
         lo, hi = self.base, self.base + self.pages * PAGE
         inside = False
+        backing = ""
         for line in text.splitlines():
             head = line.split(" ", 1)[0]
             if "-" in head and all(c in "0123456789abcdef-" for c in head):
                 s, e = (int(x, 16) for x in head.split("-"))
                 inside = s < hi and e > lo
                 if inside:
-                    perms = line.split()[1]
+                    cols = line.split(None, 5)
+                    perms = cols[1]
+                    path = cols[5] if len(cols) > 5 and int(cols[4]) and cols[5].startswith("/") \
+                        else None
+                    backing = backing_of(path, int(cols[2], 16) // PAGE)
                     self.buf.append(f"{(s - lo) // PAGE} {(e - lo) // PAGE} {perms}")
             elif inside and line.startswith("VmFlags:"):
-                self.buf.append(" " + " ".join(line[8:].split()) + "\n")
+                b = f" ={backing}" if backing else ""
+                self.buf.append(" " + " ".join(line[8:].split()) + b + "\n")
                 inside = False
 
     def access(self, addr: int, write: bool) -> int:

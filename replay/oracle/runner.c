@@ -12,6 +12,14 @@
  *
  *   seq ID               starts a sequence (each sequence runs in a fresh forked child)
  *   mmap P N PROT FLAGS  e.g. "mmap 0 4 rw- private,anon,fixed,noreserve"
+ *   mmap P N PROT FLAGS S OFF   a file mapping of fd slot S at page offset OFF (no "anon")
+ *   open S F [ro] | memfd S | zero S | dup S T | close S     fd slots 0..7: open file F (a, b, c
+ *                        in the working directory, created with FILE_PAGES(F) pages), a memfd,
+ *                        /dev/zero, dup of slot S into slot T
+ *   brk N                brk(start_brk + N pages), N >= 1 (page 0 holds the TLS block); every
+ *                        sequence starts with a heap of HEAP0 pages; after the first brk the
+ *                        dump also shows the heap as pages HEAP_PAGE + (addr - start_brk) / PAGE,
+ *                        and P >= HEAP_PAGE addresses the heap the same way
  *   munmap P N | mprotect P N PROT | madvise P N ADVICE | mlock P N | mlock2 P N [onfault]
  *   munlock P N | mseal P N | mremap P OLDN NEWN FLAGS [NEWP] | touch P | read P | fork | forkp
  *   guard P N            (= madvise P N guard_install)
@@ -21,7 +29,9 @@
  *
  *   #seq ID
  *   @ STEP ERRNO RET            (RET: page of the result for mmap/mremap, else "-")
- *   START END PERMS FLAG...     (one line per VMA overlapping the window, pages relative to base)
+ *   START END PERMS FLAG... [=NAME+PGOFF]   (one line per VMA overlapping the window, pages
+ *                        relative to base; a VMA with a file shows the last component of its path
+ *                        (spaces as "_") and its page offset)
  *   % START END ANON AVC        (with -d, after those: ANON = 0 without an anon_vma, else a small
  *                                number per anon_vma, stable within a sequence; AVC = chain length)
  *   #end ID STATUS              (STATUS: "ok", "exit:N" or "signal:N")
@@ -51,6 +61,26 @@
 #endif
 #define SYS_MSEAL_NR 462
 #define SYS_MLOCK2_NR 325
+#ifndef MAP_STACK
+#define MAP_STACK 0x20000
+#endif
+#ifndef MAP_HUGETLB
+#define MAP_HUGETLB 0x40000
+#endif
+#define NSLOTS 8
+#define HEAP_PAGE 1000L /* the heap's first page in the window's page numbering */
+#define HEAP_PAGES 64L
+#define HEAP0 4L /* heap pages at the start of every sequence */
+
+static int fds[NSLOTS];
+static unsigned long start_brk; /* from /proc/self/stat; 0: not read yet */
+static int show_heap; /* the heap is part of the dump once the sequence called brk */
+
+/* every file of a sequence has a fixed size, so accesses beyond EOF are predictable */
+static long file_pages(const char *name)
+{
+	return name[0] == 'a' ? 16 : name[0] == 'b' ? 8 : 3;
+}
 
 static unsigned long base = 0x100000001000UL; /* not 2 MiB aligned: no THP can ever fit */
 static unsigned long wpages = 64;
@@ -93,6 +123,37 @@ static char sbuf[1 << 20];
 static void dump_deep(void);
 static int deep_prog = -1;
 
+static void read_start_brk(void)
+{
+	/* field 47 of /proc/self/stat (start_brk), after the parenthesised comm */
+	int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+	char b[1024];
+	ssize_t n;
+	char *p;
+	int field = 2;
+	if (fd < 0)
+		return;
+	n = read(fd, b, sizeof(b) - 1);
+	close(fd);
+	if (n <= 0)
+		return;
+	b[n] = 0;
+	p = strrchr(b, ')');
+	while (p && *p && field < 47) {
+		p = strchr(p + 1, ' ');
+		field++;
+	}
+	if (p)
+		start_brk = strtoul(p + 1, NULL, 10);
+}
+
+static long rel_page(unsigned long a)
+{
+	if (show_heap && a >= start_brk && a <= start_brk + HEAP_PAGES * PAGE)
+		return HEAP_PAGE + (long)(a - start_brk) / (long)PAGE;
+	return ((long)a - (long)base) / (long)PAGE;
+}
+
 static void dump_window(void)
 {
 	int fd = open("/proc/self/smaps", O_RDONLY | O_CLOEXEC);
@@ -100,6 +161,9 @@ static void dump_window(void)
 	char *p, *line;
 	int in = 0;
 	unsigned long wend = base + wpages * PAGE;
+	unsigned long hlo = start_brk, hhi = start_brk + HEAP_PAGES * PAGE;
+	char name[96];
+	unsigned long pgoff = 0;
 
 	if (fd < 0) {
 		oprintf("!smaps-open %d\n", errno);
@@ -122,13 +186,31 @@ static void dump_window(void)
 		if (p)
 			*p++ = 0;
 		if ((line[0] >= '0' && line[0] <= '9') || (line[0] >= 'a' && line[0] <= 'f')) {
-			unsigned long s, e;
-			char perms[8];
-			if (sscanf(line, "%lx-%lx %7s", &s, &e, perms) == 3) {
-				in = s < wend && e > base;
+			unsigned long s, e, off, ino;
+			char perms[8], dev[16];
+			int pos = 0;
+			if (sscanf(line, "%lx-%lx %7s %lx %15s %lu %n", &s, &e, perms, &off, dev, &ino,
+				   &pos) >= 6) {
+				in = (s < wend && e > base) || (show_heap && s < hhi && e > hlo);
+				name[0] = 0;
+				if (in && ino && pos > 0 && line[pos] == '/') {
+					const char *path = line + pos;
+					const char *last = strrchr(path, '/');
+					size_t k = 0;
+					/* "/dev/zero (deleted)": the slash before "(deleted)" does not count */
+					if (strstr(path, " (deleted)")) {
+						last = path;
+						for (const char *q = path; *q && q < strstr(path, " (deleted)"); q++)
+							if (*q == '/')
+								last = q;
+					}
+					for (const char *q = last + 1; *q && k < sizeof(name) - 1; q++)
+						name[k++] = *q == ' ' ? '_' : *q;
+					name[k] = 0;
+					pgoff = off / PAGE;
+				}
 				if (in)
-					oprintf("%ld %ld %s", (long)(s - base) / (long)PAGE,
-						(long)(e - base) / (long)PAGE, perms);
+					oprintf("%ld %ld %s", rel_page(s), rel_page(e), perms);
 				continue;
 			}
 		}
@@ -137,6 +219,8 @@ static void dump_window(void)
 			char *tok, *save = NULL;
 			for (tok = strtok_r(f, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save))
 				oprintf(" %s", tok);
+			if (name[0])
+				oprintf(" =%s+%lu", name, pgoff);
 			oprintf("\n");
 			in = 0;
 		}
@@ -224,10 +308,12 @@ static void dump_deep(void)
 	close(it);
 	for (size_t i = 0; i < len / sizeof(struct deep_rec); i++) {
 		struct deep_rec *r = &drecs[i];
-		if (r->tid != drecs[0].tid || r->start >= wend || r->end <= base)
+		int in_heap = show_heap && r->start < start_brk + HEAP_PAGES * PAGE &&
+			      r->end > start_brk;
+		if (r->tid != drecs[0].tid || ((r->start >= wend || r->end <= base) && !in_heap))
 			continue;
-		oprintf("%% %ld %ld %d %u\n", (long)(r->start - base) / (long)PAGE,
-			(long)(r->end - base) / (long)PAGE, anon_id(r->anon_vma), r->avc);
+		oprintf("%% %ld %ld %d %u\n", rel_page(r->start), rel_page(r->end),
+			anon_id(r->anon_vma), r->avc);
 	}
 }
 
@@ -292,7 +378,8 @@ static const struct advice advices[] = {
 	{"free", 8}, {"dontfork", 10}, {"dofork", 11}, {"mergeable", 12}, {"unmergeable", 13},
 	{"hugepage", 14}, {"nohugepage", 15}, {"dontdump", 16}, {"dodump", 17},
 	{"wipeonfork", 18}, {"keeponfork", 19}, {"cold", 20}, {"pageout", 21},
-	{"populate_read", 22}, {"populate_write", 23}, {"guard_install", 102},
+	{"populate_read", 22}, {"populate_write", 23}, {"remove", 9},
+	{"dontneed_locked", 24}, {"collapse", 25}, {"guard_install", 102},
 	{"guard_remove", 103}, {NULL, 0},
 };
 
@@ -347,6 +434,8 @@ static unsigned long addr_of(const char *tok, int *bad)
 	v = strtol(tok, &end, 0);
 	if (*end)
 		*bad = 1;
+	if (v >= HEAP_PAGE)
+		return start_brk + (unsigned long)((v - HEAP_PAGE) * (long)PAGE);
 	return base + (unsigned long)(v * (long)PAGE);
 }
 
@@ -373,6 +462,8 @@ static void print_ret(int step, int err, void *ret, int is_addr)
 	unsigned long r = (unsigned long)ret;
 	if (r >= base && r < base + wpages * PAGE && (r - base) % PAGE == 0)
 		oprintf("@ %d %d %ld\n", step, err, (long)((r - base) / PAGE));
+	else if (is_addr == 2 && r >= start_brk && (r - start_brk) % PAGE == 0)
+		oprintf("@ %d %d %ld\n", step, err, HEAP_PAGE + (long)((r - start_brk) / PAGE));
 	else
 		oprintf("@ %d %d x%lx\n", step, err, r);
 }
@@ -393,28 +484,94 @@ static int run_op(char *line, int step)
 	const char *op = tok[0];
 
 	if (strcmp(op, "mmap") == 0) {
-		static const char *const known[] = {"private", "shared", "anon", "fixed", "noreplace",
-						    "noreserve", "populate", "locked", "growsdown", NULL};
+		static const char *const known[] = {"private", "shared", "validate", "anon", "fixed",
+						    "noreplace", "noreserve", "populate", "locked",
+						    "growsdown", "stack", "hugetlb", NULL};
 		unsigned long a = addr_of(tok[1], &bad);
 		long n = pages_of(tok[2], &bad);
 		int prot = parse_prot(tok[3]);
 		const char *fl = tok[4] ? tok[4] : "";
-		int flags = 0;
-		if (prot < 0 || check_toks(fl, known) < 0 || !has_tok(fl, "anon"))
+		int flags = 0, fd = -1;
+		long off = 0;
+		if (prot < 0 || check_toks(fl, known) < 0)
 			bad = 1;
+		if (!has_tok(fl, "anon")) {
+			long slot = pages_of(tok[5], &bad);
+			off = pages_of(tok[6], &bad);
+			if (slot >= NSLOTS)
+				bad = 1;
+			else
+				fd = fds[slot];
+		}
 		flags |= has_tok(fl, "shared") ? MAP_SHARED : 0;
+		flags |= has_tok(fl, "validate") ? MAP_SHARED_VALIDATE : 0;
 		flags |= has_tok(fl, "private") ? MAP_PRIVATE : 0;
-		flags |= MAP_ANONYMOUS;
+		flags |= has_tok(fl, "anon") ? MAP_ANONYMOUS : 0;
 		flags |= has_tok(fl, "fixed") ? MAP_FIXED : 0;
 		flags |= has_tok(fl, "noreplace") ? MAP_FIXED_NOREPLACE : 0;
 		flags |= has_tok(fl, "noreserve") ? MAP_NORESERVE : 0;
 		flags |= has_tok(fl, "populate") ? MAP_POPULATE : 0;
 		flags |= has_tok(fl, "locked") ? MAP_LOCKED : 0;
 		flags |= has_tok(fl, "growsdown") ? MAP_GROWSDOWN : 0;
+		flags |= has_tok(fl, "stack") ? MAP_STACK : 0;
+		flags |= has_tok(fl, "hugetlb") ? MAP_HUGETLB : 0;
 		if (!bad) {
-			ret = mmap((void *)a, (size_t)n * PAGE, prot, flags, -1, 0);
+			ret = mmap((void *)a, (size_t)n * PAGE, prot, flags, fd, (off_t)off * (off_t)PAGE);
 			err = ret == MAP_FAILED ? errno : 0;
 			is_addr = 1;
+		}
+	} else if (strcmp(op, "open") == 0 || strcmp(op, "memfd") == 0 ||
+		   strcmp(op, "zero") == 0) {
+		long slot = pages_of(tok[1], &bad);
+		int fd = -1;
+		if (slot >= NSLOTS || (op[0] == 'o' && (!tok[2] || !strchr("abc", tok[2][0]) ||
+							 tok[2][1])))
+			bad = 1;
+		if (!bad && op[0] == 'o') {
+			fd = open(tok[2], O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+			if (fd >= 0 && ftruncate(fd, file_pages(tok[2]) * (off_t)PAGE))
+				err = errno;
+			if (fd >= 0 && tok[3] && strcmp(tok[3], "ro") == 0) {
+				close(fd);
+				fd = open(tok[2], O_RDONLY | O_CLOEXEC);
+			}
+		} else if (!bad && op[0] == 'm') {
+			fd = (int)syscall(SYS_memfd_create, "m", 1U /* MFD_CLOEXEC */);
+			if (fd >= 0 && ftruncate(fd, 16 * (off_t)PAGE))
+				err = errno;
+		} else if (!bad) {
+			fd = open("/dev/zero", O_RDWR | O_CLOEXEC);
+		}
+		if (!bad) {
+			if (fd < 0)
+				err = errno;
+			if (fds[slot] >= 0)
+				close(fds[slot]);
+			fds[slot] = fd;
+		}
+	} else if (strcmp(op, "dup") == 0 || strcmp(op, "close") == 0) {
+		long s1 = pages_of(tok[1], &bad);
+		long s2 = op[0] == 'd' ? pages_of(tok[2], &bad) : 0;
+		if (s1 >= NSLOTS || s2 >= NSLOTS)
+			bad = 1;
+		if (!bad && op[0] == 'd') {
+			int fd = fds[s1] >= 0 ? dup(fds[s1]) : -1;
+			err = fds[s1] < 0 ? EBADF : fd < 0 ? errno : 0;
+			if (fd >= 0) {
+				if (fds[s2] >= 0)
+					close(fds[s2]);
+				fds[s2] = fd;
+			}
+		} else if (!bad) {
+			err = fds[s1] < 0 ? EBADF : close(fds[s1]) ? errno : 0;
+			fds[s1] = -1;
+		}
+	} else if (strcmp(op, "brk") == 0) {
+		long n = pages_of(tok[1], &bad);
+		if (!bad) {
+			ret = (void *)syscall(SYS_brk, start_brk + (unsigned long)n * PAGE);
+			is_addr = 2;
+			show_heap = 1;
 		}
 	} else if (strcmp(op, "munmap") == 0 || strcmp(op, "mlock") == 0 ||
 		   strcmp(op, "munlock") == 0 || strcmp(op, "mseal") == 0) {
@@ -535,15 +692,49 @@ static int reserve_window(void)
 	return munmap(r, len) ? -errno : 0;
 }
 
+static char seqbuf[1 << 16];
+static char *seqlines[2048];
+
 static void run_sequence(char **lines, int n)
 {
 	struct sigaction sa;
 	int rw;
+	size_t used = 0;
+
+	/* the sequence's lines move out of the parent's heap, which is cut down below */
+	if (n > (int)(sizeof(seqlines) / sizeof(seqlines[0]))) {
+		oprintf("!too-long %d\n", n);
+		oflush();
+		_exit(126);
+	}
+	for (int i = 0; i < n; i++) {
+		size_t l = strlen(lines[i]) + 1;
+		if (used + l > sizeof(seqbuf)) {
+			oprintf("!too-long %d\n", n);
+			oflush();
+			_exit(126);
+		}
+		memcpy(seqbuf + used, lines[i], l);
+		seqlines[i] = seqbuf + used;
+		used += l;
+	}
+	lines = seqlines;
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_fault;
 	sa.sa_flags = SA_NODEFER;
 	sigaction(SIGSEGV, &sa, NULL);
 	sigaction(SIGBUS, &sa, NULL);
+	for (int i = 0; i < NSLOTS; i++)
+		fds[i] = -1;
+	read_start_brk();
+	/* the heap starts every sequence as HEAP0 pages (static glibc keeps its TLS block at
+	 * start_brk; the child never calls malloc, so the rest of the parent's heap can go) */
+	if (!start_brk || (unsigned long)syscall(SYS_brk, start_brk + HEAP0 * PAGE) !=
+				  start_brk + HEAP0 * PAGE) {
+		oprintf("!heap %lx\n", start_brk);
+		oflush();
+		_exit(125);
+	}
 	rw = reserve_window();
 	if (rw) {
 		oprintf("!window %d\n", -rw);

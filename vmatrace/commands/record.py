@@ -82,4 +82,25 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "ebpf", False):
         print(bpf_text(o))
         return 0
+    o.kernel_probe = kernel_probe()
     return Recorder(o).run()
+
+
+def kernel_probe() -> dict[str, object] | None:
+    """The running kernel's VMA behaviour as replay.live probes it (meta.kernel_probe), or None
+    when it cannot be probed here (no C compiler for the probe runner, or a probe failed): an
+    offline replay then falls back to the release table (docs/trace-format.md)."""
+    from replay.live import probe_live
+    from replay.oracle.core import OracleError
+
+    try:
+        info = probe_live()
+    except (OracleError, RuntimeError, OSError) as e:
+        from vmatrace.base.errors import warn
+
+        warn(f"could not probe the kernel's VMA behaviour ({e}); a replay will use the release "
+             "table")
+        return None
+    return {"profile": info.profile, "sticky": info.sticky, "new_anon_rule": info.new_anon_rule,
+            "guard": info.has_guard, "mseal": info.has_mseal, "account_drop": info.account_drop,
+            "mremap_fixed": info.mremap_fixed, "findings": list(info.findings)}
