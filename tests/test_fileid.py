@@ -263,3 +263,35 @@ def test_strace_import_fd_tables(tmp_path: Path) -> None:
     assert got == [("/w/a", A), ("/w/a", B), ("/w/a", A), ("/w/a", B), ("/w/b", C),
                    ("/w/gone (deleted)", D), ("/w/gone (deleted)", D), ("/dev/zero (deleted)", E),
                    (None, None), ("/SYSV0000002a (deleted)", F), ("/w/a", A), ("/w/a", B), ("/w/a", G)]
+
+
+MANY_VMAS = r"""
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/mman.h>
+int main(int argc, char **argv) {
+    int fd = open(argv[0], O_RDONLY);
+    for (int i = 0; i < 20000; i++) {  /* 20,000 VMAs that cannot merge: a maple tree 4 levels deep */
+        mmap(NULL, 4096, i % 2 ? PROT_READ : PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (i % 400 == 0)
+            mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, fd, 0);
+    }
+    return 0;
+}
+"""
+
+
+@pytest.mark.live
+@pytest.mark.bcc
+def test_record_file_identity_in_a_deep_tree(tmp_path: Path) -> None:
+    """The BPF maple-tree walk finds the new VMA among 20,000 (internal arange nodes, several levels)."""
+    prog = build_c(MANY_VMAS, tmp_path / "many")
+    out = tmp_path / "t.vmat"
+    record(out, "--no-faults", "--no-smaps", "--", str(prog))
+    t = read_trace(out)
+    assert t.warnings == [] and not t.meta.get("record_warnings"), t.meta.get("record_warnings")
+    ev = _mmaps(t).filter((pl.col("a4") == 3) & (pl.col("a3") == 2) & (pl.col("a1") == 4096))  # (not ld.so's)
+    assert ev.height == 50
+    assert ev["file_path"].unique().to_list() == [str(prog)] and ev["file_id"].n_unique() == 1
+    final, _ = _snapshot(t, t.meta["pids"][0], "exit")
+    assert final.height > 20000
