@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Overhead of `vmatrace record` next to strace and perf trace, measured side by side in one run.
 
-Two C loops (built here): N x (mmap 4 KiB + munmap), and N x mprotect toggles of one page
-(RW -> R -> RW, i.e. 2 calls per "pair"). Each program times its own loop (CLOCK_MONOTONIC around
+Three C loops (built here): N x (mmap 4 KiB + munmap), N x mprotect toggles of one page
+(RW -> R -> RW, i.e. 2 calls per "pair"), and N x (mmap of one page of a file + munmap), where the
+recorder also names the mapped file (file_id, path, device, inode). Each program times its own loop (CLOCK_MONOTONIC around
 the loop only), so tool start-up (bcc compiling for ~0.5 s, strace attaching) is not counted and
 every figure is the slowdown the traced program itself sees.
 
@@ -36,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 LOAD_C = r"""
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,11 +53,17 @@ int main(int argc, char **argv) {
     long n = atol(argv[2]);
     struct timespec a, b;
     char *q = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    int fd = open(argv[0], O_RDONLY);  /* (the program's own file, for mmapfile) */
     double c0 = cpu();
     clock_gettime(CLOCK_MONOTONIC, &a);
     if (!strcmp(argv[1], "mmap")) {
         for (long i = 0; i < n; i++) {
             void *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            munmap(p, 4096);
+        }
+    } else if (!strcmp(argv[1], "mmapfile")) {
+        for (long i = 0; i < n; i++) {
+            void *p = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, fd, 0);
             munmap(p, 4096);
         }
     } else {
@@ -70,7 +78,8 @@ int main(int argc, char **argv) {
 }
 """
 
-LOOPS = ("mmap", "mprotect")
+LOOPS = ("mmap", "mprotect", "mmapfile")
+TITLES = {"mmap": "mmap+munmap", "mprotect": "mprotect x2", "mmapfile": "file mmap+munmap"}
 
 
 def loop_times(out: str) -> dict[str, float]:
@@ -207,14 +216,14 @@ def main() -> int:
           f"loop, median of {a.repeat} interleaved runs.")
     print("Loop time as the traced program measured it (wall; and its own CPU time, which background load on the")
     print("machine disturbs much less). x = ratio to bare at the same N.")
-    print(f"{'setup':46} {'mmap+munmap wall':>17} {'x':>6} {'cpu x':>6}   {'mprotect x2 wall':>17} {'x':>6} {'cpu x':>6}")
+    print(f"{'setup':46} " + "   ".join(f"{TITLES[m] + ' wall':>21} {'x':>6} {'cpu x':>6}" for m in LOOPS))
 
     def row(name: str, w: dict[str, float], base: dict[str, float], scale: float = 1.0) -> None:
         cells = []
         for m in LOOPS:
-            cells.append(f"{w[m + 'wall'] * scale:16.3f}s {w[m + 'wall'] / base[m + 'wall']:6.2f} "
+            cells.append(f"{w[m + 'wall'] * scale:20.3f}s {w[m + 'wall'] / base[m + 'wall']:6.2f} "
                          f"{w[m + 'cpu'] / base[m + 'cpu']:6.2f}")
-        print(f"{name:46} {cells[0]}   {cells[1]}")
+        print(f"{name:46} " + "   ".join(cells))
 
     for name in ["bare", ATT, *(n for n, _ in setups)]:
         w = {m + k: med(res[(name, m)], k) for m in LOOPS for k in ("wall", "cpu")}
@@ -225,7 +234,7 @@ def main() -> int:
             w = {m + k: slow[(name, m)][k] for m in LOOPS for k in ("wall", "cpu")}
             row(f"{name} ({a.slow_pairs // 1000}k, time x{a.pairs / a.slow_pairs:g})", w, sb, a.pairs / a.slow_pairs)
         print(f"(strace/perf ratios are against bare at {a.slow_pairs:,} pairs: "
-              f"{sb['mmapwall']:.3f} s and {sb['mprotectwall']:.3f} s)")
+              + ", ".join(f"{sb[m + 'wall']:.3f} s" for m in LOOPS) + ")")
 
     print(f"\n{'vmatrace setup / loop':46} {'events':>9} {'lost':>5} {'events/s':>10} {'rec CPU s':>9} "
           f"{'w/o BPF load':>12} {'B/ev events':>11} {'B/ev trace':>10}")

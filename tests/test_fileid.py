@@ -225,3 +225,73 @@ def test_path_of() -> None:
     assert path_of(b"a\nb\0\xff\0", 0, 0) == "/\\xff/a\\012b"  # as /proc prints such names
     assert path_of(b"", 0, 0) == "/"
     assert path_of(b"x\0", F_TRUNCATED, 0) is None
+
+
+def test_strace_import_fd_tables(tmp_path: Path) -> None:
+    """Hand-written -y log: which open file each mmap maps, through every fd call the importer follows."""
+    log = tmp_path / "fd.log"
+    m = "mmap(NULL, 4096, 0x1, 0x2, {fd}, 0) = 0x7f00000{n:02x}000\n"
+    log.write_text(
+        "100 openat(AT_FDCWD</w>, \"a\", O_RDONLY|O_CLOEXEC) = 3</w/a>\n"
+        "100 openat(AT_FDCWD</w>, \"a\", O_RDONLY) = 4</w/a>\n"
+        + "100 " + m.format(fd="3</w/a>", n=1)            # A
+        + "100 " + m.format(fd="4</w/a>", n=2)            # B: a second open of the same file
+        + "100 dup(3</w/a>) = 5</w/a>\n"
+        + "100 " + m.format(fd="5</w/a>", n=3)            # A
+        + "100 fcntl(4</w/a>, 0x406, 10) = 10</w/a>\n"    # F_DUPFD_CLOEXEC
+        + "100 " + m.format(fd="10</w/a>", n=4)           # B
+        + "100 close(3</w/a>) = 0\n"
+        + "100 openat(AT_FDCWD</w>, \"b\", O_RDONLY) = 3</w/b>\n"
+        + "100 " + m.format(fd="3</w/b>", n=5)            # C: fd 3 reused
+        + "100 " + m.format(fd="7</w/gone>(deleted)", n=6)  # D: an fd the log never opened
+        + "100 " + m.format(fd="7</w/gone>(deleted)", n=7)  # D again
+        + "100 mmap(NULL, 4096, 0x3, 0x21, -1, 0) = 0x7f0000008000\n"  # shared anonymous: E
+        + "100 mmap(NULL, 4096, 0x3, 0x22, -1, 0) = 0x7f0000009000\n"  # private anonymous: none
+        + "100 shmget(0x2a, 4096, 0600|IPC_CREAT) = 65538\n"
+        + "100 shmat(65538, NULL, 0) = 0x7f000000a000\n"  # F
+        + "100 clone(child_stack=NULL, flags=0x1200011, child_tidptr=0x7f) = 101\n"
+        + "101 " + m.format(fd="5</w/a>", n=11)           # A, inherited
+        + "101 execve(\"/nonexistent\", [\"x\"], 0x0 /* 0 vars */) = 0\n"
+        + "101 " + m.format(fd="4</w/a>", n=12)           # B survives exec (no O_CLOEXEC)
+        + "101 " + m.format(fd="10</w/a>", n=13)          # 10 was close-on-exec: a new file G
+        + "100 +++ exited with 0 +++\n101 +++ exited with 0 +++\n")
+    out = tmp_path / "t.vmat"
+    import_strace([log], out)
+    ev = _mmaps(read_trace(out)).filter(pl.col("kind").is_in(["mmap", "shmat"]))
+    got = list(zip(ev["file_path"].to_list(), _grouping(ev["file_id"].to_list()), strict=True))
+    A, B, C, D, E, F, G = range(7)
+    assert got == [("/w/a", A), ("/w/a", B), ("/w/a", A), ("/w/a", B), ("/w/b", C),
+                   ("/w/gone (deleted)", D), ("/w/gone (deleted)", D), ("/dev/zero (deleted)", E),
+                   (None, None), ("/SYSV0000002a (deleted)", F), ("/w/a", A), ("/w/a", B), ("/w/a", G)]
+
+
+MANY_VMAS = r"""
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/mman.h>
+int main(int argc, char **argv) {
+    int fd = open(argv[0], O_RDONLY);
+    for (int i = 0; i < 20000; i++) {  /* 20,000 VMAs that cannot merge: a maple tree 4 levels deep */
+        mmap(NULL, 4096, i % 2 ? PROT_READ : PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (i % 400 == 0)
+            mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, fd, 0);
+    }
+    return 0;
+}
+"""
+
+
+@pytest.mark.live
+@pytest.mark.bcc
+def test_record_file_identity_in_a_deep_tree(tmp_path: Path) -> None:
+    """The BPF maple-tree walk finds the new VMA among 20,000 (internal arange nodes, several levels)."""
+    prog = build_c(MANY_VMAS, tmp_path / "many")
+    out = tmp_path / "t.vmat"
+    record(out, "--no-faults", "--no-smaps", "--", str(prog))
+    t = read_trace(out)
+    assert t.warnings == [] and not t.meta.get("record_warnings"), t.meta.get("record_warnings")
+    ev = _mmaps(t).filter((pl.col("a4") == 3) & (pl.col("a3") == 2) & (pl.col("a1") == 4096))  # (not ld.so's)
+    assert ev.height == 50
+    assert ev["file_path"].unique().to_list() == [str(prog)] and ev["file_id"].n_unique() == 1
+    final, _ = _snapshot(t, t.meta["pids"][0], "exit")
+    assert final.height > 20000

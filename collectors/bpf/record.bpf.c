@@ -204,10 +204,12 @@ static __always_inline void *task_mm(void *task) {
 // -- the open file of a new VMA ----------------------------------------------------------------
 // bpf_find_vma() cannot be called from bcc (no BPF_PSEUDO_FUNC relocation for its callback), so the
 // VMA that contains an address is looked up by walking mm->mm_mt, the maple tree, as mtree_lookup()
-// does: from the root, in each node take the first slot whose pivot (its range's last index) is >=
-// the address (a pivot of 0 after the first ends the node's data: that slot runs to the node's
-// end); a leaf's slot is the VMA. The tree is read without its lock: the VMA found is checked to
-// contain the address and to belong to this mm.
+// does: from the root, in each node take the first slot up to the node's data end whose pivot (its
+// range's last index) is >= the address, else the end slot (it runs to the node's limit); a leaf's
+// slot is the VMA. The data end is ma_data_end()'s: from the node's metadata in an arange node, or
+// in a range/leaf node whose last pivot is 0; else the last pivot is set and every slot is used.
+// The tree is read without its lock: the VMA found is checked to contain the address and to belong
+// to this mm.
 #define MAPLE_DEPTH 8
 #define MAPLE_LEAF_64 1
 #define MAPLE_RANGE_64 2
@@ -227,24 +229,29 @@ static __always_inline void *vma_at(void *mm, u64 addr) {
         char *node = (char *)(entry & ~0xffULL);  // mte_to_node()
         u32 type = (entry >> 3) & 0xf;            // mte_node_type()
         u64 piv[15] = {};
-        int np;
-        u32 slots;
+        u32 slots, end;
+        u8 meta_end = 0;
         if (type == MAPLE_LEAF_64 || type == MAPLE_RANGE_64) {
-            np = MR64_PIVOTS;
             slots = OFF_MR64_SLOT;
             bpf_probe_read_kernel(piv, MR64_PIVOTS * 8, node + OFF_MR64_PIVOT);
+            end = MR64_PIVOTS;
+            if (!piv[MR64_PIVOTS - 1]) {
+                bpf_probe_read_kernel(&meta_end, 1, node + OFF_MR64_META + OFF_MAPLE_METADATA_END);
+                end = meta_end;
+            }
         } else if (type == MAPLE_ARANGE_64) {
-            np = MA64_PIVOTS;
             slots = OFF_MA64_SLOT;
             bpf_probe_read_kernel(piv, MA64_PIVOTS * 8, node + OFF_MA64_PIVOT);
+            bpf_probe_read_kernel(&meta_end, 1, node + OFF_MA64_META + OFF_MAPLE_METADATA_END);
+            end = meta_end < MA64_PIVOTS ? meta_end : MA64_PIVOTS;
         } else {
             return 0;
         }
-        int k = np;
+        u32 k = end;
         for (int j = 0; j < 15; j++) {
-            if (j >= np)
+            if (j >= end)
                 break;
-            if (piv[j] >= addr || (j > 0 && piv[j] == 0)) {
+            if (piv[j] >= addr) {
                 k = j;
                 break;
             }

@@ -16,7 +16,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="convert strace output into a trace (no root or bcc needed)",
         description=(
             "Convert strace output into a vmatrace trace (no root or bcc needed). Record with\n"
-            "  strace -f -tt -X raw -y -e trace=%memory,%process -o LOG PROGRAM ...\n"
+            "  strace -f -y -tt -X raw -e trace=%memory,%process,%file,%desc,%ipc -o LOG PROGRAM ...\n"
             "(-ff -o PREFIX works too: pass every PREFIX.PID file; -k adds stacks). Where no\n"
             "--maps is given for a process, its layout right after each execve is rebuilt from\n"
             "the ELF headers of the executable and its interpreter (docs/strace-import.md)."),
