@@ -59,8 +59,11 @@ def _os_error_line(e: OSError) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:  # Ctrl-C while the verbs load: no traceback either
+        return EXIT_INTERRUPTED
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE

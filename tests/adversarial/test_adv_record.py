@@ -297,14 +297,23 @@ def test_pid_that_exits_while_being_attached(tmp_path: Path) -> None:
         target.wait()
 
 
+def _loading_bpf(pid: int) -> bool:
+    try:
+        return "libbcc" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
 def test_interrupted_before_the_command_starts(tmp_path: Path) -> None:
-    # Ctrl-C while the BPF program is still being built: nothing is recorded, nothing is left
+    # Ctrl-C while the BPF program is being built: nothing is recorded, nothing is left
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     out = out_dir / "t.vmat"
     rec = _recorder(out, "--", "/bin/true")
-    time.sleep(0.4)
-    assert rec.poll() is None
+    deadline = time.monotonic() + 30
+    while not _loading_bpf(rec.pid):  # (bcc is loaded: the program is being built, nothing launched yet)
+        assert rec.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
     rec.send_signal(signal.SIGINT)
     err = rec.finish(30)
     assert rec.p.returncode == EXIT["interrupted"], err
