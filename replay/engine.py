@@ -24,7 +24,7 @@ import gc
 import itertools
 import os
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -1094,11 +1094,12 @@ def _saving_events(old: ProcessRun, new: ProcessRun) -> list[tuple[int, int]]:
 
 
 def explain_diagram(before: list[VmaView], after: list[VmaView], lo: int, hi: int, width: int = 24) -> str:
-    """``PPP**NNN -> PPPPPNNN``: the pages around [lo, hi) before and after an event.
+    """``PPP|**|NNN -> PPPPPPPP``: the pages around [lo, hi) before and after an event.
 
-    ``*`` marks the event's range, P the VMA before it and N the one after; after the event, a VMA
-    that holds pages of P (or N) is drawn with that letter. One character per page, at most
-    ``width`` pages (wider ranges are cut in the middle with ``~``).
+    One character per page: ``*`` for a VMA over the event's range, ``P`` for a VMA before it, ``N``
+    for one after it, a blank for no VMA, ``|`` between two VMAs. After the event, a VMA that holds
+    pages of a P (or N) VMA is drawn with that letter. At most ``width`` pages (a wider window is
+    cut in the middle with ``~``).
     """
     span_lo = max(0, lo - 3 * _PAGE)
     span_hi = hi + 3 * _PAGE
@@ -1109,35 +1110,33 @@ def explain_diagram(before: list[VmaView], after: list[VmaView], lo: int, hi: in
                 return v
         return None
 
-    pages = list(range(span_lo, span_hi, _PAGE))
-    if len(pages) > width:
+    npages = (span_hi - span_lo) // _PAGE
+    if npages > width:  # never build the whole range: it can be the whole address space
         keep = width // 2
-        pages = [*pages[:keep], -1, *pages[-keep:]]
-    first: list[str] = []
-    letter_of: dict[tuple[int, int], str] = {}
-    for a in pages:
-        if a < 0:
-            first.append("~")
-            continue
-        v = owner(before, a)
-        if v is None:
-            first.append(" ")
-        elif lo <= a < hi:
-            first.append("*")
-        else:
-            ch = "P" if a < lo else "N"
-            letter_of.setdefault((v.start, v.end), ch)
-            first.append(ch)
-    second: list[str] = []
-    for k, a in enumerate(pages):
-        if a < 0:
-            second.append("~")
-            continue
-        v = owner(after, a)
-        if v is None:
-            second.append(" ")
-            continue
-        seen = {first[j] for j, b in enumerate(pages) if b >= 0 and v.start <= b < v.end} - {" ", "~"}
-        second.append("P" if "P" in seen else "N" if "N" in seen else "*")
-        del k
-    return "".join(first) + " -> " + "".join(second)
+        pages = [span_lo + i * _PAGE for i in range(keep)] + [-1] + \
+            [span_hi - (keep - i) * _PAGE for i in range(keep)]
+    else:
+        pages = list(range(span_lo, span_hi, _PAGE))
+    def draw(vmas: list[VmaView], letter: Callable[[VmaView], str]) -> str:
+        out: list[str] = []
+        last: VmaView | None = None
+        for a in pages:
+            if a < 0:
+                out.append("~")
+                last = None
+                continue
+            v = owner(vmas, a)
+            if v is not None and last is not None and v is not last:
+                out.append("|")  # a VMA boundary
+            out.append(" " if v is None else letter(v))
+            last = v
+        return "".join(out)
+
+    def before_letter(v: VmaView) -> str:
+        return "P" if v.end <= lo else "N" if v.start >= hi else "*"
+
+    def after_letter(v: VmaView) -> str:
+        held = {before_letter(b) for b in before if b.start < v.end and b.end > v.start}
+        return "P" if "P" in held else "N" if "N" in held else "*"
+
+    return draw(before, before_letter) + " -> " + draw(after, after_letter)

@@ -328,3 +328,28 @@ def test_relro_what_if_on_python_start_up(tmp_path: Path) -> None:
     assert base is not None and alt is not None
     assert att.relro_pairs >= 1 and base - alt >= 1
     assert all(d.kind == "fragmented" for p in what.processes for d in p.divergences)
+
+
+def test_explain_diagram_draws_a_merge() -> None:
+    from replay import AddressSpace
+    from replay.engine import explain_diagram
+
+    P = 4096
+    mm = AddressSpace("6.19", explain=False)
+    base = 0x10000000
+    mm.mmap(base, 8 * P, 1, 0x22 | 0x10)  # PROT_READ, private anonymous, fixed
+    mm.mprotect(base + 3 * P, 2 * P, 3)  # [PPP][**][NNN]
+    before = mm.vmas()
+    mm.mprotect(base + 3 * P, 2 * P, 1)  # back: one VMA again
+    pic = explain_diagram(before, mm.vmas(), base + 3 * P, base + 5 * P)
+    assert pic == "PPP|**|NNN -> PPPPPPPP", pic
+
+
+@pytest.mark.live
+@pytest.mark.bcc
+def test_explain_prints_paths_and_diagrams(workload_trace: Path) -> None:
+    p = _vmatrace("replay", str(workload_trace), "--explain")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert any(ln.startswith("[pid ") and "mprotect(" in ln for ln in lines)
+    assert any(" -> " in ln and "*" in ln for ln in lines)  # page diagrams
