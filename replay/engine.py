@@ -551,10 +551,11 @@ class _Replayer:
                     at_snapshot(snaps[si], k)
                     si += 1
                     next_pos = snaps[si].pos if si < len(snaps) else n_events + 1
+                if kind == _K_EXEC:  # a new address space: the post-exec snapshot seeds it
+                    mm, awaiting, k_sync, flags_w = None, True, k + 1, []
+                    continue
                 if mm is None or awaiting or kind in _K_IGNORED:
-                    if kind == _K_EXEC:
-                        mm, awaiting, k_sync, flags_w = None, True, k + 1, []
-                    elif kind != _K_FORK:
+                    if kind != _K_FORK:
                         run.events_skipped += 1
                     continue
                 if kind == _K_FORK:
@@ -1015,6 +1016,9 @@ def replay_trace(trace: Trace, specs: Sequence[ProfileSpec], *, fix_pair: tuple[
         snaps = [(s.sid, s.reason, s.t_start, _real_count(plan.frames.get(s.sid))) for s in p.snaps
                  if s.reason != "reconstructed"]
         real.append(RealProcess(pid, p.comm, snaps))
+        if p.events is not None and len(p.events) and snaps and all(sn[1] == "start" for sn in snaps):
+            warnings.append(f"PID {pid}: no snapshot after its start (no exit snapshot was recorded): "
+                            "its final layout is the model's alone, nothing compares it")
     main_pid = _main_pid(trace, plan)
     fix, fix_events = _fix_figures(plan, runs, fix_pair) if fix_pair else ([], [])
     lost = int(trace.losses["count"].sum()) if trace.losses.height else int(trace.meta.get("lost_count") or 0)

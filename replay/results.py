@@ -146,7 +146,10 @@ class RealProcess:
 
     @property
     def final_vma_count(self) -> int | None:
-        return self.snapshots[-1][3] if self.snapshots else None
+        """The count at the last snapshot after the process's start (exit, end of recording or
+        periodic); None when the trace has none (its start snapshot is no final state)."""
+        later = [s for s in self.snapshots if s[1] != "start"]
+        return later[-1][3] if later else None
 
     @property
     def peak_vma_count(self) -> int | None:

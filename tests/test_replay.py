@@ -353,3 +353,20 @@ def test_explain_prints_paths_and_diagrams(workload_trace: Path) -> None:
     lines = p.stdout.splitlines()
     assert any(ln.startswith("[pid ") and "mprotect(" in ln for ln in lines)
     assert any(" -> " in ln and "*" in ln for ln in lines)  # page diagrams
+
+
+@pytest.mark.live
+@pytest.mark.bcc
+def test_fork_then_exec_children_start_again_from_their_exec(tmp_path: Path) -> None:
+    """A shell forks and execs two programs: each child is seeded from its parent at the fork,
+    then from its post-exec snapshot; no profile-state leaks across the exec."""
+    out = tmp_path / "sh.vmat"
+    record(out, "-f", "--", "/bin/sh", "-c", "/bin/true; /usr/bin/env true")
+    r = _replay(read_trace(out))
+    judged = r.profiles[0]
+    children = [p for p in judged.processes if p.seeded_by.startswith("fork of")]
+    assert len(children) >= 2
+    for p in judged.processes:
+        assert p.divergences == [], (p.pid, p.divergences)
+        assert p.mismatches == []
+    assert all(c.events_applied > 0 and c.snapshots_compared >= 1 for c in children)
