@@ -409,6 +409,8 @@ def _event_range(kind: int, a0: int, a1: int, a2: int, ret: int) -> tuple[int, .
     if kind == _K_MMAP:
         lo = ret if ret >= 0 else a0
         return (lo, lo + max(a1, _PAGE))
+    if _KIND_NAMES[kind] == "shmat":  # shmat(shmid, addr, flags) = addr: the size is not traced
+        return (ret, ret + _PAGE) if ret >= 0 else None
     if kind == _K_MREMAP:
         dst = ret if ret >= 0 else a0
         return (a0, a0 + max(a1, _PAGE), dst, dst + max(a2, _PAGE))
@@ -440,6 +442,9 @@ class _Replayer:
         self.keep_counts = counts
         self.files: dict[Any, OpenFile] = {}  # file identity -> the one OpenFile of the trace
         self.forked: dict[int, AddressSpace] = {}
+        # per process, the ranges of calls the model did not replay (seq, lo, hi): a fork child
+        # inherits its parent's, since the VMAs they made are copied into it
+        self.uncovered: dict[int, list[tuple[int, int, int]]] = {}
 
     # -- seeding --------------------------------------------------------------------------------
     def _seed(self, s: _Snap) -> AddressSpace:
@@ -494,6 +499,7 @@ class _Replayer:
         idx = p.events
         n_events = len(idx)
         explain = self.explain
+        uncovered = self.uncovered.setdefault(p.pid, [])
 
         def at_snapshot(s: _Snap, k: int) -> None:
             nonlocal mm, last_sync_t, need_brk_base, k_sync, flags_w, awaiting
@@ -525,6 +531,11 @@ class _Replayer:
                     seqs_touching = [w[0] for w in touching]
                     raced = [w for w in touching if s.t_start <= w[4] <= s.t_end]
                     cause = _cause(lost, touching, flags_w, model, lo, hi, raced, s.rows)
+                    if not touching:
+                        inherited = [u for u in uncovered if u[1] < hi and u[2] > lo]
+                        if inherited:
+                            cause = CAUSE_NOT_COVERED
+                            seqs_touching = [u[0] for u in inherited]
                     run.divergences.append(Divergence(p.pid, s.sid, kind, lo, hi, detail, cause,
                                                       seqs_touching[-_EVENTS_KEPT:], len(seqs_touching)))
                 if self.spec.judged:
@@ -561,6 +572,7 @@ class _Replayer:
                 if kind == _K_FORK:
                     if a1 != p.pid and not a2:
                         self.forked[a1] = mm.fork()
+                        self.uncovered[a1] = uncovered[-1000:]
                     continue
                 if p.vfork_shared and run.seeded_by.startswith("fork"):
                     # a vfork/CLONE_VM child runs on its parent's mm until it execs: not modelled
@@ -614,6 +626,9 @@ class _Replayer:
                 except _NotCovered:
                     run.events_skipped += 1
                     flags_w.append((seq, CAUSE_NOT_COVERED))
+                    rng = _event_range(kind, a0, a1, a2, ret)
+                    if rng is not None:
+                        uncovered.append((seq, rng[0], rng[1]))
                     continue
                 except (VmatraceError, ValueError, AssertionError, RuntimeError, KeyError, TypeError) as e:
                     mismatches.append(ResultMismatch(p.pid, seq, _KIND_NAMES[kind], ret, None, f"{type(e).__name__}: {e}"))
@@ -993,6 +1008,12 @@ def replay_trace(trace: Trace, specs: Sequence[ProfileSpec], *, fix_pair: tuple[
     if not plan.has_file_ids and bool((plan.cols["kind"] == _K_MMAP).any()):
         warnings.append("the trace's mmap events do not name their open files (a trace from an older "
                         "recorder): file mappings are told apart by pid and fd only")
+    opts = trace.meta.get("record_options")
+    faults_traced = trace.meta.get("collector") == "bcc" and not (isinstance(opts, dict) and opts.get("faults") is False)
+    if not faults_traced:
+        warnings.append("the trace has no page faults (an strace import, or record --no-faults): no VMA gets "
+                        "an anon_vma from a write in the model, so merges that depend on faulted state (the "
+                        "6.16 fix among them) are not seen; the fix figures are then a lower bound")
     if jobs is None:
         jobs = min(len(specs), os.cpu_count() or 1)
     results: list[tuple[ProfileRun, list[str]]]

@@ -295,3 +295,35 @@ def test_record_file_identity_in_a_deep_tree(tmp_path: Path) -> None:
     assert ev["file_path"].unique().to_list() == [str(prog)] and ev["file_id"].n_unique() == 1
     final, _ = _snapshot(t, t.meta["pids"][0], "exit")
     assert final.height > 20000
+
+
+@pytest.mark.live
+@pytest.mark.bcc
+def test_replay_tells_two_opens_from_a_dup(recorded: tuple[Path, Path, dict[str, tuple[int, int]]]) -> None:
+    """Replay: two opens of one file side by side stay two VMAs, a dup'd fd merges, as the kernel
+    did; without the file identity columns the model cannot tell, and the comparison says so."""
+    import dataclasses
+
+    from replay.engine import default_profiles, replay_trace
+
+    rec, _files, maps = recorded
+    t = read_trace(rec)
+    specs, _pair, _ = default_profiles(t.meta)
+    r = replay_trace(t, specs[:1], jobs=1)
+    judged = r.profiles[0]
+    # SysV shmat is not replayed (its segment size is not traced): its VMA is the one divergence,
+    # explained as such
+    divs = [d for p in judged.processes for d in p.divergences]
+    snap_paths = {r["start"]: r["path"] for r in t.snapshots.iter_rows(named=True)}
+    assert all(d.cause == "a call the model does not cover" for d in divs), \
+        [(d, snap_paths.get(d.start)) for d in divs]
+    assert all(any(d.start <= a < d.end for a in [maps["sysv"][1]]) for d in divs), divs
+    assert sum(len(p.mismatches) for p in judged.processes) == 0
+    # the same calls told apart by fd number only (an older recorder's trace)
+    blind = t.events.with_columns(pl.lit(None, pl.UInt32).alias("file_id"))
+    rb = replay_trace(dataclasses.replace(t, events=blind), specs[:1], jobs=1)
+    parent, dup_addr = maps["dup"]
+    divs = [d for p in rb.profiles[0].processes if p.pid == parent for d in p.divergences]
+    here = [d for d in divs if d.start <= dup_addr < d.end]
+    assert [d.kind for d in here] == ["merged"]  # the kernel merged A and dup(A); fd numbers differ
+    assert any("do not name their open files" in w for w in rb.warnings)

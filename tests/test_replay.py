@@ -370,3 +370,45 @@ def test_fork_then_exec_children_start_again_from_their_exec(tmp_path: Path) -> 
         assert p.divergences == [], (p.pid, p.divergences)
         assert p.mismatches == []
     assert all(c.events_applied > 0 and c.snapshots_compared >= 1 for c in children)
+
+
+@pytest.mark.live
+@pytest.mark.bcc
+@pytest.mark.parametrize("name", ["python3", "gcc", "workload"])
+def test_strace_import_gives_the_bcc_figures(name: str, tmp_path: Path) -> None:
+    """The same program recorded with bcc and with strace (imported): the same processes and the
+    same fix figures for the real programs (the import has no exit snapshots, so it is the models
+    that are compared). strace sees no page faults: on the bundled workload, whose fix cases need a
+    faulted page, the import's figures are a lower bound, and the replay says so."""
+    import shutil
+
+    from collectors.strace_import import import_strace
+    from tests.conftest import need
+
+    strace = shutil.which("strace")
+    need(strace is not None, "needs strace")
+    assert strace is not None
+    src = tmp_path / "z.c"
+    src.write_text("int main(void) { return 0; }\n")
+    cmd = {"workload": ["/usr/bin/python3", "-m", "vmatrace.workloads.fragment", "--anon-merge", "3", "--hold", "0"],
+           "python3": ["/usr/bin/python3", "-c", "import json, decimal"],
+           "gcc": ["/usr/bin/gcc", "-O2", "-c", str(src), "-o", str(tmp_path / "z.o")]}[name]
+    bcc = tmp_path / "b.vmat"
+    record(bcc, "-f", "--", *cmd)
+    log = tmp_path / "s.log"
+    subprocess.run([strace, "-f", "-y", "-tt", "-X", "raw", "-e", "trace=%memory,%process,%file,%desc,%ipc",
+                    "-o", str(log), *cmd], cwd=ROOT, capture_output=True, check=True, timeout=120,
+                   env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    imp = tmp_path / "i.vmat"
+    import_strace([log], imp)
+    rb, ri = _replay(read_trace(bcc)), _replay(read_trace(imp))
+    assert len(rb.real) == len(ri.real)
+    fb, fi = to_json(rb)["anon_merge_fix"]["all_processes"], to_json(ri)["anon_merge_fix"]["all_processes"]
+    assert any("no page faults" in w for w in ri.warnings)
+    assert not any("no page faults" in w for w in rb.warnings)
+    if name == "workload":
+        assert fb["saved_final"] == 3 and fi["saved_final"] == 0
+    else:
+        for key in ("saved_final", "saved_peak", "events_merged_by_fix", "fork_child_boundaries"):
+            assert fb[key] == fi[key], (key, fb, fi)
+    assert sum(len(p.mismatches) for p in ri.profiles[0].processes) == 0
