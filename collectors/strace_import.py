@@ -637,6 +637,7 @@ class _Parser:
         self.stack_ids: list[int] = []
         self.stacks: list[dict[str, Any]] = []
         self.stack_depth: dict[int, int] = {}
+        self.ints: dict[int, int] = {}
 
     # The initial process has no "[pid N]" prefix while it is the only traced process; find
     # its pid: the one prefixed pid that is never a child, or a getpid/gettid-like return.
@@ -694,11 +695,22 @@ class _Parser:
             self.procs[pid] = _Proc(pid)
         return pid
 
+    def intern(self, v: int) -> int:
+        """One int object per repeated small value (tids, lengths, flags, the fd -1 as u64): the rows
+        of a long log then share them (10% of its memory); addresses, mostly distinct, are not kept."""
+        if 0 <= v < 1 << 32 or v == U64:
+            ints = self.ints
+            if len(ints) > 1 << 16:
+                ints.clear()
+            return ints.setdefault(v, v)
+        return v
+
     def emit(self, ts_ns: int, pid: int, tid: int, kind: str, args: list[int], ret: int,
              flags: int = 0, text: str | None = None, slot: int | None = None) -> int:
-        a = [_to_u64(x) for x in args[:6]] + [0] * (6 - min(len(args), 6))
+        a = [self.intern(_to_u64(x)) for x in args[:6]] + [0] * (6 - min(len(args), 6))
         # one row in EVENT_SCHEMA column order (a list: a dict per event costs 4x the memory)
-        ev: list[Any] = [0, ts_ns, pid, tid, kind, *a, ret, None, flags, text, None, None, None, None]
+        ev: list[Any] = [0, ts_ns, self.intern(pid), self.intern(tid), kind, *a, self.intern(ret), None, flags,
+                         text, None, None, None, None]
         if slot is not None:
             self.events[slot] = ev
             return slot

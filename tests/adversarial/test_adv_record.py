@@ -319,3 +319,16 @@ def test_interrupted_before_the_command_starts(tmp_path: Path) -> None:
     assert rec.p.returncode == EXIT["interrupted"], err
     assert "Traceback" not in err
     assert not out.exists() and _leftovers(out_dir) == []
+
+
+def test_second_recorder_on_a_traced_process_names_the_first(tmp_path: Path) -> None:
+    rec = _recorder(tmp_path / "a.vmat", "--", "sleep", "60")
+    pid = _wait_for_child_of(rec, "sleep")
+    try:
+        p = vm("record", "-o", tmp_path / "b.vmat", "-p", str(pid), "-d", "1", timeout=60)
+        one_error_line(p, "error", f"already traced by PID {rec.pid}")
+        assert not (tmp_path / "b.vmat").exists()
+        rec.send_signal(signal.SIGINT)
+        assert rec.finish(30) and rec.p.returncode == EXIT["ok"]
+    finally:
+        os.kill(pid, signal.SIGKILL)
