@@ -289,38 +289,71 @@ class FileTable:
         self.info: dict[int, tuple[str, int, str | None]] = {}  # id -> (dev, ino, path)
         self.truncated = 0
 
-    def frame(self, recs: np.ndarray) -> pl.DataFrame | None:
-        """(seq, file_dev, file_ino, file_path, file_id) of the K_FILE and K_PATH records."""
+    def frame(self, recs: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(seq, file_id) of the K_FILE records; their paths (K_PATH records) go into the table."""
         files = recs[recs["kind"] == K_FILE]
         if not files.size:
             return None
-        chunks: dict[int, list[tuple[int, bytes]]] = {}
-        for r in recs[recs["kind"] == K_PATH]:
-            chunks.setdefault(int(r["seq"]), []).append((int(r["flags"]), r["a"].tobytes() + r["ret"].tobytes()))
-        rows = []
-        for r in files:
-            a = r["a"]
-            key = (int(a[0]), int(a[4]))
-            fid = self.ids.get(key)
+        a = files["a"]
+        # Python works per distinct open file and per path sent, never per mapping. The key is the
+        # (struct file, inode) address pair; a file address seen with two inodes (freed and reused
+        # within one batch) is rare, and only then is the slower pair-wise unique needed.
+        ptr_keys, first, inverse = np.unique(a[:, 0], return_index=True, return_inverse=True)
+        if np.any(a[:, 4] != a[first[inverse], 4]):
+            pairs = np.ascontiguousarray(np.stack([a[:, 0], a[:, 4]], axis=1))
+            keys, first, inverse = np.unique(pairs, axis=0, return_index=True, return_inverse=True)
+        else:
+            keys = np.stack([ptr_keys, a[first, 4]], axis=1)
+        ids = np.empty(len(keys), np.uint32)
+        for k, (key, i) in enumerate(zip(keys.tolist(), first.tolist(), strict=True)):
+            fid = self.ids.get((key[0], key[1]))
             if fid is None:
-                fid = self.ids[key] = len(self.ids) + 1
-                self.info[fid] = (kernel_dev_str(int(a[2])), int(a[1]), None)
-            flags = int(r["flags"])
-            seq = int(r["seq"])
-            if flags & F_PATH and self.info[fid][2] is None:
-                parts = sorted(chunks.get(seq, []))
-                length = int(r["stack_id"])
-                if [i for i, _ in parts] == list(range((length + 55) // 56)):
-                    data = b"".join(c for _, c in parts)[:length]
-                    path = path_of(data, flags, int(a[3]))
-                    if path is None:
-                        self.truncated += 1
-                    dev, ino, _ = self.info[fid]
-                    self.info[fid] = (dev, ino, path)
-            dev, ino, path = self.info[fid]
-            rows.append((seq, dev, ino, path, fid))
-        return pl.DataFrame(rows, schema={"seq": pl.UInt64, "file_dev": pl.Utf8, "file_ino": pl.UInt64,
-                                          "file_path": pl.Utf8, "file_id": pl.UInt32}, orient="row")
+                fid = self.ids[(key[0], key[1])] = len(self.ids) + 1
+                self.info[fid] = (kernel_dev_str(int(a[i, 2])), int(a[i, 1]), None)
+            ids[k] = fid
+        fids = ids[inverse.reshape(-1)]
+        with_path = np.flatnonzero(files["flags"] & F_PATH)
+        if with_path.size:
+            chunks: dict[int, list[tuple[int, bytes]]] = {}
+            for r in recs[recs["kind"] == K_PATH]:
+                chunks.setdefault(int(r["seq"]), []).append((int(r["flags"]), r["a"].tobytes() + r["ret"].tobytes()))
+            for i in with_path.tolist():
+                fid = int(fids[i])
+                if self.info[fid][2] is not None:
+                    continue
+                parts = sorted(chunks.get(int(files["seq"][i]), []))
+                length = int(files["stack_id"][i])
+                if [n for n, _ in parts] != list(range((length + 55) // 56)):
+                    continue  # (a chunk lost: a later mapping of this file sends the path again)
+                path = path_of(b"".join(c for _, c in parts)[:length], int(files["flags"][i]), int(a[i, 3]))
+                if path is None:
+                    self.truncated += 1
+                dev, ino, _ = self.info[fid]
+                self.info[fid] = (dev, ino, path)
+        return files["seq"], fids
+
+    def columns(self, recs: np.ndarray, ev_seq: np.ndarray) -> dict[str, pl.Series] | None:
+        """file_dev, file_ino, file_path, file_id for events with sequence numbers ``ev_seq``
+        (null where no K_FILE record names the event's file)."""
+        found = self.frame(recs)
+        if found is None:
+            return None
+        seqs, fids = found
+        order = np.argsort(ev_seq, kind="stable")
+        pos = np.searchsorted(ev_seq[order], seqs).clip(0, max(len(ev_seq) - 1, 0))
+        ok = ev_seq[order][pos] == seqs if len(ev_seq) else np.zeros(len(seqs), bool)
+        uniq = np.unique(fids)
+        # row 0 of each lookup column is the null of the events without a file
+        rank = np.zeros(len(ev_seq), np.uint32)
+        rank[order[pos[ok]]] = np.searchsorted(uniq, fids[ok]) + 1
+        info = [self.info[int(f)] for f in uniq]
+        idx = pl.Series(rank)
+        return {
+            "file_dev": pl.Series([None, *(d for d, _, _ in info)], dtype=pl.Utf8).gather(idx),
+            "file_ino": pl.Series([None, *(i for _, i, _ in info)], dtype=pl.UInt64).gather(idx),
+            "file_path": pl.Series([None, *(p for _, _, p in info)], dtype=pl.Utf8).gather(idx),
+            "file_id": pl.Series([None, *uniq.tolist()], dtype=pl.UInt32).gather(idx),
+        }
 
 
 def decode(recs: np.ndarray, raced: dict[int, int] | None = None, files: FileTable | None = None) -> pl.DataFrame:
@@ -334,7 +367,6 @@ def decode(recs: np.ndarray, raced: dict[int, int] | None = None, files: FileTab
     is_text = kinds == K_TEXT
     texts = _texts(recs[is_text]) if is_text.any() else {}
     aux = is_text | (kinds == K_FILE) | (kinds == K_PATH)
-    file_frame = (files or FileTable()).frame(recs) if (kinds == K_FILE).any() else None
     ev = recs[~aux]
     kind = ev["kind"]
     a = ev["a"]
@@ -354,12 +386,15 @@ def decode(recs: np.ndarray, raced: dict[int, int] | None = None, files: FileTab
     stack = ev["stack_id"]
     if (stack >= 0).any():  # (otherwise conform() adds an all-null column)
         frame = frame.with_columns(pl.Series("stack_id", stack).set(pl.Series(stack < 0), None))
+    if (kinds == K_FILE).any():
+        # (positional: before any join, which need not keep the row order)
+        fcols = (files or FileTable()).columns(recs, ev["seq"])
+        if fcols is not None:
+            frame = frame.with_columns(**{k: v.alias(k) for k, v in fcols.items()})
     if texts:
         tf = pl.DataFrame({"seq": list(texts.keys()), "text": list(texts.values())},
                           schema={"seq": pl.UInt64, "text": pl.Utf8})
         frame = frame.join(tf, on="seq", how="left")
-    if file_frame is not None:
-        frame = frame.join(file_frame.unique("seq", keep="first"), on="seq", how="left")
     seq = ev["seq"]
     if seq.size > 1 and not bool(np.all(seq[1:] > seq[:-1])):
         frame = frame.sort("seq")  # calls ordered at lock acquisition are committed at their return
