@@ -9,7 +9,8 @@ window, so the calling process is untouched:
   (6.19, or 6.18.y with the June 2026 backport, which sits on top of the 6.18.8 mremap fix);
 * mseal availability (6.10+), L13b (VM_ACCOUNT drop on mprotect, ~6.7+);
 * the mremap probe (L20, forked and unforked) ONLY when sticky flags prove the kernel is past
-  6.18.8. On a NEW kernel without sticky flags it may be 6.16 .. 6.18.7, where L20 drives a
+  6.18.8, with an unfaulted MREMAP_DONTUNMAP copy beside its source (merged 6.16 - 7.1: 6.19;
+  apart: 7.2+). On a NEW kernel without sticky flags it may be 6.16 .. 6.18.7, where L20 drives a
   known use-after-free (§1a), so it is not run and the profile is chosen conservatively
   ("6.18.0": the mremap fix is assumed missing, and the fuzzer must not generate faulted mremap
   merges there).
@@ -29,6 +30,10 @@ from .oracle.recipes import BY_ID, final_flags, final_layout
 Runner = Callable[[Seq[Sequence]], list[SeqResult]]
 
 PROBE_MSEAL = Sequence("probe-mseal", ("mmap 1 2 rw- private,anon,fixed,noreserve", "mseal 1 1"))
+# An unfaulted MREMAP_DONTUNMAP copy next to its own source: merged from 6.16 to 7.1, kept apart
+# before and since 7.2 (no anon_vma is involved: safe on every kernel)
+PROBE_DONTUNMAP = Sequence("probe-dontunmap", ("mmap 5 2 r-- private,anon,fixed",
+                                               "mremap 6 1 1 maymove,fixed,dontunmap 7"))
 
 
 @dataclass
@@ -102,15 +107,20 @@ def probe(run: Runner) -> LiveInfo:
             # Sticky flags reached 6.18.y only on top of 6.18.8 and mainline in 6.19, both of which
             # carry the mremap fix: the L20 probes are safe here.
             a, b = BY_ID["L20prev"], BY_ID["L20fprev"]
-            ra, rb = run([a.sequence("-probe"), b.sequence("-probe")])
+            ra, rb, rd = run([a.sequence("-probe"), b.sequence("-probe"), PROBE_DONTUNMAP])
             _ok(ra, "L20prev")
             _ok(rb, "L20fprev")
+            _ok(rd, "dontunmap")
+            dontunmap_apart = [(v.start, v.end) for v in rd.steps[-1].vmas] == [(5, 7), (7, 8)]
             la, lb = final_layout(ra), final_layout(rb)
             info.mremap_fixed = la == a.new and lb == b.new
             if info.mremap_fixed:
                 f.append("L20 (run because sticky flags imply >= 6.18.8): faulted->unfaulted mremap merges, "
                          "and is refused for a forked source -> mremap fix present")
                 info.profile = "6.19"
+                if dontunmap_apart:
+                    f.append("an unfaulted MREMAP_DONTUNMAP copy stays apart from its source -> 7.2+")
+                    info.profile = "7.2"
             else:
                 f.append(f"L20 gave unexpected layouts {la} / {lb}: sticky flags without the mremap fork "
                          "check; profile 6.19 kept, mremap disagreements are expected")

@@ -28,6 +28,7 @@ from replay.oracle.core import SeqResult, Sequence
 from replay.oracle.execute import QEMU_KERNELS
 from replay.oracle.fuzz import GenConfig, gen_batch
 from tests.conftest import ROOT, need, need_cc
+from tests.qemu_batches import LENGTH as QEMU_LENGTH
 from tests.qemu_batches import Boot, boot
 
 SEED = int(os.environ.get("VMATRACE_FUZZ_SEED", "20261127"))
@@ -96,9 +97,10 @@ def _qemu(kernel: str) -> Boot:
     return b
 
 
-def _check_sane(seqs: list[Sequence], res: list[SeqResult], kernel: str = "live") -> None:
+def _check_sane(seqs: list[Sequence], res: list[SeqResult], kernel: str = "live",
+                length: int = LENGTH) -> None:
     assert len(res) == len(seqs)
-    bad = [r.name + ":" + r.status for r in res if r.status != "ok" or len(r.steps) != LENGTH + 1]
+    bad = [r.name + ":" + r.status for r in res if r.status != "ok" or len(r.steps) != length + 1]
     assert not bad, bad[:10]
     ok_ops = collections.Counter(s.op.split()[0] for r in res for s in r.steps[1:] if s.errno == 0)
     # the batch really exercises every operation kind successfully, and real merges/splits
@@ -181,7 +183,7 @@ def test_fuzz_live_vs_the_release_table_profile() -> None:
 @pytest.mark.parametrize("kernel", QEMU_KERNELS)
 def test_fuzz_qemu_runner_sane(kernel: str) -> None:
     b = _qemu(kernel)
-    _check_sane(b.fuzz, b.fuzz_results, kernel)
+    _check_sane(b.fuzz, b.fuzz_results, kernel, QEMU_LENGTH)
 
 
 @pytest.mark.qemu

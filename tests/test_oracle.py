@@ -276,7 +276,8 @@ def test_qemu_runner_sane(kernel: str) -> None:
 
 
 def _fake_kernel(
-    new: bool, guard: bool, gu: bool, mseal: bool, acct_drop: bool, mremap_fixed: bool = True
+    new: bool, guard: bool, gu: bool, mseal: bool, acct_drop: bool, mremap_fixed: bool = True,
+    dontunmap_merges: bool = True,
 ) -> tuple[Callable[[Seq[Sequence]], list[SeqResult]], list[str]]:
     """A stand-in runner for replay.live.probe() that answers like a kernel of the given kind and
     records what was asked (L20 must never be requested from a possibly affected kernel)."""
@@ -293,7 +294,10 @@ def _fake_kernel(
             asked.append(s.name)
             rid = s.name.split("-")[0]
             steps = [Step(i, op, 0, None, ()) for i, op in enumerate(s.ops, 1)]
-            if rid == "probe":  # mseal probe
+            if s.name == "probe-dontunmap":
+                steps[-1].vmas = ((Vma(5, 8, "r--p", frozenset()),) if dontunmap_merges else
+                                  (Vma(5, 7, "r--p", frozenset()), Vma(7, 8, "r--p", frozenset())))
+            elif rid == "probe":  # mseal probe
                 steps[-1].errno = 0 if mseal else errno.ENOSYS
             else:
                 x = BY_ID[rid]
@@ -313,6 +317,13 @@ def _fake_kernel(
         return out
 
     return run, asked
+
+
+def test_probe_tells_7_2_by_its_dontunmap_copy() -> None:
+    from replay.live import probe
+
+    run, _ = _fake_kernel(True, True, True, True, True, dontunmap_merges=False)
+    assert probe(run).profile == "7.2"
 
 
 @pytest.mark.parametrize(
@@ -355,13 +366,13 @@ def test_detect_live_profile() -> None:
 
     need_live()
     profile, findings = detect_live_profile()
-    assert profile in ("6.1", "6.12", "6.15", "6.18.0", "6.19")
+    assert profile in ("6.1", "6.12", "6.15", "6.18.0", "6.19", "7.2")
     assert findings and findings[-1] == f"profile: {profile}"
     info = probe_live()
     assert info.profile == profile
     # the profile is consistent with what the probes saw
-    assert info.new_anon_rule == (profile in ("6.18.0", "6.19"))
-    assert info.sticky == (profile == "6.19")
+    assert info.new_anon_rule == (profile in ("6.18.0", "6.19", "7.2"))
+    assert info.sticky == (profile in ("6.19", "7.2"))
     if info.sticky:
         assert info.mremap_fixed is True and info.mremap_faulted_safe
 
