@@ -22,7 +22,7 @@ from vmatrace.report import console
 
 # kinds whose new VMAs are new mappings; the others make VMAs by splitting existing ones
 _CREATING = frozenset({"mmap", "brk", "mremap", "shmat"})
-_LIBC_LIKE = ("libc.so", "ld-linux", "libpthread", "[unknown]")
+_LIBC_LIKE = ("libc.so", "ld-linux", "libpthread", "libffi")
 
 
 @dataclass
@@ -32,6 +32,7 @@ class Attribution:
     segments: list[tuple[str, int]]  # (ELF segment kind, VMAs) in the main process's last snapshot
     relro_pairs: int  # RELRO pieces with `ac` next to a read-only segment without it
     stacks_recorded: bool
+    fix_sites: list[tuple[str, int]]  # (call site, VMAs saved) of the events the 6.16 fix merged
 
 
 def _call_sites(trace: Trace) -> dict[tuple[int, int], str]:
@@ -42,7 +43,10 @@ def _call_sites(trace: Trace) -> dict[tuple[int, int], str]:
     out: dict[tuple[int, int], str] = {}
     for (pid, sid), g in st.sort("depth").group_by(["pid", "stack_id"], maintain_order=True):
         frames = list(zip(g["symbol"].to_list(), g["module"].to_list(), strict=True))
-        pick = next(((s, m) for s, m in frames if m and not any(x in m for x in _LIBC_LIKE)), None)
+        # the innermost frame with a name, in a module that is neither libc, ld.so nor libffi, nor
+        # anonymous memory (a JIT, a trampoline on the stack)
+        pick = next(((s, m) for s, m in frames if m and s and s != "[unknown]" and not m.startswith("[")
+                     and not any(x in m for x in _LIBC_LIKE)), None)
         s, m = pick or (frames[0] if frames else ("?", "?"))
         mod = (m or "?").rsplit("/", 1)[-1]
         out[(int(pid), int(sid))] = f"{s or '?'} ({mod})"
@@ -72,9 +76,14 @@ def attribute(trace: Trace, result: ReplayResult, top: int = 10) -> Attribution:
                             else f"[{kinds[i]}, no stack]"
                         (created if kinds[i] in _CREATING else splits)[site] += count - prev
                 prev = count
+    fix_sites: Counter[str] = Counter()
+    for e in result.fix_events:
+        site = sites.get((e.pid, e.stack_id), f"[{e.kind}, no stack]") if e.stack_id is not None \
+            else f"[{e.kind}, no stack]"
+        fix_sites[site] += e.saved
     segs, pairs = _segments(trace, result)
     return Attribution(created.most_common(top), splits.most_common(top), segs, pairs,
-                       trace.stacks.height > 0)
+                       trace.stacks.height > 0, fix_sites.most_common(top))
 
 
 def _segments(trace: Trace, result: ReplayResult) -> tuple[list[tuple[str, int]], int]:
@@ -175,6 +184,7 @@ def render_terminal(result: ReplayResult, att: Attribution | None = None, *, div
         console.print(ft)
     if att is not None:
         for title, rows in (("VMAs created by call site", att.created), ("splits by call site", att.splits),
+                            ("VMAs the 6.16 fix merged, by call site", att.fix_sites),
                             ("VMAs of the main process by ELF segment", att.segments)):
             if rows:
                 at = Table(title=title, title_justify="left")
@@ -290,7 +300,8 @@ def render_html(trace: Trace, result: ReplayResult, att: Attribution, max_map_co
               "unknown from each loss to the next snapshot.</div>") if result.lost_events else ""
     notes = "".join(f"<li>{html.escape(w)}</li>" for w in result.warnings)
     seg_rows = [[k, n] for k, n in att.segments]
-    site_rows = [[k, n, "created"] for k, n in att.created] + [[k, n, "splits"] for k, n in att.splits]
+    site_rows = ([[k, n, "created"] for k, n in att.created] + [[k, n, "splits"] for k, n in att.splits]
+                 + [[k, n, "merged by the 6.16 fix"] for k, n in att.fix_sites])
     title = html.escape(f"vmatrace replay: {result.meta.get('cmdline') or result.trace}")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
