@@ -15,7 +15,8 @@
  *   sysv     shmat of a SysV segment: "/SYSV00000000 (deleted)"
  *   child-a  (in a forked child) one page of the inherited fd A: A's file
  *   child-open (in the child) one page of a new open of DATA: a file of its own
- * The child exits first; the parent waits for it and exits 0.
+ * The child exits first; the parent waits for it, unlinks its /dev/shm file (so it leaves nothing
+ * behind; its exit snapshot shows that file "(deleted)") and exits 0.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -99,6 +100,7 @@ int main(int argc, char **argv) {
     }
     int st;
     waitpid(pid, &st, 0);
+    unlink(shm);
     close(a);
     close(b);
     close(c);
