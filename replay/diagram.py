@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 from replay.flags import PAGE_SHIFT
 
 if TYPE_CHECKING:  # pragma: no cover
-    from replay.mm import AddressSpace, Vma
+    from replay.mm import AddressSpace
+    from replay.mm_types import Vma
 
 __all__ = ["render", "ruler"]
 

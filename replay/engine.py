@@ -48,7 +48,8 @@ from replay.flags import (
     VM_SHARED,
     VM_SOFTDIRTY,
 )
-from replay.mm import AddressSpace, OpenFile, Unknown, VmaView
+from replay.mm import AddressSpace
+from replay.mm_types import OpenFile, Unknown, VmaView
 from replay.profiles import AnonRule, KernelProfile, get_profile
 from replay.results import (
     CAUSE_LOST,

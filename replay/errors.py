@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
+from vmatrace.base.errors import SnapshotError
+
 __all__ = ["ReplayError", "SnapshotError"]
 
 
 class ReplayError(Exception):
     """Base class for misuse of the model (not for kernel errors, which are OSError)."""
-
-
-class SnapshotError(ReplayError, ValueError):
-    """A snapshot frame lacks a required column or has inconsistent rows."""

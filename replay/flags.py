@@ -21,3 +21,10 @@ DEFAULT_MAX_MAP_COUNT = 65530
 # base layer ----------------------------------------------------------------------------------
 from vmatrace.base.uapi import *  # noqa: E402, F403
 from vmatrace.base.vmflags import *  # noqa: E402, F403
+
+# VM_STICKY (6.19): soft-dirty and maybe-guard; a merge keeps them if either side has them, and
+# under sticky flags the merge check ignores them (the model's profile field sticky_flags).
+VM_STICKY = VM_SOFTDIRTY | VM_MAYBE_GUARD  # noqa: F405
+# The pkey x86 allocates for PROT_EXEC-only memory (execute_only_pkey()), as VM_PKEY_* bits.
+EXEC_ONLY_PKEY = 1
+EXEC_ONLY_PKEY_BITS = EXEC_ONLY_PKEY * VM_PKEY_BIT0  # noqa: F405

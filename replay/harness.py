@@ -2,7 +2,7 @@
 
 The kernel's own tests drive ``vma_merge_new_range()``/``vma_merge_existing_range()`` with a
 hand-built ``struct vma_merge_struct``; these helpers do exactly that on an
-:class:`replay.mm.AddressSpace` so the kernel's scenarios can be ported one by one. Public-API
+:class:`replay.AddressSpace` so the kernel's scenarios can be ported one by one. Public-API
 tests should prefer the syscalls; use these only where the kernel test sets internal state
 (an avc without an anon_vma, ``vmg.anon_vma`` left unset, a vm_ops->close hook on anonymous
 memory, "just expand" mode, allocation failure).
@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from replay.flags import PAGE_SHIFT, VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE
-from replay.mm import UNKNOWN, AddressSpace, AnonVma, Unknown, Vma
+from replay.mm import AddressSpace
+from replay.mm_types import UNKNOWN, AnonVma, Unknown, Vma
 
 __all__ = [
     "DEFAULT_FLAGS",
@@ -56,11 +57,11 @@ class VmaMergeStruct:
 
 def alloc_and_link_vma(mm: AddressSpace, start: int, end: int, pgoff: int,
                        flags: int = DEFAULT_FLAGS, *, anon_vma: AnonVma | None = None,
-                       avc: int | None = None, close: bool = False) -> Vma:
+                       avc: int | None = None, has_close_hook: bool = False) -> Vma:
     """alloc_and_link_vma(): insert a VMA directly (no merge). avc defaults to 1 if faulted."""
     prev = mm._prev_of(start)
     v = Vma(start, end, pgoff, flags, None, anon_vma, (1 if anon_vma is not None else 0)
-            if avc is None else avc, close=close)
+            if avc is None else avc, has_close_hook=has_close_hook)
     mm._link(v, prev)
     mm._nomerge_bounds.update((start, end))
     return v

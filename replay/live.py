@@ -23,9 +23,12 @@ import functools
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
+from typing import Any
 
+from .mm import AddressSpace
 from .oracle.core import SeqResult, Sequence
 from .oracle.recipes import BY_ID, final_flags, final_layout
+from .profiles import KernelProfile, get_profile
 
 Runner = Callable[[Seq[Sequence]], list[SeqResult]]
 
@@ -165,12 +168,52 @@ def detect_live_profile() -> tuple[str, list[str]]:
     return info.profile, info.findings
 
 
+def live_profile(sticky: bool | None = None) -> KernelProfile:
+    """The profile of the running kernel, by probing it (``sticky`` forces the backport)."""
+    name, _ = detect_live_profile()
+    return get_profile(name, sticky=sticky)
+
+
+def cpu_has_pku() -> bool:
+    """Does this CPU and kernel have memory protection keys (ospke)?"""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return " ospke" in line or " pku " in line
+    except OSError:  # pragma: no cover
+        pass
+    return False
+
+
+def own_soft_dirty() -> bool:
+    """Does this kernel have CONFIG_MEM_SOFT_DIRTY? (any ``sd`` in our own smaps)."""
+    try:
+        with open("/proc/self/smaps") as f:
+            return any(line.startswith("VmFlags:") and " sd" in line for line in f)
+    except OSError:  # pragma: no cover
+        return False
+
+
 def live_options() -> dict[str, object]:
-    """The running machine's configuration as AddressSpace keyword arguments (what
-    kernel="live" reads itself): soft-dirty from this process's smaps, protection keys."""
-    from .mm import _cpu_has_pku, _own_soft_dirty
-
-    return {"soft_dirty": _own_soft_dirty(), "pkeys": _cpu_has_pku()}
+    """The running machine's configuration as AddressSpace keyword arguments: soft-dirty from
+    this process's smaps, protection keys from /proc/cpuinfo."""
+    return {"soft_dirty": own_soft_dirty(), "pkeys": cpu_has_pku()}
 
 
-__all__ = ["LiveInfo", "detect_live_profile", "live_options", "probe", "probe_live"]
+def live_address_space(*, sticky: bool | None = None, **kw: Any) -> AddressSpace:
+    """``AddressSpace`` with the running kernel's profile and configuration: the probed profile
+    (its findings in ``mm.profile_findings``) and :func:`live_options`, unless ``kw`` sets them
+    (``soft_dirty``, ``pkeys``). Other ``kw`` go to the constructor."""
+    name, findings = detect_live_profile()
+    if kw.get("soft_dirty") is None:
+        kw["soft_dirty"] = own_soft_dirty()
+    if not kw.get("pkeys"):
+        kw["pkeys"] = cpu_has_pku()
+    mm = AddressSpace(get_profile(name, sticky=sticky), **kw)
+    mm.profile_findings = list(findings)
+    return mm
+
+
+__all__ = ["LiveInfo", "cpu_has_pku", "detect_live_profile", "live_address_space", "live_options",
+           "live_profile", "own_soft_dirty", "probe", "probe_live"]

@@ -304,16 +304,20 @@ def get_profile(version: str, *, sticky: bool | None = None) -> KernelProfile:
     """Map a kernel version string ("X.Y" or "X.Y.Z", optional "-suffix") to its profile.
 
     A stable release gets the backports the release table (STABLE_BACKPORTS) knows it carries.
-    ``sticky`` overrides the sticky-flag part (a probed kernel knows; kernel="live" probes).
+    ``sticky`` overrides the sticky-flag part (a probed kernel knows; replay.live.live_profile() probes).
     A release newer than the newest checked one gets the newest profile and a warning.
 
     >>> get_profile("6.17").name, get_profile("6.18.3").name, get_profile("6.18.44").name
-    ('6.16', '6.18.0', '6.19')
+    ('6.17', '6.18.0', '6.19')
     """
     if not isinstance(version, str):
         raise ValueError(f"kernel version must be a string like '6.12', got {version!r}")
     if version in PROFILES and sticky is None:
         return PROFILES[version]
+    if version == "live":
+        raise ValueError(
+            "the running kernel's profile is found by probing it, above the model: use "
+            "replay.live.live_profile() or replay.live.live_address_space()")
     m = _VERSION_RE.match(version)
     if not m:
         raise ValueError(

@@ -1,4 +1,4 @@
-"""Invariant checks for an :class:`replay.mm.AddressSpace` (run after every step in tests).
+"""Invariant checks of an address space, ``AddressSpace.check()`` (run after every step in tests).
 
 What is checked, and why it is really invariant (see docs/model.md, "Invariants"):
 
@@ -21,17 +21,14 @@ are deliberately not flagged: whether they merge is exactly what the profiles di
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from replay.flags import PAGE_SIZE, VM_SPECIAL
+from replay.internal import MmCore
+from replay.mm_types import Vma
 
-if TYPE_CHECKING:  # pragma: no cover
-    from replay.mm import AddressSpace, Vma
-
-__all__ = ["check_mm", "identical"]
+__all__ = ["ValidateMixin", "identical"]
 
 
-def identical(mm: AddressSpace, a: Vma, b: Vma) -> bool:
+def identical(mm: MmCore, a: Vma, b: Vma) -> bool:
     """a and b (a before b) agree on every merge-relevant attribute."""
     return (
         a.end == b.start
@@ -44,12 +41,22 @@ def identical(mm: AddressSpace, a: Vma, b: Vma) -> bool:
         and a.anon_name == b.anon_name
         and a.policy == b.policy
         and a.uffd_ctx is b.uffd_ctx
-        and not a.close
-        and not b.close
+        and not a.has_close_hook
+        and not b.has_close_hook
     )
 
 
-def check_mm(mm: AddressSpace) -> None:
+class ValidateMixin(MmCore):
+    """``check()`` (mixed into :class:`replay.AddressSpace`)."""
+
+    def check(self) -> None:
+        """Raise AssertionError unless the model's invariants hold (see docs/model.md). Forgets
+        the no-merge boundaries that are no longer between two VMAs first (_prune_bounds())."""
+        self._prune_bounds()
+        check_mm(self)
+
+
+def check_mm(mm: MmCore) -> None:
     """Raise AssertionError describing the first broken invariant."""
     prev = None
     count = 0

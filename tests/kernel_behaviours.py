@@ -8,12 +8,12 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable
 
-from replay.oracle.core import SeqResult, Vma
+from replay.oracle.core import SeqResult, VmaRow
 
 Check = Callable[[tuple[int, int], SeqResult], None]
 
 
-def _vmas(r: SeqResult, step: int = -1) -> list[Vma]:
+def _vmas(r: SeqResult, step: int = -1) -> list[VmaRow]:
     return list(r.steps[step].vmas)
 
 

@@ -193,12 +193,12 @@ def test_model_seeded_exactly(collector: Any, states: States) -> None:
     /proc guesses a shared anon_vma for the distinct pair and predicts a merge that never happens."""
     from collectors.procmaps import read_snapshot
     from replay import AddressSpace
-    from replay.snapshot import build_from_deep_snapshot
+    from replay.live import live_profile
 
     deep = collector.snapshot(states.parent).frame
     plain = read_snapshot(states.parent, smaps=True).frame
-    exact = build_from_deep_snapshot(AddressSpace, deep, "live")
-    guess = AddressSpace.from_snapshot(plain, "live")
+    exact = AddressSpace.from_deep_snapshot(deep, live_profile())
+    guess = AddressSpace.from_snapshot(plain, live_profile())
     assert not any(v.faulted is not True and v.faulted is not False for v in exact.vmas())  # no UNKNOWN
     ops = [(2, 2, 3), (8, 2, 1), (16, 1, 1), (16, 1, 3)]
     for page, n, prot in ops:
@@ -270,6 +270,7 @@ def test_record_deep_snapshots(collector: Any, states: States, tmp_path: Path) -
     every exit of a traced command; the trace reads back with the deep columns and seeds the
     model exactly."""
     from replay import AddressSpace
+    from replay.live import live_profile
     from replay.snapshot import is_deep
     from vmatrace.base.trace import read_trace
 
@@ -293,7 +294,7 @@ def test_record_deep_snapshots(collector: Any, states: States, tmp_path: Path) -
             assert w[0]["fork_child"] and not w[88]["fork_child"]
         else:
             assert w[0]["anon_vma_id"] == w[2]["anon_vma_id"] and w[8]["anon_vma_id"] != w[9]["anon_vma_id"]
-            mm = AddressSpace.from_snapshot(frame, "live")
+            mm = AddressSpace.from_snapshot(frame, live_profile())
             got = [(v.start, v.end, v.perms, v.pgoff) for v in mm.vmas()]
             want = [(x["start"], x["end"], x["perms"], x["pgoff"]) for x in frame.iter_rows(named=True)
                     if x["start"] < 1 << 47]

@@ -201,15 +201,15 @@ def test_L6_forked_target(kernel: str) -> None:
     child = mm.fork()
     for k in range(5):
         child.touch(pg(k))
-    assert child.find_vma(pg(0)).forked is True
-    assert child.find_vma(pg(0)).avc == 2
+    assert child.vma_lookup(pg(0)).forked is True
+    assert child.vma_lookup(pg(0)).avc == 2
     child.mmap(pg(5), 5 * P, RW, ACC)
     assert spans(child) == [(0, 5), (5, 10)]
     refusals = child.last_explanation.refusals()
     assert any(r.predicate in ("fork_child", "anon_vma") and r.side == "prev" for r in refusals)
     mm.mmap(pg(5), 5 * P, RW, ACC)
     assert spans(mm) == [(0, 10)]
-    assert mm.find_vma(pg(0)).avc == 1
+    assert mm.vma_lookup(pg(0)).avc == 1
 
 
 @pytest.mark.parametrize("kernel", ALL)
@@ -238,11 +238,11 @@ def test_fork_wipeonfork_dontcopy_and_mlock(kernel: str) -> None:
     mm.mlock(pg(8), 3 * P)
     child = mm.fork()
     assert spans(child) == [(0, 3), (8, 11)]
-    assert child.find_vma(pg(0)).faulted is False  # wiped: arrives unfaulted
+    assert child.vma_lookup(pg(0)).faulted is False  # wiped: arrives unfaulted
     assert "lo" not in flags_at(child, 8)  # mlock is not inherited
     assert "lo" in flags_at(mm, 8)
-    assert child.find_vma(pg(8)).forked is True
-    assert mm.find_vma(pg(8)).forked is False
+    assert child.vma_lookup(pg(8)).forked is True
+    assert mm.vma_lookup(pg(8)).forked is False
 
 
 @pytest.mark.parametrize("kernel", ALL)
@@ -272,7 +272,7 @@ def test_L9_fault_reuses_neighbour_anon_vma(kernel: str) -> None:
     mm.touch(pg(0))
     mm.touch(pg(5))
     assert mm.last_explanation.paths == ["anon_vma_reuse"]
-    assert mm.find_vma(pg(0)).anon_vma is mm.find_vma(pg(5)).anon_vma
+    assert mm.vma_lookup(pg(0)).anon_vma is mm.vma_lookup(pg(5)).anon_vma
     mm.mprotect(pg(5), 5 * P, RW)
     assert spans(mm) == [(0, 10)]
 
@@ -284,7 +284,7 @@ def test_L9_contrast_other_flag_at_fault_time_never_merges(kernel: str) -> None:
     mm.madvise(pg(5), 5 * P, MADV_DONTDUMP)
     mm.touch(pg(0))
     mm.touch(pg(5))
-    assert mm.find_vma(pg(0)).anon_vma is not mm.find_vma(pg(5)).anon_vma
+    assert mm.vma_lookup(pg(0)).anon_vma is not mm.vma_lookup(pg(5)).anon_vma
     mm.madvise(pg(5), 5 * P, MADV_DODUMP)
     assert spans(mm) == [(0, 5), (5, 10)]
     assert "anon_vma" in mm.last_explanation.refused_predicates()
@@ -363,7 +363,7 @@ def test_L15_L16_populate(kernel: str) -> None:
     mm.mmap(pg(0), 10 * P, RW, NR)
     mm.mprotect(pg(0), 5 * P, R)
     mm.madvise(pg(5), 5 * P, MADV_POPULATE_WRITE)
-    assert mm.find_vma(pg(5)).faulted is True
+    assert mm.vma_lookup(pg(5)).faulted is True
     mm.mprotect(pg(5), 5 * P, R)
     assert len(spans(mm)) == (2 if kernel in OLD else 1)  # L15
     mm = new(kernel)
@@ -371,7 +371,7 @@ def test_L15_L16_populate(kernel: str) -> None:
     mm.mprotect(pg(0), 5 * P, R)
     mm.madvise(pg(5), 5 * P, MADV_POPULATE_READ)
     mm.touch(pg(6), write=False)
-    assert mm.find_vma(pg(5)).faulted is False  # read faults assign no anon_vma
+    assert mm.vma_lookup(pg(5)).faulted is False  # read faults assign no anon_vma
     mm.mprotect(pg(5), 5 * P, R)
     assert spans(mm) == [(0, 10)]  # L16
 
@@ -381,22 +381,22 @@ def test_thp_read_fault_assigns_anon_vma() -> None:
     base = 0x200000000
     mm.mmap(base, 4 << 20, RW, NR)
     mm.touch(base + (2 << 20), write=False)
-    assert mm.find_vma(base).faulted is True
+    assert mm.vma_lookup(base).faulted is True
     mm = new("6.19", thp="never")
     mm.mmap(base, 4 << 20, RW, NR)
     mm.touch(base + (2 << 20), write=False)
-    assert mm.find_vma(base).faulted is False
+    assert mm.vma_lookup(base).faulted is False
 
 
 @pytest.mark.parametrize("kernel", ALL)
 def test_mmap_populate_locked_and_flags(kernel: str) -> None:
     mm = new(kernel)
     mm.mmap(pg(0), 2 * P, RW, NR | MAP_POPULATE)
-    assert mm.find_vma(pg(0)).faulted is True
+    assert mm.vma_lookup(pg(0)).faulted is True
     mm.mmap(pg(4), 2 * P, R, NR | MAP_POPULATE)
-    assert mm.find_vma(pg(4)).faulted is False  # read-only populate: read faults
+    assert mm.vma_lookup(pg(4)).faulted is False  # read-only populate: read faults
     mm.mmap(pg(8), 2 * P, RW, NR | MAP_LOCKED)
-    assert "lo" in flags_at(mm, 8) and mm.find_vma(pg(8)).faulted is True
+    assert "lo" in flags_at(mm, 8) and mm.vma_lookup(pg(8)).faulted is True
     mm.mmap(pg(12), 2 * P, RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_GROWSDOWN)
     assert flags_at(mm, 12) == frozenset({"rd", "wr", "mr", "mw", "me", "gd", "ac"})
     mm.mmap(pg(16), 2 * P, RW, MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED)
@@ -516,7 +516,7 @@ def test_madvise_flags_and_errors(kernel: str) -> None:
     assert "mg" in flags_at(mm, 0)
     mm.touch(pg(5))
     mm.madvise(pg(4), 4 * P, MADV_DONTNEED)
-    assert mm.find_vma(pg(5)).faulted is True  # DONTNEED frees pages, keeps the anon_vma
+    assert mm.vma_lookup(pg(5)).faulted is True  # DONTNEED frees pages, keeps the anon_vma
     f = mm.open_file("/x")
     mm.mmap(pg(20), P, RW, MAP_PRIVATE | MAP_FIXED, f, 0)
     raises(errno.EINVAL, mm.madvise, pg(20), P, MADV_WIPEONFORK)
@@ -583,9 +583,9 @@ def test_mlock_family(kernel: str) -> None:
     mm.mlock(pg(2), 2 * P, MLOCK_ONFAULT)
     lf = get_profile(kernel).lockonfault_mnemonic  # 6.1 prints "??"
     assert {"lo", lf} <= flags_at(mm, 2)
-    assert mm.find_vma(pg(2)).faulted is False  # onfault: no populate
+    assert mm.vma_lookup(pg(2)).faulted is False  # onfault: no populate
     mm.mlock(pg(6) + 5, P)  # start rounded down, length up: pages 6 and 7
-    assert "lo" in flags_at(mm, 6) and mm.find_vma(pg(6)).faulted is True
+    assert "lo" in flags_at(mm, 6) and mm.vma_lookup(pg(6)).faulted is True
     mm.munlock(pg(0), 10 * P)
     # the populated (faulted) page cannot merge into its unfaulted neighbours under OLD
     assert spans(mm) == ([(0, 6), (6, 8), (8, 10)] if kernel in OLD else [(0, 10)])
@@ -675,9 +675,9 @@ def test_stack_growth(kernel: str) -> None:
     mm = new(kernel)
     top = 0x7FFFFFFDE000
     mm.mmap(top, 4 * P, RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_GROWSDOWN)
-    pgoff = mm.find_vma(top).pgoff
+    pgoff = mm.vma_lookup(top).pgoff
     mm.touch(top - 3 * P)
-    v = mm.find_vma(top)
+    v = mm.vma_lookup(top)
     assert v.start == top - 3 * P and v.pgoff == pgoff - 3 and v.faulted is True
     assert mm.last_explanation.paths == ["anon_vma_prepare", "stack_grow"]
     # a stack_guard_gap to a preceding accessible VMA is kept
@@ -715,7 +715,7 @@ def test_L17_mremap_expand_in_place(kernel: str) -> None:
     mm.mmap(pg(2), 3 * P, PROT_NONE, NR)
     raises(errno.ENOMEM, mm.mremap, pg(0), 2 * P, 4 * P, 0)
     moved = mm.mremap(pg(0), 2 * P, 4 * P, MREMAP_MAYMOVE)
-    assert moved != pg(0) and mm.find_vma(moved).end == moved + 4 * P
+    assert moved != pg(0) and mm.vma_lookup(moved).end == moved + 4 * P
 
 
 @pytest.mark.parametrize("kernel", ALL)
@@ -805,10 +805,10 @@ def test_L20_anon_vma_propagation(kernel: str) -> None:
     mm.mremap(pg(3), 3 * P, 3 * P, MREMAP_MAYMOVE | MREMAP_FIXED, pg(19))
     mm.mmap(pg(0), 3 * P, RW, NR)
     mm.mremap(pg(19), 3 * P, 3 * P, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, pg(3))
-    merged = mm.find_vma(pg(0))
+    merged = mm.vma_lookup(pg(0))
     assert merged.end == pg(6)
     assert merged.faulted is get_profile(kernel).copied_from_propagation
-    left = mm.find_vma(pg(19))  # DONTUNMAP leaves the source, now unfaulted
+    left = mm.vma_lookup(pg(19))  # DONTUNMAP leaves the source, now unfaulted
     assert left.faulted is False and left.end == pg(22)
 
 
@@ -822,7 +822,7 @@ def test_mremap_dontunmap_clears_lock(kernel: str) -> None:
     # 6.16 (b714ccb02a76) also cleared VM_ACCOUNT of the source, until 0e59f47c15ce
     assert ("ac" in flags_at(mm, 0)) != get_profile(kernel).dontunmap_clears_account
     assert "lo" in flags_at(mm, 10)
-    assert mm.find_vma(pg(0)).faulted is False
+    assert mm.vma_lookup(pg(0)).faulted is False
 
 
 @pytest.mark.parametrize("kernel", ALL)
@@ -879,8 +879,8 @@ def test_check_catches_an_identical_unmerged_pair() -> None:
     mm = AddressSpace("6.19")
     mm.mmap(pg(0), 4 * P, RW, NR)
     mm.mmap(pg(4), 4 * P, R, NR)
-    v = mm.find_vma(pg(4))
-    v.flags = mm.find_vma(pg(0)).flags  # forge a state the kernel could not reach
+    v = mm.vma_lookup(pg(4))
+    v.flags = mm.vma_lookup(pg(0)).flags  # forge a state the kernel could not reach
     with pytest.raises(AssertionError, match="identical but unmerged"):
         mm.check()
 
@@ -889,7 +889,7 @@ def test_check_catches_overlap() -> None:
     mm = AddressSpace("6.19")
     mm.mmap(pg(0), 4 * P, RW, NR)
     mm.mmap(pg(6), 4 * P, R, NR)
-    mm.find_vma(pg(0)).end = pg(7)
+    mm.vma_lookup(pg(0)).end = pg(7)
     with pytest.raises(AssertionError, match="overlaps"):
         mm.check()
 

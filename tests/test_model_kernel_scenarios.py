@@ -109,7 +109,7 @@ def test_simple_modify(kernel: str) -> None:
     """
     mm = AddressSpace(kernel)
     link(mm, 0, 3, 0)
-    v = mm.find_vma(0)
+    v = mm.vma_lookup(0)
     assert v is not None
     got = modify_flags(mm, v, 1 * P, 2 * P, F & ~0x2)  # VM_READ | VM_MAYREAD | VM_MAYWRITE
     assert (got.start, got.end, got.pgoff) == (1 * P, 2 * P, 1)
@@ -155,7 +155,7 @@ def test_merge_new(kernel: str, s_new: bool, s_a: bool, s_b: bool, s_c: bool) ->
 
     # 0123456789abc
     # AA B       CC
-    a = link(mm, 0, 2, 0, F | (VM_STICKY if s_a else 0), avc=1, close=True)
+    a = link(mm, 0, 2, 0, F | (VM_STICKY if s_a else 0), avc=1, has_close_hook=True)
     b = link(mm, 3, 4, 3, F | (VM_STICKY if s_b else 0), avc=1)
     c = link(mm, 0xB, 0xC, 0xB, F | (VM_STICKY if s_c else 0), avc=1)
     x = AnonVma()
@@ -183,15 +183,15 @@ def test_merge_new(kernel: str, s_new: bool, s_a: bool, s_b: bool, s_c: bool) ->
     # d) Merge to NEXT (D has close but is not deleted): AAAAA *DD  CC
     d.anon_vma = x
     d.avc = 1
-    d.close = True
+    d.has_close_hook = True
     got = merge_new(ok(mm), vmg(6, 7, 6, new_f))
     assert got is d and (d.start, d.end, d.pgoff) == (6 * P, 9 * P, 6)
     assert mm.map_count == 3
     if kernel in STICKY:
         assert sticky(d) == s_new
     # e) Merge BOTH (D deleted, no close now): AAAAA*DDD  CC -> A [0,9)
-    d.close = False
-    a.close = True  # type: ignore[attr-defined]
+    d.has_close_hook = False
+    a.has_close_hook = True
     got = merge_new(ok(mm), vmg(5, 6, 5, new_f))
     assert got is a and a.end == 9 * P and mm.map_count == 2  # type: ignore[attr-defined]
     # f) Merge to NEXT: AAAAAAAAA *CC -> C [0xa,0xc) pg 0xa
@@ -232,25 +232,25 @@ def test_vma_merge_with_close(kernel: str) -> None:
     #    P [0,5), N kept
     mm = AddressSpace(kernel)
     p = link(mm, 0, 3, 0)
-    link(mm, 5, 9, 5, close=True)
+    link(mm, 5, 9, 5, has_close_hook=True)
     assert merge_new(mm, vmg(3, 5, 3)) is p
     assert vmas(ok(mm)) == [(0, 5, 0), (5, 9, 5)]
     # b) PPPVV, V close, modify all of V -> NO merge (V would be deleted)
     mm = AddressSpace(kernel)
     link(mm, 0, 3, 0)
-    v = link(mm, 3, 5, 3, close=True)
+    v = link(mm, 3, 5, 3, has_close_hook=True)
     assert merge_existing(mm, vmg(3, 5, 3, middle=v)) is None
     assert vmas(ok(mm)) == [(0, 3, 0), (3, 5, 3)]
     # c) VVNNNN, V close, modify all of V -> NO merge
     mm = AddressSpace(kernel)
-    v = link(mm, 3, 5, 3, close=True)
+    v = link(mm, 3, 5, 3, has_close_hook=True)
     link(mm, 5, 9, 5)
     assert merge_existing(mm, vmg(3, 5, 3, middle=v)) is None
     assert vmas(ok(mm)) == [(3, 5, 3), (5, 9, 5)]
     # d) PPPVVNNNN, V close -> NO merge
     mm = AddressSpace(kernel)
     link(mm, 0, 3, 0)
-    v = link(mm, 3, 5, 3, close=True)
+    v = link(mm, 3, 5, 3, has_close_hook=True)
     link(mm, 5, 9, 5)
     assert merge_existing(mm, vmg(3, 5, 3, middle=v)) is None
     assert mm.map_count == 3
@@ -258,7 +258,7 @@ def test_vma_merge_with_close(kernel: str) -> None:
     mm = AddressSpace(kernel)
     p = link(mm, 0, 3, 0)
     v = link(mm, 3, 5, 3)
-    link(mm, 5, 9, 5, close=True)
+    link(mm, 5, 9, 5, has_close_hook=True)
     assert merge_existing(mm, vmg(3, 5, 3, middle=v)) is p
     assert vmas(ok(mm)) == [(0, 5, 0), (5, 9, 5)]
     assert mm.last_explanation is not None
@@ -269,11 +269,11 @@ def test_vma_merge_with_close(kernel: str) -> None:
 def test_vma_merge_new_with_close(kernel: str) -> None:
     """vma.c test_vma_merge_new_with_close: PP***NN, both close -> P [0,5) with close, N kept."""
     mm = AddressSpace(kernel)
-    p = link(mm, 0, 2, 0, close=True)
-    link(mm, 5, 7, 5, close=True)
+    p = link(mm, 0, 2, 0, has_close_hook=True)
+    link(mm, 5, 7, 5, has_close_hook=True)
     assert merge_new(mm, vmg(2, 5, 2)) is p
     assert vmas(ok(mm)) == [(0, 5, 0), (5, 7, 5)]
-    assert p.close  # type: ignore[attr-defined]
+    assert p.has_close_hook
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,8 +312,8 @@ def test_merge_existing(kernel: str, s_prev: bool, s_mid: bool, s_next: bool) ->
     sticky = kernel in STICKY
     # a) Merge RIGHT, partial ("adjust next start"): 012345678 / VVVVNNN / vv**** ->  VNNNNNN
     mm = AddressSpace(kernel)
-    v = link(mm, 2, 6, 2, fm, anon_vma=AnonVma(), close=True)
-    n = link(mm, 6, 9, 6, fn, close=True)
+    v = link(mm, 2, 6, 2, fm, anon_vma=AnonVma(), has_close_hook=True)
+    n = link(mm, 6, 9, 6, fn, has_close_hook=True)
     got = merge_existing(mm, state(v, 3, 6, 3))
     assert got is n and vmas(ok(mm)) == [(2, 3, 2), (3, 9, 3)]
     assert n.anon_vma is v.anon_vma  # type: ignore[attr-defined]
@@ -322,7 +322,7 @@ def test_merge_existing(kernel: str, s_prev: bool, s_mid: bool, s_next: bool) ->
     # b) Merge RIGHT, full middle: VVVVNNN -> NNNNNNN
     mm = AddressSpace(kernel)
     v = link(mm, 2, 6, 2, fm, anon_vma=AnonVma())
-    n = link(mm, 6, 9, 6, fn, close=True)
+    n = link(mm, 6, 9, 6, fn, has_close_hook=True)
     got = merge_existing(mm, state(v, 2, 6, 2))
     assert got is n and vmas(ok(mm)) == [(2, 9, 2)]
     assert n.anon_vma is v.anon_vma  # type: ignore[attr-defined]
@@ -330,8 +330,8 @@ def test_merge_existing(kernel: str, s_prev: bool, s_mid: bool, s_next: bool) ->
         assert st(n) == (s_mid or s_next)
     # c) Merge LEFT, partial ("adjust middle start"): PPPVVVV / ***v -> PPPPPPV
     mm = AddressSpace(kernel)
-    p = link(mm, 0, 3, 0, fp, close=True)
-    v = link(mm, 3, 7, 3, fm, anon_vma=AnonVma(), close=True)
+    p = link(mm, 0, 3, 0, fp, has_close_hook=True)
+    v = link(mm, 3, 7, 3, fm, anon_vma=AnonVma(), has_close_hook=True)
     got = merge_existing(mm, state(v, 3, 6, 3))
     assert got is p and vmas(ok(mm)) == [(0, 6, 0), (6, 7, 6)]
     assert p.anon_vma is v.anon_vma  # type: ignore[attr-defined]
@@ -339,7 +339,7 @@ def test_merge_existing(kernel: str, s_prev: bool, s_mid: bool, s_next: bool) ->
         assert st(p) == (s_prev or s_mid)
     # d) Merge LEFT, full middle: PPPVVVV -> PPPPPPP
     mm = AddressSpace(kernel)
-    p = link(mm, 0, 3, 0, fp, close=True)
+    p = link(mm, 0, 3, 0, fp, has_close_hook=True)
     v = link(mm, 3, 7, 3, fm, anon_vma=AnonVma())
     got = merge_existing(mm, state(v, 3, 7, 3))
     assert got is p and vmas(ok(mm)) == [(0, 7, 0)]
@@ -347,7 +347,7 @@ def test_merge_existing(kernel: str, s_prev: bool, s_mid: bool, s_next: bool) ->
         assert st(p) == (s_prev or s_mid)
     # e) Merge BOTH: PPPVVVVNN -> PPPPPPPPP
     mm = AddressSpace(kernel)
-    p = link(mm, 0, 3, 0, fp, close=True)
+    p = link(mm, 0, 3, 0, fp, has_close_hook=True)
     v = link(mm, 3, 7, 3, fm, anon_vma=AnonVma())
     link(mm, 7, 9, 7, fn)
     got = merge_existing(mm, state(v, 3, 7, 3))
@@ -494,7 +494,7 @@ def test_merge_extend(kernel: str) -> None:
     mm.mmap(B + 3 * P, P, RW, ANON)
     assert mm.mremap(B, P, 3 * P) == B
     assert pages(ok(mm)) == [(0, 4)]
-    assert mm.find_vma(B).pgoff == B // P  # type: ignore[union-attr]
+    assert mm.vma_lookup(B).pgoff == B // P  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("kernel", ALL)
@@ -504,7 +504,7 @@ def test_copy_vma(kernel: str) -> None:
     mm.mmap(B + 3 * P, 2 * P, RW, ANON)
     assert mm.mremap(B + 3 * P, 2 * P, 2 * P, MREMAP_MAYMOVE | MREMAP_FIXED, B) == B
     assert pages(ok(mm)) == [(0, 2)]
-    assert mm.find_vma(B).pgoff == B // P  # type: ignore[union-attr]  # unfaulted: pgoff follows
+    assert mm.vma_lookup(B).pgoff == B // P  # type: ignore[union-attr]  # unfaulted: pgoff follows
     mm = AddressSpace(kernel)
     mm.mmap(B, 2 * P, RW, ANON)
     mm.mmap(B + 6 * P, 2 * P, RW, ANON)

@@ -1,4 +1,4 @@
-"""Kernel profiles: version mapping, commit-cited fields, kernel="live"."""
+"""Kernel profiles: version mapping, commit-cited fields, the live profile above the model."""
 
 from __future__ import annotations
 
@@ -124,19 +124,21 @@ def test_every_field_cites_its_origin() -> None:
                                                           "patch", "since", "Since")), fld.name
 
 
-def test_live_without_detector_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    import replay.live as live
-
-    monkeypatch.delattr(live, "detect_live_profile", raising=False)
-    with pytest.raises(RuntimeError, match="detect_live_profile"):
+def test_live_is_resolved_above_the_model() -> None:
+    """The model never probes the kernel itself (that would import the oracle, above it)."""
+    with pytest.raises(ValueError, match=r"replay\.live\.live_profile"):
         AddressSpace(kernel="live")
+    with pytest.raises(ValueError, match=r"replay\.live"):
+        get_profile("live")
 
 
-def test_live_uses_the_detector(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.live
+def test_live_address_space_has_the_probed_profile_and_configuration() -> None:
     import replay.live as live
 
-    monkeypatch.setattr(live, "detect_live_profile",
-                        lambda: ("6.18.0", ["L1: merged -> NEW"]), raising=False)
-    mm = AddressSpace(kernel="live")
-    assert mm.profile.name == "6.18.0"
-    assert mm.profile_findings == ["L1: merged -> NEW"]
+    name, findings = live.detect_live_profile()
+    mm = live.live_address_space(explain=False)
+    assert mm.profile.name == name and mm.profile_findings == findings
+    assert mm.soft_dirty is live.own_soft_dirty() and mm.pkeys is live.cpu_has_pku()
+    assert live.live_profile() == get_profile(name)
+    assert live.live_address_space(soft_dirty=True).soft_dirty is True

@@ -82,7 +82,7 @@ def test_fault_narrows_unknown() -> None:
     mm = AddressSpace.from_snapshot(frame(base_rows()), kernel="6.19")
     mm.mprotect(B, 5 * P, 3)
     mm.touch(B)
-    assert mm.find_vma(B).faulted is True
+    assert mm.vma_lookup(B).faulted is True
     mm.check()
 
 
@@ -92,7 +92,7 @@ def test_narrow_from_a_later_snapshot() -> None:
     later[3] = (B, B + 5 * P, "r--p", 0, "00:00", 0, None, 4, 4, ANON_R)  # now has pages
     resolved, problems = mm.narrow_from_snapshot(frame(later))
     assert [v.start for v in resolved] == [B]
-    assert mm.find_vma(B).faulted is True
+    assert mm.vma_lookup(B).faulted is True
     assert problems == []
     mm.check()
 
@@ -113,7 +113,7 @@ def test_narrow_merges_when_the_kernel_evidently_merged() -> None:
     resolved, problems = mm.narrow_from_snapshot(frame(later))
     assert problems == []
     assert [(v.start, v.end) for v in resolved] == [(B, B + 10 * P)]
-    v = mm.find_vma(B)
+    v = mm.vma_lookup(B)
     assert (v.start, v.end) == (B, B + 10 * P) and v.faulted is True
     mm.check()
 

@@ -1,7 +1,7 @@
 """Arguments the kernel reads as unsigned long: a negative Python int is the same bits.
 
 The live kernel is the oracle: each call runs in a forked child (on a 4-page mapping it makes
-itself) and in the model (kernel="live") on the same layout; errno, or success, must agree and the
+itself) and in the model (the running kernel's profile) on the same layout; errno, or success, must agree and the
 model's invariants must hold. Plus two placements the model once got wrong.
 """
 
@@ -27,6 +27,7 @@ from replay.flags import (
     PROT_READ,
     PROT_WRITE,
 )
+from replay.live import live_address_space
 
 P = 0x1000
 A = MAP_PRIVATE | MAP_ANONYMOUS
@@ -88,7 +89,7 @@ def test_negative_arguments_behave_like_the_kernels_unsigned_values() -> None:
     base = 0x6F0000000000
     got = []
     for name, args in CASES:
-        mm = AddressSpace("live", explain=False)
+        mm = live_address_space(explain=False)
         mm.mmap(base, 4 * P, RW, A | MAP_FIXED)
         try:
             getattr(mm, name)(*_args(args, base))
@@ -140,7 +141,7 @@ def test_brk_past_task_size_is_refused_like_the_kernel() -> None:
     os.close(r)
     os.waitpid(pid, 0)
     assert kernel == b"\x01\x01\x01"
-    mm = AddressSpace("live", explain=False)
+    mm = live_address_space(explain=False)
     mm.set_brk_base(0x5000000)
     assert [mm.brk(t) for t in targets] == [0x5000000] * 3
     assert mm.map_count == 0

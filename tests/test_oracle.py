@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from replay.oracle import compare, run_live, run_qemu, seq
-from replay.oracle.core import WINDOW_BASE, SeqResult, Sequence, Step, Vma, parse_output
+from replay.oracle.core import WINDOW_BASE, SeqResult, Sequence, StepResult, VmaRow, parse_output
 from replay.oracle.execute import build_runner, qemu_available
 from replay.oracle.fuzz import GenConfig, gen_batch, gen_sequence, minimize
 from replay.oracle.model import apply_op
@@ -49,7 +49,7 @@ def test_parse_output_tolerates_cr_and_console_noise() -> None:
     assert [st.errno for st in r.steps] == [0, 0, errno.EFAULT]
     assert r.steps[1].ret == 0 and r.steps[2].ret is None
     assert r.steps[1].op == "mmap 0 2 rw- private,anon,fixed"
-    assert r.steps[2].vmas == (Vma(0, 2, "rw-p", frozenset(["rd", "wr", "mr", "mw", "me", "ac"])),)
+    assert r.steps[2].vmas == (VmaRow(0, 2, "rw-p", frozenset(["rd", "wr", "mr", "mw", "me", "ac"])),)
 
 
 def test_parse_output_marks_missing_and_crashed() -> None:
@@ -66,17 +66,17 @@ def test_sequence_rejects_bad_lines() -> None:
         Sequence("x", ("touch 0\nend",))
 
 
-def _res(name: str, steps: list[list[Vma]], errnos: list[int] | None = None) -> SeqResult:
+def _res(name: str, steps: list[list[VmaRow]], errnos: list[int] | None = None) -> SeqResult:
     errnos = errnos or [0] * len(steps)
-    return SeqResult(name, [Step(i, "", e, None, tuple(v)) for i, (v, e) in enumerate(zip(steps, errnos, strict=True))])
+    return SeqResult(name, [StepResult(i, "", e, None, tuple(v)) for i, (v, e) in enumerate(zip(steps, errnos, strict=True))])
 
 
 def test_compare_names_first_differing_step_and_flags() -> None:
     s = seq("c", "mmap 0 4 rw- private,anon,fixed", "mprotect 0 2 r--")
-    v = Vma(0, 4, "rw-p", frozenset({"rd", "wr", "ac"}))
-    k = _res("c", [[], [v], [Vma(0, 2, "r--p", frozenset({"rd", "ac"})), Vma(2, 4, "rw-p", v.flags)]])
+    v = VmaRow(0, 4, "rw-p", frozenset({"rd", "wr", "ac"}))
+    k = _res("c", [[], [v], [VmaRow(0, 2, "r--p", frozenset({"rd", "ac"})), VmaRow(2, 4, "rw-p", v.flags)]])
     assert compare(s, k, k) is None
-    m = _res("c", [[], [Vma(0, 4, "rw-p", frozenset({"rd", "wr"}))], list(k.steps[2].vmas)])
+    m = _res("c", [[], [VmaRow(0, 4, "rw-p", frozenset({"rd", "wr"}))], list(k.steps[2].vmas)])
     d = compare(s, k, m, label="t")
     assert d is not None and d.step == 1 and d.kinds == ["vmflags"]
     assert "kernel only {ac}" in d.format() and ">>  1 mmap 0 4" in d.format()
@@ -88,7 +88,7 @@ def test_compare_names_first_differing_step_and_flags() -> None:
 
 def test_compare_reports_runner_failure_as_oracle() -> None:
     s = seq("c", "touch 0")
-    k = SeqResult("c", [Step(0, "", 0, None, ())], "signal:11")
+    k = SeqResult("c", [StepResult(0, "", 0, None, ())], "signal:11")
     d = compare(s, k, k)
     assert d is not None and d.kinds == ["oracle"]
 
@@ -173,13 +173,13 @@ def test_minimizer_shrinks_to_the_culprit() -> None:
     def fake(seqs: Seq[Sequence], broken: bool) -> list[SeqResult]:
         out = []
         for s in seqs:
-            r = SeqResult(s.name, [Step(0, "", 0, None, ())])
+            r = SeqResult(s.name, [StepResult(0, "", 0, None, ())])
             dd = False
             for i, op in enumerate(s.ops, 1):
                 if "dontdump" in op and not broken:
                     dd = True
-                vma = Vma(0, 1, "rw-p", frozenset({"dd"} if dd else set()))
-                r.steps.append(Step(i, op, 0, None, (vma,)))
+                vma = VmaRow(0, 1, "rw-p", frozenset({"dd"} if dd else set()))
+                r.steps.append(StepResult(i, op, 0, None, (vma,)))
             out.append(r)
         return out
 
@@ -285,18 +285,18 @@ def _fake_kernel(
 
     asked: list[str] = []
 
-    def lay(x: list[tuple[int, int, str]], flags: frozenset[str] = frozenset()) -> tuple[Vma, ...]:
-        return tuple(Vma(a + B, b + B, p, flags) for a, b, p in x)
+    def lay(x: list[tuple[int, int, str]], flags: frozenset[str] = frozenset()) -> tuple[VmaRow, ...]:
+        return tuple(VmaRow(a + B, b + B, p, flags) for a, b, p in x)
 
     def run(seqs: Seq[Sequence]) -> list[SeqResult]:
         out = []
         for s in seqs:
             asked.append(s.name)
             rid = s.name.split("-")[0]
-            steps = [Step(i, op, 0, None, ()) for i, op in enumerate(s.ops, 1)]
+            steps = [StepResult(i, op, 0, None, ()) for i, op in enumerate(s.ops, 1)]
             if s.name == "probe-dontunmap":
-                steps[-1].vmas = ((Vma(5, 8, "r--p", frozenset()),) if dontunmap_merges else
-                                  (Vma(5, 7, "r--p", frozenset()), Vma(7, 8, "r--p", frozenset())))
+                steps[-1].vmas = ((VmaRow(5, 8, "r--p", frozenset()),) if dontunmap_merges else
+                                  (VmaRow(5, 7, "r--p", frozenset()), VmaRow(7, 8, "r--p", frozenset())))
             elif rid == "probe":  # mseal probe
                 steps[-1].errno = 0 if mseal else errno.ENOSYS
             else:
@@ -313,7 +313,7 @@ def _fake_kernel(
                 else:
                     raise AssertionError(rid)
                 steps[-1].vmas = final
-            out.append(SeqResult(s.name, [Step(0, "", 0, None, ()), *steps]))
+            out.append(SeqResult(s.name, [StepResult(0, "", 0, None, ()), *steps]))
         return out
 
     return run, asked

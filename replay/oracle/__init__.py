@@ -7,7 +7,17 @@ See docs/oracle.md for the script format, the output format and the comparison p
 from __future__ import annotations
 
 from .compare import DEFAULT_IGNORE, Disagreement, compare, compare_all
-from .core import PAGE, WINDOW_BASE, WINDOW_PAGES, OracleError, SeqResult, Sequence, Step, Vma, seq
+from .core import (
+    PAGE,
+    WINDOW_BASE,
+    WINDOW_PAGES,
+    OracleError,
+    SeqResult,
+    Sequence,
+    StepResult,
+    VmaRow,
+    seq,
+)
 from .execute import QEMU_KERNELS, build_runner, qemu_available, run_live, run_qemu
 from .model import run_model
 
@@ -21,8 +31,8 @@ __all__ = [
     "OracleError",
     "SeqResult",
     "Sequence",
-    "Step",
-    "Vma",
+    "StepResult",
+    "VmaRow",
     "build_runner",
     "compare",
     "compare_all",

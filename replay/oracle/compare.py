@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .core import SeqResult, Sequence, Step, Vma
+from .core import SeqResult, Sequence, StepResult, VmaRow
 
 DEFAULT_IGNORE: frozenset[str] = frozenset()
 
@@ -29,9 +29,9 @@ class Disagreement:
     seq: Sequence
     step: int  # index of the first differing step (0 = the initial window)
     kinds: list[str]  # "errno", "ret", "layout", "vmflags", "model-error", "oracle"
-    kernel: Step | None
-    model: Step | None
-    before: Step | None  # the last step on which both agreed
+    kernel: StepResult | None
+    model: StepResult | None
+    before: StepResult | None  # the last step on which both agreed
     label: str = ""  # e.g. "live/6.19"
     details: list[str] = field(default_factory=list)
 
@@ -61,11 +61,11 @@ class Disagreement:
         return "\n".join(lines)
 
 
-def _flags(v: Vma, ignore: frozenset[str]) -> frozenset[str]:
+def _flags(v: VmaRow, ignore: frozenset[str]) -> frozenset[str]:
     return v.flags - ignore
 
 
-def _classes(vmas: list[Vma]) -> list[int]:
+def _classes(vmas: list[VmaRow]) -> list[int]:
     """anon_vma identity classes: 0 = no anon_vma, else numbered by first appearance."""
     seen: dict[int, int] = {}
     out = []
@@ -75,7 +75,7 @@ def _classes(vmas: list[Vma]) -> list[int]:
     return out
 
 
-def diff_hidden(kl: dict[tuple[int, int, str, str], Vma], ml: dict[tuple[int, int, str, str], Vma]) -> tuple[list[str], list[str]]:
+def diff_hidden(kl: dict[tuple[int, int, str, str], VmaRow], ml: dict[tuple[int, int, str, str], VmaRow]) -> tuple[list[str], list[str]]:
     """Anon_vma classes and fork-child status of the VMAs present in both (see module docstring)."""
     keys = sorted(set(kl) & set(ml))
     kv = [kl[k] for k in keys]
@@ -104,7 +104,7 @@ def diff_hidden(kl: dict[tuple[int, int, str, str], Vma], ml: dict[tuple[int, in
     return kinds, details
 
 
-def diff_step(k: Step, m: Step, ignore: frozenset[str] = DEFAULT_IGNORE,
+def diff_step(k: StepResult, m: StepResult, ignore: frozenset[str] = DEFAULT_IGNORE,
               anon: bool = False) -> tuple[list[str], list[str]]:
     kinds: list[str] = []
     details: list[str] = []
@@ -160,7 +160,7 @@ def compare(
         last = kernel.steps[-1] if kernel.steps else None
         return Disagreement(s, len(kernel.steps), ["oracle"], last, None, None, label,
                             [f"runner status {kernel.status}, {len(kernel.steps)} step(s) of {len(s.ops) + 1}"])
-    before: Step | None = None
+    before: StepResult | None = None
     for i, k in enumerate(kernel.steps):
         m = model.steps[i] if i < len(model.steps) else None
         if m is None:

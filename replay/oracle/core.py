@@ -13,11 +13,65 @@ from collections.abc import Iterable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 
+from vmatrace.base import uapi as U
+
 PAGE = 4096
 # Not 2 MiB aligned and only 64 pages long: no transparent huge page can ever fit in the window,
 # so no THP read fault can assign an anon_vma (kernel-vma.md §3) and khugepaged never touches it.
 WINDOW_BASE = 0x100000001000
 WINDOW_PAGES = 64
+
+
+# The op language's names for the raw Linux x86-64 values (one table of values: the base layer's).
+PROT = {"r": U.PROT_READ, "w": U.PROT_WRITE, "x": U.PROT_EXEC}
+MAP_FLAGS = {
+    "shared": U.MAP_SHARED, "private": U.MAP_PRIVATE, "fixed": U.MAP_FIXED,
+    "anon": U.MAP_ANONYMOUS, "growsdown": U.MAP_GROWSDOWN, "locked": U.MAP_LOCKED,
+    "noreserve": U.MAP_NORESERVE, "populate": U.MAP_POPULATE, "noreplace": U.MAP_FIXED_NOREPLACE,
+}  # fmt: skip
+MADV = {name: getattr(U, "MADV_" + name.upper()) for name in (
+    "normal", "random", "sequential", "willneed", "dontneed", "free", "dontfork", "dofork",
+    "mergeable", "unmergeable", "hugepage", "nohugepage", "dontdump", "dodump", "wipeonfork",
+    "keeponfork", "cold", "pageout", "populate_read", "populate_write", "guard_install",
+    "guard_remove")}  # fmt: skip
+MREMAP_FLAGS = {"maymove": U.MREMAP_MAYMOVE, "fixed": U.MREMAP_FIXED,
+                "dontunmap": U.MREMAP_DONTUNMAP}
+MLOCK_ONFAULT = U.MLOCK_ONFAULT
+
+
+def prot_of(s: str) -> int:
+    p = 0
+    for c in s:
+        if c in PROT:
+            p |= PROT[c]
+        elif c != "-":
+            raise ValueError(f"bad protection {s!r}")
+    return p
+
+
+def flags_of(s: str, table: dict[str, int]) -> int:
+    if s in ("", "-", "0"):
+        return 0
+    v = 0
+    for t in s.split(","):
+        if t not in table:
+            raise ValueError(f"unknown flag {t!r}")
+        v |= table[t]
+    return v
+
+
+def advice_of(s: str) -> int:
+    return MADV[s] if s in MADV else int(s, 0)
+
+
+def backing_of(path: str | None, pgoff: int) -> str:
+    """The runner's "NAME+PGOFF" for a VMA with a file: the last path component (the one before
+    " (deleted)"), spaces as "_"."""
+    if not path:
+        return ""
+    head, sep, _ = path.partition(" (deleted)")
+    name = head.rsplit("/", 1)[-1] + (sep if sep else "")
+    return f"{name.replace(' ', '_')}+{pgoff}"
 
 
 @dataclass(frozen=True)
@@ -56,7 +110,7 @@ def to_script(seqs: Iterable[Sequence]) -> str:
 
 
 @dataclass(frozen=True)
-class Vma:
+class VmaRow:
     start: int  # pages relative to the window base
     end: int
     perms: str  # "rw-p"
@@ -88,12 +142,12 @@ class Vma:
 
 
 @dataclass
-class Step:
+class StepResult:
     index: int  # 0 = before the first op
     op: str  # "" for step 0
     errno: int  # 0 = success; -1 = the model raised something that is not an OSError
     ret: int | str | None  # mmap/mremap: page relative to the window (or "x<hex>"); else None
-    vmas: tuple[Vma, ...]
+    vmas: tuple[VmaRow, ...]
     note: str = ""  # model exception text, if any
 
     def maps_text(self, indent: str = "  ") -> str:
@@ -105,7 +159,7 @@ class Step:
 @dataclass
 class SeqResult:
     name: str
-    steps: list[Step] = field(default_factory=list)
+    steps: list[StepResult] = field(default_factory=list)
     status: str = "ok"  # runner: ok / exit:N / signal:N / missing; model: ok / model-error
 
     def to_json(self) -> dict[str, object]:
@@ -144,8 +198,8 @@ def parse_output(text: str, seqs: Seq[Sequence]) -> list[SeqResult]:
         raise ValueError("sequence names must be unique within a batch")
     results: dict[str, SeqResult] = {}
     cur: SeqResult | None = None
-    step: Step | None = None
-    vmas: list[Vma] = []
+    step: StepResult | None = None
+    vmas: list[VmaRow] = []
 
     def close_step() -> None:
         nonlocal step, vmas
@@ -177,7 +231,7 @@ def parse_output(text: str, seqs: Seq[Sequence]) -> list[SeqResult]:
             i = int(parts[1])
             ops = by_name[cur.name].ops if cur.name in by_name else ()
             op = ops[i - 1] if 1 <= i <= len(ops) else ""
-            step = Step(i, op, int(parts[2]), _parse_ret(parts[3]), ())
+            step = StepResult(i, op, int(parts[2]), _parse_ret(parts[3]), ())
         elif line.startswith("% ") and step is not None:
             parts = line.split()  # % START END ANON AVC: hidden state of a VMA listed above
             try:
@@ -186,7 +240,7 @@ def parse_output(text: str, seqs: Seq[Sequence]) -> list[SeqResult]:
                 continue
             for j, v in enumerate(vmas):
                 if (v.start, v.end) == (s0, e0):
-                    vmas[j] = Vma(v.start, v.end, v.perms, v.flags, an, avc, v.backing)
+                    vmas[j] = VmaRow(v.start, v.end, v.perms, v.flags, an, avc, v.backing)
         elif line.startswith("!"):
             close_step()
             cur.status = "runner:" + line[1:].replace(" ", "_")
@@ -195,7 +249,7 @@ def parse_output(text: str, seqs: Seq[Sequence]) -> list[SeqResult]:
             try:
                 rest = parts[3:]
                 backing = next((t[1:] for t in rest if t.startswith("=")), "")
-                vmas.append(Vma(int(parts[0]), int(parts[1]), parts[2],
+                vmas.append(VmaRow(int(parts[0]), int(parts[1]), parts[2],
                                 frozenset(t for t in rest if not t.startswith("=")),
                                 backing=backing))
             except (ValueError, IndexError):

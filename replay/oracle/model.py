@@ -6,66 +6,30 @@ uses (WINDOW_BASE), so that page offsets, alignment and pgoff arithmetic are ide
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import importlib
 import traceback
-from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from typing import Any
 
-from .core import PAGE, WINDOW_BASE, WINDOW_PAGES, SeqResult, Sequence, Step, Vma
+from replay.mm import AddressSpace
 
-# Raw Linux x86-64 constants (the model's contract uses them).
-PROT = {"r": 0x1, "w": 0x2, "x": 0x4}
-MAP_FLAGS = {
-    "shared": 0x01, "private": 0x02, "validate": 0x03, "fixed": 0x10, "anon": 0x20,
-    "growsdown": 0x100, "locked": 0x2000, "noreserve": 0x4000, "populate": 0x8000,
-    "stack": 0x20000, "hugetlb": 0x40000, "noreplace": 0x100000,
-}  # fmt: skip
-MADV = {
-    "normal": 0, "random": 1, "sequential": 2, "willneed": 3, "dontneed": 4, "free": 8,
-    "dontfork": 10, "dofork": 11, "mergeable": 12, "unmergeable": 13, "hugepage": 14,
-    "nohugepage": 15, "dontdump": 16, "dodump": 17, "wipeonfork": 18, "keeponfork": 19,
-    "cold": 20, "pageout": 21, "populate_read": 22, "populate_write": 23, "remove": 9,
-    "dontneed_locked": 24, "collapse": 25, "guard_install": 102, "guard_remove": 103,
-}  # fmt: skip
-MREMAP_FLAGS = {"maymove": 1, "fixed": 2, "dontunmap": 4}
-MLOCK_ONFAULT = 1
-
-
-def prot_of(s: str) -> int:
-    p = 0
-    for c in s:
-        if c in PROT:
-            p |= PROT[c]
-        elif c != "-":
-            raise ValueError(f"bad protection {s!r}")
-    return p
-
-
-def _flags_of(s: str, table: dict[str, int]) -> int:
-    if s in ("", "-", "0"):
-        return 0
-    v = 0
-    for t in s.split(","):
-        if t not in table:
-            raise ValueError(f"unknown flag {t!r}")
-        v |= table[t]
-    return v
-
-
-def advice_of(s: str) -> int:
-    return MADV[s] if s in MADV else int(s, 0)
-
-
-def _model_class(kernel: str) -> Callable[..., Any]:
-    mod = importlib.import_module("replay")
-    cls = getattr(mod, "AddressSpace", None)
-    if cls is None:
-        raise ImportError("replay.AddressSpace is not available yet")
-    return cls
-
+from .core import (
+    MADV,
+    MAP_FLAGS,
+    MLOCK_ONFAULT,
+    MREMAP_FLAGS,
+    PAGE,
+    WINDOW_BASE,
+    WINDOW_PAGES,
+    SeqResult,
+    Sequence,
+    StepResult,
+    VmaRow,
+    advice_of,
+    backing_of,
+    flags_of,
+    prot_of,
+)
 
 # The runner's files (runner.c file_pages(), memfd size) and heap (HEAP_PAGE, HEAP0, HEAP_PAGES).
 FILE_PAGES = {"a": 16, "b": 8, "c": 3}
@@ -101,17 +65,7 @@ def _driver(mm: Any) -> _Driver:
     return d
 
 
-def backing_of(path: str | None, pgoff: int) -> str:
-    """The runner's "NAME+PGOFF" for a VMA with a file: the last path component (the one before
-    " (deleted)"), spaces as "_"."""
-    if not path:
-        return ""
-    head, sep, _ = path.partition(" (deleted)")
-    name = head.rsplit("/", 1)[-1] + (sep if sep else "")
-    return f"{name.replace(' ', '_')}+{pgoff}"
-
-
-def _window_vmas(mm: Any, base: int, pages: int) -> tuple[Vma, ...]:
+def _window_vmas(mm: Any, base: int, pages: int) -> tuple[VmaRow, ...]:
     end = base + pages * PAGE
     heap = base + HEAP_PAGE * PAGE
     heap_end = heap + HEAP_PAGES * PAGE
@@ -121,8 +75,8 @@ def _window_vmas(mm: Any, base: int, pages: int) -> tuple[Vma, ...]:
         if (v.end > base and v.start < end) or (shown and v.end > heap and v.start < heap_end):
             backing = backing_of(v.path, v.pgoff) if v.file_id is not None else ""
             out.append(
-                Vma((v.start - base) // PAGE, (v.end - base) // PAGE, str(v.perms), frozenset(v.vmflags),
-                    getattr(v, "anon_id", None) or 0, getattr(v, "avc", None), backing)
+                VmaRow((v.start - base) // PAGE, (v.end - base) // PAGE, str(v.perms), frozenset(v.vmflags),
+                    v.anon_id or 0, v.avc, backing)
             )
     return tuple(sorted(out, key=lambda x: x.start))
 
@@ -147,7 +101,7 @@ def apply_op(mm: Any, op: str, base: int = WINDOW_BASE, pages: int = WINDOW_PAGE
         return int(t[i], 0) * PAGE
 
     if name == "mmap":
-        flags = _flags_of(t[4], MAP_FLAGS)
+        flags = flags_of(t[4], MAP_FLAGS)
         fd, off = -1, 0
         if not flags & MAP_FLAGS["anon"]:
             slot = int(t[5], 0)
@@ -207,7 +161,7 @@ def apply_op(mm: Any, op: str, base: int = WINDOW_BASE, pages: int = WINDOW_PAGE
     elif name == "mseal":
         mm.mseal(a(1), n(2))
     elif name == "mremap":
-        flags = _flags_of(t[4] if len(t) > 4 else "0", MREMAP_FLAGS)
+        flags = flags_of(t[4] if len(t) > 4 else "0", MREMAP_FLAGS)
         new = a(5) if len(t) > 5 else 0
         r = mm.mremap(a(1), n(2), n(3), flags, new)
         return mm, _rel(int(r), base, pages)
@@ -226,27 +180,25 @@ def apply_op(mm: Any, op: str, base: int = WINDOW_BASE, pages: int = WINDOW_PAGE
 
 # The configuration of an oracle machine beyond its merge era (soft-dirty, protection keys,
 # THP, overcommit) is passed to the model as keyword arguments of AddressSpace: a qemu guest
-# reports it (replay/oracle/execute.py GuestInfo.model_options()), kernel="live" reads its own.
+# reports it (replay/oracle/execute.py GuestInfo.model_options()), profile "live" reads its own.
 
 
 def make_model(profile: str, options: dict[str, Any] | None = None,
-               base: int = WINDOW_BASE) -> Any:
+               base: int = WINDOW_BASE) -> AddressSpace:
     """The model of one runner sequence child: a heap of HEAP0 pages whose first page (the TLS
     block) the runner's parent wrote before it forked the child."""
-    cls = _model_class(profile)
-    mm = None
-    if options:
-        # a model without these keyword arguments: the contract's constructor
-        with contextlib.suppress(TypeError):
-            mm = cls(kernel=profile, **options)
-    if mm is None:
-        mm = cls(kernel=profile)
+    if profile == "live":  # the running kernel's profile and configuration, probed once
+        from replay.live import live_address_space  # here: replay.live imports this package
+
+        mm = live_address_space(**(options or {}))
+    else:
+        mm = AddressSpace(kernel=profile, **(options or {}))
     heap = base + HEAP_PAGE * PAGE
     mm.set_brk_base(heap)
     mm.brk(heap + HEAP0 * PAGE)
     mm.touch(heap)
     child = mm.fork()
-    child._oracle_driver = _Driver()
+    vars(child)["_oracle_driver"] = _Driver()  # the driver state rides along with forks
     return child
 
 
@@ -258,10 +210,10 @@ def run_model_one(
     res = SeqResult(s.name)
     try:
         mm = make_model(profile, options, base)
-        res.steps.append(Step(0, "", 0, None, _window_vmas(mm, base, pages)))
+        res.steps.append(StepResult(0, "", 0, None, _window_vmas(mm, base, pages)))
     except Exception as e:
         res.status = "model-error"
-        res.steps.append(Step(0, "", -1, None, (), note=f"{type(e).__name__}: {e}"))
+        res.steps.append(StepResult(0, "", -1, None, (), note=f"{type(e).__name__}: {e}"))
         return res
     for i, op in enumerate(s.ops, 1):
         err, ret, note = 0, None, ""
@@ -274,7 +226,7 @@ def run_model_one(
         except Exception as e:
             tb = traceback.extract_tb(e.__traceback__)[-1]
             note = f"{type(e).__name__}: {e} (at {tb.filename}:{tb.lineno})"
-            res.steps.append(Step(i, op, -1, None, (), note=note))
+            res.steps.append(StepResult(i, op, -1, None, (), note=note))
             res.status = "model-error"
             return res
         try:
@@ -283,10 +235,10 @@ def run_model_one(
                 mm.check()  # the model's own invariants, after every step
         except Exception as e:
             what = "check()" if isinstance(e, AssertionError) else "vmas()"
-            res.steps.append(Step(i, op, -1, ret, (), note=f"{what}: {type(e).__name__}: {e}"))
+            res.steps.append(StepResult(i, op, -1, ret, (), note=f"{what}: {type(e).__name__}: {e}"))
             res.status = "model-error"
             return res
-        res.steps.append(Step(i, op, err, ret, vmas))
+        res.steps.append(StepResult(i, op, err, ret, vmas))
     return res
 
 

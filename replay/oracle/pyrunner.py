@@ -22,8 +22,21 @@ import errno
 import os
 from collections.abc import Sequence as Seq
 
-from .core import PAGE, WINDOW_BASE, WINDOW_PAGES, SeqResult, Sequence, parse_output
-from .model import MADV, MAP_FLAGS, MREMAP_FLAGS, backing_of, prot_of
+from .core import (
+    MADV,
+    MAP_FLAGS,
+    MREMAP_FLAGS,
+    PAGE,
+    WINDOW_BASE,
+    WINDOW_PAGES,
+    SeqResult,
+    Sequence,
+    advice_of,
+    backing_of,
+    flags_of,
+    parse_output,
+    prot_of,
+)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mmap.restype = ctypes.c_void_p
@@ -42,15 +55,6 @@ MAP_FAILED = ctypes.c_void_p(-1).value
 
 def _err(r: int) -> int:
     return ctypes.get_errno() if r == -1 else 0
-
-
-def _flags(spec: str, table: dict[str, int]) -> int:
-    v = 0
-    if spec in ("", "-", "0"):
-        return 0
-    for t in spec.split(","):
-        v |= table[t]
-    return v
 
 
 class _Child:
@@ -120,7 +124,7 @@ class _Child:
         ret: int | None = None
         err = 0
         if name == "mmap":
-            flags = _flags(t[4], MAP_FLAGS)
+            flags = flags_of(t[4], MAP_FLAGS)
             r = _libc.mmap(a(1), n(2), prot_of(t[3]), flags, -1, 0)
             err = ctypes.get_errno() if r == MAP_FAILED else 0
             ret = None if err else r
@@ -129,7 +133,7 @@ class _Child:
         elif name == "mprotect":
             err = _err(_libc.mprotect(ctypes.c_void_p(a(1)), ctypes.c_size_t(n(2)), prot_of(t[3])))
         elif name in ("madvise", "guard"):
-            adv = MADV["guard_install"] if name == "guard" else (MADV[t[3]] if t[3] in MADV else int(t[3], 0))
+            adv = MADV["guard_install"] if name == "guard" else advice_of(t[3])
             err = _err(_libc.madvise(ctypes.c_void_p(a(1)), ctypes.c_size_t(n(2)), adv))
         elif name in ("mlock", "munlock"):
             err = _err(getattr(_libc, name)(ctypes.c_void_p(a(1)), ctypes.c_size_t(n(2))))
@@ -139,7 +143,7 @@ class _Child:
         elif name == "mseal":
             err = _err(_libc.syscall(SYS_MSEAL, ctypes.c_ulong(a(1)), ctypes.c_ulong(n(2)), ctypes.c_ulong(0)))
         elif name == "mremap":
-            fl = _flags(t[4] if len(t) > 4 else "0", MREMAP_FLAGS)
+            fl = flags_of(t[4] if len(t) > 4 else "0", MREMAP_FLAGS)
             new = a(5) if len(t) > 5 else 0
             r = _libc.syscall(SYS_MREMAP, ctypes.c_ulong(a(1)), ctypes.c_ulong(n(2)), ctypes.c_ulong(n(3)),
                               ctypes.c_ulong(fl), ctypes.c_ulong(new))

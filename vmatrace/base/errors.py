@@ -66,6 +66,11 @@ class AccessDenied(VmatraceError):
     """Reading the process needs privileges we do not have."""
 
 
+class SnapshotError(VmatraceError, ValueError):
+    """A snapshot could not be taken or used: /proc text that does not parse, a frame that lacks a
+    column or has overlapping rows. The message says why in one line."""
+
+
 def warn(message: str) -> None:
     """Print one warning line on stderr (the one way every layer warns users)."""
     print(f"vmatrace: warning: {message}", file=sys.stderr)

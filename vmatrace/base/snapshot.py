@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from vmatrace.base.errors import VmatraceError
+from vmatrace.base.errors import SnapshotError
 
 VMA_SCHEMA: dict[str, pl.DataType] = {
     "start": pl.UInt64(),
@@ -50,10 +50,6 @@ DEEP_SCHEMA: dict[str, pl.DataType] = {
 # smaps field -> column
 _SMAPS_FIELDS = {"Rss:": "rss_kb", "Pss:": "pss_kb", "Anonymous:": "anonymous_kb", "Swap:": "swap_kb"}
 
-
-
-class SnapshotError(VmatraceError):
-    """A snapshot could not be taken; the message says why in one line."""
 
 
 @dataclass
