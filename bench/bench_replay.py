@@ -14,7 +14,8 @@ Goals (issue #3): (a) >= 300,000 ops/s; (b) big/small per-op time <= 2x.
 and this tree's model side by side: the same benchmark in fresh processes, alternating, --rounds
 times each, and prints the medians and their ratio (a refactoring's gate: no loss beyond noise).
 With ``--instructions`` it counts, instead, the instructions of (a) under valgrind's cachegrind
-(a run of N operations minus a run that only sets them up, so start-up is not counted): a figure that other jobs
+(a run of N operations minus a run that only sets them up, so start-up is not counted; a fixed
+PYTHONHASHSEED): a figure that other jobs
 on a shared machine do not disturb.
 
 The mix (per 100 ops): 25 touch (write or read), 20 mprotect, 15 mmap MAP_FIXED, 10 munmap,
@@ -262,7 +263,7 @@ def _instructions(args: argparse.Namespace, rest: list[str], old: Path) -> int:
             r = subprocess.run(
                 ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
                  sys.executable, str(Path(__file__).resolve()), *rest, "-n", str(args.n), "--only", only],
-                env={**os.environ, "VMATRACE_BENCH_TREE": str(tree)}, check=True,
+                env={**os.environ, "VMATRACE_BENCH_TREE": str(tree), "PYTHONHASHSEED": "0"}, check=True,
                 capture_output=True, text=True)
             line = next(x for x in r.stderr.splitlines() if "I" in x and "refs:" in x)
             counts.append(int(line.split("refs:")[1].replace(",", "")))

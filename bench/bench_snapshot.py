@@ -1,49 +1,123 @@
-"""Snapshot cost for a process with N VMAs: PROCMAP_QUERY vs maps text vs smaps text, side by side.
+"""Snapshot speed, side by side in one run, against the tools a user would otherwise run.
 
-Run: ``.venv/bin/python bench/bench_snapshot.py [--vmas 10000] [--repeat 20]``
+    .venv/bin/python bench/bench_snapshot.py [--vmas 20000] [--all-vmas 30000] [--repeat 7]
+
+Two processes of the bundled workload (``vmatrace.workloads.fragment --many N``) hold --vmas and
+--all-vmas VMAs. Each measurement is the median of --repeat runs, the runs of the things compared
+interleaved (so that a busy machine slows both sides alike); commands run as fresh processes with
+their output to /dev/null, ``read_snapshot()`` runs in this process. Goals (issues 11 and 12):
+
+* ``vmatrace snapshot PID --json``          <= 0.5x ``pmap -X PID``        (--vmas process)
+* ``read_snapshot(PID)`` (smaps)            <= 1.5x ``cat /proc/PID/smaps`` (--vmas process)
+* ``vmatrace --help``                       <= 2x   ``python3 -c "import polars"``
+* ``vmatrace snapshot PID --all``           <= 1x   ``pmap -X PID``        (--all-vmas process)
+
+Then, for the record, the readers on their own: PROCMAP_QUERY, maps text, smaps text.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from collectors.procmaps import has_procmap_query, read_snapshot
+
+PY = sys.executable
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _spawn(n: int) -> subprocess.Popen[str]:
+    p = subprocess.Popen([PY, "-m", "vmatrace.workloads.fragment", "--many", str(n)], cwd=ROOT,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    json.loads(p.stdout.readline())
+    return p
+
+
+def _cmd(*argv: str) -> Callable[[], None]:
+    def run() -> None:
+        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
+                       check=False)
+    return run
+
+
+def _medians(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--vmas", type=int, default=10000)
-    ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--vmas", type=int, default=20000)
+    ap.add_argument("--all-vmas", type=int, default=30000)
+    ap.add_argument("--repeat", type=int, default=7)
     a = ap.parse_args()
-    p = subprocess.Popen([sys.executable, "-m", "vmatrace.workloads.fragment", "--many", str(a.vmas)],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    pmap = shutil.which("pmap")
+    if pmap is None:
+        print("pmap (Debian's procps) is needed for the comparison", file=sys.stderr)
+        return 1
+    vm = [PY, "-m", "vmatrace"]
+    rows: list[tuple[str, float, str, float, float]] = []  # what, ms, against, ratio, goal
+    p = _spawn(a.vmas)
+    q = _spawn(a.all_vmas)
     try:
-        assert p.stdout is not None
-        json.loads(p.stdout.readline())
-        modes = [("maps text", {"smaps": False, "method": "text"}), ("smaps text", {"smaps": True})]
+        pid, big = str(p.pid), str(q.pid)
+        n = read_snapshot(p.pid, smaps=False).frame.height
+        nb = read_snapshot(q.pid, smaps=False).frame.height
+        m = _medians({
+            "pmap": _cmd(pmap, "-X", pid),
+            "json": _cmd(*vm, "snapshot", pid, "--json"),
+            "cat": _cmd("cat", f"/proc/{pid}/smaps"),
+            "read": lambda: read_snapshot(p.pid),
+            "import polars": _cmd(PY, "-c", "import polars"),
+            "help": _cmd(*vm, "--help"),
+            "pmap big": _cmd(pmap, "-X", big),
+            "all": _cmd(*vm, "snapshot", big, "--all"),
+        }, a.repeat)
+        rows.append((f"vmatrace snapshot PID --json ({n} VMAs)", m["json"], "pmap -X PID",
+                     m["json"] / m["pmap"], 0.5))
+        rows.append((f"read_snapshot(PID) with smaps ({n} VMAs)", m["read"],
+                     "cat /proc/PID/smaps", m["read"] / m["cat"], 1.5))
+        rows.append(("vmatrace --help", m["help"], 'python3 -c "import polars"',
+                     m["help"] / m["import polars"], 2.0))
+        rows.append((f"vmatrace snapshot PID --all ({nb} VMAs)", m["all"], "pmap -X PID",
+                     m["all"] / m["pmap big"], 1.0))
+        print(f"median of {a.repeat} interleaved runs each:")
+        print(f"  {'what':44s} {'ms':>8}  {'against':28s} {'ms':>8} {'ratio':>6}  goal")
+        against = {"pmap -X PID": (m["pmap"], m["pmap big"]), "cat /proc/PID/smaps": (m["cat"],),
+                   'python3 -c "import polars"': (m["import polars"],)}
+        for i, (what, t, vs, ratio, goal) in enumerate(rows):
+            base = against[vs][1 if i == 3 else 0]
+            print(f"  {what:44s} {t * 1000:8.1f}  {vs:28s} {base * 1000:8.1f} {ratio:5.2f}x  "
+                  f"<= {goal}x {'met' if ratio <= goal else 'NOT met'}")
+        modes: list[tuple[str, dict[str, object]]] = [
+            ("maps text", {"smaps": False, "method": "text"}), ("smaps text", {"smaps": True})]
         if has_procmap_query():
             modes.insert(0, ("PROCMAP_QUERY", {"smaps": False, "method": "procmap_query"}))
-        res = {}
-        for name, kw in modes:
-            times = []
-            for _ in range(a.repeat):
-                t0 = time.perf_counter()
-                s = read_snapshot(p.pid, **kw)  # type: ignore[arg-type]
-                times.append(time.perf_counter() - t0)
-            res[name] = (statistics.median(times), s.frame.height)
-        base = res["maps text"][0]
-        print(f"snapshot of a process with {res['maps text'][1]} VMAs, median of {a.repeat}:")
-        for name, (t, n) in res.items():
-            print(f"  {name:14s} {t * 1000:8.1f} ms  {t / n * 1e6:6.2f} us/VMA  {t / base:5.2f}x maps text")
+        r = _medians({name: (lambda kw=kw: read_snapshot(p.pid, **kw))  # type: ignore[misc]
+                      for name, kw in modes}, a.repeat)
+        print(f"the readers alone, {n} VMAs:")
+        for name, t in r.items():
+            print(f"  {name:14s} {t * 1000:8.1f} ms  {t / n * 1e6:6.2f} us/VMA")
     finally:
-        p.kill()
-        p.wait()
-    return 0
+        for x in (p, q):
+            x.kill()
+            x.wait()
+    return 0 if all(ratio <= goal for _, _, _, ratio, goal in rows) else 1
 
 
 if __name__ == "__main__":

@@ -164,6 +164,33 @@ def _is_kernel_thread(pid: int) -> bool:
     return bool(int(fields[6]) & PF_KTHREAD)  # field 9: flags
 
 
+def _start_time(base: str) -> int | None:
+    """Field 22 of BASE/stat: when the process (thread) started, in clock ticks since boot; with
+    the PID it names one process for good (a reused PID has another start time)."""
+    try:
+        with open(f"{base}/stat", "rb") as f:
+            stat = f.read()
+        return int(stat[stat.rfind(b")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _lived_through(base: str, started: int | None) -> bool:
+    """Did the process read at BASE live through the whole read? The same start time as before it,
+    and a status that is still readable and not a zombie's afterwards (an exiting process's maps
+    can end early, silently)."""
+    if started is None or _start_time(base) != started:
+        return False
+    try:
+        with open(f"{base}/status") as f:
+            for line in f:
+                if line.startswith("State:"):
+                    return line.split()[1] not in ("Z", "X")
+    except OSError:
+        return False
+    return False
+
+
 def _status(pid: int | str, task: int | str | None = None) -> dict[str, str]:
     path = f"/proc/{pid}/task/{task}/status" if task is not None else f"/proc/{pid}/status"
     out = {}
@@ -254,6 +281,7 @@ def read_snapshot(pid: int, *, smaps: bool = True, method: str = "auto", task: i
         if smaps:
             raise SnapshotError("PROCMAP_QUERY gives no smaps data: use --method text or --no-smaps")
         raise SnapshotError("this kernel has no PROCMAP_QUERY ioctl (Linux 6.11+)")
+    started = _start_time(base)
     t0 = time.monotonic_ns()
     if use_ioctl:
         what = f"{base}/maps"
@@ -288,10 +316,12 @@ def read_snapshot(pid: int, *, smaps: bool = True, method: str = "auto", task: i
             raw = _read_all(what)
         except OSError as e:
             raise _proc_error(pid, what, e) from None
-        text = raw.decode("utf-8", "backslashreplace")  # non-UTF-8 names: \xNN, documented in the schema
-        frame = parse_smaps_text(text, warnings) if smaps else parse_maps_text(text, warnings)
+        # the parsers split the bytes in polars; non-UTF-8 names become \xNN (documented in the schema)
+        frame = parse_smaps_text(raw, warnings) if smaps else parse_maps_text(raw, warnings)
         used = "text"
     t1 = time.monotonic_ns()
+    if not _lived_through(base, started) and not any(w.startswith("incomplete") for w in warnings):
+        warnings.append(f"incomplete: the process exited during the read ({frame.height} VMAs read)")
     if frame.height == 0:
         if not os.path.exists(base):
             warnings.append("incomplete: the process exited during the read")

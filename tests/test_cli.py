@@ -68,8 +68,10 @@ def test_snapshot_json_and_files(workload: dict[str, Any], tmp_path: Path) -> No
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
     assert d["pid"] == workload["pid"] and d["vma_count"] == len(d["vmas"]) >= 300
-    assert d["max_map_count"] > 0
+    assert d["max_map_count"] > 0 and d["complete"] is True
     assert d["invisible_fragmentation"]["extra_vmas"] >= 4
+    assert set(d["vmas"][0]) == {"start", "end", "perms", "offset", "dev", "inode", "path", "rss_kb",
+                                 "pss_kb", "anonymous_kb", "swap_kb", "vmflags"}
     out = tmp_path / "s.parquet"
     assert run("snapshot", str(workload["pid"]), "-o", str(out)).returncode == 0
     assert stat.S_IMODE(out.stat().st_mode) == 0o600

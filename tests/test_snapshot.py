@@ -342,3 +342,52 @@ def test_smaps_of_stopped_process_sizes(mappings_proc: subprocess.Popen[str]) ->
     assert locked["anonymous_kb"] == os.sysconf("SC_PAGE_SIZE") // 1024
     assert "lo" in locked["vmflags"].split()
     os.kill(mappings_proc.pid, signal.SIGCONT)
+
+
+def test_vectorized_smaps_parser_equals_the_line_parser() -> None:
+    """The fast path (every K-th line, fields at fixed offsets) gives the line parser's frame on
+    real smaps of 10,000 VMAs; text of another shape (a VMA without its Rss line) falls back to the
+    line parser and still parses."""
+    from vmatrace.base.snapshot import _line_series, _parse_smaps_lines, _smaps_by_stride
+
+    p = subprocess.Popen([sys.executable, "-m", "vmatrace.workloads.fragment", "--many", "10000"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None
+        json.loads(p.stdout.readline())
+        with open(f"/proc/{p.pid}/smaps", "rb") as f:
+            raw = f.read()
+    finally:
+        p.kill()
+        p.wait()
+    assert _smaps_by_stride(_line_series(raw)) is not None
+    fast = parse_smaps_text(raw)
+    assert fast.height > 10000
+    assert fast.equals(_parse_smaps_lines(raw.decode(), []))
+    text = raw.decode()
+    odd = text.replace("\nRss:", "\nRssX:", 1)  # one VMA lacks its Rss line: no fixed stride
+    assert _smaps_by_stride(_line_series(odd)) is None
+    slow = parse_smaps_text(odd)
+    assert slow.height == fast.height and slow["rss_kb"][0] == 0
+    assert slow.drop("rss_kb").equals(fast.drop("rss_kb"))
+
+
+def test_lived_through_the_read() -> None:
+    """A snapshot is complete only if the process has the same start time afterwards and is not a
+    zombie (issue: a process that exits mid-read must not give a count as if it were whole)."""
+    from collectors.procmaps import _lived_through, _start_time
+
+    p = subprocess.Popen(["sleep", "60"])
+    base = f"/proc/{p.pid}"
+    started = _start_time(base)
+    assert started is not None and _lived_through(base, started)
+    assert not _lived_through(base, started + 1)  # another process under a reused PID
+    p.kill()
+    deadline = time.monotonic() + 10
+    while _status_state(p.pid) != "Z" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _lived_through(base, started)  # a zombie: its address space is gone
+    p.wait()
+    assert not _lived_through(base, started)  # reaped
+    snap = read_snapshot(os.getpid())
+    assert snap.complete and not any("incomplete" in w for w in snap.warnings)

@@ -10,10 +10,14 @@ fork child, the pgoff of anonymous memory). For each adjacent pair that looks id
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
+
+if TYPE_CHECKING:
+    from vmatrace.base.snapshot import Snapshot
 
 # VmFlags the merge check ignores: VM_SOFTDIRTY always; VM_MAYBE_GUARD ("gu") is sticky where it exists
 # (6.19, and 6.18.y after the sticky-flag backport), so it never blocks a merge either.
@@ -211,23 +215,38 @@ def explain_pair_deep(a: dict[str, Any], b: dict[str, Any]) -> Split:
 
 def invisible_fragmentation(frame: pl.DataFrame) -> list[Run]:
     """Runs of adjacent VMAs that look identical in /proc/PID/maps, each split explained (with
-    certainty when ``frame`` is a deep snapshot: it has the ``anon_vma_id`` column)."""
+    certainty when ``frame`` is a deep snapshot: it has the ``anon_vma_id`` column).
+
+    The pairs that look the same are found with polars (one pass over the columns); only those
+    rows are read into Python to be explained.
+    """
     explain = explain_pair_deep if "anon_vma_id" in frame.columns else explain_pair
-    rows = frame.sort("start").iter_rows(named=True)
+    f = frame.sort("start")
+    if f.height < 2:
+        return []
+    same = f.select(
+        (pl.col("end").shift(1) == pl.col("start"))
+        & (pl.col("perms").shift(1) == pl.col("perms"))
+        & pl.col("path").shift(1).eq_missing(pl.col("path"))
+    ).to_series().fill_null(False)
+    right = same.arg_true().to_list()  # row i looks like row i - 1
+    if not right:
+        return []
+    want = sorted({i - 1 for i in right} | set(right))
+    row = dict(zip(want, f[want].to_dicts(), strict=True))
     runs: list[Run] = []
-    prev: dict[str, Any] | None = None
     cur: Run | None = None
-    for r in rows:
-        if prev is not None and _looks_same(prev, r):
-            if cur is None:
-                cur = Run(prev["start"], prev["end"], 1, prev["perms"], prev["path"], [])
-            cur.splits.append(explain(prev, r))
-            cur.end = r["end"]
-            cur.vmas += 1
-        elif cur is not None:
-            runs.append(cur)
-            cur = None
-        prev = r
+    last = -2
+    for i in right:
+        prev, r = row[i - 1], row[i]
+        if cur is None or i - 1 != last:
+            if cur is not None:
+                runs.append(cur)
+            cur = Run(prev["start"], prev["end"], 1, prev["perms"], prev["path"], [])
+        cur.splits.append(explain(prev, r))
+        cur.end = r["end"]
+        cur.vmas += 1
+        last = i
     if cur is not None:
         runs.append(cur)
     return runs
@@ -254,6 +273,38 @@ def cause_counts(runs: list[Run]) -> dict[str, int]:
 def map_count(frame: pl.DataFrame) -> int:
     """VMAs that count against vm.max_map_count: the gate VMA ([vsyscall]) is not in the mm."""
     return frame.height - int((frame["path"] == "[vsyscall]").sum())
+
+
+def snapshot_json(snap: Snapshot, runs: list[Run], limit: int | None) -> dict[str, Any]:
+    """A snapshot and its analysis as JSON-ready data (``vmas``: one object per VMA)."""
+    return {**_snapshot_head(snap, runs, limit), "vmas": snap.frame.to_dicts()}
+
+
+def _snapshot_head(snap: Snapshot, runs: list[Run], limit: int | None) -> dict[str, Any]:
+    return {
+        "pid": snap.pid,
+        "method": snap.method,
+        "t_start_ns": snap.t_start_ns,
+        "t_end_ns": snap.t_end_ns,
+        "complete": snap.complete,
+        "warnings": snap.warnings,
+        "vma_count": snap.frame.height,
+        "map_count": map_count(snap.frame),
+        "max_map_count": limit,
+        "invisible_fragmentation": {
+            "runs": [r.to_dict() for r in runs],
+            "extra_vmas": sum(r.extra_vmas for r in runs),
+            "reasons": reason_counts(runs),
+            **({"causes": cause_counts(runs)} if snap.deep else {}),
+        },
+    }
+
+
+def snapshot_json_text(snap: Snapshot, runs: list[Run], limit: int | None) -> str:
+    """:func:`snapshot_json` as JSON text, the VMAs written by polars (one object per VMA, in one
+    go) after the other keys."""
+    head = json.dumps(_snapshot_head(snap, runs, limit), indent=1, default=str)
+    return f"{head[:-2]},\n \"vmas\": {snap.frame.write_json()}\n}}\n"
 
 
 def max_map_count() -> int | None:

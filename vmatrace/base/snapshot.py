@@ -126,19 +126,28 @@ def _drop_reprinted(frame: pl.DataFrame, warnings: list[str]) -> pl.DataFrame:
     return frame
 
 
-def _lines(text: str) -> list[str]:
-    # only "\n" ends a line: the kernel escapes "\n" in names (as \012) but no other line-break-like
-    # character, which str.splitlines() would also split on
-    return [ln for ln in text.split("\n") if ln.strip()]
+def _line_series(data: str | bytes) -> pl.Series:
+    """The non-empty lines of /proc text as a polars Series, split in polars (its CSV reader, one
+    column, no quoting, NUL as the never-seen separator). Non-UTF-8 bytes become ``\\xNN``.
 
-
-def parse_maps_text(text: str, warnings: list[str] | None = None) -> pl.DataFrame:
-    """Parse /proc/PID/maps text into a VMA_SCHEMA frame (smaps columns null).
-
-    Vectorized with polars string kernels: a 10,000-VMA maps file parses in a few milliseconds.
+    Only "\\n" ends a line: the kernel escapes "\\n" in names (as \\012) but no other line-break
+    character; the CSV reader would also end a line at "\\r\\n", so such text is split in Python.
     """
-    lines = pl.Series("l", _lines(text), dtype=pl.Utf8)
-    f = pl.DataFrame(lines).select(pl.col("l").str.splitn(" ", 6).alias("p"), pl.col("l"))
+    if isinstance(data, str):
+        data = data.encode("utf-8", "backslashreplace")
+    elif not data.isascii():
+        data = data.decode("utf-8", "backslashreplace").encode()
+    if b"\r\n" in data or not data.strip():
+        lines = [ln for ln in data.decode().split("\n") if ln.strip()]
+        return pl.Series("l", lines, dtype=pl.Utf8)
+    s = pl.read_csv(data, has_header=False, separator="\x00", quote_char=None, new_columns=["l"],
+                    schema={"l": pl.Utf8}).to_series()
+    return s.drop_nulls() if s.null_count() else s
+
+
+def _parse_headers(lines: pl.Series) -> pl.DataFrame:
+    """maps header lines -> the VMA_SCHEMA columns of /proc/PID/maps; ValueError if one is not."""
+    f = pl.DataFrame(lines.alias("l")).select(pl.col("l").str.splitn(" ", 6).alias("p"))
     f = f.select(
         pl.col("p").struct.field("field_0").str.split_exact("-", 1).alias("r"),
         pl.col("p").struct.field("field_1").alias("perms"),
@@ -146,7 +155,6 @@ def parse_maps_text(text: str, warnings: list[str] | None = None) -> pl.DataFram
         pl.col("p").struct.field("field_3").alias("dev"),
         pl.col("p").struct.field("field_4").alias("ino"),
         pl.col("p").struct.field("field_5").str.strip_chars_start(" ").alias("path"),
-        pl.col("l"),
     )
     try:
         out = f.select(
@@ -158,27 +166,111 @@ def parse_maps_text(text: str, warnings: list[str] | None = None) -> pl.DataFram
             pl.col("ino").str.to_integer(base=10, dtype=pl.UInt64).alias("inode"),
             pl.when(pl.col("path") == "").then(None).otherwise(pl.col("path")).alias("path"),
         )
-        bad = out.select(pl.any_horizontal(pl.exclude("path").is_null()) | (pl.col("perms").str.len_chars() != 4))
-        if bad.to_series().any():
-            raise ValueError
-    except (pl.exceptions.PolarsError, ValueError):
-        # name the first bad line, as the line-by-line parser would
-        for n, line in enumerate(text.split("\n"), 1):
-            if line.strip():
-                try:
-                    _rows_from_header(line)
-                    int(line.split()[0].partition("-")[2], 16)
-                except ValueError:
-                    raise SnapshotError(f"line {n} is not a /proc/PID/maps line: {line[:60]!r}") from None
-        raise SnapshotError("not /proc/PID/maps text") from None
+    except pl.exceptions.PolarsError as e:
+        raise ValueError(str(e)) from None
+    bad = out.select(pl.any_horizontal(pl.exclude("path").is_null()) | (pl.col("perms").str.len_chars() != 4))
+    if bad.to_series().any():
+        raise ValueError("not a maps line")
+    return out
+
+
+def _name_bad_line(text: str, what: str) -> SnapshotError:
+    """The error for text that did not parse: the first bad line, as a line-by-line parser would."""
+    for n, line in enumerate(text.split("\n"), 1):
+        if line.strip() and not line.partition(" ")[0].endswith(":"):
+            try:
+                _rows_from_header(line)
+                int(line.split()[0].partition("-")[2], 16)
+            except ValueError:
+                return SnapshotError(f"line {n} is not a /proc/PID/{what} line: {line[:60]!r}")
+    return SnapshotError(f"not /proc/PID/{what} text")
+
+
+def parse_maps_text(text: str | bytes, warnings: list[str] | None = None) -> pl.DataFrame:
+    """Parse /proc/PID/maps text (or the bytes read) into a VMA_SCHEMA frame (smaps columns null).
+
+    Vectorized with polars string kernels: a 10,000-VMA maps file parses in a few milliseconds.
+    """
+    try:
+        out = _parse_headers(_line_series(text))
+    except ValueError:
+        raise _name_bad_line(_decoded(text), "maps") from None
     out = out.with_columns(*(pl.lit(None, VMA_SCHEMA[k]).alias(k)
                              for k in ("rss_kb", "pss_kb", "anonymous_kb", "swap_kb", "vmflags")))
     out = out.select(VMA_SCHEMA.keys())
     return _drop_reprinted(out, warnings if warnings is not None else [])
 
 
-def parse_smaps_text(text: str, warnings: list[str] | None = None) -> pl.DataFrame:
-    """Parse /proc/PID/smaps text into a VMA_SCHEMA frame."""
+def _decoded(text: str | bytes) -> str:
+    return text if isinstance(text, str) else text.decode("utf-8", "backslashreplace")
+
+
+def _is_header(line: str) -> bool:
+    # a VMA header starts with a lower-case hex digit, a field with an upper-case name
+    return line[:1] in "0123456789abcdef" and line[:1] != ""
+
+
+def _smaps_by_stride(lines: pl.Series) -> pl.DataFrame | None:
+    """The fast path: the kernel prints the same fields in the same order for every VMA (one
+    kernel, one configuration), so the VMA headers are every K-th line and each field is at a
+    fixed offset after them; only those lines are read. None when the text does not have that
+    shape (the caller then parses it line by line)."""
+    n = len(lines)
+    first = lines.head(128).to_list()
+    if not first or not _is_header(first[0]):
+        return None
+    k = next((i for i in range(1, len(first)) if _is_header(first[i])), n if n <= len(first) else 0)
+    if not k or n % k:
+        return None
+    at: dict[str, int] = {}
+    for i, line in enumerate(first[:k]):
+        name = line.partition(" ")[0]
+        if name in _SMAPS_FIELDS or name == "VmFlags:":
+            at[name] = i
+    if len(at) != len(_SMAPS_FIELDS) + 1:
+        return None
+    heads = lines.gather_every(k, 0)
+    hc = heads.str.head(1)
+    if not ((hc >= "0") & (hc <= "9") | (hc >= "a") & (hc <= "f")).all():
+        return None
+    cols: dict[str, pl.Series] = {}
+    for name, i in at.items():
+        got = lines.gather_every(k, i)
+        if not got.str.starts_with(name).all():
+            return None
+        rest = got.str.slice(len(name))
+        if name == "VmFlags:":
+            cols["vmflags"] = rest.str.strip_chars(" ").str.replace_all(" +", " ").alias("vmflags")
+        else:  # "Rss:        1234 kB"
+            num = rest.str.strip_chars(" kB").str.to_integer(base=10, dtype=pl.UInt64, strict=False)
+            if num.null_count():
+                return None
+            cols[_SMAPS_FIELDS[name]] = num
+    try:
+        out = _parse_headers(heads)
+    except ValueError:
+        return None
+    return out.with_columns(*(v.alias(c) for c, v in cols.items())).select(VMA_SCHEMA.keys())
+
+
+def parse_smaps_text(text: str | bytes, warnings: list[str] | None = None) -> pl.DataFrame:
+    """Parse /proc/PID/smaps text (or the bytes read) into a VMA_SCHEMA frame.
+
+    Vectorized: the lines are split in polars and only the header and the fields of the schema are
+    read (:func:`_smaps_by_stride`); text of another shape is parsed line by line.
+    """
+    w = warnings if warnings is not None else []
+    try:
+        fast = _smaps_by_stride(_line_series(text))
+    except pl.exceptions.PolarsError:
+        fast = None
+    if fast is not None:
+        return _drop_reprinted(fast, w)
+    return _parse_smaps_lines(_decoded(text), w)
+
+
+def _parse_smaps_lines(text: str, warnings: list[str]) -> pl.DataFrame:
+    """smaps line by line (any shape; names the first bad line)."""
     cols = empty_vma_columns()
     cur: dict[str, object] | None = None
 
@@ -208,6 +300,6 @@ def parse_smaps_text(text: str, warnings: list[str] | None = None) -> pl.DataFra
         cur = {"start": s, "end": e, "perms": perms, "offset": off, "dev": dev, "inode": ino, "path": path,
                "rss_kb": 0, "pss_kb": 0, "anonymous_kb": 0, "swap_kb": 0, "vmflags": ""}
     flush()
-    return _drop_reprinted(vma_frame(cols), warnings if warnings is not None else [])
+    return _drop_reprinted(vma_frame(cols), warnings)
 
 

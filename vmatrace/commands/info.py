@@ -68,9 +68,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _info_snapshot(t: Trace, sid: int, *, as_json: bool) -> int:
     """Analyse one recorded snapshot as `snapshot` analyses a live process."""
-    from vmatrace.analysis import invisible_fragmentation
+    from vmatrace.analysis import invisible_fragmentation, snapshot_json
     from vmatrace.base.snapshot import Snapshot
-    from vmatrace.report import print_json, render_snapshot, snapshot_json
+    from vmatrace.report import print_json, render_snapshot
 
     def damage(table: str) -> str:
         lost = [w.split(":", 1)[0] for w in t.warnings if w.startswith(f"{table}/")]

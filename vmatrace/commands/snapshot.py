@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vmatrace.base.errors import EXIT_INCOMPLETE
 from vmatrace.commands import _args
 
 if TYPE_CHECKING:
@@ -41,42 +42,38 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from collectors.procmaps import read_snapshot
-    from vmatrace.analysis import invisible_fragmentation, max_map_count
-    from vmatrace.report import print_json, render_snapshot, snapshot_json
+    from vmatrace.analysis import invisible_fragmentation, max_map_count, snapshot_json_text
 
-    if args.deep:
-        if args.no_smaps or args.method != "auto":
-            from vmatrace.base.errors import UsageError
-
-            raise UsageError("--deep reads the layout itself: it takes neither --no-smaps nor --method")
-        from collectors.deep import DeepCollector
-
-        with DeepCollector() as deep:
-            snap = deep.snapshot(args.pid)
-    else:
-        snap = read_snapshot(args.pid, smaps=not args.no_smaps, method=args.method)
+    snap = read_snapshot(args.pid, smaps=not args.no_smaps, method=args.method)
     runs = invisible_fragmentation(snap.frame)
     limit = max_map_count()
     if args.output:
         _write_snapshot_file(Path(args.output), snap, runs, limit, force=args.force)
         print(f"wrote {snap.frame.height} VMAs of PID {snap.pid} to {args.output}", file=sys.stderr)
-        return 0
-    if args.json:
-        print_json(snapshot_json(snap, runs, limit))
+    elif args.json:
+        sys.stdout.write(snapshot_json_text(snap, runs, limit))
+        sys.stdout.flush()
     else:
-        render_snapshot(snap, runs, limit, show_vmas=args.all or snap.frame.height <= 400)
+        from vmatrace.report import render_snapshot
+
+        render_snapshot(snap, runs, limit, show_vmas=args.all or snap.frame.height <= 400,
+                        hide_incomplete=True)
+    if not snap.complete:
+        # one line, also after --json (whose "complete" is false): the count above is not the
+        # process's, it is what was read before the process went away
+        why = next(w for w in snap.warnings if w.startswith("incomplete"))
+        print(f"vmatrace: error: the snapshot is {why}", file=sys.stderr)
+        return EXIT_INCOMPLETE
     return 0
 
 
 def _write_snapshot_file(path: Path, snap: Snapshot, runs: list[Run], limit: int | None, *, force: bool) -> None:
-    import json
-
+    from vmatrace.analysis import snapshot_json_text
     from vmatrace.base.safeio import safe_create
-    from vmatrace.report import snapshot_json
 
     fd = safe_create(path, force=force)
     with os.fdopen(fd, "wb") as f:
         if path.suffix == ".parquet":
             snap.frame.write_parquet(f, compression="zstd")
         else:
-            f.write(json.dumps(snapshot_json(snap, runs, limit), indent=1, default=str).encode())
+            f.write(snapshot_json_text(snap, runs, limit).encode())
