@@ -40,8 +40,7 @@ sys.path.insert(0, str(ROOT))
 from replay import AddressSpace  # noqa: E402
 from replay.engine import default_profiles, replay_trace  # noqa: E402
 from vmatrace.base.trace import Trace, read_trace  # noqa: E402
-
-MAP_FIXED_NOREPLACE = 0x100000
+from vmatrace.base.uapi import MAP_FIXED_NOREPLACE  # noqa: E402
 
 
 def record(n: int, out: Path) -> None:

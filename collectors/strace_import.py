@@ -46,6 +46,7 @@ import polars as pl
 from collectors import elf
 from vmatrace.base import uapi
 from vmatrace.base.errors import VmatraceError
+from vmatrace.base.events import SYSCALL_KINDS
 
 __all__ = [
     "MEMORY_KINDS",
@@ -64,11 +65,7 @@ _SEQ, _TS, _PID, _TID, _KIND, _RET, _STACK, _FLAGS, _TEXT = 0, 1, 2, 3, 4, 11, 1
 _FILE_DEV, _FILE_INO, _FILE_PATH, _FILE_ID = 15, 16, 17, 18
 
 # Syscalls that become events of the same name.
-MEMORY_KINDS = frozenset({
-    "mmap", "munmap", "mprotect", "pkey_mprotect", "mremap", "brk", "madvise", "process_madvise",
-    "mlock", "mlock2", "munlock", "mlockall", "munlockall", "mseal", "prctl", "shmat", "shmdt",
-    "execve", "exit_group",
-})
+MEMORY_KINDS = frozenset(SYSCALL_KINDS)
 _ALIASES = {"mmap2": "mmap", "execveat": "execve",
             # x86-64 numbers of memory syscalls newer than some strace releases (strace 6.1
             # prints mseal as syscall_0x1ce)

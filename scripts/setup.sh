@@ -2,7 +2,8 @@
 # One-time (idempotent) set-up of a fresh Debian 12 machine of this kind, as root:
 #   system packages (bcc, kernel headers, qemu, busybox, strace), the header links and the
 #   tracefs mount bcc needs, the pinned Debian kernels for the qemu oracles, and the project venv.
-# See ../shared/docs/ebpf-here.md §0 and ../shared/docs/old-kernels.md for why each step exists.
+# The README ("The two commands") says what each step installs and why; docs/oracle.md describes
+# the qemu kernels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD

@@ -4,8 +4,9 @@ The kernel merges two neighbours only when every merge predicate holds (``is_mer
 ``is_mergeable_anon_vma()`` and the pgoff check in mm/vma.c). /proc shows some of the inputs
 (perms, file, offset, VmFlags) and hides others (the anon_vma identity, the avc count that marks a
 fork child, the pgoff of anonymous memory). For each adjacent pair that looks identical in maps
-(same perms and name, contiguous) this module names the reason as far as /proc can tell; see
-``../shared/docs/kernel-vma.md`` §2.7 and §3.
+(same perms and name, contiguous) this module names the reason as far as /proc can tell; the
+README's "Invisible fragmentation" table lists the reasons, and docs/model.md ("Snapshots and
+UNKNOWN") what /proc proves and what it does not.
 """
 
 from __future__ import annotations

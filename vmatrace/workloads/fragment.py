@@ -34,9 +34,17 @@ import signal
 import sys
 import time
 
-PROT_READ, PROT_WRITE = 1, 2
-MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS, MAP_NORESERVE = 0x02, 0x10, 0x20, 0x4000
-MADV_DONTDUMP, MADV_DODUMP = 16, 17
+from vmatrace.base.uapi import (
+    MADV_DODUMP,
+    MADV_DONTDUMP,
+    MAP_ANONYMOUS,
+    MAP_FIXED,
+    MAP_NORESERVE,
+    MAP_PRIVATE,
+    PROT_READ,
+    PROT_WRITE,
+)
+
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 libc = ctypes.CDLL(None, use_errno=True)
