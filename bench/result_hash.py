@@ -21,7 +21,7 @@ mlockall, mremap (shrink, grow, move, FIXED, DONTUNMAP), mseal, brk, read and wr
 growth, anon names, KSM merge-any, fork (the replay continues in the child or in the parent)
 and exec. Operations land in a 2,048-page window so that they meet each other's VMAs; about a
 quarter fail, as random calls do.
-Explanations are on. About 35 s for the default run on a 2-core machine.
+Explanations are on. About 45 s for the default run on a quiet 2-core machine.
 """
 
 from __future__ import annotations

@@ -25,15 +25,16 @@ WINDOW_PAGES = 64
 # The op language's names for the raw Linux x86-64 values (one table of values: the base layer's).
 PROT = {"r": U.PROT_READ, "w": U.PROT_WRITE, "x": U.PROT_EXEC}
 MAP_FLAGS = {
-    "shared": U.MAP_SHARED, "private": U.MAP_PRIVATE, "fixed": U.MAP_FIXED,
-    "anon": U.MAP_ANONYMOUS, "growsdown": U.MAP_GROWSDOWN, "locked": U.MAP_LOCKED,
-    "noreserve": U.MAP_NORESERVE, "populate": U.MAP_POPULATE, "noreplace": U.MAP_FIXED_NOREPLACE,
+    "shared": U.MAP_SHARED, "private": U.MAP_PRIVATE, "validate": U.MAP_SHARED_VALIDATE,
+    "fixed": U.MAP_FIXED, "anon": U.MAP_ANONYMOUS, "growsdown": U.MAP_GROWSDOWN,
+    "locked": U.MAP_LOCKED, "noreserve": U.MAP_NORESERVE, "populate": U.MAP_POPULATE,
+    "stack": U.MAP_STACK, "hugetlb": U.MAP_HUGETLB, "noreplace": U.MAP_FIXED_NOREPLACE,
 }  # fmt: skip
 MADV = {name: getattr(U, "MADV_" + name.upper()) for name in (
     "normal", "random", "sequential", "willneed", "dontneed", "free", "dontfork", "dofork",
     "mergeable", "unmergeable", "hugepage", "nohugepage", "dontdump", "dodump", "wipeonfork",
-    "keeponfork", "cold", "pageout", "populate_read", "populate_write", "guard_install",
-    "guard_remove")}  # fmt: skip
+    "keeponfork", "cold", "pageout", "populate_read", "populate_write", "remove",
+    "dontneed_locked", "collapse", "guard_install", "guard_remove")}  # fmt: skip
 MREMAP_FLAGS = {"maymove": U.MREMAP_MAYMOVE, "fixed": U.MREMAP_FIXED,
                 "dontunmap": U.MREMAP_DONTUNMAP}
 MLOCK_ONFAULT = U.MLOCK_ONFAULT
