@@ -128,6 +128,8 @@ class MadviseMixin(MmCore):
         if end == start:
             return
         compute = _FLAG_FNS.get(advice)
+        if advice == MADV_UNMERGEABLE and self.profile.unmergeable_clears_sealed:
+            compute = _unmergeable_clearing_sealed
         if compute is not None:
             if self._walk_modify(start, end, compute):
                 raise err(E.ENOMEM, "range not fully mapped")
@@ -333,6 +335,14 @@ def _check_discard_seal(v: Vma) -> None:
 
 
 _MADV_DISCARD = frozenset({MADV_DONTNEED, MADV_FREE, MADV_DONTNEED_LOCKED, MADV_REMOVE})
+
+
+def _unmergeable_clearing_sealed(v: Vma) -> int:
+    """6.16's MADV_UNMERGEABLE: a VM_MERGEABLE VMA loses VM_SEALED with it (profile field
+    unmergeable_clears_sealed); a VMA that is not mergeable is left as it is."""
+    if not v.flags & VM_MERGEABLE:
+        return v.flags
+    return v.flags & ~(VM_MERGEABLE | VM_SEALED)
 
 
 _FLAG_FNS: dict[int, Any] = {

@@ -59,6 +59,12 @@ class MemoryMixin(MmCore):
             raise err(E.EFAULT, "guard page (SIGSEGV)")
         f = v.file
         if f is not None and f.size is not None and v.pgoff + ((addr - v.start) >> PAGE_SHIFT) >= f.size:
+            if write and not fl & VM_SHARED:
+                # do_cow_fault() prepares the anon_vma before it reads the file page, which
+                # then fails: the VMA is faulted all the same (qemu-checked on 6.1 and 6.12)
+                a = v.anon_vma
+                if a is None or a.unknown:
+                    self._anon_vma_prepare(v)
             raise err(E.EFAULT, "beyond end of file (SIGBUS)")
         if write:
             if not fl & VM_SHARED:

@@ -139,6 +139,10 @@ class KernelProfile:
     # MREMAP_DONTUNMAP remap") (in v6.18 and stable 6.17.y; qemu-checked: 6.16.12 clears,
     # 6.17.13 keeps): MREMAP_DONTUNMAP clears VM_ACCOUNT ("ac") of the source VMA it leaves.
     dontunmap_clears_account: bool = False
+    # 6.16 only (qemu-checked: 6.16.12 does it, 6.12.118 and 6.17.13 do not; the commit that
+    # introduced and the one that removed it are not identified): MADV_UNMERGEABLE on a
+    # VM_MERGEABLE VMA clears VM_SEALED ("sl") along with VM_MERGEABLE.
+    unmergeable_clears_sealed: bool = False
     # smaps mnemonic of VM_LOCKONFAULT: 6.1 prints "??" (qemu-checked), 6.12 prints "lf"
     # (qemu-checked); 6.6 INFERRED "??".
     lockonfault_mnemonic: str = "??"
@@ -198,9 +202,9 @@ _P612 = replace(
 _P615 = replace(_P612, name="6.15", guard_install_available=True)
 _P616 = replace(_P615, name="6.16", anon_rule=AnonRule.NEW, ksm_early=True,
                 dontunmap_unlocks_whole_source=True, dontunmap_copy_merges="any",
-                dontunmap_clears_account=True)
+                dontunmap_clears_account=True, unmergeable_clears_sealed=True)
 _P617 = replace(_P616, name="6.17", mremap_multi_vma=True, mremap_checks_first=True,
-                dontunmap_clears_account=False)
+                dontunmap_clears_account=False, unmergeable_clears_sealed=False)
 _P6180 = replace(_P617, name="6.18.0")
 _P6188 = replace(
     _P6180, name="6.18.8", copied_from_propagation=True, fork_check_copied_from=True

@@ -60,6 +60,18 @@ def _dontunmap_locked_source(rel: tuple[int, int], r: SeqResult) -> None:
         assert locked == [(12, 13, False), (13, 15, True)]
 
 
+def _cow_beyond_eof(rel: tuple[int, int], r: SeqResult) -> None:
+    # the failed write fault (SIGBUS) still gave [2,4) an anon_vma: the OLD anon rule then
+    # refuses the merge with the unfaulted prev, the NEW rule (6.16) allows it
+    assert r.steps[3].errno == errno.EFAULT
+    assert _layout(r) == ([(1, 4)] if rel >= (6, 16) else [(1, 2), (2, 4)])
+
+
+def _unmergeable_sealed(rel: tuple[int, int], r: SeqResult) -> None:
+    if rel >= (6, 10):
+        assert ("sl" in _vmas(r)[0].flags) == (rel != (6, 16))
+
+
 def _map_stack(rel: tuple[int, int], r: SeqResult) -> None:
     # c4608d1bf7c6 (6.7): MAP_STACK is VM_NOHUGEPAGE, so it does not merge with its neighbour
     if rel >= (6, 7):
@@ -123,6 +135,12 @@ BEHAVIOURS: dict[str, tuple[tuple[str, ...], Check]] = {
     "mremap-fixed-destination-unmapped-before-source-check-or-multi-vma-move": (
         ("mmap 3 1 rw- private,anon,fixed", "mmap 9 6 rw- private,anon,fixed",
          "mremap 3 4 4 maymove,fixed 11"), _dest_unmapped_first),
+    "cow-fault-beyond-eof-still-takes-an-anon-vma": (
+        ("open 0 c", "mmap 1 1 rw- private,fixed 0 8", "mmap 2 2 rwx private,fixed 0 9",
+         "touch 3", "mprotect 1 3 r--"), _cow_beyond_eof),
+    "madv-unmergeable-clears-sealed-on-6.16": (
+        ("mmap 5 3 --- private,anon,fixed", "madvise 5 3 mergeable", "mseal 5 3",
+         "madvise 5 3 unmergeable"), _unmergeable_sealed),
     "map-stack-is-nohugepage": (
         ("mmap 0 2 rw- private,anon,fixed", "mmap 2 2 rw- private,anon,fixed,stack"), _map_stack),
     "map-hugetlb-refused-without-a-pool": (

@@ -37,7 +37,8 @@ def test_6_16_has_the_old_mremap_check_order_and_clears_the_dontunmap_source_acc
     p616, p617 = get_profile("6.16.12"), get_profile("6.17")
     diff = {f.name for f in dataclasses.fields(p616)
             if getattr(p616, f.name) != getattr(p617, f.name)}
-    assert diff == {"name", "mremap_multi_vma", "mremap_checks_first", "dontunmap_clears_account"}
+    assert diff == {"name", "mremap_multi_vma", "mremap_checks_first", "dontunmap_clears_account",
+                    "unmergeable_clears_sealed"}
     assert p616.dontunmap_clears_account and not p616.mremap_checks_first
     assert not get_profile("6.15").dontunmap_clears_account
     assert not get_profile("6.18.0").dontunmap_clears_account
