@@ -63,7 +63,7 @@ def _dontunmap_locked_source(rel: tuple[int, int], r: SeqResult) -> None:
 def _cow_beyond_eof(rel: tuple[int, int], r: SeqResult) -> None:
     # the failed write fault (SIGBUS) still gave [2,4) an anon_vma: the OLD anon rule then
     # refuses the merge with the unfaulted prev, the NEW rule (6.16) allows it
-    assert r.steps[3].errno == errno.EFAULT
+    assert r.steps[4].errno == errno.EFAULT
     assert _layout(r) == ([(1, 4)] if rel >= (6, 16) else [(1, 2), (2, 4)])
 
 
