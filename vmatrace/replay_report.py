@@ -56,26 +56,26 @@ def _call_sites(trace: Trace) -> dict[tuple[int, int], str]:
 def attribute(trace: Trace, result: ReplayResult, top: int = 10) -> Attribution:
     """VMAs created and splits by call site (recording profile), VMAs by ELF segment."""
     sites = _call_sites(trace)
-    ev = trace.events
-    seq_rows = dict(zip(ev["seq"].to_list(), range(ev.height), strict=True))
-    kinds = ev["kind"].to_list()
-    stack = ev["stack_id"].to_list()
-    pids = ev["pid"].to_list()
     created: Counter[str] = Counter()
     splits: Counter[str] = Counter()
     run = result.profiles[0] if result.profiles else None
     if run is not None:
+        # the events after which the judged model's count grew, looked up by seq in one join
+        # (no Python object per event of the trace)
+        grew_seq: list[int] = []
+        grew_by: list[int] = []
         for p in run.processes:
-            prev = None
-            for seq, count in p.counts:
-                if prev is not None and count > prev:
-                    i = seq_rows.get(seq)
-                    if i is not None:
-                        sid = stack[i]
-                        site = sites.get((pids[i], sid), f"[{kinds[i]}, no stack]") if sid is not None \
-                            else f"[{kinds[i]}, no stack]"
-                        (created if kinds[i] in _CREATING else splits)[site] += count - prev
-                prev = count
+            vals = p.count_values
+            for k in range(1, len(vals)):
+                if vals[k] > vals[k - 1]:
+                    grew_seq.append(p.count_seqs[k])
+                    grew_by.append(vals[k] - vals[k - 1])
+        if grew_seq:
+            grew = pl.DataFrame({"seq": grew_seq, "n": grew_by}, schema={"seq": pl.UInt64, "n": pl.Int64})
+            rows = grew.join(trace.events.select("seq", "pid", "kind", "stack_id"), on="seq", how="inner")
+            for pid, kind, sid, n in rows.select("pid", "kind", "stack_id", "n").iter_rows():
+                site = sites.get((pid, sid), f"[{kind}, no stack]") if sid is not None else f"[{kind}, no stack]"
+                (created if kind in _CREATING else splits)[site] += n
     fix_sites: Counter[str] = Counter()
     for e in result.fix_events:
         site = sites.get((e.pid, e.stack_id), f"[{e.kind}, no stack]") if e.stack_id is not None \
