@@ -281,7 +281,7 @@ def test_fuzz_live_anon_comparison_catches_a_planted_bug(monkeypatch: pytest.Mon
     import replay.mm as M
 
     seqs, kres = _live_batch()
-    seqs, kres = seqs[:400], kres[:400]
+    seqs, kres = seqs[:200], kres[:200]
     real_split = M.AddressSpace._split
 
     def split(self: M.AddressSpace, v: M.Vma, addr: int, *, check_count: bool = True) -> M.Vma:
@@ -293,5 +293,7 @@ def test_fuzz_live_anon_comparison_catches_a_planted_bug(monkeypatch: pytest.Mon
     monkeypatch.setattr(M.AddressSpace, "_split", split)
     mres = run_model("live", seqs)
     ds = [d for s, k, m in zip(seqs, kres, mres, strict=True) if (d := compare(s, k, m, anon=True))]
-    assert len(ds) > 20
-    assert collections.Counter(k for d in ds for k in d.kinds)["anon_vma"] > 10
+    layout_only = [d for s, k, m in zip(seqs, kres, mres, strict=True) if (d := compare(s, k, m))]
+    assert len(ds) > 10 and all("anon_vma" in d.kinds for d in ds), collections.Counter(
+        k for d in ds for k in d.kinds)
+    assert len(layout_only) < len(ds)  # most of them never show in layouts and flags
