@@ -437,7 +437,9 @@ def test_hidden_state_lines_and_comparison() -> None:
     """`% START END ANON AVC` lines (runner -d) attach to the step's VMAs; compare(anon=True)
     compares anon_vma identity classes (not the numbers) and fork-child status."""
     from replay.oracle.compare import diff_step
-    from replay.oracle.core import Step, Vma, parse_output, seq
+    from replay.oracle.core import StepResult as Step
+    from replay.oracle.core import VmaRow as Vma
+    from replay.oracle.core import parse_output, seq
 
     s = seq("h", "mmap 0 4 rw- private,anon,fixed")
     out = ("#seq h\n@ 0 0 -\n@ 1 0 0\n0 2 rw-p rd wr mr mw me ac\n2 4 r--p rd mr mw me ac\n"
