@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             seqs = gen_batch(a.seed, a.n, cfg, a.index)
             profile = a.profile or "live"
             label = f"live(detected {info.profile})/model:{profile}" + (" +anon" if deep else "")
-            run_k: Runner = functools.partial(run_live, deep_fd=deep.prog_fd) if deep else run_live
+            run_k: Runner = (functools.partial(run_live, deep_fd=deep.prog_fd, deep_rec_size=deep.rec_size)
+                             if deep else run_live)
             t0 = time.monotonic()
             kres = run_k(seqs)
         else:

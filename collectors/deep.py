@@ -222,6 +222,11 @@ class DeepCollector:
         runner: ``run_live(..., deep_fd=c.prog_fd)``)."""
         return int(self._fn.fd)
 
+    @property
+    def rec_size(self) -> int:
+        """Bytes per record the program writes (depends on the kernel's configuration)."""
+        return int(self._dtype.itemsize)
+
     # -- the iterator ------------------------------------------------------------------------
     def read_records(self, pid: int, *, tid: int | None = None) -> np.ndarray:
         """The raw records of every VMA of process ``pid`` (one thread's walk; REC_DTYPE, without

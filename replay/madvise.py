@@ -197,6 +197,8 @@ class MadviseMixin(MmCore):
             if self.guard_pages and self.guard_pages.overlaps(s, min(end, v.end)):
                 raise err(E.EFAULT, "populate hit a guard page")
             if self._beyond_eof(v, min(end, v.end)):
+                if write and not fl & VM_SHARED:
+                    self._anon_vma_prepare(v)  # do_cow_fault() prepares it before the SIGBUS
                 raise err(E.EFAULT, "populate beyond the end of the file (SIGBUS)")
             if write and not fl & VM_SHARED:
                 self._anon_vma_prepare(v)

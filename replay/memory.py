@@ -60,8 +60,9 @@ class MemoryMixin(MmCore):
         f = v.file
         if f is not None and f.size is not None and v.pgoff + ((addr - v.start) >> PAGE_SHIFT) >= f.size:
             if write and not fl & VM_SHARED:
-                # do_cow_fault() prepares the anon_vma before it reads the file page, which
-                # then fails: the VMA is faulted all the same (qemu-checked on 6.1 and 6.12)
+                # do_cow_fault(): vmf_anon_prepare() comes before __do_fault() finds the page
+                # beyond the end of the file, so the VMA is faulted all the same (qemu-checked on
+                # 6.1 and 6.12, and live)
                 a = v.anon_vma
                 if a is None or a.unknown:
                     self._anon_vma_prepare(v)
@@ -127,6 +128,10 @@ class MemoryMixin(MmCore):
                                                                   min(end, v.end)):
                     raise err(E.ENOMEM, "mlock populate hit a guard page")
                 if self._beyond_eof(v, min(end, v.end)):
+                    if (fl & (VM_WRITE | VM_SHARED)) == VM_WRITE and write is not False:
+                        # the write faults before the failing page, or do_cow_fault() on it,
+                        # prepared the anon_vma before __do_fault() met the end of the file
+                        self._anon_vma_prepare(v)
                     raise err(E.ENOMEM, "mlock populate beyond the end of the file (SIGBUS)")
             if not fl & (VM_IO | VM_PFNMAP | VM_LOCKONFAULT) and fl & VM_ACCESS_FLAGS:
                 w = (fl & (VM_WRITE | VM_SHARED)) == VM_WRITE if write is None else write

@@ -83,8 +83,8 @@ def _live_batch() -> tuple[list[Sequence], list[SeqResult]]:
     cfg, _ = _live_cfg()
     seqs = gen_batch(SEED, N_LIVE, cfg)
     deep = _deep()
-    fd = getattr(deep, "prog_fd", None)
-    return _split(seqs, run_live(_with_repeats(seqs), deep_fd=fd))
+    fd, size = getattr(deep, "prog_fd", None), getattr(deep, "rec_size", 0)
+    return _split(seqs, run_live(_with_repeats(seqs), deep_fd=fd, deep_rec_size=size))
 
 
 def _qemu(kernel: str) -> Boot:
@@ -269,3 +269,31 @@ def test_regressions_agree_or_documented() -> None:
     assert checked == len(entries)
     if problems:
         pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+@pytest.mark.live
+@pytest.mark.bcc
+def test_fuzz_live_anon_comparison_catches_a_planted_bug(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model that gives the second half of a split VMA its own anon_vma (the kernel shares it)
+    keeps every layout and flag right at first, and only the anon_vma comparison sees it at once."""
+    need_cc()
+    need(os.geteuid() == 0 and _deep() is not None, "needs root and bcc (a BPF task_vma iterator)")
+    import replay.mm as M
+
+    seqs, kres = _live_batch()
+    seqs, kres = seqs[:200], kres[:200]
+    real_split = M.AddressSpace._split
+
+    def split(self: M.AddressSpace, v: M.Vma, addr: int, *, check_count: bool = True) -> M.Vma:
+        new = real_split(self, v, addr, check_count=check_count)
+        if isinstance(new.anon_vma, M.AnonVma):
+            new.anon_vma = M.AnonVma()
+        return new
+
+    monkeypatch.setattr(M.AddressSpace, "_split", split)
+    mres = run_model("live", seqs)
+    ds = [d for s, k, m in zip(seqs, kres, mres, strict=True) if (d := compare(s, k, m, anon=True))]
+    layout_only = [d for s, k, m in zip(seqs, kres, mres, strict=True) if (d := compare(s, k, m))]
+    assert len(ds) > 10 and all("anon_vma" in d.kinds for d in ds), collections.Counter(
+        k for d in ds for k in d.kinds)
+    assert len(layout_only) < len(ds)  # most of them never show in layouts and flags

@@ -431,3 +431,36 @@ def test_kernel_fetcher_refuses_unknown_labels_in_one_line() -> None:
     lst = subprocess.run([sys.executable, str(ROOT / "replay/oracle/kernels.py"), "list"],
                          capture_output=True, text=True, check=True)
     assert "linux-binary-7.3.4+deb13-cloud-amd64" in lst.stdout
+
+
+def test_hidden_state_lines_and_comparison() -> None:
+    """`% START END ANON AVC` lines (runner -d) attach to the step's VMAs; compare(anon=True)
+    compares anon_vma identity classes (not the numbers) and fork-child status."""
+    from replay.oracle.compare import diff_step
+    from replay.oracle.core import StepResult as Step
+    from replay.oracle.core import VmaRow as Vma
+    from replay.oracle.core import parse_output, seq
+
+    s = seq("h", "mmap 0 4 rw- private,anon,fixed")
+    out = ("#seq h\n@ 0 0 -\n@ 1 0 0\n0 2 rw-p rd wr mr mw me ac\n2 4 r--p rd mr mw me ac\n"
+           "% 0 2 7 1\n% 2 4 7 2\n#end h ok\n")
+    (r,) = parse_output(out, [s])
+    a, b = r.steps[1].vmas
+    assert (a.anon, a.avc, a.fork_child, b.anon, b.avc, b.fork_child) == (7, 1, False, 7, 2, True)
+    f = frozenset({"rd"})
+
+    def step(*vs: tuple[int, int, int]) -> Step:
+        return Step(1, "x", 0, None, tuple(Vma(i * 2, i * 2 + 2, "rw-p", f, an, avc) for i, (an, avc, _) in enumerate(vs)))
+
+    same = step((5, 1, 0), (5, 1, 0), (0, 0, 0))
+    renamed = step((9, 1, 0), (9, 1, 0), (0, 0, 0))
+    split = step((5, 1, 0), (6, 1, 0), (0, 0, 0))
+    forked = step((5, 2, 0), (5, 1, 0), (0, 0, 0))
+    faulted = step((5, 1, 0), (5, 1, 0), (8, 1, 0))
+    assert diff_step(same, renamed, anon=True) == ([], [])
+    assert diff_step(same, split, anon=True)[0] == ["anon_vma"]
+    assert diff_step(same, faulted, anon=True)[0] == ["anon_vma"]
+    assert diff_step(same, forked, anon=True)[0] == ["fork-child"]
+    assert diff_step(same, split)[0] == []  # off unless asked
+    plain = Step(1, "x", 0, None, tuple(Vma(v.start, v.end, v.perms, v.flags) for v in same.vmas))
+    assert diff_step(plain, split, anon=True)[0] == ["oracle"]  # asked, but the runner gave none

@@ -286,3 +286,34 @@ def test_chunks_without_the_added_columns_still_read(tmp_path: Path) -> None:
     assert tr.events.height == 10
     assert any("part-000001.parquet: schema differs from format v1 (no column ret)" in w for w in tr.warnings)
     assert any("part-000002.parquet: schema differs from format v1 (column file_id is String" in w for w in tr.warnings)
+
+
+def test_deep_snapshots_are_an_additive_table(tmp_path: Path) -> None:
+    """A deep snapshot's /proc columns go to `snapshots` unchanged (readers that do not know deep
+    snapshots read every snapshot); its hidden state goes to `deep_vmas` and comes back joined."""
+    from dataclasses import replace
+
+    from replay.snapshot import is_deep
+    from vmatrace.base.snapshot import DEEP_SCHEMA
+    from vmatrace.base.trace import SNAPSHOT_SCHEMA
+
+    plain = read_snapshot(os.getpid(), smaps=False)
+    n = plain.frame.height
+    hidden = pl.DataFrame({
+        "vm_flags": [0x73] * n, "pgoff": list(range(n)), "file_id": [None] * n, "anon_vma_id": [1] * n,
+        "avc": [2] * n, "fork_child": [True] * n, "close_hook": [False] * n, "anon_name": [None] * n,
+        "mempolicy": [False] * n, "uffd": [False] * n,
+    }, schema=DEEP_SCHEMA)
+    deep = replace(plain, method="bpf_iter", frame=pl.concat([plain.frame, hidden], how="horizontal"))
+    assert deep.deep and not plain.deep
+    t = tmp_path / "t.vmat"
+    with TraceWriter(t, {"collector": "test", "pids": [42]}) as w:
+        s_plain = w.add_snapshot(plain, "start")
+        s_deep = w.add_snapshot(deep, "periodic")
+    assert dict(pl.read_parquet(t / "snapshots" / "part-000000.parquet").schema) == SNAPSHOT_SCHEMA
+    r = read_trace(t)
+    assert not r.warnings and r.deep_vmas is not None and r.deep_vmas.height == n
+    got = r.snapshot(s_deep)
+    assert is_deep(got) and got["pgoff"].to_list() == list(range(n)) and got["fork_child"].all()
+    assert got.select(plain.frame.columns).equals(plain.frame.sort("start"))
+    assert "vm_flags" not in r.snapshot(s_plain).columns

@@ -94,17 +94,20 @@ def have_cc() -> bool:
 
 def run_live(
     seqs: Seq[Sequence], base: int = WINDOW_BASE, pages: int = WINDOW_PAGES, timeout: float = 600,
-    engine: str = "auto", deep_fd: int | None = None,
+    engine: str = "auto", deep_fd: int | None = None, deep_rec_size: int = 0,
 ) -> list[SeqResult]:
     """Run every sequence on the running kernel (one runner process, one forked child each).
 
     engine: "c" (the static runner), "python" (replay/oracle/pyrunner.py, ctypes, ~30x slower)
     or "auto" (C when a compiler exists, else Python). ``deep_fd``: the fd of a loaded task_vma
-    iterator program (``collectors.deep.DeepCollector.prog_fd``; C runner only): every step then
-    carries each VMA's anon_vma identity and anon_vma_chain length."""
+    iterator program (``collectors.deep.DeepCollector.prog_fd``, its records ``deep_rec_size``
+    bytes: ``.rec_size``; C runner only): every step then carries each VMA's anon_vma identity and
+    anon_vma_chain length."""
     if not seqs:
         return []
     if deep_fd is not None:
+        if deep_rec_size <= 0:
+            raise OracleError("deep_fd needs deep_rec_size (DeepCollector.rec_size)")
         if engine == "python" or not have_cc():
             raise OracleError("the hidden-state comparison needs the C runner (gcc)")
         engine = "c"
@@ -113,7 +116,7 @@ def run_live(
 
         return run_live_py(seqs, base, pages)
     runner = build_runner()
-    deep = ["-d", str(deep_fd)] if deep_fd is not None else []
+    deep = ["-d", f"{deep_fd},{deep_rec_size}"] if deep_fd is not None else []
     # the runner's files (open a/b/c) live on tmpfs, as in the qemu guests
     shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
     with tempfile.TemporaryDirectory(prefix="vmatrace-oracle-", dir=shm) as td:

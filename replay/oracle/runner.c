@@ -3,10 +3,10 @@
  * every step, the errno and the VMAs of a private window as /proc/self/smaps shows them.
  *
  * Build: gcc -static -O2 -o runner runner.c   (static, so it also runs in a busybox initramfs)
- * Usage: runner [-b BASE_HEX] [-w PAGES] [-d FD] [SCRIPT]   (script from stdin when omitted)
- *   -d FD   FD is a loaded BPF task_vma iterator program (collectors/bpf/deep.bpf.c, passed in by
- *           replay/oracle/execute.py): after every step the runner also iterates its own VMAs and
- *           prints their anon_vma identity and anon_vma_chain length
+ * Usage: runner [-b BASE_HEX] [-w PAGES] [-d FD,RECSIZE] [SCRIPT]  (script from stdin when omitted)
+ *   -d FD,RECSIZE   FD is a loaded BPF task_vma iterator program (collectors/bpf/deep.bpf.c, passed
+ *           in by replay/oracle/execute.py) whose records are RECSIZE bytes: after every step the
+ *           runner also iterates its own VMAs and prints their anon_vma identity and chain length
  *
  * The script and output formats are documented in docs/oracle.md. In short:
  *
@@ -239,11 +239,11 @@ static pid_t deep_link_pid;
 #define SYS_bpf 321
 #endif
 
-struct deep_rec { /* struct deep_rec of collectors/bpf/deep.bpf.c */
+struct deep_rec { /* the head of struct deep_rec of collectors/bpf/deep.bpf.c (its tail varies) */
 	unsigned long start, end, flags, pgoff, file, anon_vma, mm;
 	unsigned int tgid, tid, avc, bits;
-	char anon_name[80];
 };
+static size_t deep_rec_size;
 
 static unsigned long anon_ptrs[4096]; /* pointer -> index + 1; copied into forked children */
 static int nanon;
@@ -261,7 +261,7 @@ static int anon_id(unsigned long p)
 	return nanon;
 }
 
-static struct deep_rec drecs[4096];
+static char drecs[4096 * 160];
 
 static void dump_deep(void)
 {
@@ -296,7 +296,7 @@ static void dump_deep(void)
 		return;
 	}
 	for (;;) {
-		ssize_t n = read(it, (char *)drecs + len, sizeof(drecs) - len);
+		ssize_t n = read(it, drecs + len, sizeof(drecs) - len);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
@@ -306,11 +306,12 @@ static void dump_deep(void)
 			break;
 	}
 	close(it);
-	for (size_t i = 0; i < len / sizeof(struct deep_rec); i++) {
-		struct deep_rec *r = &drecs[i];
+	for (size_t off = 0; off + deep_rec_size <= len; off += deep_rec_size) {
+		struct deep_rec *r = (struct deep_rec *)(drecs + off);
 		int in_heap = show_heap && r->start < start_brk + HEAP_PAGES * PAGE &&
 			      r->end > start_brk;
-		if (r->tid != drecs[0].tid || ((r->start >= wend || r->end <= base) && !in_heap))
+		if (r->tid != ((struct deep_rec *)drecs)->tid ||
+		    ((r->start >= wend || r->end <= base) && !in_heap))
 			continue;
 		oprintf("%% %ld %ld %d %u\n", rel_page(r->start), rel_page(r->end),
 			anon_id(r->anon_vma), r->avc);
@@ -786,12 +787,19 @@ int main(int argc, char **argv)
 	while ((opt = getopt(argc, argv, "b:w:d:")) != -1) {
 		if (opt == 'b')
 			base = strtoul(optarg, NULL, 16);
-		else if (opt == 'd')
-			deep_prog = (int)strtol(optarg, NULL, 10);
+		else if (opt == 'd') {
+			char *comma;
+			deep_prog = (int)strtol(optarg, &comma, 10);
+			deep_rec_size = *comma == ',' ? strtoul(comma + 1, NULL, 10) : 0;
+			if (deep_rec_size < sizeof(struct deep_rec) || deep_rec_size > 160) {
+				fprintf(stderr, "-d FD,RECSIZE: bad record size\n");
+				return 2;
+			}
+		}
 		else if (opt == 'w')
 			wpages = strtoul(optarg, NULL, 0);
 		else {
-			fprintf(stderr, "usage: %s [-b BASE_HEX] [-w PAGES] [-d FD] [SCRIPT]\n", argv[0]);
+			fprintf(stderr, "usage: %s [-b BASE_HEX] [-w PAGES] [-d FD,RECSIZE] [SCRIPT]\n", argv[0]);
 			return 2;
 		}
 	}

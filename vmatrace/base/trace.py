@@ -502,9 +502,13 @@ class Trace:
 
     def snapshot(self, snapshot_id: int) -> pl.DataFrame:
         """The VMA rows of one snapshot (VMA_SCHEMA, plus DEEP_SCHEMA when the trace has deep
-        snapshots: null for the rows of plain ones), sorted by start."""
-        return (self.snapshots.filter(pl.col("snapshot_id") == snapshot_id)
-                .drop("snapshot_id", "pid").sort("start"))
+        snapshots), sorted by start. A plain snapshot of a trace that also has deep ones comes without
+        the deep columns."""
+        f = (self.snapshots.filter(pl.col("snapshot_id") == snapshot_id)
+             .drop("snapshot_id", "pid").sort("start"))
+        if "vm_flags" in f.columns and f.height and f.get_column("vm_flags").null_count() == f.height:
+            f = f.drop(*DEEP_SCHEMA)
+        return f
 
 
 def _err(p: Path, what: str, e: OSError) -> TraceError:

@@ -44,7 +44,17 @@ def run(args: argparse.Namespace) -> int:
     from collectors.procmaps import read_snapshot
     from vmatrace.analysis import invisible_fragmentation, max_map_count, snapshot_json_text
 
-    snap = read_snapshot(args.pid, smaps=not args.no_smaps, method=args.method)
+    if args.deep:
+        if args.no_smaps or args.method != "auto":
+            from vmatrace.base.errors import UsageError
+
+            raise UsageError("--deep reads the layout itself: it takes neither --no-smaps nor --method")
+        from collectors.deep import DeepCollector
+
+        with DeepCollector() as deep:
+            snap = deep.snapshot(args.pid)
+    else:
+        snap = read_snapshot(args.pid, smaps=not args.no_smaps, method=args.method)
     runs = invisible_fragmentation(snap.frame)
     limit = max_map_count()
     if args.output:
