@@ -35,7 +35,7 @@ echo "== vmatrace snapshot: the workload again, live"
 coproc WL { exec "$PY" -m vmatrace.workloads.fragment; }
 read -r info <&"${WL[0]}"
 pid=$($PY -c 'import json,sys; print(json.loads(sys.argv[1])["pid"])' "$info")
-$V snapshot "$pid" | tail -n 8
+$V snapshot "$pid" | sed -n "/^invisible fragmentation/,\$p"
 $V snapshot "$pid" -o "$OUT/snapshot.parquet" --force
 
 echo
