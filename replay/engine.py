@@ -26,6 +26,7 @@ import os
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import polars as pl
@@ -128,7 +129,7 @@ def apply_what_if(profile: KernelProfile, assignments: Sequence[str]) -> KernelP
             if low not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
                 raise UsageError(f"--what-if {name}={raw!r}: expected true or false")
             value = low in ("true", "1", "yes", "on")
-        elif isinstance(current, AnonRule) or hasattr(current, "__members__") or hasattr(type(current), "__members__"):
+        elif isinstance(current, Enum):
             enum_t = type(current)
             try:
                 value = enum_t(raw.lower())
@@ -402,7 +403,7 @@ def _tree_order(procs: dict[int, _Proc]) -> list[int]:
     return out
 
 
-def _event_range(kind: int, a0: int, a1: int, a2: int, ret: int) -> tuple[int, ...] | None:
+def _event_range(kind: int, a0: int, a1: int, a2: int, a3: int, ret: int) -> tuple[int, ...] | None:
     """The address range(s) an event touched, for naming the events behind a divergence."""
     if kind == _K_FAULT:
         lo = a0 & ~(_PAGE - 1)
@@ -420,7 +421,7 @@ def _event_range(kind: int, a0: int, a1: int, a2: int, ret: int) -> tuple[int, .
     if _KIND_NAMES[kind] in ("mlockall", "munlockall"):
         return (0, TASK_SIZE)
     if _KIND_NAMES[kind] == "prctl":
-        return (a2, a2 + max(_PAGE, ret if False else 0)) if a0 == PR_SET_VMA else (0, TASK_SIZE)
+        return (a2, a2 + max(a3, _PAGE)) if a0 == PR_SET_VMA else (0, TASK_SIZE)  # addr, len of PR_SET_VMA
     return (a0, a0 + max(a1, _PAGE))
 
 
@@ -627,7 +628,7 @@ class _Replayer:
                 except _NotCovered:
                     run.events_skipped += 1
                     flags_w.append((seq, CAUSE_NOT_COVERED))
-                    rng = _event_range(kind, a0, a1, a2, ret)
+                    rng = _event_range(kind, a0, a1, a2, a3, ret)
                     if rng is not None:
                         uncovered.append((seq, rng[0], rng[1]))
                     continue
@@ -650,7 +651,7 @@ class _Replayer:
                 if shot is not None:
                     ex = mm.last_explanation
                     if ex is not None:
-                        rng = _event_range(kind, a0, a1, a2, ret)
+                        rng = _event_range(kind, a0, a1, a2, a3, ret)
                         pic = explain_diagram(shot, mm.vmas(), rng[0], rng[1]) if rng else ""
                         self.explanations.append(f"[pid {p.pid} seq {seq}] {ex}" + (f"\n  {pic}" if pic else ""))
         while si < len(snaps):
@@ -669,20 +670,19 @@ class _Replayer:
         """(seq, kind, lo, hi, ts) of the given events: the ranges each touched."""
         c = self.plan.cols
         out: list[tuple[int, str, int, int, int]] = []
-        for row, kind, a0, a1, a2, ret, seq, ts in zip(
-                rows.tolist(), c["kind"][rows].tolist(), c["a0"][rows].tolist(), c["a1"][rows].tolist(),
-                c["a2"][rows].tolist(), c["ret"][rows].tolist(), c["seq"][rows].tolist(), c["ts_ns"][rows].tolist(),
+        for kind, a0, a1, a2, a3, ret, seq, ts in zip(
+                c["kind"][rows].tolist(), c["a0"][rows].tolist(), c["a1"][rows].tolist(), c["a2"][rows].tolist(),
+                c["a3"][rows].tolist(), c["ret"][rows].tolist(), c["seq"][rows].tolist(), c["ts_ns"][rows].tolist(),
                 strict=True):
             if kind in (_K_FORK, _K_EXEC) or kind in _K_IGNORED:
                 continue
-            rng = _event_range(kind, a0, a1, a2, ret if ret >= -4095 else ret & _U64)
+            rng = _event_range(kind, a0, a1, a2, a3, ret if ret >= -4095 else ret & _U64)
             if rng is None:
                 continue
             name = _KIND_NAMES[kind]
             out.append((seq, name, rng[0], rng[1], ts))
             if len(rng) == 4:
                 out.append((seq, name, rng[2], rng[3], ts))
-            del row
         return out
 
     def _mmap(self, mm: AddressSpace, pid: int, row: int, addr: int, length: int, prot: int, flags: int,

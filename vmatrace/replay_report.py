@@ -365,15 +365,14 @@ def _downsample(xs: list[int], ys: list[int], buckets: int = 2000) -> tuple[list
 
 def _snapshot_seqs(trace: Trace, pid: int) -> dict[int, int]:
     """snapshot id -> the seq of the last event of ``pid`` before it (the x position in the plot)."""
-    ev = trace.events.filter(pl.col("pid") == pid).select("seq", "ts_ns")
-    seqs = ev["seq"].to_list()
+    from bisect import bisect_right
+    from itertools import accumulate
+
+    ev = trace.events.filter(pl.col("pid") == pid).select("seq", "ts_ns").sort("ts_ns")
     ts = ev["ts_ns"].to_list()
+    last_seq = list(accumulate(ev["seq"].to_list(), max))  # the latest seq at or before each time
     out = {}
     for r in trace.snapshot_index.filter(pl.col("pid") == pid).iter_rows(named=True):
-        t = r["t_start_ns"] or 0
-        last = 0
-        for s, x in zip(seqs, ts, strict=True):
-            if x <= t:
-                last = s
-        out[int(r["snapshot_id"])] = last
+        k = bisect_right(ts, r["t_start_ns"] or 0)
+        out[int(r["snapshot_id"])] = last_seq[k - 1] if k else 0
     return out
