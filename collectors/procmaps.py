@@ -7,7 +7,8 @@ Two readers:
 * The text files ``/proc/PID/maps`` and ``/proc/PID/smaps``: everywhere, and always for smaps
   (Rss, Pss, Anonymous, Swap, VmFlags), which no ioctl exposes.
 
-A snapshot is a polars frame with :data:`VMA_SCHEMA` (documented in ``docs/trace-format.md``).
+A snapshot holds columns of :data:`VMA_FIELDS` (documented in ``docs/trace-format.md``); nothing
+here imports polars (the snapshot makes its frame on first use).
 Reading a live process can show oddities: ``seq_file`` restarts after each read() chunk, so a VMA
 that changes between two chunks can be printed twice; the process can exit mid-read; /proc can say
 EACCES. Each is reported as a warning or a one-line :class:`SnapshotError`, never a traceback.
@@ -26,9 +27,8 @@ from vmatrace.base.snapshot import (
     Snapshot,
     SnapshotError,
     empty_vma_columns,
-    parse_maps_text,
-    parse_smaps_text,
-    vma_frame,
+    parse_maps_columns,
+    parse_smaps_columns,
 )
 
 PF_KTHREAD = 0x00200000
@@ -244,18 +244,11 @@ def _proc_error(pid: int, what: str, e: OSError) -> VmatraceError:
 
 
 def _read_all(path: str) -> bytes:
-    """Read a /proc file in large chunks (fewer seq_file restarts than line reads)."""
+    """Read a /proc file whole. seq_file gives about a page per read(), so this is thousands of
+    reads for a large smaps: FileIO.readall() loops in C into one growing buffer."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        parts = []
-        while True:
-            b = os.read(fd, 1 << 20)
-            if not b:
-                break
-            parts.append(b)
-        return b"".join(parts)
-    finally:
-        os.close(fd)
+    with open(fd, "rb", buffering=0) as f:
+        return f.readall()
 
 
 def read_snapshot(pid: int, *, smaps: bool = True, method: str = "auto", task: int | None = None) -> Snapshot:
@@ -308,7 +301,6 @@ def read_snapshot(pid: int, *, smaps: bool = True, method: str = "auto", task: i
         n = len(cols["start"])
         for k in ("rss_kb", "pss_kb", "anonymous_kb", "swap_kb", "vmflags"):
             cols[k] = [None] * n
-        frame = vma_frame(cols)
         used = "procmap_query"
     else:
         what = f"{base}/{'smaps' if smaps else 'maps'}"
@@ -316,15 +308,15 @@ def read_snapshot(pid: int, *, smaps: bool = True, method: str = "auto", task: i
             raw = _read_all(what)
         except OSError as e:
             raise _proc_error(pid, what, e) from None
-        # the parsers split the bytes in polars; non-UTF-8 names become \xNN (documented in the schema)
-        frame = parse_smaps_text(raw, warnings) if smaps else parse_maps_text(raw, warnings)
+        # non-UTF-8 names become \xNN (documented in the schema)
+        cols = parse_smaps_columns(raw, warnings) if smaps else parse_maps_columns(raw, warnings)
         used = "text"
     t1 = time.monotonic_ns()
     if not _lived_through(base, started) and not any(w.startswith("incomplete") for w in warnings):
-        warnings.append(f"incomplete: the process exited during the read ({frame.height} VMAs read)")
-    if frame.height == 0:
+        warnings.append(f"incomplete: the process exited during the read ({len(cols['start'])} VMAs read)")
+    if not cols["start"]:
         if not os.path.exists(base):
             warnings.append("incomplete: the process exited during the read")
         elif not any(w.startswith("incomplete") for w in warnings):
             warnings.append("incomplete: empty address space (exiting process or zombie)")
-    return Snapshot(pid=pid, t_start_ns=t0, t_end_ns=t1, method=used, frame=frame, warnings=warnings)
+    return Snapshot(pid=pid, t_start_ns=t0, t_end_ns=t1, method=used, warnings=warnings, columns=cols)

@@ -13,16 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from collectors.procmaps import (
-    SnapshotError,
-    has_procmap_query,
-    parse_maps_text,
-    parse_smaps_text,
-    read_snapshot,
-)
+from collectors.procmaps import SnapshotError, has_procmap_query, read_snapshot
 from tests.conftest import need
 from vmatrace.analysis import REASON_ANON, REASON_FLAGS, invisible_fragmentation
 from vmatrace.base.errors import NoSuchProcess
+from vmatrace.base.snapshot import parse_maps_text, parse_smaps_text
 
 MAPPINGS_C = r"""
 #define _GNU_SOURCE
@@ -344,11 +339,21 @@ def test_smaps_of_stopped_process_sizes(mappings_proc: subprocess.Popen[str]) ->
     os.kill(mappings_proc.pid, signal.SIGCONT)
 
 
-def test_vectorized_smaps_parser_equals_the_line_parser() -> None:
-    """The fast path (every K-th line, fields at fixed offsets) gives the line parser's frame on
-    real smaps of 10,000 VMAs; text of another shape (a VMA without its Rss line) falls back to the
-    line parser and still parses."""
-    from vmatrace.base.snapshot import _line_series, _parse_smaps_lines, _smaps_by_stride
+def _line_parsed(text: str) -> dict[str, list[object]]:
+    from vmatrace.base.snapshot import SmapsParser
+
+    p = SmapsParser()
+    p._layout = None  # no fast path: every line parsed
+    p.feed(text)
+    return p.finish()
+
+
+def test_fast_smaps_parser_equals_the_line_parser() -> None:
+    """The fast path (the fields at the offsets the first block shows, read in bulk) gives the
+    line parser's columns on real smaps of 10,000 VMAs, whole or fed in pieces of any size; text
+    of another shape (a VMA without its Rss line, sizes of 8 digits or more in the first block and
+    in the middle) is read line by line where it must be and still parses the same."""
+    from vmatrace.base.snapshot import parse_smaps_columns
 
     p = subprocess.Popen([sys.executable, "-m", "vmatrace.workloads.fragment", "--many", "10000"],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -360,16 +365,26 @@ def test_vectorized_smaps_parser_equals_the_line_parser() -> None:
     finally:
         p.kill()
         p.wait()
-    assert _smaps_by_stride(_line_series(raw)) is not None
-    fast = parse_smaps_text(raw)
-    assert fast.height > 10000
-    assert fast.equals(_parse_smaps_lines(raw.decode(), []))
     text = raw.decode()
-    odd = text.replace("\nRss:", "\nRssX:", 1)  # one VMA lacks its Rss line: no fixed stride
-    assert _smaps_by_stride(_line_series(odd)) is None
-    slow = parse_smaps_text(odd)
-    assert slow.height == fast.height and slow["rss_kb"][0] == 0
-    assert slow.drop("rss_kb").equals(fast.drop("rss_kb"))
+    fast = parse_smaps_columns(raw)
+    assert len(fast["start"]) > 10000
+    assert fast == _line_parsed(text)
+    for size in (1, 700, 4096, 65536):
+        assert parse_smaps_columns(text[i:i + size] for i in range(0, len(text), size)) == fast
+    odd = text.replace("\nRss:", "\nRssX:", 1)  # one VMA lacks its Rss line
+    slow = parse_smaps_columns(odd)
+    assert slow["rss_kb"][0] == 0 and slow["start"] == fast["start"]
+    assert {k: v for k, v in slow.items() if k != "rss_kb"} == {k: v for k, v in fast.items() if k != "rss_kb"}
+    # sizes of 9 digits (a 128 GiB reservation): in the first block, and in a block in the middle
+    lines = text.split("\n")
+    mid = next(i for i in range(len(lines) // 2, len(lines)) if lines[i].startswith("Swap:"))
+    for at in (next(i for i, ln in enumerate(lines) if ln.startswith("Size:")), mid):
+        wide = list(lines)
+        wide[at] = wide[at].split(":")[0] + ":" + " " * 10 + "134217728 kB"
+        got = parse_smaps_columns("\n".join(wide))
+        assert got == _line_parsed("\n".join(wide))
+        if at == mid:
+            assert 134217728 in got["swap_kb"]
 
 
 def test_lived_through_the_read() -> None:

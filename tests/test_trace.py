@@ -291,10 +291,9 @@ def test_chunks_without_the_added_columns_still_read(tmp_path: Path) -> None:
 def test_deep_snapshots_are_an_additive_table(tmp_path: Path) -> None:
     """A deep snapshot's /proc columns go to `snapshots` unchanged (readers that do not know deep
     snapshots read every snapshot); its hidden state goes to `deep_vmas` and comes back joined."""
-    from dataclasses import replace
 
     from replay.snapshot import is_deep
-    from vmatrace.base.snapshot import DEEP_SCHEMA
+    from vmatrace.base.snapshot import DEEP_SCHEMA, Snapshot
     from vmatrace.base.trace import SNAPSHOT_SCHEMA
 
     plain = read_snapshot(os.getpid(), smaps=False)
@@ -304,7 +303,8 @@ def test_deep_snapshots_are_an_additive_table(tmp_path: Path) -> None:
         "avc": [2] * n, "fork_child": [True] * n, "close_hook": [False] * n, "anon_name": [None] * n,
         "mempolicy": [False] * n, "uffd": [False] * n,
     }, schema=DEEP_SCHEMA)
-    deep = replace(plain, method="bpf_iter", frame=pl.concat([plain.frame, hidden], how="horizontal"))
+    deep = Snapshot(plain.pid, plain.t_start_ns, plain.t_end_ns, "bpf_iter",
+                    pl.concat([plain.frame, hidden], how="horizontal"), plain.warnings)
     assert deep.deep and not plain.deep
     t = tmp_path / "t.vmat"
     with TraceWriter(t, {"collector": "test", "pids": [42]}) as w:

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
+from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Any
 
-import polars as pl
+from vmatrace.base.snapshot import Snapshot
 
 if TYPE_CHECKING:
-    from vmatrace.base.snapshot import Snapshot
+    import polars as pl
 
 # VmFlags the merge check ignores: VM_SOFTDIRTY always; VM_MAYBE_GUARD ("gu") is sticky where it exists
 # (6.19, and 6.18.y after the sticky-flag backport), so it never blocks a merge either.
@@ -214,27 +216,33 @@ def explain_pair_deep(a: dict[str, Any], b: dict[str, Any]) -> Split:
     return Split(a["end"], _CAUSE_REASON[causes[0]], "; ".join(details), only_a, only_b, causes)
 
 
-def invisible_fragmentation(frame: pl.DataFrame) -> list[Run]:
-    """Runs of adjacent VMAs that look identical in /proc/PID/maps, each split explained (with
-    certainty when ``frame`` is a deep snapshot: it has the ``anon_vma_id`` column).
+def _columns(vmas: Snapshot | pl.DataFrame) -> dict[str, list[Any]]:
+    return vmas.columns if isinstance(vmas, Snapshot) else vmas.to_dict(as_series=False)
 
-    The pairs that look the same are found with polars (one pass over the columns); only those
-    rows are read into Python to be explained.
+
+def invisible_fragmentation(vmas: Snapshot | pl.DataFrame) -> list[Run]:
+    """Runs of adjacent VMAs that look identical in /proc/PID/maps, each split explained (with
+    certainty for a deep snapshot: it has the ``anon_vma_id`` column).
+
+    One pass over the columns finds the pairs that look the same; only those rows are read as
+    dicts to be explained.
     """
-    explain = explain_pair_deep if "anon_vma_id" in frame.columns else explain_pair
-    f = frame.sort("start")
-    if f.height < 2:
+    c = _columns(vmas)
+    explain = explain_pair_deep if "anon_vma_id" in c else explain_pair
+    starts, ends, perms, paths = c["start"], c["end"], c["perms"], c["path"]
+    n = len(starts)
+    if n < 2:
         return []
-    same = f.select(
-        (pl.col("end").shift(1) == pl.col("start"))
-        & (pl.col("perms").shift(1) == pl.col("perms"))
-        & pl.col("path").shift(1).eq_missing(pl.col("path"))
-    ).to_series().fill_null(False)
-    right = same.arg_true().to_list()  # row i looks like row i - 1
+    order = list(range(n))
+    if any(a > b for a, b in pairwise(starts)):
+        order.sort(key=starts.__getitem__)
+    right = [j for j, (a, b) in enumerate(pairwise(order), 1)
+             if ends[a] == starts[b] and perms[a] == perms[b] and paths[a] == paths[b]]
     if not right:
         return []
-    want = sorted({i - 1 for i in right} | set(right))
-    row = dict(zip(want, f[want].to_dicts(), strict=True))
+    keys = list(c)
+    want = sorted({j - 1 for j in right} | set(right))
+    row = {j: {k: c[k][order[j]] for k in keys} for j in want}
     runs: list[Run] = []
     cur: Run | None = None
     last = -2
@@ -271,14 +279,18 @@ def cause_counts(runs: list[Run]) -> dict[str, int]:
     return out
 
 
-def map_count(frame: pl.DataFrame) -> int:
+def map_count(vmas: Snapshot | pl.DataFrame) -> int:
     """VMAs that count against vm.max_map_count: the gate VMA ([vsyscall]) is not in the mm."""
-    return frame.height - int((frame["path"] == "[vsyscall]").sum())
+    paths = vmas.columns["path"] if isinstance(vmas, Snapshot) else vmas["path"].to_list()
+    return len(paths) - paths.count("[vsyscall]")
 
 
 def snapshot_json(snap: Snapshot, runs: list[Run], limit: int | None) -> dict[str, Any]:
     """A snapshot and its analysis as JSON-ready data (``vmas``: one object per VMA)."""
-    return {**_snapshot_head(snap, runs, limit), "vmas": snap.frame.to_dicts()}
+    c = snap.columns
+    keys = list(c)
+    return {**_snapshot_head(snap, runs, limit), "vmas": [dict(zip(keys, row, strict=True))
+                                                          for row in zip(*c.values(), strict=True)]}
 
 
 def _snapshot_head(snap: Snapshot, runs: list[Run], limit: int | None) -> dict[str, Any]:
@@ -289,8 +301,8 @@ def _snapshot_head(snap: Snapshot, runs: list[Run], limit: int | None) -> dict[s
         "t_end_ns": snap.t_end_ns,
         "complete": snap.complete,
         "warnings": snap.warnings,
-        "vma_count": snap.frame.height,
-        "map_count": map_count(snap.frame),
+        "vma_count": snap.height,
+        "map_count": map_count(snap),
         "max_map_count": limit,
         "invisible_fragmentation": {
             "runs": [r.to_dict() for r in runs],
@@ -302,10 +314,32 @@ def _snapshot_head(snap: Snapshot, runs: list[Run], limit: int | None) -> dict[s
 
 
 def snapshot_json_text(snap: Snapshot, runs: list[Run], limit: int | None) -> str:
-    """:func:`snapshot_json` as JSON text, the VMAs written by polars (one object per VMA, in one
-    go) after the other keys."""
+    """:func:`snapshot_json` as JSON text: the other keys, then the VMAs (one compact object per
+    VMA, columns in order), written column by column rather than row by row."""
     head = json.dumps(_snapshot_head(snap, runs, limit), indent=1, default=str)
-    return f"{head[:-2]},\n \"vmas\": {snap.frame.write_json()}\n}}\n"
+    return f"{head[:-2]},\n \"vmas\": {_vmas_json(snap.columns)}\n}}\n"
+
+
+def _json_tokens(col: list[Any]) -> list[str]:
+    """One column's values as JSON tokens (int, bool, str or null)."""
+    probe = next((v for v in col if v is not None), None)
+    if probe is None:
+        return ["null"] * len(col)
+    if isinstance(probe, bool):
+        return ["null" if v is None else "true" if v else "false" for v in col]
+    if isinstance(probe, int):
+        if None in col:
+            return ["null" if v is None else str(v) for v in col]
+        return list(map(str, col))
+    return ["null" if v is None else encode_basestring(v) for v in col]
+
+
+def _vmas_json(c: dict[str, list[Any]]) -> str:
+    if not c or not next(iter(c.values())):
+        return "[]"
+    template = "{" + ",".join(f"{encode_basestring(k)}:%s" for k in c) + "}"
+    rows = zip(*(_json_tokens(col) for col in c.values()), strict=True)
+    return "[" + ",".join([template % row for row in rows]) + "]"
 
 
 def max_map_count() -> int | None:

@@ -95,7 +95,7 @@ def take_census(n: int = 10, *, analyse: bool = True) -> Census:
                 snap = read_snapshot(entry.pid, smaps=True)
             except VmatraceError:
                 continue
-            runs = invisible_fragmentation(snap.frame)
+            runs = invisible_fragmentation(snap)
             entry.invisible_extra = sum(r.extra_vmas for r in runs)
             entry.reasons = reason_counts(runs)
             entry.worst = max(runs, key=lambda r: r.vmas, default=None)

@@ -49,12 +49,12 @@ def render_snapshot(snap: Snapshot, runs: list[Run], limit: int | None, *, show_
                     hide_incomplete: bool = False) -> None:
     """The VMA table (``show_vmas``), the count, the warnings (``hide_incomplete``: not the one
     that says the read is incomplete, which the caller reports) and the invisible fragmentation."""
-    n = snap.frame.height
+    n = snap.height
     if show_vmas and snap.deep:
         _render_deep_vmas(snap, runs)
     elif show_vmas:
         _write_vma_table(snap, runs)
-    share = f" ({100 * map_count(snap.frame) / limit:.2f}% of vm.max_map_count={limit})" if limit else ""
+    share = f" ({100 * map_count(snap) / limit:.2f}% of vm.max_map_count={limit})" if limit else ""
     console.print(f"[bold]{n}[/] VMAs{share}")
     for w in snap.warnings:
         if not (hide_incomplete and w.startswith("incomplete")):
@@ -88,10 +88,8 @@ def _write_vma_table(snap: Snapshot, runs: list[Run]) -> None:
     """Every VMA as plain aligned text in one write: fast for 30,000 rows, and addresses stay whole
     however narrow the terminal and when the output is piped. ``*`` marks a VMA that starts at a
     boundary of invisible fragmentation."""
-    f = snap.frame
     split_at = {s.addr for r in runs for s in r.splits}
-    c = f.select("start", "end", "perms", "offset", "rss_kb", "anonymous_kb", "vmflags",
-                 "path").to_dict(as_series=False)
+    c = snap.columns
     starts, ends = c["start"], c["end"]
     cols = [
         ("start", [f"{'*' if s in split_at else ''}{s:x}" for s in starts], True),
@@ -105,7 +103,7 @@ def _write_vma_table(snap: Snapshot, runs: list[Run]) -> None:
         ("path", [v or "" for v in c["path"]], False),
     ]
     widths = [max([len(name), *map(len, vals)]) for name, vals, _ in cols]
-    lines = [f"PID {snap.pid}: {f.height} VMAs ({snap.method})"
+    lines = [f"PID {snap.pid}: {snap.height} VMAs ({snap.method})"
              + ("; * marks a boundary of invisible fragmentation" if split_at else "")]
     lines.append(" ".join((name.rjust(w) if right else name.ljust(w)) if i < len(cols) - 1 else name
                           for i, ((name, _, right), w) in enumerate(zip(cols, widths, strict=True))))

@@ -91,7 +91,7 @@ def _info_snapshot(t: Trace, sid: int, *, as_json: bool) -> int:
                            f"readable (the rest were in {where}); it is not analysed")
     snap = Snapshot(pid=row["pid"], t_start_ns=row["t_start_ns"], t_end_ns=row["t_end_ns"], method=row["method"],
                     frame=frame, warnings=row["warnings"].split("; ") if row["warnings"] else [])
-    runs = invisible_fragmentation(snap.frame)
+    runs = invisible_fragmentation(snap)
     limit = t.meta.get("max_map_count")
     limit = limit if isinstance(limit, int) and limit > 0 else None
     if as_json:

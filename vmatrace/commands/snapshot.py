@@ -55,18 +55,18 @@ def run(args: argparse.Namespace) -> int:
             snap = deep.snapshot(args.pid)
     else:
         snap = read_snapshot(args.pid, smaps=not args.no_smaps, method=args.method)
-    runs = invisible_fragmentation(snap.frame)
+    runs = invisible_fragmentation(snap)
     limit = max_map_count()
     if args.output:
         _write_snapshot_file(Path(args.output), snap, runs, limit, force=args.force)
-        print(f"wrote {snap.frame.height} VMAs of PID {snap.pid} to {args.output}", file=sys.stderr)
+        print(f"wrote {snap.height} VMAs of PID {snap.pid} to {args.output}", file=sys.stderr)
     elif args.json:
         sys.stdout.write(snapshot_json_text(snap, runs, limit))
         sys.stdout.flush()
     else:
         from vmatrace.report import render_snapshot
 
-        render_snapshot(snap, runs, limit, show_vmas=args.all or snap.frame.height <= 400,
+        render_snapshot(snap, runs, limit, show_vmas=args.all or snap.height <= 400,
                         hide_incomplete=True)
     if not snap.complete:
         # one line, also after --json (whose "complete" is false): the count above is not the
