@@ -16,14 +16,18 @@ EACCES. Each is reported as a warning or a one-line :class:`SnapshotError`, neve
 
 from __future__ import annotations
 
+import codecs
 import ctypes
 import errno
 import fcntl
 import os
+import signal
 import time
+from contextlib import suppress
 
 from vmatrace.base.errors import AccessDenied, NoSuchProcess, VmatraceError
 from vmatrace.base.snapshot import (
+    SmapsParser,
     Snapshot,
     SnapshotError,
     empty_vma_columns,
@@ -251,13 +255,71 @@ def _read_all(path: str) -> bytes:
         return f.readall()
 
 
-def read_snapshot(pid: int, *, smaps: bool = True, method: str = "auto", task: int | None = None) -> Snapshot:
+def _cat() -> str | None:
+    for d in ("/usr/bin", "/bin"):
+        if os.access(f"{d}/cat", os.X_OK):
+            return f"{d}/cat"
+    return None
+
+
+def _parse_smaps_overlapped(path: str, parser: SmapsParser) -> bool:
+    """Read smaps through a helper process while parsing it: ``cat`` copies the file (opened here,
+    with our permissions) into a pipe, so the kernel formats smaps (show_smap() walks each VMA's
+    page tables) on another CPU while this process parses the blocks it has already got. On a
+    20,000-VMA process the two take about as long as each other, so this nearly halves the time.
+
+    Returns False, having fed nothing, if the helper cannot start; raises OSError if the file
+    cannot be opened. A helper that fails part way is an OSError too (the caller reads again)."""
+    cat = _cat()
+    if cat is None:
+        return False
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        with suppress(OSError):
+            fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 1 << 20)  # fewer wake-ups; capped by pipe-max-size
+        try:
+            child = os.posix_spawn(cat, [cat], {}, file_actions=[
+                (os.POSIX_SPAWN_DUP2, fd, 0), (os.POSIX_SPAWN_DUP2, w, 1),
+                (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0)])
+        except OSError:
+            return False
+        finally:
+            os.close(w)
+            os.close(fd)
+        decoder = codecs.getincrementaldecoder("utf-8")("backslashreplace")
+        done = False
+        try:
+            while chunk := os.read(r, 1 << 20):
+                parser.feed(decoder.decode(chunk))
+            parser.feed(decoder.decode(b"", final=True))
+            done = True
+        finally:
+            if not done:
+                with suppress(ProcessLookupError):
+                    os.kill(child, signal.SIGKILL)
+            _, status = os.waitpid(child, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise OSError(errno.EIO, f"cat {path} failed")
+        return True
+    finally:
+        os.close(r)
+
+
+def _use_helper() -> bool:
+    return (os.cpu_count() or 1) > 1 and os.environ.get("VMATRACE_SNAPSHOT_HELPER", "1") != "0"
+
+
+def read_snapshot(pid: int, *, smaps: bool = True, method: str = "auto", task: int | None = None,
+                  helper: bool = True) -> Snapshot:
     """Snapshot the address space of ``pid``.
 
     ``smaps=True`` reads /proc/PID/smaps (sizes and VmFlags) and is always text. ``smaps=False``
     reads only the layout: through PROCMAP_QUERY when ``method`` is "auto" or "procmap_query" and
     the kernel has it, else /proc/PID/maps text. ``task=tid`` reads /proc/PID/task/TID/..., which
     stays readable while a non-leader thread is in do_exit() after the group leader is gone.
+    ``helper``: smaps is read through a helper process where there is more than one CPU (see
+    :func:`_parse_smaps_overlapped`); a caller that reads many small processes turns it off.
     """
     if method not in ("auto", "text", "procmap_query"):
         raise SnapshotError(f"unknown snapshot method {method!r} (auto, text, procmap_query)")
@@ -304,12 +366,23 @@ def read_snapshot(pid: int, *, smaps: bool = True, method: str = "auto", task: i
         used = "procmap_query"
     else:
         what = f"{base}/{'smaps' if smaps else 'maps'}"
-        try:
-            raw = _read_all(what)
-        except OSError as e:
-            raise _proc_error(pid, what, e) from None
         # non-UTF-8 names become \xNN (documented in the schema)
-        cols = parse_smaps_columns(raw, warnings) if smaps else parse_maps_columns(raw, warnings)
+        got: dict[str, list[object]] | None = None
+        if smaps and helper and _use_helper():
+            parser = SmapsParser()
+            try:
+                if _parse_smaps_overlapped(what, parser):
+                    got = parser.finish(warnings)
+            except OSError as e:
+                if e.errno != errno.EIO:
+                    raise _proc_error(pid, what, e) from None
+        if got is None:  # no helper, or it failed: read it here, with this process's errors
+            try:
+                raw = _read_all(what)
+            except OSError as e:
+                raise _proc_error(pid, what, e) from None
+            got = parse_smaps_columns(raw, warnings) if smaps else parse_maps_columns(raw, warnings)
+        cols = got
         used = "text"
     t1 = time.monotonic_ns()
     if not _lived_through(base, started) and not any(w.startswith("incomplete") for w in warnings):

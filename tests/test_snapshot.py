@@ -406,3 +406,37 @@ def test_lived_through_the_read() -> None:
     assert not _lived_through(base, started)  # reaped
     snap = read_snapshot(os.getpid())
     assert snap.complete and not any("incomplete" in w for w in snap.warnings)
+
+
+def test_smaps_through_the_helper_process_equals_reading_it_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """smaps read through the helper process (``cat`` into a pipe, parsed as it arrives) gives the
+    same VMAs as reading it in this process, for a stopped process of 3,000 VMAs; a helper that
+    fails (here /bin/false in its place) is noticed and the file is read again here."""
+    from collectors import procmaps
+
+    p = subprocess.Popen([sys.executable, "-m", "vmatrace.workloads.fragment", "--many", "3000"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None
+        json.loads(p.stdout.readline())
+        os.kill(p.pid, signal.SIGSTOP)
+        _wait_stopped(p.pid)
+        here = read_snapshot(p.pid, helper=False).columns
+        no_pss = lambda c: {k: v for k, v in c.items() if k != "pss_kb"}  # noqa: E731 (others' maps move Pss)
+        if procmaps._use_helper():
+            fed: list[int] = []
+            real = procmaps._parse_smaps_overlapped
+
+            def spy(path: str, parser: procmaps.SmapsParser) -> bool:
+                ok = real(path, parser)
+                fed.append(len(parser.cols["start"]))
+                return ok
+            monkeypatch.setattr(procmaps, "_parse_smaps_overlapped", spy)
+            assert no_pss(read_snapshot(p.pid).columns) == no_pss(here)
+            assert fed and fed[0] > 3000  # the helper's path was taken and read it all
+        monkeypatch.setattr(procmaps, "_cat", lambda: "/bin/false")
+        snap = read_snapshot(p.pid)
+        assert no_pss(snap.columns) == no_pss(here) and snap.complete
+    finally:
+        p.kill()
+        p.wait()

@@ -12,6 +12,7 @@ UNKNOWN") what /proc proves and what it does not.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 from json.encoder import encode_basestring
@@ -320,26 +321,39 @@ def snapshot_json_text(snap: Snapshot, runs: list[Run], limit: int | None) -> st
     return f"{head[:-2]},\n \"vmas\": {_vmas_json(snap.columns)}\n}}\n"
 
 
-def _json_tokens(col: list[Any]) -> list[str]:
-    """One column's values as JSON tokens (int, bool, str or null)."""
+_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]')
+
+
+def _json_column(col: list[Any]) -> tuple[str, list[Any]]:
+    """One column as a %-format piece and the values to fill it with: the values themselves where
+    they can go in as they are (ints; text without quotes, backslashes or control characters),
+    JSON tokens otherwise (null, true/false, escaped text)."""
     probe = next((v for v in col if v is not None), None)
     if probe is None:
-        return ["null"] * len(col)
+        return "null", []
+    nulls = None in col
     if isinstance(probe, bool):
-        return ["null" if v is None else "true" if v else "false" for v in col]
+        return "%s", ["null" if v is None else "true" if v else "false" for v in col]
     if isinstance(probe, int):
-        if None in col:
-            return ["null" if v is None else str(v) for v in col]
-        return list(map(str, col))
-    return ["null" if v is None else encode_basestring(v) for v in col]
+        return ("%s", ["null" if v is None else str(v) for v in col]) if nulls else ("%d", col)
+    if not nulls and not _NEEDS_ESCAPE.search("".join(col)):
+        return '"%s"', col
+    return "%s", ["null" if v is None else encode_basestring(v) for v in col]
 
 
 def _vmas_json(c: dict[str, list[Any]]) -> str:
+    """The VMAs as a JSON array of one compact object per VMA, formatted row by row from the
+    columns with one %-template."""
     if not c or not next(iter(c.values())):
         return "[]"
-    template = "{" + ",".join(f"{encode_basestring(k)}:%s" for k in c) + "}"
-    rows = zip(*(_json_tokens(col) for col in c.values()), strict=True)
-    return "[" + ",".join([template % row for row in rows]) + "]"
+    pieces, values = [], []
+    for k, col in c.items():
+        piece, vals = _json_column(col)
+        pieces.append(f"{encode_basestring(k)}:{piece}")
+        if vals:
+            values.append(vals)
+    template = "{" + ",".join(pieces) + "}"
+    return "[" + ",".join([template % row for row in zip(*values, strict=True)]) + "]"
 
 
 def max_map_count() -> int | None:

@@ -92,7 +92,7 @@ def take_census(n: int = 10, *, analyse: bool = True) -> Census:
     if analyse:
         for entry in top:
             try:
-                snap = read_snapshot(entry.pid, smaps=True)
+                snap = read_snapshot(entry.pid, smaps=True, helper=False)  # many small reads
             except VmatraceError:
                 continue
             runs = invisible_fragmentation(snap)
