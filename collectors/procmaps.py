@@ -17,7 +17,6 @@ EACCES. Each is reported as a warning or a one-line :class:`SnapshotError`, neve
 from __future__ import annotations
 
 import codecs
-import ctypes
 import errno
 import fcntl
 import os
@@ -39,59 +38,20 @@ PF_KTHREAD = 0x00200000
 
 
 # ---------------------------------------------------------------------------------------------
-# PROCMAP_QUERY (include/uapi/linux/fs.h, Linux 6.11)
+# The layout through PROCMAP_QUERY (collectors.procmap_query, loaded only when used)
 
-
-class _ProcmapQuery(ctypes.Structure):
-    _fields_ = [
-        ("size", ctypes.c_uint64),
-        ("query_flags", ctypes.c_uint64),
-        ("query_addr", ctypes.c_uint64),
-        ("vma_start", ctypes.c_uint64),
-        ("vma_end", ctypes.c_uint64),
-        ("vma_flags", ctypes.c_uint64),
-        ("vma_page_size", ctypes.c_uint64),
-        ("vma_offset", ctypes.c_uint64),
-        ("inode", ctypes.c_uint64),
-        ("dev_major", ctypes.c_uint32),
-        ("dev_minor", ctypes.c_uint32),
-        ("vma_name_size", ctypes.c_uint32),
-        ("build_id_size", ctypes.c_uint32),
-        ("vma_name_addr", ctypes.c_uint64),
-        ("build_id_addr", ctypes.c_uint64),
-    ]
-
-
-_IOC_WRITE, _IOC_READ = 1, 2
-PROCMAP_QUERY = ((_IOC_READ | _IOC_WRITE) << 30) | (ctypes.sizeof(_ProcmapQuery) << 16) | (ord("f") << 8) | 17
-PROCMAP_QUERY_COVERING_OR_NEXT_VMA = 0x10
-_PQ_READ, _PQ_WRITE, _PQ_EXEC, _PQ_SHARED = 1, 2, 4, 8
 # The gate VMA (x86-64 vsyscall page) is not in the mm's VMA tree, so PROCMAP_QUERY never returns it;
 # /proc/PID/maps prints it last for every 64-bit process when vsyscall emulation is enabled.
 VSYSCALL_START, VSYSCALL_END = 0xFFFFFFFFFF600000, 0xFFFFFFFFFF601000
 
-_procmap_query_ok: bool | None = None
 _vsyscall_perms: str | bool | None = False  # False = not probed yet
 
 
 def has_procmap_query() -> bool:
     """Whether this kernel implements PROCMAP_QUERY (probed once on our own maps)."""
-    global _procmap_query_ok
-    if _procmap_query_ok is None:
-        try:
-            fd = os.open("/proc/self/maps", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            _procmap_query_ok = False
-            return False
-        try:
-            q = _ProcmapQuery(size=ctypes.sizeof(_ProcmapQuery), query_flags=PROCMAP_QUERY_COVERING_OR_NEXT_VMA)
-            fcntl.ioctl(fd, PROCMAP_QUERY, q)
-            _procmap_query_ok = True
-        except OSError:
-            _procmap_query_ok = False
-        finally:
-            os.close(fd)
-    return _procmap_query_ok
+    from collectors.procmap_query import has_procmap_query as probe
+
+    return probe()
 
 
 def _vsyscall_line_perms() -> str | None:
@@ -106,52 +66,6 @@ def _vsyscall_line_perms() -> str | None:
         except OSError:
             pass
     return _vsyscall_perms if isinstance(_vsyscall_perms, str) else None
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
-_libc.ioctl.restype = ctypes.c_int
-
-
-def _query_all(fd: int) -> dict[str, list[object]]:
-    """Walk the VMAs with PROCMAP_QUERY(COVERING_OR_NEXT_VMA) until ENOENT.
-
-    libc's ioctl() through ctypes on one reused struct: about half the per-call cost of fcntl.ioctl.
-    """
-    cols = empty_vma_columns()
-    starts, ends, permss, offs, devs, inos, paths = (cols[k] for k in (
-        "start", "end", "perms", "offset", "dev", "inode", "path"))
-    name = ctypes.create_string_buffer(4096)
-    q = _ProcmapQuery()
-    qp = ctypes.addressof(q)
-    name_addr = ctypes.addressof(name)
-    size = ctypes.sizeof(_ProcmapQuery)
-    perm_str = [("r" if f & _PQ_READ else "-") + ("w" if f & _PQ_WRITE else "-") + ("x" if f & _PQ_EXEC else "-")
-                + ("s" if f & _PQ_SHARED else "p") for f in range(16)]
-    ioctl = _libc.ioctl
-    addr = 0
-    while True:
-        q.size = size
-        q.query_flags = PROCMAP_QUERY_COVERING_OR_NEXT_VMA
-        q.query_addr = addr
-        q.vma_name_addr = name_addr
-        q.vma_name_size = 4096
-        q.build_id_size = 0
-        if ioctl(fd, PROCMAP_QUERY, qp) != 0:
-            err = ctypes.get_errno()
-            if err == errno.ENOENT:
-                break
-            raise OSError(err, os.strerror(err))
-        addr = q.vma_end
-        starts.append(q.vma_start)
-        ends.append(addr)
-        permss.append(perm_str[q.vma_flags & 15])
-        offs.append(q.vma_offset)
-        devs.append(f"{q.dev_major:02x}:{q.dev_minor:02x}")
-        inos.append(q.inode)
-        paths.append(name.value.decode("utf-8", "backslashreplace").replace("\n", "\\012")
-                     if q.vma_name_size else None)
-    return cols
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,7 +259,9 @@ def read_snapshot(pid: int, *, smaps: bool = True, method: str = "auto", task: i
         except OSError as e:
             raise _proc_error(pid, what, e) from None
         try:
-            cols = _query_all(fd)
+            from collectors.procmap_query import query_all
+
+            cols = query_all(fd)
         except OSError as e:
             if e.errno in (errno.ESRCH, errno.ENOENT):
                 cols = empty_vma_columns()

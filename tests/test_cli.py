@@ -53,10 +53,18 @@ def workload() -> Iterator[dict[str, Any]]:
 
 
 def test_every_command_has_help() -> None:
-    parser = build_parser()
+    parser = build_parser([])
     sub = next(a for a in parser._actions if a.dest == "command")
     commands = sorted(sub.choices)  # type: ignore[arg-type]
     assert {"snapshot", "top", "doctor", "info"} <= set(commands)
+    # a verb on the command line builds only its own parser; a typo or -h first builds them all
+    only = next(a for a in build_parser(["snapshot", "1"])._actions if a.dest == "command")
+    assert sorted(only.choices) == ["snapshot"]  # type: ignore[arg-type]
+    for argv in (["snapshto", "1"], ["-h", "snapshot"], ["--version"]):
+        every = next(a for a in build_parser(argv)._actions if a.dest == "command")
+        assert sorted(every.choices) == commands, argv  # type: ignore[arg-type]
+    typo = run("snapshto", "1")
+    assert typo.returncode == 2 and "invalid choice" in typo.stderr and "snapshot" in typo.stderr
     for c in ["", *commands]:
         p = run(*([c] if c else []), "--help")
         assert p.returncode == 0, (c, p.stderr)

@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from itertools import pairwise
+from itertools import compress
 from json.encoder import encode_basestring
+from operator import eq
 from typing import TYPE_CHECKING, Any
 
 from vmatrace.base.snapshot import Snapshot
@@ -235,10 +236,13 @@ def invisible_fragmentation(vmas: Snapshot | pl.DataFrame) -> list[Run]:
     if n < 2:
         return []
     order = list(range(n))
-    if any(a > b for a, b in pairwise(starts)):
+    if starts != sorted(starts):
         order.sort(key=starts.__getitem__)
-    right = [j for j, (a, b) in enumerate(pairwise(order), 1)
-             if ends[a] == starts[b] and perms[a] == perms[b] and paths[a] == paths[b]]
+        starts, ends, perms, paths = ([col[i] for i in order] for col in (starts, ends, perms, paths))
+    # pairs (i - 1, i), in C-level maps: contiguous, same perms, same name
+    same = map(all, zip(map(eq, ends, starts[1:]), map(eq, perms, perms[1:]),
+                        map(eq, paths, paths[1:]), strict=True))  # n - 1 pairs each
+    right = list(compress(range(1, n), same))
     if not right:
         return []
     keys = list(c)

@@ -42,14 +42,32 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def verb_name(module: str) -> str:
+    """The verb a module of :data:`COMMANDS` registers (``import_strace`` -> ``import-strace``)."""
+    return module.replace("_", "-")
+
+
+def _verb(argv: Sequence[str]) -> str | None:
+    """The verb named on the command line, if it is one: its parser is then the only one built
+    (the others' modules are not even imported); anything else builds them all."""
+    for a in argv:
+        if a in ("-h", "--help"):
+            return None  # the top-level help lists every verb
+        if not a.startswith("-"):
+            return a if a in {verb_name(m) for m in COMMANDS} else None
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    wanted = _verb(sys.argv[1:] if argv is None else argv)
     p = _Parser(
         prog="vmatrace", description="Trace-replay analysis of Linux process address spaces (VMAs).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"vmatrace {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"vmatrace.commands.{name}").add_parser(sub)
+        if wanted is None or verb_name(name) == wanted:
+            importlib.import_module(f"vmatrace.commands.{name}").add_parser(sub)
     return p
 
 
@@ -60,7 +78,7 @@ def _os_error_line(e: OSError) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        parser = build_parser()
+        parser = build_parser(argv)
         args = parser.parse_args(argv)
     except KeyboardInterrupt:  # Ctrl-C while the verbs load: no traceback either
         return EXIT_INTERRUPTED

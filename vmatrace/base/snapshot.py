@@ -382,7 +382,7 @@ class SmapsParser:
             offs = list(map(int, map(itemgetter(2), parts), repeat(16)))
             devs = list(map(itemgetter(3), parts))
             inos = list(map(int, map(itemgetter(4), parts)))
-            if any(len(x) != 4 for x in perms):
+            if set(map(len, perms)) != {4}:
                 raise ValueError
         except (ValueError, IndexError):
             for h in heads:  # name the bad line

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vmatrace.base.errors import EXIT_INCOMPLETE
 from vmatrace.commands import _args
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from vmatrace.analysis import Run
     from vmatrace.base.snapshot import Snapshot
 
@@ -58,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     runs = invisible_fragmentation(snap)
     limit = max_map_count()
     if args.output:
+        from pathlib import Path
+
         _write_snapshot_file(Path(args.output), snap, runs, limit, force=args.force)
         print(f"wrote {snap.height} VMAs of PID {snap.pid} to {args.output}", file=sys.stderr)
     elif args.json:
