@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from itertools import repeat
+from operator import sub
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from vmatrace.analysis import Run, cause_counts, map_count, reason_counts
-from vmatrace.base.snapshot import Snapshot
-from vmatrace.census import Census
-from vmatrace.doctor import Check
+
+if TYPE_CHECKING:
+    from vmatrace.base.snapshot import Snapshot
+    from vmatrace.census import Census
+    from vmatrace.doctor import Check
 
 
 class _Console(Console):
@@ -91,10 +95,12 @@ def _write_vma_table(snap: Snapshot, runs: list[Run]) -> None:
     split_at = {s.addr for r in runs for s in r.splits}
     c = snap.columns
     starts, ends = c["start"], c["end"]
+    sizes = list(map(sub, ends, starts))
+    size_text = {n: human(n) for n in set(sizes)}  # sizes repeat: each formatted once
     cols = [
         ("start", [f"{'*' if s in split_at else ''}{s:x}" for s in starts], True),
         ("end", [f"{e:x}" for e in ends], True),
-        ("size", [human(e - s) for s, e in zip(starts, ends, strict=True)], True),
+        ("size", list(map(size_text.__getitem__, sizes)), True),
         ("perms", c["perms"], False),
         ("offset", [f"{o:x}" for o in c["offset"]], True),
         ("rss", ["" if v is None else f"{v}k" for v in c["rss_kb"]], True),
@@ -107,9 +113,9 @@ def _write_vma_table(snap: Snapshot, runs: list[Run]) -> None:
              + ("; * marks a boundary of invisible fragmentation" if split_at else "")]
     lines.append(" ".join((name.rjust(w) if right else name.ljust(w)) if i < len(cols) - 1 else name
                           for i, ((name, _, right), w) in enumerate(zip(cols, widths, strict=True))))
-    fmt_cols = [[v.rjust(w) if right else v.ljust(w) for v in vals]
+    fmt_cols = [list(map(str.rjust if right else str.ljust, vals, repeat(w)))
                 for (_, vals, right), w in zip(cols[:-1], widths[:-1], strict=True)]
-    lines += [" ".join(row) for row in zip(*fmt_cols, cols[-1][1], strict=True)]
+    lines += map(" ".join, zip(*fmt_cols, cols[-1][1], strict=True))
     console.file.write("\n".join(lines) + "\n")
     console.file.flush()
 
