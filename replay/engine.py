@@ -9,9 +9,10 @@ For each process of the trace (docs/replay.md has the whole story):
 * every event is applied in trace order; the kernel's own result decides where a non-fixed mmap
   or a moving mremap landed and whether a call failed, and a model that disagrees on success or
   errno is reported as a result mismatch;
-* at every later snapshot the model is compared with the real layout region by region, each
-  divergence gets the events that touched its region and a probable cause, and the model is
-  rebuilt from the snapshot (a resync) so that one divergence does not cascade.
+* at every later snapshot the model is compared with the real layout region by region (at a deep
+  snapshot also on anon_vma sharing and fork-child status), each divergence gets the events that
+  touched its region and a probable cause, and the model is rebuilt from the snapshot (a resync)
+  so that one divergence does not cascade; a deep snapshot's hidden state is taken as it is.
 
 The engine reads the trace format and the model only: it never imports a collector.
 """
