@@ -251,7 +251,7 @@ def test_a_planted_anon_vma_change_is_found_where_it_was_planted(deep_trace: Pat
     parent, _ = _workload_pids(r0)
     sid = [s for s in r0.real_process(parent).snapshots if s[1] == "exit"][-1][0]
     frame = t.snapshot(sid).filter(pl.col("start") < 1 << 47)
-    new_id = int(frame["anon_vma_id"].max() or 0) + 1000
+    new_id = int(frame["anon_vma_id"].fill_null(0).to_numpy().max()) + 1000
     # 1. a VMA leaves an anon_vma it shared (a built case's split pieces share one): reported at
     # that VMA alone, naming the VMA(s) it shared it with (with two, the first in address order is
     # reported: either could be the wrong one)
