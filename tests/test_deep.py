@@ -155,6 +155,52 @@ def _agree(collector: Any, pid: int, read_snapshot: Any) -> None:
     assert all(has_anon[s] is not None for s in faulted)
 
 
+def test_names_without_proc_text(collector: Any, states: States) -> None:
+    """Without smaps the layout and names come from the iterator's records and one PROCMAP_QUERY
+    per named VMA (file, [vdso]/[vvar], [heap], [stack]), not from /proc's text: they equal the
+    text, for the built workload, a python3 and a process of many anonymous VMAs with a heap; a
+    process of many VMAs that are mostly files is read through the text (one read beats an ioctl
+    per VMA)."""
+    from collectors.procmaps import has_procmap_query, read_snapshot
+
+    need(collector.offsets.has_names and has_procmap_query(),
+         "needs PROCMAP_QUERY (6.11) and mm_lock_seq (CONFIG_PER_VMA_LOCK)")
+    many = subprocess.Popen([sys.executable, "-c",
+                             "import mmap, ctypes, sys\n"
+                             "libc = ctypes.CDLL(None)\n"
+                             "libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]\n"
+                             "heap = [bytearray(100) for _ in range(10000)]\n"
+                             "m = mmap.mmap(-1, 600 * 4096, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)\n"
+                             "base = ctypes.addressof(ctypes.c_char.from_buffer(m))\n"
+                             "for i in range(0, 600, 2): libc.mprotect(base + i * 4096, 4096, 1)\n"
+                             "print('ready', flush=True); sys.stdin.read()\n"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    py = subprocess.Popen([sys.executable, "-c", "import json, sqlite3, decimal, sys; print('ready', flush=True); "
+                           "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        for p in (many, py):
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        cols = ["start", "end", "perms", "offset", "dev", "inode", "path"]
+        for pid in (states.parent, states.child, many.pid, py.pid):
+            named = collector._snapshot_named(pid)
+            assert named is not None, pid
+            text = read_snapshot(pid, smaps=False, method="text").frame.filter(pl.col("start") < 1 << 47)
+            assert named.frame.select(cols).to_dicts() == text.select(cols).to_dicts()
+            paths = set(named.frame["path"].to_list())
+            assert {"[vdso]", "[stack]"} <= paths and (pid != many.pid or "[heap]" in paths)
+            assert named.frame.height > (300 if pid == many.pid else 30)
+            _agree(collector, pid, read_snapshot)  # the snapshot() path: equal to smaps, vmflags too
+        # a process of many VMAs, most of them files: one text read beats an ioctl per VMA
+        this = collector.read_records(os.getpid())
+        if int((this["file"] != 0).sum()) > max(64, this.size // 3):
+            assert collector._snapshot_named(os.getpid()) is None
+    finally:
+        for p in (many, py):
+            assert p.stdin is not None
+            p.stdin.close()
+            p.wait(timeout=30)
+
+
 def test_deep_and_plain_agree_on_real_programs(collector: Any, tmp_path: Path) -> None:
     from collectors.procmaps import read_snapshot
 
