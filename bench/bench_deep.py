@@ -137,14 +137,14 @@ def main(argv: list[str] | None = None) -> int:
 
         res: dict[str, list[float]] = {"deep": [], "deep, text names": [], "iterator": [], "smaps read": [],
                                        "smaps snapshot": [], "plain (deep loaded)": [], "plain (never loaded)": []}
-        for _ in range(a.repeat):  # interleaved: the same machine state for each measure
+        for rnd in range(a.repeat):  # interleaved: the same machine state for each measure
             res["deep"] += _time(lambda: deep.snapshot(pid), 1)
             res["deep, text names"] += _time(lambda: deep_text.snapshot(pid), 1)
             res["iterator"] += _time(lambda: deep.read_records(pid), 1)
             res["smaps read"] += _time(read_smaps, 1)
             res["smaps snapshot"] += _time(lambda: read_snapshot(pid, smaps=True), 1)
-            res["plain (deep loaded)"].append(loaded.plain())
-            res["plain (never loaded)"].append(never.plain())
+            for h in ((loaded, never) if rnd % 2 else (never, loaded)):  # each goes first in turn
+                res["plain (deep loaded)" if h is loaded else "plain (never loaded)"].append(h.plain())
         deep.close()
         deep_text.close()
         never.close()

@@ -324,6 +324,8 @@ def render_html(trace: Trace, result: ReplayResult, att: Attribution, max_map_co
     site_rows = ([[k, n, "created"] for k, n in att.created] + [[k, n, "splits"] for k, n in att.splits]
                  + [[k, n, "merged by the 6.16 fix"] for k, n in att.fix_sites])
     title = html.escape(f"vmatrace replay: {result.meta.get('cmdline') or result.trace}")
+    deep_note = (f" ({j['deep_snapshots_compared']} deep: anon_vma sharing and fork-child status compared too)"
+                 if j["deep_snapshots_compared"] else "")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>
@@ -338,7 +340,7 @@ code {{ background: #f4f4f4; }}
 {banner}
 <p>Trace <code>{html.escape(result.trace)}</code>, kernel {html.escape(str(result.meta.get('kernel_release')))},
 {result.events} events ({result.lost_events} lost), {len(result.real)} processes, {j['snapshots_compared']} snapshots
-compared ({j['deep_snapshots_compared']} deep: anon_vma sharing and fork-child status compared too), {j['resyncs']} resyncs. Real kernel, main process {main}: {j['real']['final_vma_count']} VMAs at its last
+compared{deep_note}, {j['resyncs']} resyncs. Real kernel, main process {main}: {j['real']['final_vma_count']} VMAs at its last
 snapshot, peak {j['real']['peak_vma_count']}.</p>
 <h2>Profiles</h2>
 {_table(["profile", "final VMAs", "peak VMAs", *(_KIND_TITLES[k] for k in kinds), "result mismatches", "resyncs"], prof_rows)}
