@@ -233,6 +233,31 @@ def test_deep_snapshots_compare_anon_vma_sharing_and_fork_children(deep_trace: P
     assert t.snapshot(exit_child)["fork_child"].sum() >= 5
 
 
+@pytest.mark.live
+@pytest.mark.bcc
+def test_deep_replay_of_a_real_program_has_no_hidden_divergence(tmp_path: Path) -> None:
+    """python3 recorded with --deep and periodic snapshots: its anon_vma sharing and fork-child
+    status at every deep snapshot are the model's (kernel-mode write faults included: reading a
+    file into a fresh buffer faults in the kernel, and gives the VMA its anon_vma)."""
+    out = tmp_path / "py.vmat"
+    record(out, "--deep", "-f", "--interval", "0.2", "--", "/usr/bin/python3", "-c",
+           "import mmap, os, json, decimal, sqlite3, time\n"
+           "m = mmap.mmap(-1, 1 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)\n"
+           "fd = os.open('/usr/bin/python3', os.O_RDONLY)\n"
+           "os.readv(fd, [m])\n"
+           "time.sleep(0.5)\n"
+           "os._exit(0)\n")
+    t = read_trace(out)
+    r = _replay(t)
+    judged = r.profiles[0]
+    assert r.deep_snapshots_compared >= 1  # the exit, and the periodic ones the machine had time for
+    assert [d for p in judged.processes for d in p.divergences] == []
+    assert sum(len(p.mismatches) for p in judged.processes) == 0
+    # the read() into the buffer was seen as write faults taken in kernel mode (error code without U)
+    faults = t.events.filter((pl.col("kind") == "fault") & (pl.col("a2") & 4 == 0))
+    assert faults.height >= 1
+
+
 def _plant(t: Trace, sid: int, start: int, **values: object) -> Trace:
     """``t`` with the row of VMA ``start`` in snapshot ``sid`` changed (the deep columns)."""
     snaps = t.snapshots
