@@ -390,7 +390,7 @@ def test_record_deep_snapshots(collector: Any, states: States, tmp_path: Path) -
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = tmp_path / "p.vmat"
     p = subprocess.run([sys.executable, "-m", "vmatrace", "record", "-q", "--deep", "-o", str(out),
-                        "-p", str(states.parent), "-p", str(states.child), "-d", "1.5", "--interval", "0.5"],
+                        "-p", str(states.parent), "-p", str(states.child), "-d", "2.5", "--interval", "0.5"],
                        capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL)
     assert p.returncode == 0, p.stderr
     t = read_trace(out)
