@@ -10,9 +10,12 @@ How: ``collectors/bpf/deep.bpf.c`` is compiled and loaded by bcc as a ``BPF_TRAC
 (bcc's loader finds the ``bpf_iter_task_vma`` BTF id from the function name). A link is made for
 one process (``bpf_iter_link_info.task.pid``, Linux 6.1+) with libbcc's ``bcc_iter_attach()``, an
 iterator fd from it with ``bcc_iter_create()``; reading that fd runs the program once per VMA, and
-each run writes one fixed-size binary record (decoded in batches with numpy). The names, devices
-and inodes come from ``/proc/PID/maps`` (PROCMAP_QUERY where available), read right after; the
-two must agree on every VMA's bounds and protection, else both are read again.
+each run writes one fixed-size binary record, decoded as whole numpy/polars columns (no Python
+object per VMA). Names: without smaps, where the kernel has PROCMAP_QUERY and ``mm_lock_seq``, the
+records give the file's device and inode and the mm's brk and stack, and only the VMAs /proc
+names from elsewhere are asked for, one ioctl each (:meth:`DeepCollector._snapshot_named`);
+otherwise the names, devices and inodes come from ``/proc/PID/maps`` (or smaps) text read right
+after, and the two must agree on every VMA's bounds and protection, else both are read again.
 
 Struct offsets are read from the running kernel's BTF (``collectors.btf``), never from the
 installed headers (they may describe another kernel). Before the first snapshot the collector
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import errno
 import os
 import threading
@@ -39,7 +43,7 @@ import numpy as np
 import polars as pl
 
 from vmatrace.base.errors import NoSuchProcess, VmatraceError
-from vmatrace.base.snapshot import DEEP_SCHEMA, VMA_SCHEMA, Snapshot, SnapshotError
+from vmatrace.base.snapshot import DEEP_SCHEMA, VMA_SCHEMA, Snapshot, SnapshotError, kernel_dev_str
 from vmatrace.base.vmflags import MNEMONICS, VM_MAYSHARE, mnemonics, vmflags_text
 
 BPF_SOURCE = Path(__file__).with_name("bpf") / "deep.bpf.c"
@@ -49,11 +53,12 @@ ANON_NAME_LEN = 80
 _REC_FIELDS = [
     ("start", "<u8"), ("end", "<u8"), ("flags", "<u8"), ("pgoff", "<u8"), ("file", "<u8"),
     ("anon_vma", "<u8"), ("mm", "<u8"), ("tgid", "<u4"), ("tid", "<u4"), ("avc", "<u4"),
-    ("bits", "<u4"),
+    ("bits", "<u4"), ("ino", "<u8"), ("start_brk", "<u8"), ("brk", "<u8"), ("start_stack", "<u8"),
+    ("mm_seq", "<u8"), ("dev", "<u4"), ("pad", "<u4"),
 ]
 REC_DTYPE = np.dtype([*_REC_FIELDS, ("anon_name", f"S{ANON_NAME_LEN}")])
 REC_DTYPE_NO_NAME = np.dtype(_REC_FIELDS)
-BIT_CLOSE, BIT_POLICY, BIT_UFFD = 1, 2, 4
+BIT_CLOSE, BIT_POLICY, BIT_UFFD, BIT_OPS, BIT_SEQ = 1, 2, 4, 8, 16
 TASK_SIZE_LIMIT = 1 << 47  # the gate VMA ([vsyscall]) is above: not in the mm, not iterated
 # the VmFlags bits whose meaning has not moved between kernel releases (bits 0-31)
 _STABLE_BITS = (1 << 32) - 1
@@ -77,6 +82,10 @@ class DeepOffsets:
     task: dict[str, int]
     ops_close: int
     anon_name_name: int | None = None
+    # file->f_inode, inode->i_ino, inode->i_sb, super_block->s_dev
+    file: dict[str, int] = field(default_factory=dict)
+    # mm_struct: start_brk, brk, start_stack, and mm_lock_seq where the kernel has it
+    mm: dict[str, int] = field(default_factory=dict)
 
     def cflags(self) -> list[str]:
         v = self.vma
@@ -96,7 +105,20 @@ class DeepOffsets:
         if self.has_anon_name:
             cf += ["-DHAVE_ANON_NAME", f"-DOFF_VMA_ANON_NAME={v['anon_name']}",
                    f"-DOFF_ANON_NAME_NAME={self.anon_name_name}"]
+        f, m = self.file, self.mm
+        cf += [f"-DOFF_FILE_INODE={f.get('f_inode', 0)}", f"-DOFF_INODE_INO={f.get('i_ino', 0)}",
+               f"-DOFF_INODE_SB={f.get('i_sb', 0)}", f"-DOFF_SB_DEV={f.get('s_dev', 0)}",
+               f"-DOFF_MM_START_BRK={m.get('start_brk', 0)}", f"-DOFF_MM_BRK={m.get('brk', 0)}",
+               f"-DOFF_MM_START_STACK={m.get('start_stack', 0)}"]
+        if "mm_lock_seq" in m:
+            cf += ["-DHAVE_MM_SEQ", f"-DOFF_MM_LOCK_SEQ={m['mm_lock_seq']}"]
         return cf
+
+    @property
+    def has_names(self) -> bool:
+        """The program reads what names a VMA without /proc's text: the file's device and inode,
+        the mm's brk and stack, and a walk-consistency sequence (mm_lock_seq)."""
+        return bool(self.file) and {"start_brk", "brk", "start_stack", "mm_lock_seq"} <= set(self.mm)
 
     @property
     def has_anon_name(self) -> bool:
@@ -104,7 +126,7 @@ class DeepOffsets:
 
     def with_changes(self, **vma: int) -> DeepOffsets:
         """A copy with some vm_area_struct offsets replaced (tests simulate a wrong layout)."""
-        return DeepOffsets({**self.vma, **vma}, self.task, self.ops_close, self.anon_name_name)
+        return dataclasses.replace(self, vma={**self.vma, **vma})
 
 
 _REQUIRED_VMA = ["vm_start", "vm_end", "vm_flags", "vm_pgoff", "vm_file", "anon_vma",
@@ -130,7 +152,16 @@ def read_offsets(path: Path | None = None) -> DeepOffsets:
             name_off = struct_offsets("anon_vma_name", ["name"], path=p)["name"]
     except BtfError as e:
         raise DeepError(f"deep snapshots need the kernel's BTF: {e}") from None
-    return DeepOffsets(vma, task, close, name_off)
+    files: dict[str, int] = {}
+    mm: dict[str, int] = {}
+    with contextlib.suppress(BtfError):  # without them, names come from /proc's text (slower)
+        files = {"f_inode": struct_offsets("file", ["f_inode"], path=p)["f_inode"],
+                 **struct_offsets("inode", ["i_ino", "i_sb"], path=p),
+                 "s_dev": struct_offsets("super_block", ["s_dev"], path=p)["s_dev"]}
+        mm = struct_offsets("mm_struct", ["start_brk", "brk", "start_stack"], path=p)
+        # CONFIG_PER_VMA_LOCK: every mmap write lock changes it
+        mm.update(struct_offsets("mm_struct", ["mm_lock_seq"], path=p))
+    return DeepOffsets(vma, task, close, name_off, files, mm)
 
 
 class Identities:
@@ -142,15 +173,19 @@ class Identities:
     def assign(self, kind: str, ptrs: np.ndarray) -> np.ndarray:
         """The identities of ``ptrs`` (uint32; 0 for a NULL pointer)."""
         table = self._maps.setdefault(kind, {})
-        uniq, inv = np.unique(ptrs, return_inverse=True)
+        out = np.zeros(ptrs.size, dtype=np.uint32)
+        nz = np.flatnonzero(ptrs)  # NULL stays 0 (most VMAs have no file, many no anon_vma)
+        if not nz.size:
+            return out
+        uniq, inv = np.unique(np.ascontiguousarray(ptrs[nz]), return_inverse=True)
         ids = np.zeros(uniq.size, dtype=np.uint32)
         for i, p in enumerate(uniq.tolist()):
-            if p:
-                got = table.get(p)
-                if got is None:
-                    got = table[p] = len(table) + 1
-                ids[i] = got
-        return ids[inv.reshape(-1)]
+            got = table.get(p)
+            if got is None:
+                got = table[p] = len(table) + 1
+            ids[i] = got
+        out[nz] = ids[inv.reshape(-1)]
+        return out
 
     def series(self, name: str, kind: str, ptrs: np.ndarray) -> pl.Series:
         """A UInt32 column of identities, null for NULL pointers."""
@@ -298,8 +333,12 @@ class DeepCollector:
             return self._snapshot(pid, task, smaps)
 
     def _snapshot(self, pid: int, task: int | None, smaps: bool) -> Snapshot:
-        from collectors.procmaps import read_snapshot
+        from collectors.procmaps import has_procmap_query, read_snapshot
 
+        if not smaps and task is None and self.offsets is not None and self.offsets.has_names and has_procmap_query():
+            snap = self._snapshot_named(pid)
+            if snap is not None:
+                return snap
         warnings: list[str] = []
         for attempt in range(RETRIES):
             t0 = time.monotonic_ns()
@@ -319,12 +358,82 @@ class DeepCollector:
         warnings.extend(plain.warnings)
         deep = self.deep_frame(recs)
         if not smaps:
-            uniq, inv = np.unique(recs["flags"], return_inverse=True)
-            texts = np.array([vmflags_text(int(f)) for f in uniq.tolist()], dtype=object)[inv]
-            frame = frame.drop("vmflags").with_columns(pl.Series("vmflags", texts.tolist(), pl.Utf8))
+            frame = frame.drop("vmflags").with_columns(_flags_text(recs["flags"]))
         frame = pl.concat([frame, deep], how="horizontal").select([*VMA_SCHEMA, *DEEP_SCHEMA])
         return Snapshot(pid=plain.pid, t_start_ns=t0, t_end_ns=t1, method="bpf_iter", frame=frame,
                         warnings=warnings)
+
+    def _snapshot_named(self, pid: int) -> Snapshot | None:
+        """A deep snapshot without /proc's text (the maps-only case): the iterator gives the layout,
+        the file's device and inode and the anon name; only the VMAs /proc names from elsewhere
+        (a file's path, a special mapping's vm_ops->name, the [heap] and [stack] of the mm's brk
+        and start_stack, taken wide) are asked for with PROCMAP_QUERY, one ioctl each.
+
+        The walk is one consistent state when every record saw the same mm_lock_seq (each mmap
+        write lock changes it; the iterator reads under the read lock); the VMAs asked for must
+        agree with the records on bounds, protection, offset, device and inode. Otherwise it
+        reads again. None (the caller reads /proc's text instead): the process has many named
+        VMAs (one text read is cheaper than an ioctl for each), no VMA was read (a thread id, an
+        exiting process: the text reader says what it is), or it kept changing."""
+        from collectors.procmap_query import query_names
+
+        maps = f"/proc/{pid}/maps"
+        for _ in range(RETRIES):
+            t0 = time.monotonic_ns()
+            recs = self.read_records(pid)
+            n = int(recs.size)
+            if n == 0 or not (recs["bits"] & BIT_SEQ).all():
+                return None
+            seq = recs["mm_seq"]
+            if (seq != seq[0]).any():
+                continue  # the process changed its mappings during the walk
+            start = np.ascontiguousarray(recs["start"])
+            end = np.ascontiguousarray(recs["end"])
+            file = recs["file"] != 0
+            # superset of vma_is_initial_heap() / vma_is_initial_stack() (closed intervals)
+            brk_lo, brk_hi, stack = int(recs["start_brk"][0]), int(recs["brk"][0]), int(recs["start_stack"][0])
+            special = ~file & (((start <= brk_hi) & (end >= brk_lo)) | ((start <= stack) & (end >= stack)))
+            ask = np.flatnonzero(file | ((recs["bits"] & BIT_OPS) != 0) | special)
+            if ask.size > max(64, n // 3):
+                return None
+            named = query_names(maps, start[ask].tolist())
+            t1 = time.monotonic_ns()
+            if named is None:
+                continue
+            flags = np.ascontiguousarray(recs["flags"])
+            code = ((flags & 7) | np.where(flags & VM_MAYSHARE, 8, 0).astype(flags.dtype)).astype(np.int64)
+            pgoff = np.ascontiguousarray(recs["pgoff"])
+            offset = np.where(file, pgoff << np.uint64(12), np.uint64(0))
+            inode = np.where(file, recs["ino"], np.uint64(0))
+            # the few named VMAs in Python, the rest as whole columns
+            devs, ends, offs, inos = recs["dev"][ask].tolist(), end[ask].tolist(), offset[ask].tolist(), inode[ask].tolist()
+            codes, files = code[ask].tolist(), file[ask].tolist()
+            if any(e0 != ends[k] or pm != _PERMS[codes[k]] or off != offs[k] or ino != inos[k]
+                   or (files[k] and dv != kernel_dev_str(devs[k]))
+                   for k, (_, e0, pm, off, dv, ino, _) in enumerate(named)):
+                continue
+            at = pl.Series(ask, dtype=pl.UInt32)
+            path = pl.repeat(None, n, dtype=pl.Utf8, eager=True)
+            names = recs["anon_name"] if "anon_name" in (recs.dtype.names or ()) else None
+            if names is not None and (has := np.flatnonzero(names != b"")).size:
+                path = path.scatter(has, ["[anon:" + x.decode("utf-8", "backslashreplace") + "]"
+                                          for x in names[has].tolist()])
+            if ask.size:
+                path = path.scatter(at, [x[6] for x in named])
+            dev = pl.repeat("00:00", n, dtype=pl.Utf8, eager=True)
+            if ask.size:
+                dev = dev.scatter(at, [x[4] for x in named])
+            frame = pl.DataFrame([
+                pl.Series("start", start, pl.UInt64), pl.Series("end", end, pl.UInt64),
+                _PERMS_SERIES.gather(code).alias("perms"), pl.Series("offset", offset, pl.UInt64),
+                dev.alias("dev"), pl.Series("inode", inode, pl.UInt64), path.alias("path"),
+                *(pl.repeat(None, n, dtype=VMA_SCHEMA[k], eager=True).alias(k)
+                  for k in ("rss_kb", "pss_kb", "anonymous_kb", "swap_kb")),
+                _flags_text(flags).alias("vmflags"),
+            ])
+            frame = pl.concat([frame, self.deep_frame(recs)], how="horizontal")
+            return Snapshot(pid=pid, t_start_ns=t0, t_end_ns=t1, method="bpf_iter", frame=frame)
+        return None
 
     def snapshots(self, pids: list[int]) -> dict[int, Snapshot]:
         """Deep snapshots of several processes (a traced tree); those that exited are left out."""
@@ -354,6 +463,13 @@ class DeepCollector:
             f"({problem}); plain snapshots still work")
 
 
+def _flags_text(flags: np.ndarray) -> pl.Series:
+    """The smaps VmFlags text of each raw vm_flags (formatted once per distinct value)."""
+    uniq, inv = np.unique(np.ascontiguousarray(flags), return_inverse=True)
+    texts = pl.Series("vmflags", [vmflags_text(int(f)) for f in uniq.tolist()], pl.Utf8)
+    return texts.gather(inv.reshape(-1))
+
+
 def _layout_mismatch(frame: pl.DataFrame, recs: np.ndarray) -> str | None:
     """None if /proc's layout (start, end, perms) equals the iterator's, else what differs."""
     if frame.height != recs.size:
@@ -379,6 +495,7 @@ def _layout_mismatch(frame: pl.DataFrame, recs: np.ndarray) -> str | None:
 
 _PERMS = np.array([("r" if c & 1 else "-") + ("w" if c & 2 else "-") + ("x" if c & 4 else "-")
                    + ("s" if c & 8 else "p") for c in range(16)], dtype=object)
+_PERMS_SERIES = pl.Series("perms", _PERMS.tolist(), pl.Utf8)
 
 
 def _offsets_problem(smaps: pl.DataFrame, recs: np.ndarray) -> str | None:

@@ -105,3 +105,39 @@ def query_all(fd: int) -> dict[str, list[object]]:
         paths.append(name.value.decode("utf-8", "backslashreplace").replace("\n", "\\012")
                      if q.vma_name_size else None)
     return cols
+
+
+def query_names(path: str, starts: list[int]) -> list[tuple[int, int, str, int, str, int, str | None]] | None:
+    """(start, end, perms, offset, dev, inode, name) of the VMAs that start at ``starts``, one
+    PROCMAP_QUERY each on ``path`` (a /proc/PID/maps file); None when the process is gone or a VMA
+    is no longer there (the caller reads again). The ioctl names a VMA as the maps text does."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    out: list[tuple[int, int, str, int, str, int, str | None]] = []
+    try:
+        name = ctypes.create_string_buffer(4096)
+        q = _ProcmapQuery()
+        qp = ctypes.addressof(q)
+        name_addr = ctypes.addressof(name)
+        size = ctypes.sizeof(_ProcmapQuery)
+        ioctl = _libc.ioctl
+        for addr in starts:
+            q.size = size
+            q.query_flags = 0  # the VMA covering addr, nothing else
+            q.query_addr = addr
+            q.vma_name_addr = name_addr
+            q.vma_name_size = 4096
+            q.build_id_size = 0
+            if ioctl(fd, PROCMAP_QUERY, qp) != 0 or q.vma_start != addr:
+                return None
+            f = q.vma_flags
+            perms = (("r" if f & _PQ_READ else "-") + ("w" if f & _PQ_WRITE else "-")
+                     + ("x" if f & _PQ_EXEC else "-") + ("s" if f & _PQ_SHARED else "p"))
+            out.append((q.vma_start, q.vma_end, perms, q.vma_offset, f"{q.dev_major:02x}:{q.dev_minor:02x}",
+                        q.inode, name.value.decode("utf-8", "backslashreplace").replace("\n", "\\012")
+                        if q.vma_name_size else None))
+    finally:
+        os.close(fd)
+    return out

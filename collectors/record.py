@@ -38,6 +38,7 @@ import polars as pl
 from vmatrace.base import uapi
 from vmatrace.base.errors import Interrupted, NoSuchProcess, TargetFailed, UsageError, VmatraceError
 from vmatrace.base.events import KIND_CODES
+from vmatrace.base.snapshot import kernel_dev_str
 from vmatrace.base.trace import check_replaceable
 
 BPF_SOURCE = Path(__file__).resolve().parent / "bpf" / "record.bpf.c"
@@ -248,11 +249,6 @@ def _texts(recs: np.ndarray) -> dict[int, str]:
 # K_FILE flags (record.bpf.c F_*)
 F_PATH, F_DNAME, F_DELETED, F_TRUNCATED = 1, 2, 4, 8
 ANON_INODE_FS_MAGIC = 0x09041934  # anon_inodefs: d_dname() prints "anon_inode:NAME"
-
-
-def kernel_dev_str(dev: int) -> str:
-    """A kernel dev_t (MAJOR << 20 | MINOR) as /proc/PID/maps prints it: MAJOR:MINOR in hex, at least two digits each."""
-    return f"{dev >> 20:02x}:{dev & 0xFFFFF:02x}"
 
 
 def _proc_name(b: bytes) -> str:

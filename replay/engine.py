@@ -9,9 +9,10 @@ For each process of the trace (docs/replay.md has the whole story):
 * every event is applied in trace order; the kernel's own result decides where a non-fixed mmap
   or a moving mremap landed and whether a call failed, and a model that disagrees on success or
   errno is reported as a result mismatch;
-* at every later snapshot the model is compared with the real layout region by region, each
-  divergence gets the events that touched its region and a probable cause, and the model is
-  rebuilt from the snapshot (a resync) so that one divergence does not cascade.
+* at every later snapshot the model is compared with the real layout region by region (at a deep
+  snapshot also on anon_vma sharing and fork-child status), each divergence gets the events that
+  touched its region and a probable cause, and the model is rebuilt from the snapshot (a resync)
+  so that one divergence does not cascade; a deep snapshot's hidden state is taken as it is.
 
 The engine reads the trace format and the model only: it never imports a collector.
 """
@@ -235,6 +236,7 @@ class _Snap:
     t_end: int
     pos: int  # the snapshot follows this many of the process's events
     rows: list[tuple[int, int, str, str | None, str | None, int]] | None = None  # lazily
+    hidden: dict[int, tuple[int, int | None, bool, int]] | None = None  # deep: start -> (end, anon_vma_id, fork child, avc)
     start_brk: int | None = None
     brk: int | None = None
 
@@ -255,11 +257,14 @@ class _Rows:
     (``columns``, ``to_dicts()``): replay workers are forked processes, and polars must not run in
     a child forked from a process whose polars threads hold locks."""
 
-    __slots__ = ("columns", "rows")
+    __slots__ = ("columns", "deep", "rows")
 
     def __init__(self, frame: pl.DataFrame) -> None:
         self.columns = list(frame.columns)
         self.rows = frame.to_dicts()
+        # a deep snapshot (record --deep): its hidden-state columns are filled (a plain snapshot of
+        # a trace that also has deep ones carries them all null)
+        self.deep = "anon_vma_id" in self.columns and bool(self.rows) and self.rows[0].get("vm_flags") is not None
 
     def to_dicts(self) -> list[dict[str, Any]]:
         return self.rows
@@ -443,6 +448,10 @@ class _Replayer:
         self.explanations: list[str] = []
         self.keep_counts = counts
         self.files: dict[Any, OpenFile] = {}  # file identity -> the one OpenFile of the trace
+        # a deep snapshot's file_id -> its OpenFile: one object per open file for the whole trace
+        # (the deep collector's ids are stable within a trace), so that every seed and resync from
+        # a deep snapshot, in every process, agrees on which VMAs map one open file
+        self.deep_files: dict[int, OpenFile] = {}
         self.forked: dict[int, AddressSpace] = {}
         # per process, the ranges of calls the model did not replay (seq, lo, hi): a fork child
         # inherits its parent's, since the VMAs they made are copied into it
@@ -451,11 +460,31 @@ class _Replayer:
     # -- seeding --------------------------------------------------------------------------------
     def _seed(self, s: _Snap) -> AddressSpace:
         frame = self.plan.frames.get(s.sid) or _EMPTY
-        mm = AddressSpace.from_snapshot(frame, self.profile, explain=self.explain, soft_dirty=True)  # type: ignore[arg-type]
+        mm = AddressSpace.from_snapshot(frame, self.profile, explain=self.explain, soft_dirty=True,  # type: ignore[arg-type]
+                                        deep_files=self.deep_files)
         if s.start_brk:
             mm.start_brk = int(s.start_brk)
             mm.cur_brk = int(s.brk or s.start_brk)
         return mm
+
+    def _keep_file_identities(self, old: AddressSpace, frame: _Rows) -> None:
+        """Before a resync from a deep snapshot: an open file the deep snapshot names for the first
+        time (its file_id) takes the old model's OpenFile of the VMA with the same bounds and file
+        offset, so that later mmap events of that file (which name it by the recorder's own file
+        ids) still map the same OpenFile. Which VMAs share one open file comes from the snapshot
+        alone: an OpenFile is taken for at most one file_id."""
+        taken = {f.id for f in self.deep_files.values()}
+        olds = {v.start: v for v in old.raw_vmas()}
+        for r in frame.rows:
+            fid = r.get("file_id")
+            if fid is None or int(fid) in self.deep_files:
+                continue
+            o = olds.get(int(r["start"]))
+            if (o is None or o.file is None or o.end != int(r["end"]) or o.pgoff != int(r["pgoff"])
+                    or o.file.id in taken):
+                continue
+            self.deep_files[int(fid)] = o.file
+            taken.add(o.file.id)
 
     # -- file identity --------------------------------------------------------------------------
     def _file(self, pid: int, row: int, fd: int) -> tuple[OpenFile, bool]:
@@ -525,6 +554,13 @@ class _Replayer:
             model = mm.vmas()
             run.final_vma_count = len(model)
             divs = _compare(model, s.rows)
+            if frame.deep:  # the hidden state too: anon_vma sharing and fork-child status
+                if s.hidden is None:
+                    s.hidden = _hidden_rows(frame)
+                run.deep_snapshots_compared += 1
+                hidden = _compare_hidden(model, s.hidden)
+                if hidden:
+                    divs = _coalesce(divs + hidden)
             if divs:
                 lost = any(cnt and t_to >= last_sync_t and t_from <= s.t_end for cnt, t_from, t_to in plan.losses)
                 index = _WindowIndex(self._window(idx[k_sync:k]))
@@ -542,8 +578,10 @@ class _Replayer:
                                                       seqs_touching[-_EVENTS_KEPT:], len(seqs_touching)))
                 if self.spec.judged:
                     run.resyncs += 1
+                    if frame.deep:
+                        self._keep_file_identities(mm, frame)
                     fresh = self._seed(s)
-                    _carry_over(mm, fresh)
+                    _carry_over(mm, fresh, exact=frame.deep)
                     mm = fresh
                     if mm.start_brk is None:
                         need_brk_base = True
@@ -729,13 +767,21 @@ class _Replayer:
             raise _NotCovered
 
 
-def _carry_over(old: AddressSpace, new: AddressSpace) -> None:
+def _carry_over(old: AddressSpace, new: AddressSpace, *, exact: bool = False) -> None:
     """After a resync, keep what /proc cannot show wherever the snapshot agrees with the old model.
 
     A VMA of the snapshot with the same bounds and flags as one of the old model keeps that VMA's
     anon_vma, avc (fork-child status), open file and anonymous pgoff: only the regions that
     diverged start again from the snapshot's guesses.
+
+    ``exact``: ``new`` was built from a deep snapshot, which shows that state as the kernel has it
+    (anon_vma identity, avc, open file, pgoff): nothing of it is taken from the old model, only
+    the brk base where the snapshot does not give one.
     """
+    if exact:
+        if new.start_brk is None and old.start_brk is not None:
+            new.start_brk, new.cur_brk = old.start_brk, old.cur_brk
+        return
     old_list = old.raw_vmas()
     olds = {v.start: v for v in old_list}
     old_starts = [v.start for v in old_list]
@@ -848,6 +894,87 @@ def _compare(model: list[VmaView], rows: list[tuple[int, int, str, str | None, s
                 out.append(("other", r[0], r[1], "VmFlags: model has " + (extra or "-")
                             + ", kernel has " + (missing or "-")))
     return _coalesce(out)
+
+
+def _hidden_rows(frame: _Rows) -> dict[int, tuple[int, int | None, bool, int]]:
+    """A deep snapshot's hidden state by VMA start: (end, anon_vma_id, fork child, avc)."""
+    return {int(r["start"]): (int(r["end"]), None if r["anon_vma_id"] is None else int(r["anon_vma_id"]),
+                              bool(r["fork_child"]), int(r["avc"] or 0))
+            for r in frame.rows if r["start"] < TASK_SIZE}
+
+
+def _regions(spans: list[tuple[int, int]], limit: int = 3) -> str:
+    shown = ", ".join(f"[{a:#x},{b:#x})" for a, b in spans[:limit])
+    return shown + (f" and {len(spans) - limit} more" if len(spans) > limit else "")
+
+
+def _compare_hidden(model: list[VmaView], hidden: dict[int, tuple[int, int | None, bool, int]]
+                    ) -> list[tuple[str, int, int, str]]:
+    """Divergences of the hidden state between the model and a deep snapshot: (kind, lo, hi, detail).
+
+    Only VMAs with the same bounds on both sides are compared (the layout comparison reports the
+    others), and only where the model knows its anon_vma state (a VMA seeded from /proc with an
+    UnknownAnonVma makes no claim).
+
+    * ``anon_vma``: one side has an anon_vma and the other none; or the identity classes differ
+      (which VMAs share one anon_vma: the numbers themselves mean nothing). A class difference is
+      a set of VMA pairs shared on one side and apart on the other; the VMAs reported are a small
+      cover of those pairs, the VMA in most of them first, so that one VMA with the wrong
+      anon_vma is reported once, not with every VMA of its class.
+    * ``fork_child``: one side's anon_vma_chain is singular and the other's is not
+      (vma_is_fork_child()), for VMAs that both have an anon_vma.
+    """
+    out: list[tuple[str, int, int, str]] = []
+    both: list[tuple[int, int, int, int]] = []  # (start, end, kernel anon id, model anon id)
+    for v in model:
+        h = hidden.get(v.start)
+        if h is None or h[0] != v.end or isinstance(v.faulted, Unknown):
+            continue
+        _, kid, kfork, kavc = h
+        if (kid is None) != (v.anon_id is None):
+            out.append(("anon_vma", v.start, v.end,
+                        "the kernel's VMA has an anon_vma, the model's has none" if kid is not None
+                        else "the model's VMA has an anon_vma, the kernel's has none"))
+            continue
+        if kid is None or v.anon_id is None:
+            continue
+        both.append((v.start, v.end, kid, v.anon_id))
+        mfork = v.forked is True
+        if kfork != mfork:
+            out.append(("fork_child", v.start, v.end,
+                        f"the kernel's anon_vma_chain has {kavc} entries ("
+                        + ("a fork child" if kfork else "not a fork child")
+                        + f"), the model's {v.avc} (" + ("a fork child" if mfork else "not a fork child") + ")"))
+    # identity classes over the VMAs that have an anon_vma on both sides
+    k_class: dict[int, set[int]] = {}
+    m_class: dict[int, set[int]] = {}
+    for i, (_, _, kid, mid) in enumerate(both):
+        k_class.setdefault(kid, set()).add(i)
+        m_class.setdefault(mid, set()).add(i)
+    k_of = [k_class[b[2]] for b in both]
+    m_of = [m_class[b[3]] for b in both]
+    odd = {i for i in range(len(both)) if k_of[i] != m_of[i]}
+    removed: set[int] = set()
+
+    def degree(i: int) -> int:
+        return len((k_of[i] ^ m_of[i]) - removed)
+
+    while odd:
+        i = max(sorted(odd), key=degree)
+        if degree(i) == 0:
+            break
+        s, e = both[i][0], both[i][1]
+        k_only = sorted((both[j][0], both[j][1]) for j in k_of[i] - m_of[i] - removed)
+        m_only = sorted((both[j][0], both[j][1]) for j in m_of[i] - k_of[i] - removed)
+        parts = []
+        if k_only:
+            parts.append(f"the kernel's anon_vma is shared with {_regions(k_only)}, the model's is not")
+        if m_only:
+            parts.append(f"the model's anon_vma is shared with {_regions(m_only)}, the kernel's is not")
+        out.append(("anon_vma", s, e, "anon_vma classes differ: " + "; ".join(parts)))
+        removed.add(i)
+        odd = {j for j in odd - removed if degree(j) > 0}
+    return out
 
 
 def _inner_bounds(spans: list[tuple[int, int]]) -> set[int]:

@@ -11,8 +11,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 #: Divergence kinds: the real kernel has separate VMAs where the model merged (``fragmented``),
-#: the reverse (``merged``), or bounds, perms or VmFlags differ (``other``).
-KINDS = ("fragmented", "merged", "other")
+#: the reverse (``merged``), or bounds, perms or VmFlags differ (``other``); at a deep snapshot
+#: also the hidden state of VMAs with the same bounds: which have an anon_vma and which share one
+#: (``anon_vma``), and which are fork children (``fork_child``: anon_vma_chain not singular).
+KINDS = ("fragmented", "merged", "other", "anon_vma", "fork_child")
+#: The kinds only a deep snapshot can show.
+HIDDEN_KINDS = ("anon_vma", "fork_child")
 
 # Probable causes of a divergence, most specific first (docs/replay.md explains each).
 CAUSE_LOST = "lost events"
@@ -74,6 +78,7 @@ class ProcessRun:
     peak_vma_count: int = 0
     resyncs: int = 0
     snapshots_compared: int = 0
+    deep_snapshots_compared: int = 0  # of those, deep ones (hidden state compared too)
     divergences: list[Divergence] = field(default_factory=list)
     mismatches: list[ResultMismatch] = field(default_factory=list)
     fork_child_boundaries: int = 0  # adjacent VMAs kept apart only because one is a fork child
@@ -185,6 +190,11 @@ class ReplayResult:
     def resyncs(self) -> int:
         return sum(p.resyncs for pr in self.profiles for p in pr.processes)
 
+    @property
+    def deep_snapshots_compared(self) -> int:
+        """Deep snapshots the hidden state was compared at (0: the trace has none after a seed)."""
+        return max((sum(p.deep_snapshots_compared for p in pr.processes) for pr in self.profiles), default=0)
+
 
 def _fix_json(f: FixFigures | None) -> dict[str, Any]:
     if f is None:
@@ -209,6 +219,7 @@ def to_json(r: ReplayResult, *, details: bool = True) -> dict[str, Any]:
             "causes": {k: v for k, v in pr.cause_counts().items() if v},
             "result_mismatches": sum(len(p.mismatches) for p in pr.processes),
             "resyncs": sum(p.resyncs for p in pr.processes),
+            "deep_snapshots_compared": sum(p.deep_snapshots_compared for p in pr.processes),
         })
     fix_by_pid = {f.pid: f for f in r.fix}
     processes = []
@@ -221,7 +232,8 @@ def to_json(r: ReplayResult, *, details: bool = True) -> dict[str, Any]:
             procs.append({"label": pr.label, "kernel": pr.kernel, "seeded_by": p.seeded_by,
                           "final_vma_count": p.final_vma_count, "peak_vma_count": p.peak_vma_count,
                           "events_applied": p.events_applied, "events_skipped": p.events_skipped,
-                          "snapshots_compared": p.snapshots_compared, "resyncs": p.resyncs,
+                          "snapshots_compared": p.snapshots_compared,
+                          "deep_snapshots_compared": p.deep_snapshots_compared, "resyncs": p.resyncs,
                           "divergences": {k: sum(d.kind == k for d in p.divergences) for k in KINDS}})
         processes.append({"pid": rp.pid, "comm": rp.comm,
                           "real": {"final_vma_count": rp.final_vma_count,
@@ -234,6 +246,7 @@ def to_json(r: ReplayResult, *, details: bool = True) -> dict[str, Any]:
         "events": r.events,
         "lost_events": r.lost_events,
         "snapshots_compared": r.snapshots_compared,
+        "deep_snapshots_compared": r.deep_snapshots_compared,
         "resyncs": r.resyncs,
         "main_pid": r.main_pid,
         "real": {"final_vma_count": main.final_vma_count if main else None,

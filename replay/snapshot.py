@@ -111,13 +111,13 @@ class SnapshotMixin(MmCore):
     """Address spaces from /proc snapshots (mixed into :class:`replay.AddressSpace`)."""
 
     @classmethod
-    def from_snapshot(cls, frame: pl.DataFrame, kernel: str | KernelProfile = "6.19",
-                      **kw: Any) -> Self:
+    def from_snapshot(cls, frame: pl.DataFrame, kernel: str | KernelProfile = "6.19", *,
+                      deep_files: dict[int, OpenFile] | None = None, **kw: Any) -> Self:
         """An address space whose VMAs are the rows of a /proc snapshot frame (see
-        :mod:`replay.snapshot`; a deep snapshot goes to :meth:`from_deep_snapshot`); ``kw`` are the
-        constructor's keyword arguments."""
+        :mod:`replay.snapshot`; a deep snapshot goes to :meth:`from_deep_snapshot`, with
+        ``deep_files``); ``kw`` are the constructor's keyword arguments."""
         if is_deep(frame):
-            return cls.from_deep_snapshot(frame, kernel, **kw)
+            return cls.from_deep_snapshot(frame, kernel, deep_files=deep_files, **kw)
         mm = cls(kernel, **kw)
         files: dict[tuple[str, int], OpenFile] = {}
         prev: Vma | None = None
@@ -182,19 +182,21 @@ class SnapshotMixin(MmCore):
         return mm
 
     @classmethod
-    def from_deep_snapshot(cls, frame: pl.DataFrame, kernel: str | KernelProfile = "6.19",
-                           **kw: Any) -> Self:
+    def from_deep_snapshot(cls, frame: pl.DataFrame, kernel: str | KernelProfile = "6.19", *,
+                           deep_files: dict[int, OpenFile] | None = None, **kw: Any) -> Self:
         """Build an address space with the exact hidden state of a deep snapshot (module docstring).
 
         The raw ``vm_flags`` are used as they are (bits the model has no name for compare equal on
         both sides of a merge, as in the kernel). Names and labels ([heap], [stack], [vdso],
-        [anon:NAME], file paths) come from the /proc columns.
+        [anon:NAME], file paths) come from the /proc columns. ``deep_files``: file_id -> OpenFile,
+        used and filled, so that several deep snapshots of one trace (one collector numbers the
+        open files) share one OpenFile per open file.
         """
         if not is_deep(frame):
             missing = [c for c in DEEP_COLUMNS if c not in frame.columns]
             raise SnapshotError(f"not a deep snapshot: column(s) {', '.join(missing)} missing")
         mm = cls(kernel, **kw)
-        files: dict[int, OpenFile] = {}
+        files: dict[int, OpenFile] = deep_files if deep_files is not None else {}
         anons: dict[int, AnonVma] = {}
         prev: Vma | None = None
         for row in _rows(frame):

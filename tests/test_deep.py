@@ -155,6 +155,52 @@ def _agree(collector: Any, pid: int, read_snapshot: Any) -> None:
     assert all(has_anon[s] is not None for s in faulted)
 
 
+def test_names_without_proc_text(collector: Any, states: States) -> None:
+    """Without smaps the layout and names come from the iterator's records and one PROCMAP_QUERY
+    per named VMA (file, [vdso]/[vvar], [heap], [stack]), not from /proc's text: they equal the
+    text, for the built workload, a python3 and a process of many anonymous VMAs with a heap; a
+    process of many VMAs that are mostly files is read through the text (one read beats an ioctl
+    per VMA)."""
+    from collectors.procmaps import has_procmap_query, read_snapshot
+
+    need(collector.offsets.has_names and has_procmap_query(),
+         "needs PROCMAP_QUERY (6.11) and mm_lock_seq (CONFIG_PER_VMA_LOCK)")
+    many = subprocess.Popen([sys.executable, "-c",
+                             "import mmap, ctypes, sys\n"
+                             "libc = ctypes.CDLL(None)\n"
+                             "libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]\n"
+                             "heap = [bytearray(100) for _ in range(10000)]\n"
+                             "m = mmap.mmap(-1, 600 * 4096, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)\n"
+                             "base = ctypes.addressof(ctypes.c_char.from_buffer(m))\n"
+                             "for i in range(0, 600, 2): libc.mprotect(base + i * 4096, 4096, 1)\n"
+                             "print('ready', flush=True); sys.stdin.read()\n"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    py = subprocess.Popen([sys.executable, "-c", "import json, sqlite3, decimal, sys; print('ready', flush=True); "
+                           "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        for p in (many, py):
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        cols = ["start", "end", "perms", "offset", "dev", "inode", "path"]
+        for pid in (states.parent, states.child, many.pid, py.pid):
+            named = collector._snapshot_named(pid)
+            assert named is not None, pid
+            text = read_snapshot(pid, smaps=False, method="text").frame.filter(pl.col("start") < 1 << 47)
+            assert named.frame.select(cols).to_dicts() == text.select(cols).to_dicts()
+            paths = set(named.frame["path"].to_list())
+            assert {"[vdso]", "[stack]"} <= paths and (pid != many.pid or "[heap]" in paths)
+            assert named.frame.height > (300 if pid == many.pid else 30)
+            _agree(collector, pid, read_snapshot)  # the snapshot() path: equal to smaps, vmflags too
+        # a process of many VMAs, most of them files: one text read beats an ioctl per VMA
+        this = collector.read_records(os.getpid())
+        if int((this["file"] != 0).sum()) > max(64, this.size // 3):
+            assert collector._snapshot_named(os.getpid()) is None
+    finally:
+        for p in (many, py):
+            assert p.stdin is not None
+            p.stdin.close()
+            p.wait(timeout=30)
+
+
 def test_deep_and_plain_agree_on_real_programs(collector: Any, tmp_path: Path) -> None:
     from collectors.procmaps import read_snapshot
 
@@ -230,6 +276,73 @@ def test_model_seeded_exactly(collector: Any, states: States) -> None:
     assert states.mprotect(2, 2, 1) == 0 and states.mprotect(8, 2, 3) == 0  # as before, for later tests
 
 
+def test_record_attach_seeds_replay_exactly(collector: Any, states: States, tmp_path: Path) -> None:
+    """record -p of a process that has run a while (faulted and unfaulted neighbours, a distinct
+    anon_vma pair that /proc cannot tell from a shared one): the replay's model starts from the deep
+    snapshot's exact state (no unknown anon_vma, the same anon_vma classes, avc and pgoff), and the
+    calls made while recording replay without a divergence of any kind, hidden state included. The
+    same trace with the deep columns taken away seeds from /proc and gets the pair wrong."""
+    import dataclasses
+
+    from replay.engine import _plan, _Replayer, default_profiles, replay_trace
+    from vmatrace.base.trace import read_trace
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = tmp_path / "attach.vmat"
+    rec = subprocess.Popen([sys.executable, "-m", "vmatrace", "record", "--deep", "-o", str(out),
+                            "-p", str(states.parent), "-d", "60"],
+                           stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                           text=True, env=env)
+    try:
+        assert rec.stderr is not None
+        line = rec.stderr.readline()
+        assert line.startswith("Tracing VMA changes"), line + rec.stderr.read()
+        for page, n, prot in ((2, 2, 3), (8, 2, 1), (16, 1, 1), (16, 1, 3), (2, 2, 1), (8, 2, 3)):
+            assert states.mprotect(page, n, prot) == 0
+    finally:
+        rec.send_signal(2)  # Ctrl-C: the end snapshot, then the trace is closed
+        assert rec.wait(timeout=60) == 0, rec.stderr.read() if rec.stderr else ""
+    t = read_trace(out)
+    specs, pair, notes = default_profiles(t.meta)
+    # the seed, as the engine builds it (white-box: the engine's own seeding path)
+    plan = _plan(t)
+    proc = plan.procs[states.parent]
+    first = proc.snaps[0]
+    assert first.reason == "start" and plan.frames[first.sid].deep
+    seed = _Replayer(plan, specs[0])._seed(first)
+    frame = t.snapshot(first.sid).filter(pl.col("start") < 1 << 47)
+    assert [(v.start, v.end, v.pgoff) for v in seed.vmas()] == frame.select("start", "end", "pgoff").rows()
+    assert all(v.faulted is True or v.faulted is False for v in seed.vmas())  # nothing unknown
+
+    def classes(pairs: list[tuple[int, int | None]]) -> list[list[int]]:
+        by: dict[int, list[int]] = {}
+        for start, ident in pairs:
+            if ident is not None:
+                by.setdefault(ident, []).append(start)
+        return sorted(by.values())
+
+    assert classes([(v.start, v.anon_id) for v in seed.vmas()]) == classes(frame.select("start", "anon_vma_id").rows())
+    assert [v.avc for v in seed.vmas()] == frame["avc"].to_list()
+    assert [v.forked is True for v in seed.vmas()] == frame["fork_child"].to_list()
+    w = window(frame)
+    assert w[8]["anon_vma_id"] != w[9]["anon_vma_id"] and w[16]["anon_vma_id"] is None
+    # the whole replay: the calls made while recording, compared at the end with the deep snapshot
+    r = replay_trace(t, specs, fix_pair=pair, notes=notes, jobs=1)
+    run = r.profiles[0].process(states.parent)
+    assert run is not None and run.seeded_by.startswith(f"snapshot {first.sid}")
+    assert run.events_applied >= 6 and run.deep_snapshots_compared >= 1
+    assert run.divergences == [] and run.mismatches == []
+    # without the deep columns: seeded from /proc, the distinct pair is guessed to share an anon_vma
+    deep_cols = ["vm_flags", "pgoff", "file_id", "anon_vma_id", "avc", "fork_child", "close_hook", "anon_name",
+                 "mempolicy", "uffd"]
+    plain = dataclasses.replace(t, snapshots=t.snapshots.with_columns(pl.lit(None).cast(t.snapshots.schema[c]).alias(c)
+                                                                     for c in deep_cols))
+    rp = replay_trace(plain, specs, fix_pair=pair, notes=notes, jobs=1)
+    guessed = rp.profiles[0].process(states.parent)
+    assert guessed is not None and guessed.deep_snapshots_compared == 0
+    assert any(d.start < BASE + 10 * PG and d.end > BASE + 8 * PG for d in guessed.divergences), guessed.divergences
+
+
 def test_wrong_offsets_are_refused_and_plain_snapshots_still_work(collector: Any, states: States) -> None:
     from collectors.deep import DeepCollector, DeepOffsetsError
     from collectors.procmaps import read_snapshot
@@ -277,7 +390,7 @@ def test_record_deep_snapshots(collector: Any, states: States, tmp_path: Path) -
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = tmp_path / "p.vmat"
     p = subprocess.run([sys.executable, "-m", "vmatrace", "record", "-q", "--deep", "-o", str(out),
-                        "-p", str(states.parent), "-p", str(states.child), "-d", "1.5", "--interval", "0.5"],
+                        "-p", str(states.parent), "-p", str(states.child), "-d", "2.5", "--interval", "0.5"],
                        capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL)
     assert p.returncode == 0, p.stderr
     t = read_trace(out)

@@ -115,7 +115,12 @@ def test_json_contract(workload_trace: Path) -> None:
     assert set(j["real"]) >= {"final_vma_count", "peak_vma_count"}
     for pr in j["profiles"]:
         assert set(pr) >= {"kernel", "final_vma_count", "peak_vma_count", "divergences"}
-        assert set(pr["divergences"]) == {"fragmented", "merged", "other"}
+        assert set(pr["divergences"]) == {"fragmented", "merged", "other", "anon_vma", "fork_child"}
+        # no deep snapshot: the hidden state is never compared, and the summary does not show it
+        assert pr["deep_snapshots_compared"] == 0
+        assert pr["divergences"]["anon_vma"] == pr["divergences"]["fork_child"] == 0
+    assert j["deep_snapshots_compared"] == 0
+    assert "anon_vma" not in _vmatrace("replay", str(workload_trace)).stdout
     assert set(j["anon_merge_fix"]) >= {"without_fix", "with_fix", "saved_final", "saved_peak",
                                         "events_merged_by_fix"}
     assert j["anon_merge_fix"]["saved_final"] is not None
@@ -190,6 +195,167 @@ def test_lost_events_explain_divergences(workload_trace: Path) -> None:
     assert divs and all(d.cause == CAUSE_LOST for d in divs)
     assert r.lost_events == 1 and any("lost" in w for w in r.warnings)
     assert to_json(r)["lost_events"] == 1
+
+
+# -- deep snapshots: the hidden state compared ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def deep_trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("replay") / "deep.vmat"
+    record(out, "--deep", "-f", "--", sys.executable, "-m", "vmatrace.workloads.fragment",
+           "--anon-merge", str(N_CASES), "--fork", "--hold", "0.3")
+    return out
+
+
+@pytest.mark.live
+@pytest.mark.bcc
+def test_deep_snapshots_compare_anon_vma_sharing_and_fork_children(deep_trace: Path) -> None:
+    """Recorded with --deep: every snapshot after a seed is deep, so anon_vma sharing and fork-child
+    status are compared there too; under the recording kernel's profile nothing differs (the fork
+    child's inherited VMAs are fork children in the model as in the kernel)."""
+    t = read_trace(deep_trace)
+    assert set(t.snapshot_index["method"].to_list()) == {"bpf_iter"}
+    r = _replay(t)
+    _, child = _workload_pids(r)
+    judged = r.profiles[0]
+    assert r.deep_snapshots_compared >= 3  # the parent's exit, the child's start and exit
+    assert judged.process(child).deep_snapshots_compared == 2
+    assert [d for p in judged.processes for d in p.divergences] == []
+    assert sum(len(p.mismatches) for p in judged.processes) == 0
+    j = to_json(r)
+    assert j["deep_snapshots_compared"] == r.deep_snapshots_compared
+    for pr in j["profiles"]:
+        assert set(pr["divergences"]) == {"fragmented", "merged", "other", "anon_vma", "fork_child"}
+    assert j["profiles"][0]["divergences"]["anon_vma"] == j["profiles"][0]["divergences"]["fork_child"] == 0
+    # the child really has fork children to compare
+    exit_child = [s for s in r.real_process(child).snapshots if s[1] == "exit"][-1][0]
+    assert t.snapshot(exit_child)["fork_child"].sum() >= 5
+
+
+@pytest.mark.live
+@pytest.mark.bcc
+def test_deep_replay_of_a_real_program_has_no_hidden_divergence(tmp_path: Path) -> None:
+    """python3 recorded with --deep and periodic snapshots: its anon_vma sharing and fork-child
+    status at every deep snapshot are the model's (kernel-mode write faults included: reading a
+    file into a fresh buffer faults in the kernel, and gives the VMA its anon_vma)."""
+    out = tmp_path / "py.vmat"
+    record(out, "--deep", "-f", "--interval", "0.2", "--", "/usr/bin/python3", "-c",
+           "import mmap, os, json, decimal, sqlite3, time\n"
+           "m = mmap.mmap(-1, 1 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)\n"
+           "fd = os.open('/usr/bin/python3', os.O_RDONLY)\n"
+           "os.readv(fd, [m])\n"
+           "time.sleep(0.5)\n"
+           "os._exit(0)\n")
+    t = read_trace(out)
+    r = _replay(t)
+    judged = r.profiles[0]
+    assert r.deep_snapshots_compared >= 1  # the exit, and the periodic ones the machine had time for
+    assert [d for p in judged.processes for d in p.divergences] == []
+    assert sum(len(p.mismatches) for p in judged.processes) == 0
+    # the read() into the buffer was seen as write faults taken in kernel mode (error code without U)
+    faults = t.events.filter((pl.col("kind") == "fault") & (pl.col("a2") & 4 == 0))
+    assert faults.height >= 1
+
+
+def _plant(t: Trace, sid: int, start: int, **values: object) -> Trace:
+    """``t`` with the row of VMA ``start`` in snapshot ``sid`` changed (the deep columns)."""
+    snaps = t.snapshots
+    hit = (pl.col("snapshot_id") == sid) & (pl.col("start") == start)
+    assert snaps.filter(hit).height == 1
+    snaps = snaps.with_columns(pl.when(hit).then(pl.lit(v).cast(snaps.schema[k])).otherwise(pl.col(k)).alias(k)
+                               for k, v in values.items())
+    return dataclasses.replace(t, snapshots=snaps)
+
+
+@pytest.mark.live
+@pytest.mark.bcc
+def test_a_planted_anon_vma_change_is_found_where_it_was_planted(deep_trace: Path) -> None:
+    t = read_trace(deep_trace)
+    r0 = _replay(t)
+    parent, _ = _workload_pids(r0)
+    sid = [s for s in r0.real_process(parent).snapshots if s[1] == "exit"][-1][0]
+    frame = t.snapshot(sid).filter(pl.col("start") < 1 << 47)
+    new_id = int(frame["anon_vma_id"].fill_null(0).to_numpy().max()) + 1000
+    # 1. a VMA leaves an anon_vma it shared (a built case's split pieces share one): reported at
+    # that VMA alone, naming the VMA(s) it shared it with (with two, the first in address order is
+    # reported: either could be the wrong one)
+    cls = frame.filter(pl.col("anon_vma_id").is_not_null()).group_by("anon_vma_id").len().filter(pl.col("len") >= 2)
+    assert cls.height, "the workload has an anon_vma shared by two VMAs"
+    members = frame.filter(pl.col("anon_vma_id") == cls["anon_vma_id"][0])["start"].to_list()
+    victim = members[0]
+    divs = _replay(_plant(t, sid, victim, anon_vma_id=new_id)).profiles[0].process(parent).divergences
+    assert [(d.kind, d.start, d.snapshot_id) for d in divs] == [("anon_vma", victim, sid)], divs
+    assert "shared with" in divs[0].detail and f"{members[1]:#x}" in divs[0].detail
+    # 2. an unfaulted private VMA given an anon_vma
+    bare = frame.filter(pl.col("anon_vma_id").is_null() & pl.col("perms").str.ends_with("p")
+                        & pl.col("perms").str.contains("w"))["start"].to_list()
+    assert bare
+    divs = _replay(_plant(t, sid, bare[0], anon_vma_id=new_id)).profiles[0].process(parent).divergences
+    assert [(d.kind, d.start) for d in divs] == [("anon_vma", bare[0])], divs
+    assert "has none" in divs[0].detail and divs[0].cause in ("no traced event touched it", "a behaviour the profile lacks")
+    # 3. a faulted VMA of the parent made a fork child
+    faulted = frame.filter(pl.col("anon_vma_id").is_not_null())["start"].to_list()[0]
+    divs = _replay(_plant(t, sid, faulted, avc=2, fork_child=True)).profiles[0].process(parent).divergences
+    assert [(d.kind, d.start) for d in divs] == [("fork_child", faulted)], divs
+    assert "2 entries (a fork child)" in divs[0].detail
+    # the summary, --json and the HTML report carry the kinds
+    from vmatrace.replay_report import _shown_kinds
+
+    r = _replay(_plant(t, sid, faulted, avc=2, fork_child=True))
+    assert to_json(r)["profiles"][0]["divergences"]["fork_child"] == 1
+    assert "fork_child" in _shown_kinds(r)
+
+
+@pytest.mark.live
+@pytest.mark.bcc
+def test_a_resync_from_a_deep_snapshot_takes_its_exact_state(deep_trace: Path) -> None:
+    """_carry_over after a resync at a deep snapshot: the old model's anon_vma identity, fork-child
+    status and open file are never kept; the snapshot's are. Old models that differ from the
+    snapshot in each of the three (made from the snapshot itself, then changed as a replay could
+    have changed them) give way to it."""
+    from replay import AddressSpace
+    from replay.engine import _carry_over
+    from replay.mm_types import AnonVma, OpenFile
+
+    t = read_trace(deep_trace)
+    r0 = _replay(t)
+    _, child = _workload_pids(r0)
+    sid = [s for s in r0.real_process(child).snapshots if s[1] == "exit"][-1][0]
+    frame = t.snapshot(sid)
+    profile = default_profiles(t.meta)[0][0].profile
+
+    def hidden(mm: AddressSpace) -> list[tuple[int, int, bool, int | None]]:
+        vs = mm.raw_vmas()
+        first: dict[int, int] = {}
+        return [(v.start, v.avc, v.forked is True,
+                 None if v.anon_vma is None else first.setdefault(v.anon_vma.id, v.start)) for v in vs]
+
+    def files(mm: AddressSpace) -> list[int | None]:
+        first: dict[int, int] = {}
+        return [None if v.file is None else first.setdefault(v.file.id, v.start) for v in mm.raw_vmas()]
+
+    exact = AddressSpace.from_deep_snapshot(frame, profile)
+    old = AddressSpace.from_deep_snapshot(frame, profile)
+    vs = old.raw_vmas()
+    forked = [v for v in vs if v.anon_vma is not None and v.avc > 1]
+    plain = [v for v in vs if v.anon_vma is not None and v.avc == 1]
+    with_file = [v for v in vs if v.file is not None]
+    assert forked and plain and len(with_file) >= 2
+    forked[0].avc = 1  # the old model lost a fork child
+    plain[0].avc = 3  # ... and made one up
+    shared = AnonVma()
+    for v in (forked[-1], plain[-1]):  # ... and put two VMAs on one anon_vma
+        v.anon_vma = shared
+    with_file[0].file = OpenFile("/elsewhere")  # ... and took another open file
+    assert hidden(old) != hidden(exact) and files(old) != files(exact)
+    for exact_state in (False, True):
+        fresh = AddressSpace.from_deep_snapshot(frame, profile)
+        _carry_over(old, fresh, exact=exact_state)
+        if exact_state:
+            assert hidden(fresh) == hidden(exact) and files(fresh) == files(exact)
+        else:  # what a resync from a plain snapshot keeps: the old model's state where bounds agree
+            assert hidden(fresh) != hidden(exact)
 
 
 # -- what-if ------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ REQUIRED_TRACEPOINTS = (
     "syscalls/sys_enter_mmap", "syscalls/sys_exit_mmap", "syscalls/sys_enter_munmap", "syscalls/sys_enter_mprotect",
     "syscalls/sys_enter_mremap", "syscalls/sys_enter_brk", "syscalls/sys_enter_madvise", "syscalls/sys_enter_mlock",
     "syscalls/sys_enter_mseal", "sched/sched_process_fork", "sched/sched_process_exec", "sched/sched_process_exit",
-    "exceptions/page_fault_user",
+    "exceptions/page_fault_user", "exceptions/page_fault_kernel",
 )
 
 

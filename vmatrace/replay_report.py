@@ -16,7 +16,7 @@ import polars as pl
 from rich.markup import escape
 from rich.table import Table
 
-from replay.results import EXPLAINED, ReplayResult, to_json
+from replay.results import EXPLAINED, HIDDEN_KINDS, KINDS, ReplayResult, to_json
 from vmatrace.base.trace import Trace
 from vmatrace.report import console
 
@@ -139,6 +139,19 @@ def _segments(trace: Trace, result: ReplayResult) -> tuple[list[tuple[str, int]]
 # Terminal
 
 
+_KIND_TITLES = {"fragmented": "fragmented", "merged": "merged", "other": "other", "anon_vma": "anon_vma",
+                "fork_child": "fork child"}
+_KIND_MARKS = {"fragmented": "F", "merged": "M", "other": "O", "anon_vma": "A", "fork_child": "C"}
+
+
+def _shown_kinds(result: ReplayResult) -> tuple[str, ...]:
+    """The divergence kinds to show: the hidden-state ones only where deep snapshots were compared."""
+    if result.deep_snapshots_compared or any(d.kind in HIDDEN_KINDS for pr in result.profiles
+                                             for p in pr.processes for d in p.divergences):
+        return KINDS
+    return tuple(k for k in KINDS if k not in HIDDEN_KINDS)
+
+
 def render_terminal(result: ReplayResult, att: Attribution | None = None, *, divergences: int = 15) -> None:
     m = result.meta
     console.print(escape(f"replay of {result.trace}: {result.events} events, {result.lost_events} lost, "
@@ -149,20 +162,24 @@ def render_terminal(result: ReplayResult, att: Attribution | None = None, *, div
     main = result.real_process(result.main_pid) if result.main_pid is not None else None
     t = Table(title=f"main process {result.main_pid} ({main.comm if main else '?'}): VMAs and divergences "
                     "(all processes)", title_justify="left")
-    for col in ("profile", "final VMAs", "peak VMAs", "fragmented", "merged", "other", "unexplained",
+    kinds = _shown_kinds(result)
+    for col in ("profile", "final VMAs", "peak VMAs", *(_KIND_TITLES[k] for k in kinds), "unexplained",
                 "result mismatches", "resyncs"):
         t.add_column(col, justify="left" if col == "profile" else "right")
     t.add_row("real kernel", str(main.final_vma_count if main else "-"), str(main.peak_vma_count if main else "-"),
-              "", "", "", "", "", "")
+              *([""] * len(kinds)), "", "", "")
     for pr in result.profiles:
         mp = pr.process(result.main_pid) if result.main_pid is not None else None
         dc = pr.divergence_counts()
         unexplained = str(sum(not d.explained for p in pr.processes for d in p.divergences)) if pr.judged \
             else "free-running"
         t.add_row(escape(pr.label), str(mp.final_vma_count if mp else "-"), str(mp.peak_vma_count if mp else "-"),
-                  str(dc["fragmented"]), str(dc["merged"]), str(dc["other"]), unexplained,
+                  *(str(dc[k]) for k in kinds), unexplained,
                   str(sum(len(p.mismatches) for p in pr.processes)), str(sum(p.resyncs for p in pr.processes)))
     console.print(t)
+    if result.deep_snapshots_compared:
+        console.print(f"{result.deep_snapshots_compared} deep snapshots compared: anon_vma sharing and fork-child "
+                      "status checked VMA by VMA (kinds anon_vma, fork child)")
     if result.fix_pair:
         ft = Table(title=f"the 6.16 anon-merge fix (879bca0a2c4f): {escape(result.fix_pair[0])} vs "
                          f"{escape(result.fix_pair[1])}", title_justify="left")
@@ -228,6 +245,7 @@ def render_html(trace: Trace, result: ReplayResult, att: Attribution, max_map_co
 
     figs: list[tuple[str, Any]] = []
     main = result.main_pid
+    kinds = _shown_kinds(result)
     # 1. VMA count over time
     fig = go.Figure()
     peak = 0
@@ -266,10 +284,13 @@ def render_html(trace: Trace, result: ReplayResult, att: Attribution, max_map_co
             for d in (p.divergences if p else []):
                 k = next((i for i, s in enumerate(starts) if s <= d.start < ends[i]), None)
                 if k is not None:
-                    amap.add_annotation(x=k, y=1, text=d.kind[0].upper(), showarrow=True, hovertext=d.detail)
+                    amap.add_annotation(x=k, y=1, text=_KIND_MARKS.get(d.kind, "?"), showarrow=True,
+                                        hovertext=d.detail)
         fix_seqs = {e.seq for e in result.fix_events if e.pid == main}
         amap.update_layout(title=f"address space of PID {main} at its last snapshot: one bar per VMA "
-                                 f"(blue file, orange anonymous, green special); F/M/O mark divergences; "
+                                 f"(blue file, orange anonymous, green special); "
+                                 f"{'/'.join(_KIND_MARKS[k] for k in kinds)} mark divergences "
+                                 f"({', '.join(_KIND_TITLES[k] for k in kinds)}); "
                                  f"{len(fix_seqs)} events merged by the fix", yaxis_type="log", height=380,
                            xaxis_title="VMA, in address order", yaxis_title="pages")
         figs.append(("map", amap))
@@ -286,8 +307,8 @@ def render_html(trace: Trace, result: ReplayResult, att: Attribution, max_map_co
         parts.append(f.to_html(full_html=False, include_plotlyjs="inline" if k == 0 else False,
                                div_id=f"plot-{name}", config={"displaylogo": False}))
     j = to_json(result, details=False)
-    prof_rows = [[p["label"], p["final_vma_count"], p["peak_vma_count"], p["divergences"]["fragmented"],
-                  p["divergences"]["merged"], p["divergences"]["other"], p["result_mismatches"], p["resyncs"]]
+    prof_rows = [[p["label"], p["final_vma_count"], p["peak_vma_count"], *(p["divergences"][k] for k in kinds),
+                  p["result_mismatches"], p["resyncs"]]
                  for p in j["profiles"]]
     comms = {r.pid: r.comm for r in result.real}
     fix_rows = [[f.pid, comms.get(f.pid, ""), f.without_fix,
@@ -303,6 +324,8 @@ def render_html(trace: Trace, result: ReplayResult, att: Attribution, max_map_co
     site_rows = ([[k, n, "created"] for k, n in att.created] + [[k, n, "splits"] for k, n in att.splits]
                  + [[k, n, "merged by the 6.16 fix"] for k, n in att.fix_sites])
     title = html.escape(f"vmatrace replay: {result.meta.get('cmdline') or result.trace}")
+    deep_note = (f" ({j['deep_snapshots_compared']} deep: anon_vma sharing and fork-child status compared too)"
+                 if j["deep_snapshots_compared"] else "")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>
@@ -317,10 +340,10 @@ code {{ background: #f4f4f4; }}
 {banner}
 <p>Trace <code>{html.escape(result.trace)}</code>, kernel {html.escape(str(result.meta.get('kernel_release')))},
 {result.events} events ({result.lost_events} lost), {len(result.real)} processes, {j['snapshots_compared']} snapshots
-compared, {j['resyncs']} resyncs. Real kernel, main process {main}: {j['real']['final_vma_count']} VMAs at its last
+compared{deep_note}, {j['resyncs']} resyncs. Real kernel, main process {main}: {j['real']['final_vma_count']} VMAs at its last
 snapshot, peak {j['real']['peak_vma_count']}.</p>
 <h2>Profiles</h2>
-{_table(["profile", "final VMAs", "peak VMAs", "fragmented", "merged", "other", "result mismatches", "resyncs"], prof_rows)}
+{_table(["profile", "final VMAs", "peak VMAs", *(_KIND_TITLES[k] for k in kinds), "result mismatches", "resyncs"], prof_rows)}
 <h2>The 6.16 anon-merge fix (879bca0a2c4f)</h2>
 <p>{html.escape(' vs '.join(result.fix_pair) if result.fix_pair else 'no fix pair')}: all processes
 {j['anon_merge_fix']['all_processes']['saved_final']} VMAs saved at the end,

@@ -12,6 +12,10 @@
 //   OFF_ANON_NAME_NAME  anon_vma_name.name
 //   OFF_OPS_CLOSE       vm_operations_struct.close
 //   OFF_TASK_PID, OFF_TASK_TGID
+//   OFF_FILE_INODE, OFF_INODE_INO, OFF_INODE_SB, OFF_SB_DEV   file->f_inode->i_ino, ->i_sb->s_dev
+//   OFF_MM_START_BRK, OFF_MM_BRK, OFF_MM_START_STACK          where /proc names [heap] and [stack]
+//   OFF_MM_LOCK_SEQ     (only with HAVE_MM_SEQ: CONFIG_PER_VMA_LOCK) mm->mm_lock_seq, which every
+//                       mmap write lock changes: equal in every record = one consistent walk
 //   AVC_MAX             the chain is counted up to this many entries
 //
 // The iterator's context is struct bpf_iter__task_vma {meta, task, vma}; bpf_iter_meta starts with
@@ -45,7 +49,16 @@ struct deep_rec {
     u32 tgid;
     u32 tid;
     u32 avc;         // entries in the anon_vma_chain, up to AVC_MAX (AVC_MAX + 1: more)
-    u32 bits;        // 1: vm_ops->close set, 2: vm_policy set, 4: userfaultfd ctx set
+    u32 bits;        // 1: vm_ops->close set, 2: vm_policy set, 4: userfaultfd ctx set,
+                     // 8: vm_ops set (not plain anonymous memory), 16: mm_seq is read
+    // (the fields above are the head other readers rely on; the tail may grow)
+    u64 ino;         // file->f_inode->i_ino (0: no file)
+    u64 start_brk;   // mm->start_brk, mm->brk, mm->start_stack
+    u64 brk;
+    u64 start_stack;
+    u64 mm_seq;      // mm->mm_lock_seq (HAVE_MM_SEQ)
+    u32 dev;         // file->f_inode->i_sb->s_dev (kernel dev_t: major << 20 | minor)
+    u32 pad;
 #ifdef HAVE_ANON_NAME
     char anon_name[ANON_NAME_LEN];   // only where the kernel can name anonymous VMAs
 #endif
@@ -87,8 +100,31 @@ int bpf_iter__task_vma(struct bpf_iter__task_vma *ctx) {
     }
     r.avc = n;
     u64 ops = rd64(vma + OFF_VMA_OPS);
-    if (ops != 0 && rd64(ops + OFF_OPS_CLOSE) != 0)
-        r.bits |= 1;
+    if (ops != 0) {
+        r.bits |= 8;
+        if (rd64(ops + OFF_OPS_CLOSE) != 0)
+            r.bits |= 1;
+    }
+    if (r.file != 0) {
+        u64 inode = rd64(r.file + OFF_FILE_INODE);
+        if (inode != 0) {
+            r.ino = rd64(inode + OFF_INODE_INO);
+            u64 sb = rd64(inode + OFF_INODE_SB);
+            if (sb != 0)
+                bpf_probe_read_kernel(&r.dev, 4, (void *)(sb + OFF_SB_DEV));
+        }
+    }
+    if (r.mm != 0) {
+        r.start_brk = rd64(r.mm + OFF_MM_START_BRK);
+        r.brk = rd64(r.mm + OFF_MM_BRK);
+        r.start_stack = rd64(r.mm + OFF_MM_START_STACK);
+#ifdef HAVE_MM_SEQ
+        u32 seq = 0;
+        bpf_probe_read_kernel(&seq, 4, (void *)(r.mm + OFF_MM_LOCK_SEQ));
+        r.mm_seq = seq;
+        r.bits |= 16;
+#endif
+    }
 #ifdef HAVE_POLICY
     if (rd64(vma + OFF_VMA_POLICY) != 0)
         r.bits |= 2;

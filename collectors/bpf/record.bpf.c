@@ -36,6 +36,7 @@
 #define CLONE_THREAD 0x00010000
 #define TEXT_CHUNK 56
 #define TEXT_MAX 280   // 5 chunks
+#define USER_ADDR_END 0x0100000000000000ULL  // above every x86-64 user address (5-level paging too), below the kernel half
 
 struct event {
     u64 seq;
@@ -633,15 +634,18 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
 }
 
 #ifdef WITH_FAULTS
-TRACEPOINT_PROBE(exceptions, page_fault_user) {
-    if (!(args->error_code & 2))  // write faults only
+// A write fault at a user address of a traced process, from user mode or from the kernel writing
+// to user memory on the process's behalf (copy_to_user() of a read() into a buffer never touched:
+// it gives the VMA its anon_vma just as a user-mode write does).
+static __always_inline int on_write_fault(void *args, u64 address, u64 ip, u64 error_code) {
+    if (!(error_code & 2))  // write faults only
         return 0;
     u64 id = bpf_get_current_pid_tgid();
     u32 tgid = id >> 32;
     struct proc *p = procs.lookup(&tgid);
     if (!p)
         return 0;
-    struct fault_key k = {.tgid = tgid, .page = args->address >> 12};
+    struct fault_key k = {.tgid = tgid, .page = address >> 12};
     u64 gen = p->gen + 1;  // stored +1 so that 0 means "never seen"
     // Threads of one process can fault on the same page at the same time: only the one that
     // atomically claims the (page, generation) entry reports it.
@@ -656,7 +660,17 @@ TRACEPOINT_PROBE(exceptions, page_fault_user) {
         count(2);
         return 0;
     }
-    return emit(args, next_seq(), bpf_ktime_get_ns(), tgid, (u32)id, K_FAULT, 0, args->address,
-                args->ip, args->error_code, 0, 0, 0, 0, 1);
+    return emit(args, next_seq(), bpf_ktime_get_ns(), tgid, (u32)id, K_FAULT, 0, address,
+                ip, error_code, 0, 0, 0, 0, 1);
+}
+
+TRACEPOINT_PROBE(exceptions, page_fault_user) {
+    return on_write_fault(args, args->address, args->ip, args->error_code);
+}
+
+TRACEPOINT_PROBE(exceptions, page_fault_kernel) {
+    if (args->address >= USER_ADDR_END)  // a fault on kernel memory (vmalloc, ...): no VMA of ours
+        return 0;
+    return on_write_fault(args, args->address, args->ip, args->error_code);
 }
 #endif

@@ -145,6 +145,11 @@ class Snapshot:
                 for row in zip(*(c[k] for k in VMA_FIELDS), strict=True)]
 
 
+def kernel_dev_str(dev: int) -> str:
+    """A kernel dev_t (MAJOR << 20 | MINOR) as /proc/PID/maps prints it: MAJOR:MINOR in hex, at least two digits each."""
+    return f"{dev >> 20:02x}:{dev & 0xFFFFF:02x}"
+
+
 def format_maps_line(r: dict[str, object]) -> str:
     """One row back in the kernel's show_map_vma() layout (fs/proc/task_mmu.c)."""
     start, end, off, ino = r["start"], r["end"], r["offset"], r["inode"]
