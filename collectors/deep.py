@@ -323,16 +323,17 @@ class DeepCollector:
         ])
 
     # -- snapshots ---------------------------------------------------------------------------
-    def snapshot(self, pid: int, *, task: int | None = None, smaps: bool = False) -> Snapshot:
+    def snapshot(self, pid: int, *, task: int | None = None, smaps: bool = False,
+                 helper: bool = True) -> Snapshot:
         """A deep snapshot: VMA_SCHEMA columns (names from /proc/PID/maps, VmFlags from the raw
         vm_flags, no sizes; with ``smaps``, from /proc/PID/smaps with sizes) plus DEEP_SCHEMA. The
         two reads are repeated until they agree on every VMA's bounds and protection (a process
         that changes its mappings meanwhile). ``task``: read through that thread (see
         :func:`collectors.procmaps.read_snapshot`)."""
         with self._lock:
-            return self._snapshot(pid, task, smaps)
+            return self._snapshot(pid, task, smaps, helper)
 
-    def _snapshot(self, pid: int, task: int | None, smaps: bool) -> Snapshot:
+    def _snapshot(self, pid: int, task: int | None, smaps: bool, helper: bool) -> Snapshot:
         from collectors.procmaps import has_procmap_query, read_snapshot
 
         if not smaps and task is None and self.offsets is not None and self.offsets.has_names and has_procmap_query():
@@ -344,7 +345,7 @@ class DeepCollector:
             t0 = time.monotonic_ns()
             recs = self.read_records(pid, tid=task)
             # the maps text (or smaps) in one read: far cheaper than PROCMAP_QUERY's call per VMA
-            plain = read_snapshot(pid, smaps=smaps, task=task, method="text")
+            plain = read_snapshot(pid, smaps=smaps, task=task, method="text", helper=helper)
             t1 = time.monotonic_ns()
             frame = plain.frame.filter(pl.col("start") < TASK_SIZE_LIMIT)
             mismatch = _layout_mismatch(frame, recs)

@@ -212,8 +212,11 @@ def _parse_smaps_overlapped(path: str, parser: SmapsParser) -> bool:
             if not done:
                 with suppress(ProcessLookupError):
                     os.kill(child, signal.SIGKILL)
-            _, status = os.waitpid(child, 0)
-        if os.waitstatus_to_exitcode(status) != 0:
+            try:
+                _, status = os.waitpid(child, 0)
+            except ChildProcessError:  # another thread reaped it (waitpid(-1)): outcome unknown
+                status = -1
+        if status == -1 or os.waitstatus_to_exitcode(status) != 0:
             raise OSError(errno.EIO, f"cat {path} failed")
         return True
     finally:
@@ -233,7 +236,9 @@ def read_snapshot(pid: int, *, smaps: bool = True, method: str = "auto", task: i
     the kernel has it, else /proc/PID/maps text. ``task=tid`` reads /proc/PID/task/TID/..., which
     stays readable while a non-leader thread is in do_exit() after the group leader is gone.
     ``helper``: smaps is read through a helper process where there is more than one CPU (see
-    :func:`_parse_smaps_overlapped`); a caller that reads many small processes turns it off.
+    :func:`_parse_smaps_overlapped`). A caller that reads many small processes turns it off, and
+    so must one whose other threads reap children with ``waitpid(-1)`` (a ptrace loop: the
+    recorder): it would reap the helper first, and the file would be read twice.
     """
     if method not in ("auto", "text", "procmap_query"):
         raise SnapshotError(f"unknown snapshot method {method!r} (auto, text, procmap_query)")

@@ -533,9 +533,9 @@ class Recorder:
 
         try:
             if self.deep is not None:
-                snap = self.deep.snapshot(pid, task=task, smaps=self.o.smaps)
-            else:
-                snap = read_snapshot(pid, smaps=self.o.smaps, task=task)
+                snap = self.deep.snapshot(pid, task=task, smaps=self.o.smaps, helper=False)
+            else:  # no helper process: the ptrace loop reaps every child (waitpid(-1))
+                snap = read_snapshot(pid, smaps=self.o.smaps, task=task, helper=False)
         except VmatraceError as e:
             if reason in ("periodic", "end") and not os.path.exists(f"/proc/{pid}"):
                 return None  # it just exited: its exit snapshot is (being) taken

@@ -440,3 +440,35 @@ def test_smaps_through_the_helper_process_equals_reading_it_here(monkeypatch: py
     finally:
         p.kill()
         p.wait()
+
+
+def test_helper_reaped_by_another_thread_falls_back() -> None:
+    """A thread of ours that reaps every child (waitpid(-1), as a ptrace loop does) can take the
+    helper's exit status first: the snapshot then reads the file again here and is still whole
+    (the recorder passes helper=False so that this never costs it a second read)."""
+    import threading
+
+    from collectors import procmaps
+
+    if not procmaps._use_helper():
+        pytest.skip("one CPU: no helper process is used")
+    here = read_snapshot(os.getpid(), helper=False)
+    stop = threading.Event()
+
+    def reaper() -> None:
+        while not stop.is_set():
+            try:
+                os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            time.sleep(0.0005)
+
+    th = threading.Thread(target=reaper)
+    th.start()
+    try:
+        for _ in range(5):
+            snap = read_snapshot(os.getpid())
+            assert snap.complete and snap.columns["start"][:5] == here.columns["start"][:5]
+    finally:
+        stop.set()
+        th.join()
