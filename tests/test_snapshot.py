@@ -446,6 +446,7 @@ def test_helper_reaped_by_another_thread_falls_back() -> None:
     """A thread of ours that reaps every child (waitpid(-1), as a ptrace loop does) can take the
     helper's exit status first: the snapshot then reads the file again here and is still whole
     (the recorder passes helper=False so that this never costs it a second read)."""
+    import contextlib
     import threading
 
     from collectors import procmaps
@@ -457,10 +458,8 @@ def test_helper_reaped_by_another_thread_falls_back() -> None:
 
     def reaper() -> None:
         while not stop.is_set():
-            try:
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                pass
             time.sleep(0.0005)
 
     th = threading.Thread(target=reaper)
