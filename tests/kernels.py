@@ -8,7 +8,7 @@ from __future__ import annotations
 from replay.oracle.kernels import KERNELS
 from replay.profiles import PROFILES, AnonRule, CloseRule, KernelProfile, get_profile
 
-__all__ = ["ALL", "NEW_ANON", "OLD_ANON", "QEMU_NEW_ANON", "QEMU_OLD_ANON", "STICKY",
+__all__ = ["ALL", "MSEAL", "NEW_ANON", "OLD_ANON", "QEMU_NEW_ANON", "QEMU_OLD_ANON", "STICKY",
            "VMA_TEST_ERA", "profiles_where"]
 
 
@@ -28,6 +28,8 @@ NEW_ANON: list[str] = profiles_where(lambda p: not _old(p))
 # the kernel's userland VMA tests (tools/testing/vma) exist since the vma_merge_struct era (6.12),
 # the era whose vm_ops->close rule blocks only a deletion
 VMA_TEST_ERA: list[str] = profiles_where(lambda p: p.close_rule is CloseRule.DELETION)
+# mseal(2) exists (6.10+)
+MSEAL: list[str] = profiles_where(lambda p: p.mseal_available)
 # sticky VMA flags (64212ba02e66): the sticky-flag permutations of the kernel's tests
 STICKY: list[str] = profiles_where(lambda p: p.sticky_flags)
 # the pinned qemu kernels, by the anon rule of the profile their release picks

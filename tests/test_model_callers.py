@@ -49,7 +49,7 @@ from replay.flags import (
     PROT_WRITE,
     STACK_GUARD_GAP,
 )
-from tests.kernels import ALL, NEW_ANON, OLD_ANON
+from tests.kernels import ALL, MSEAL, NEW_ANON, OLD_ANON
 
 P = 0x1000
 B = 0x100000000
@@ -994,7 +994,7 @@ def test_mremap_dontunmap_partial_locked_source(kernel: str) -> None:
         assert locked == [(14, 15, True), (15, 17, False), (17, 20, True), (30, 32, True)]
 
 
-@pytest.mark.parametrize("kernel", ["6.12", "6.19"])
+@pytest.mark.parametrize("kernel", ALL)
 def test_shared_anon_grown_past_its_object(kernel: str) -> None:
     """A shmem object keeps the size it was mapped with: touching, populating or mlocking the
     part of a grown mapping beyond it is a SIGBUS (EFAULT / ENOMEM), as on the live kernel."""
@@ -1023,7 +1023,7 @@ def test_mremap_dontunmap_locked_first_page_next_to_its_rest(kernel: str) -> Non
         assert locked == [(6, 7, False), (7, 10, True)]
 
 
-@pytest.mark.parametrize("kernel", ["6.12", "6.19"])
+@pytest.mark.parametrize("kernel", MSEAL)
 def test_madvise_errno_order_per_vma(kernel: str) -> None:
     """Fuzz corpus fz2-1826: a locked VMA's EINVAL comes before a later sealed VMA's EPERM."""
     mm = new(kernel)
@@ -1035,7 +1035,7 @@ def test_madvise_errno_order_per_vma(kernel: str) -> None:
     raises(errno.EPERM, mm.madvise, pg(25), 2 * P, MADV_DONTNEED)
 
 
-@pytest.mark.parametrize("kernel", ["6.1", "6.19"])
+@pytest.mark.parametrize("kernel", ALL)
 def test_madvise_lru_and_free_refusals(kernel: str) -> None:
     """Fuzz fz777-*: COLD/PAGEOUT refuse locked VMAs (can_madv_lru_vma()); FREE needs anonymous
     memory; a hole before the refusing VMA does not change the errno."""
