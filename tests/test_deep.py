@@ -62,9 +62,7 @@ def states(tmp_path_factory: pytest.TempPathFactory) -> Iterator[States]:
     head = proc.stdout.readline().split()
     assert head[0] == "parent", head
     yield States(proc, int(head[1]), int(head[3]))
-    assert proc.stdin is not None
-    proc.stdin.close()
-    proc.wait(timeout=10)
+    proc.communicate(timeout=10)  # closes its stdin (the program then ends) and its stdout
 
 
 def window(frame: pl.DataFrame) -> dict[int, dict[str, Any]]:
