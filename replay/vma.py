@@ -366,15 +366,17 @@ class VmaMixin(MmCore):
                 target.flags |= remove_next.flags & VM_STICKY
             self._unlink(remove_next)
         if start != target.start:
-            self._set_start(target, start)
+            self._index.rekey(target.start, start)  # (_set_start(), one call less: a hot path)
+            target.start = start
         target.end = end
         target.pgoff = pgoff
 
     def _vma_shrink(self, vma: Vma, start: int, end: int, pgoff: int) -> None:
-        """Mirrors vma_shrink(): vma becomes [start, end) at pgoff, a range inside its own. The
-        unmapping code trims with it where a split's removed piece is freed at once."""
+        """Mirrors vma_shrink(): vma becomes [start, end) at pgoff, a range inside its own.
+        Unmapping trims a VMA's head with it where the split-off piece is freed at once."""
         if start != vma.start:
-            self._set_start(vma, start)
+            self._index.rekey(vma.start, start)  # (_set_start(), one call less: a hot path)
+            vma.start = start
         vma.end = end
         vma.pgoff = pgoff
 
@@ -389,8 +391,16 @@ class VmaMixin(MmCore):
             new = Vma(whole_start, addr, v.pgoff, v.flags, v.file, v.anon_vma, v.avc, v.anon_name,
                       v.policy, v.uffd_ctx, v.has_close_hook, v.label)
             v.pgoff += (addr - whole_start) >> PAGE_SHIFT
-            self._set_start(v, addr)
-            self._link(new, v.prev)
+            v.start = addr
+            # _link(new, v.prev) with v's rekey, in one index lookup (a hot path: every flag
+            # change that starts inside a VMA); new has v's flags, so sealed_ever stands
+            self._index.split_below(whole_start, addr, new)
+            p = new.prev = v.prev
+            new.next = v
+            v.prev = new
+            if p is not None:
+                p.next = new
+            self.map_count += 1
         else:
             new = Vma(addr, whole_end, v.pgoff + ((addr - whole_start) >> PAGE_SHIFT), v.flags,
                       v.file, v.anon_vma, v.avc, v.anon_name, v.policy, v.uffd_ctx,
@@ -463,7 +473,7 @@ class VmaMixin(MmCore):
                 tail = Vma(end, first.end, first.pgoff + ((end - first.start) >> PAGE_SHIFT),
                            first.flags, first.file, first.anon_vma, first.avc, first.anon_name,
                            first.policy, first.uffd_ctx, first.has_close_hook, first.label)
-                self._vma_shrink(first, first.start, start, first.pgoff)
+                first.end = start  # (vma_shrink() of the tail: an attribute, on a hot path)
                 self._link(tail, first)
                 if cur is not None:
                     self._step(X.SPLIT, first.start, tail.end, note=f"at {start:#x}")
@@ -475,7 +485,7 @@ class VmaMixin(MmCore):
             if cur is not None:
                 self._step(X.SPLIT, first.start, first.end, note=f"at {start:#x}")
                 self._step(X.UNMAP, start, first.end)
-            self._vma_shrink(first, first.start, start, first.pgoff)
+            first.end = start  # (vma_shrink() of the tail: an attribute, on a hot path)
             prev: Vma | None = first
             v = head = first.next
         else:
