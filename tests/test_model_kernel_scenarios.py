@@ -140,7 +140,7 @@ def test_simple_expand(kernel: str) -> None:
 @pytest.mark.parametrize("kernel", ALL)
 def test_simple_shrink(kernel: str) -> None:
     """vma.c test_simple_shrink: vma_shrink() of V [0,3) to [0,1) (the model's _vma_shrink(),
-    which munmap's trims use)."""
+    which munmap's head trims use)."""
     mm = AddressSpace(kernel)
     v = link(mm, 0, 3, 0)
     assert shrink(mm, v, 0, 1 * P, 0) == 0  # type: ignore[arg-type]
