@@ -9,7 +9,7 @@ every figure is the slowdown the traced program itself sees.
 
 Runs are interleaved (bare, vmatrace, bare, vmatrace, ...) so background load hits both; medians are
 reported. strace and perf trace are ~20-50x slower, so they run a smaller N (--slow-pairs) and are
-compared with a bare run of that same N (ebpf-here.md §5 did the same).
+compared with a bare run of that same N.
 
 Also reported for vmatrace: events recorded and lost (the fastest single-producer rate there is:
 an unthrottled loop of nothing but these calls), the recorder's own CPU seconds (all its threads,

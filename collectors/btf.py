@@ -1,8 +1,8 @@
 """Struct member offsets of the *running* kernel, read from its BTF (/sys/kernel/btf/vmlinux).
 
 bcc compiles BPF programs against the distribution's kernel headers, which may describe another
-kernel (here: 6.1 headers on a 6.18 kernel, where task_struct.tgid moved from 2420 to 1268, see
-ebpf-here.md §4). The recorder therefore never dereferences kernel structs through the headers: it
+kernel (seen: Debian's 6.1 headers on a 6.18 kernel, where task_struct.tgid moved from offset
+2420 to 1268). The recorder therefore never dereferences kernel structs through the headers: it
 passes the offsets found here as -D macros and reads with bpf_probe_read_kernel(ptr + OFF).
 
 Dependency-free reader of the BTF type section (format: Documentation/bpf/btf.rst).

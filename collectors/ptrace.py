@@ -6,7 +6,8 @@ tracee only stops:
 
 * at exit (``PTRACE_EVENT_EXIT``): the thread is inside ``do_exit()`` *before* ``exit_mm()``, so its
   address space can still be read through ``/proc/TGID/task/TID/{maps,smaps}``, for every way of
-  ending (exit, exit_group from any thread, fatal signal, SIGKILL; ebpf-here.md §6);
+  ending (exit, exit_group from any thread, fatal signal, SIGKILL: each checked, and without ptrace /proc is already empty by the time
+  user space hears of the exit);
 * after exec (``PTRACE_EVENT_EXEC``): the new image, before its first instruction;
 * at the initial stop of an auto-attached child, before it runs a single instruction;
 * at fork/clone events (to learn the new tids) and at signal and group stops (signals are passed

@@ -1,7 +1,8 @@
 """Batch reader of a BPF ring buffer of fixed-size records, through mmap and numpy.
 
 Why not bcc's ``ring_buffer_poll``: with one callback per event and a wakeup per commit the *traced
-program* slows down 2-4x (ebpf-here.md §3, "the wakeup trap"). Here the BPF side submits with
+program* slows down 2-4x ("the wakeup trap": a fast consumer keeps catching up, so nearly every
+commit sends a wakeup, whose cost lands on the producer). Here the BPF side submits with
 ``BPF_RB_NO_WAKEUP`` and this reader wakes up on a timer, maps the ring (consumer page read-write,
 producer page and the double-mapped data area read-only, as libbpf does), and turns everything
 committed since the last drain into one numpy structured array, 0.1 µs per event.

@@ -1,25 +1,33 @@
 """Internal entry points shaped like the kernel's userland VMA test harness (tools/testing/vma).
 
-The kernel's own tests drive ``vma_merge_new_range()``/``vma_merge_existing_range()`` with a
-hand-built ``struct vma_merge_struct``; these helpers do exactly that on an
-:class:`replay.AddressSpace` so the kernel's scenarios can be ported one by one. Public-API
-tests should prefer the syscalls; use these only where the kernel test sets internal state
-(an avc without an anon_vma, ``vmg.anon_vma`` left unset, a vm_ops->close hook on anonymous
-memory, "just expand" mode, allocation failure).
+The kernel's own tests drive ``vma_merge_new_range()``/``vma_merge_existing_range()``,
+``vma_expand()`` and ``vma_shrink()`` with a hand-built ``struct vma_merge_struct``; these helpers
+do exactly that on an :class:`replay.AddressSpace`, so the kernel's scenarios can be ported one by
+one. Every helper runs the model's own method (``_merge_new_range``, ``_merge_existing_range``,
+``_vma_expand``, ``_vma_shrink``, ``_vma_modify``); what they add is only the state the kernel's
+tests set by hand (an avc without an anon_vma, ``vmg.anon_vma`` left unset, a vm_ops->close hook
+on anonymous memory, "just expand" mode) and the tests' allocation failure, which arms the model's
+``vma_iter_prealloc()`` fault point. Public-API tests should prefer the syscalls.
 
 Addresses are bytes; ``pgoff`` is in pages, as in the kernel.
 """
 
 from __future__ import annotations
 
+import errno as E
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
-from replay.flags import PAGE_SHIFT, VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE
+from replay.flags import VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE
 from replay.mm import AddressSpace
 from replay.mm_types import UNKNOWN, AnonVma, Unknown, Vma
 
 __all__ = [
     "DEFAULT_FLAGS",
+    "MERGE_NOMEM",
+    "MERGE_NOMERGE",
+    "MERGE_SUCCESS",
     "VmaMergeStruct",
     "alloc_and_link_vma",
     "expand",
@@ -37,6 +45,8 @@ MERGE_SUCCESS = "success"
 MERGE_NOMERGE = "nomerge"
 MERGE_NOMEM = "nomem"
 
+_T = TypeVar("_T")
+
 
 @dataclass
 class VmaMergeStruct:
@@ -49,9 +59,10 @@ class VmaMergeStruct:
     prev: Vma | None = None
     middle: Vma | None = None
     next: Vma | None = None
+    target: Vma | None = None
     anon_vma: AnonVma | Unknown | None = UNKNOWN
     just_expand: bool = False
-    fail_alloc: bool = False  # the vmi_prealloc_fail fault injection
+    fail_alloc: bool = False  # the tests' fail_prealloc: the model's vma_iter_prealloc() fails
     state: str = ""
 
 
@@ -72,19 +83,36 @@ def _anon(vmg: VmaMergeStruct) -> AnonVma | None:
     return None if isinstance(a, Unknown) else a
 
 
+def _run(mm: AddressSpace, vmg: VmaMergeStruct, op: str, args: tuple[object, ...],
+         call: Callable[[], _T]) -> tuple[_T | None, int]:
+    """Run one model call as an operation (explained), with the allocation fault armed if the
+    test asks for it. Returns (result, 0) or (None, -ENOMEM) as the kernel's NOMEM state."""
+    mm._fail_prealloc = vmg.fail_alloc
+    mm._begin(op, args)
+    try:
+        r = call()
+    except OSError as e:
+        mm._end(e.errno)
+        if e.errno != E.ENOMEM:
+            raise
+        vmg.state = MERGE_NOMEM
+        return None, -E.ENOMEM
+    finally:
+        mm._fail_prealloc = False  # as the tests' cleanup_mm() resets it
+    mm._end()
+    return r, 0
+
+
 def merge_new(mm: AddressSpace, vmg: VmaMergeStruct) -> Vma | None:
     """vma_merge_new_range() on [vmg.start, vmg.end)."""
-    if vmg.fail_alloc:
-        vmg.state = MERGE_NOMEM
-        return None
     prev = vmg.prev if vmg.prev is not None else mm._prev_of(vmg.start)
     nxt = vmg.next if vmg.next is not None else (prev.next if prev is not None
                                                  else mm._index.first())
-    mm._begin("merge_new", (vmg.start, vmg.end, vmg.pgoff))
-    v = mm._merge_new_range(vmg.start, vmg.end, vmg.flags, None, vmg.pgoff, _anon(vmg), None,
-                            None, None, prev, nxt, just_expand=vmg.just_expand)
-    mm._end()
-    vmg.state = MERGE_SUCCESS if v is not None else MERGE_NOMERGE
+    v, rc = _run(mm, vmg, "merge_new", (vmg.start, vmg.end, vmg.pgoff), lambda: (
+        mm._merge_new_range(vmg.start, vmg.end, vmg.flags, None, vmg.pgoff, _anon(vmg), None,
+                            None, None, prev, nxt, just_expand=vmg.just_expand)))
+    if rc == 0:
+        vmg.state = MERGE_SUCCESS if v is not None else MERGE_NOMERGE
     return v
 
 
@@ -94,20 +122,17 @@ def merge_existing(mm: AddressSpace, vmg: VmaMergeStruct) -> Vma | None:
     As in the kernel's tests, ``vmg.anon_vma`` is whatever the test set (unset = NULL), not
     necessarily the middle's own anon_vma.
     """
-    if vmg.fail_alloc:
-        vmg.state = MERGE_NOMEM
-        return None
-    assert vmg.middle is not None
-    mm._begin("merge_existing", (vmg.start, vmg.end))
-    v = mm._merge_existing_range(vmg.middle, vmg.start, vmg.end, vmg.flags,
-                                 vmg.middle.anon_name, vmg.middle.policy, vmg.middle.uffd_ctx,
-                                 _anon(vmg))
-    mm._end()
+    middle = vmg.middle
+    assert middle is not None
+    v, rc = _run(mm, vmg, "merge_existing", (vmg.start, vmg.end), lambda: (
+        mm._merge_existing_range(middle, vmg.start, vmg.end, vmg.flags, middle.anon_name,
+                                 middle.policy, middle.uffd_ctx, _anon(vmg))))
     if v is not None:
         # the kernel's test writes no attribute after the merge, so a partial merge can leave
         # an identical neighbour; a real caller would have changed the range's attribute
         mm._nomerge_bounds.update((v.start, v.end))
-    vmg.state = MERGE_SUCCESS if v is not None else MERGE_NOMERGE
+    if rc == 0:
+        vmg.state = MERGE_SUCCESS if v is not None else MERGE_NOMERGE
     return v
 
 
@@ -117,28 +142,23 @@ def modify_flags(mm: AddressSpace, vma: Vma, start: int, end: int, flags: int) -
     return v
 
 
-def expand(mm: AddressSpace, target: Vma, start: int, end: int, *,
-           fail_alloc: bool = False) -> str:
-    """vma_expand(): grow target to [start, end), removing a next VMA it covers entirely."""
-    if fail_alloc:
-        return MERGE_NOMEM
-    nxt = target.next
-    if nxt is not None and nxt.end <= end:
-        mm._dup_anon_vma(target, nxt)
-        mm._unlink(nxt)
-    if start != target.start:
-        target.pgoff -= (target.start - start) >> PAGE_SHIFT
-        mm._set_start(target, start)
-    target.end = end
-    return MERGE_SUCCESS
+def expand(mm: AddressSpace, vmg: VmaMergeStruct) -> int:
+    """vma_expand(): vmg.target becomes [vmg.start, vmg.end) at vmg.pgoff; vmg.next is removed
+    if the range ends where it ends. Returns 0 or -ENOMEM (vmg.state NOMEM)."""
+    target, nxt = vmg.target, vmg.next
+    assert target is not None
+    remove = nxt if nxt is not None and nxt is not target and vmg.end == nxt.end else None
+    _, rc = _run(mm, vmg, "expand", (vmg.start, vmg.end, vmg.pgoff), lambda: (
+        mm._vma_expand(target, vmg.start, vmg.end, vmg.pgoff, remove)))
+    if rc == 0:
+        vmg.state = MERGE_SUCCESS
+    return rc
 
 
-def shrink(mm: AddressSpace, vma: Vma, start: int, end: int) -> None:
-    """vma_shrink(): trim vma to [start, end)."""
-    if start != vma.start:
-        vma.pgoff += (start - vma.start) >> PAGE_SHIFT
-        mm._set_start(vma, start)
-    vma.end = end
+def shrink(mm: AddressSpace, vma: Vma, start: int, end: int, pgoff: int) -> int:
+    """vma_shrink(): vma becomes [start, end) at pgoff. Returns 0."""
+    mm._vma_shrink(vma, start, end, pgoff)
+    return 0
 
 
 def is_mergeable_anon_vma_old(anon_vma1: AnonVma | None, anon_vma2: AnonVma | None,

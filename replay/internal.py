@@ -123,6 +123,9 @@ class MmCore:
         self._nomerge_bounds: set[int] = set()
         self._bounds_cap = BOUNDS_CAP_MIN  # prune the set when it grows past this
         self._cur: X.Explanation | None = None
+        # fault injection (the kernel's userland tests' fail_prealloc): the next
+        # vma_iter_prealloc() of a merge or an expansion fails with ENOMEM
+        self._fail_prealloc = False
 
     def _begin(self, op: str, args: tuple[object, ...]) -> None:
         if self.explain:
@@ -329,7 +332,13 @@ class MmCore:
 
         def _dup_anon_vma(self, dst: Vma, src: Vma) -> None: ...
 
-        def _split(self, v: Vma, addr: int, *, check_count: bool = True) -> Vma: ...
+        def _split(self, v: Vma, addr: int, *, new_below: bool = False,
+                   check_count: bool = True) -> Vma: ...
+
+        def _vma_expand(self, target: Vma, start: int, end: int, pgoff: int,
+                        remove_next: Vma | None = None) -> None: ...
+
+        def _vma_shrink(self, vma: Vma, start: int, end: int, pgoff: int) -> None: ...
 
         def _vma_modify(self, middle: Vma, start: int, end: int, flags: int, name: str | None, *,
                         write: bool = True) -> tuple[Vma, bool]: ...

@@ -3,7 +3,7 @@
 Probes run in forked children of the oracle runner (replay/oracle/runner.c), inside a private
 window, so the calling process is untouched:
 
-* L1  (kernel-vma.md §5): unfaulted prev + faulted middle merge on mprotect -> NEW (6.16+) anon
+* L1 (a live recipe, replay/oracle/recipes.py): unfaulted prev + faulted middle merge on mprotect -> NEW (6.16+) anon
   rule, else OLD;
 * L25: MADV_GUARD_INSTALL availability (6.13+) and `gu` in smaps afterwards -> sticky flags
   (6.19, or 6.18.y with the June 2026 backport, which sits on top of the 6.18.8 mremap fix);
@@ -11,7 +11,7 @@ window, so the calling process is untouched:
 * the mremap probe (L20, forked and unforked) ONLY when sticky flags prove the kernel is past
   6.18.8, with an unfaulted MREMAP_DONTUNMAP copy beside its source (merged 6.16 - 7.1: 6.19;
   apart: 7.2+). On a NEW kernel without sticky flags it may be 6.16 .. 6.18.7, where L20 drives a
-  known use-after-free (§1a), so it is not run and the profile is chosen conservatively
+  known use-after-free (docs/model.md, "Three kinds of 6.18"), so it is not run and the profile is chosen conservatively
   ("6.18.0": the mremap fix is assumed missing, and the fuzzer must not generate faulted mremap
   merges there).
 """

@@ -10,9 +10,9 @@ Where the code is, as in the kernel's tree:
 ============================ ==================================================================
 module                       kernel
 ============================ ==================================================================
-replay/vma.py                mm/vma.c: vma_merge_new_range() + vma_expand(),
+replay/vma.py                mm/vma.c: vma_merge_new_range(), vma_expand(), vma_shrink(),
                              vma_merge_existing_range() + commit_merge(), vma_modify(),
-                             split_vma(), dup_anon_vma(), do_vmi_align_munmap()
+                             __split_vma(), dup_anon_vma(), do_vmi_align_munmap()
 replay/mmap.py               mm/mmap.c: do_mmap(), __mmap_region(), munmap, brk
                              (do_brk_flags()), the unmapped-area search, expand_downwards()
 replay/mprotect.py           mm/mprotect.c: do_mprotect_pkey(), mprotect_fixup()

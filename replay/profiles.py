@@ -2,8 +2,8 @@
 
 This is the only module of ``replay`` that looks at version numbers. The model reads fields of a
 :class:`KernelProfile`; it never compares versions. Each field cites the kernel commit that
-introduced the behaviour (drgn style), with the spec's confidence tag where the release that
-first carried it is INFERRED rather than VERIFIED (see kernel-vma.md §1).
+introduced the behaviour (drgn style), with a confidence tag where the release that first
+carried it is INFERRED rather than VERIFIED (docs/model.md, "Where the rules come from").
 
 Support matrix (profile name -> what it models):
 

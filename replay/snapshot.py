@@ -5,7 +5,7 @@ Snapshot frame columns (polars): ``start``, ``end`` (UInt64), ``perms``, ``offse
 "[anon:name]", file paths), ``rss_kb``, ``anonymous_kb`` (nullable), ``vmflags`` (space-separated
 smaps mnemonics, nullable).
 
-What a snapshot proves and what it does not (kernel-vma.md §3):
+What a snapshot proves and what it does not:
 
 * ``Anonymous > 0`` proves the VMA has an anon_vma. Zero proves nothing (MADV_DONTNEED frees pages
   but keeps the anon_vma), so every private VMA without anonymous pages gets an

@@ -128,6 +128,24 @@ class VmaIndex:
             bi += 1
             i = 0
 
+    def split_below(self, old: int, new: int, lower: Any) -> None:
+        """__split_vma() with new_below in one lookup: the entry at ``old`` moves up to ``new``
+        (not past the next start) and ``lower`` takes key ``old`` just before it."""
+        bi, i = self._locate(old)
+        keys = self._keys[bi]
+        seps = self._seps
+        if bi + 1 < len(seps) and new >= seps[bi + 1]:
+            seps[bi + 1] = self._keys[bi + 1][0]  # moved up past the next block's separator
+        keys[i] = new
+        keys.insert(i, old)
+        block = self._blocks[bi]
+        block.insert(i, lower)
+        if len(keys) > self._max:
+            load = self._load
+            self._keys[bi : bi + 1] = [keys[:load], keys[load:]]
+            self._blocks[bi : bi + 1] = [block[:load], block[load:]]
+            self._seps.insert(bi + 1, keys[load])
+
     def rekey(self, old: int, new: int) -> None:
         """Change a VMA's start in place (order must be preserved)."""
         bi, i = self._locate(old)

@@ -1,5 +1,5 @@
 """mm/vma.c: the merge engine (vma_merge_new_range(), vma_merge_existing_range(), vma_modify(),
-split_vma()) and do_vmi_align_munmap()."""
+vma_expand(), vma_shrink(), split_vma()) and do_vmi_align_munmap()."""
 
 from __future__ import annotations
 
@@ -199,23 +199,16 @@ class VmaMixin(MmCore):
             if right:
                 if TYPE_CHECKING:  # narrowing only (checked above)
                     assert nxt is not None
-                # vma_expand() with remove_next: target takes next's anon_vma if it has none
-                self._dup_anon_vma(target, nxt)
-                new_end = nxt.end
-                if self._sticky:
-                    target.flags |= nxt.flags & VM_STICKY
-                self._unlink(nxt)
-                target.end = new_end
+                self._vma_expand(target, target.start, nxt.end, target.pgoff, nxt)
                 path = X.MERGE_BOTH
             else:
-                target.end = end
+                self._vma_expand(target, target.start, end, target.pgoff)
                 path = X.EXPAND_PREV
         else:
             if TYPE_CHECKING:  # narrowing only (checked above)
                 assert nxt is not None
             target = nxt
-            self._set_start(target, start)
-            target.pgoff = pgoff
+            self._vma_expand(target, start, target.end, pgoff)
             path = X.EXPAND_NEXT
         if copied_from is not None and self.profile.copied_from_propagation:
             # 61f67c230a5e: vma_expand() also dups the anon_vma of the VMA mremap copied
@@ -296,6 +289,12 @@ class VmaMixin(MmCore):
             if self._cur is not None:
                 refusals.append(X.Refusal("next", nxt.rng, "close",  # type: ignore[union-attr]
                                           "next would be deleted and has vm_ops->close"))
+        if self._fail_prealloc:
+            # commit_merge()'s vma_iter_prealloc() failed: the kernel unlinks the anon_vma it
+            # dup'ed into the target (unlink_anon_vmas() leaves the target unfaulted again), so
+            # nothing has changed; vmg->state is VMA_MERGE_ERROR_NOMEM, callers return ENOMEM
+            self._fail_prealloc = False
+            raise err(E.ENOMEM, "vma_iter_prealloc() failed")
         sticky = self._sticky
         if left and right:
             if TYPE_CHECKING:  # narrowing only (checked above)
@@ -349,20 +348,71 @@ class VmaMixin(MmCore):
             self._step(path, start, end, target, refusals)
         return target
 
-    def _split(self, v: Vma, addr: int, *, check_count: bool = True) -> Vma:
-        """split_vma()/__split_vma() at addr; v keeps [v.start, addr), returns [addr, v.end)."""
+    def _vma_expand(self, target: Vma, start: int, end: int, pgoff: int,
+                    remove_next: Vma | None = None) -> None:
+        """Mirrors vma_expand(): target becomes [start, end) at pgoff, removing ``remove_next``
+        (the next VMA, which the new range covers) after target takes its anon_vma
+        (dup_anon_vma()) and, with sticky flags, its sticky bits.
+
+        A failed vma_iter_prealloc() (fault injection) raises ENOMEM with nothing changed: the
+        kernel undoes the anon_vma it dup'ed (unlink_anon_vmas()).
+        """
+        if self._fail_prealloc:
+            self._fail_prealloc = False
+            raise err(E.ENOMEM, "vma_iter_prealloc() failed")
+        if remove_next is not None:
+            self._dup_anon_vma(target, remove_next)
+            if self._sticky:
+                target.flags |= remove_next.flags & VM_STICKY
+            self._unlink(remove_next)
+        if start != target.start:
+            self._index.rekey(target.start, start)  # (_set_start(), one call less: a hot path)
+            target.start = start
+        target.end = end
+        target.pgoff = pgoff
+
+    def _vma_shrink(self, vma: Vma, start: int, end: int, pgoff: int) -> None:
+        """Mirrors vma_shrink(): vma becomes [start, end) at pgoff, a range inside its own.
+        Unmapping trims a VMA's head with it where the split-off piece is freed at once."""
+        if start != vma.start:
+            self._index.rekey(vma.start, start)  # (_set_start(), one call less: a hot path)
+            vma.start = start
+        vma.end = end
+        vma.pgoff = pgoff
+
+    def _split(self, v: Vma, addr: int, *, new_below: bool = False,
+               check_count: bool = True) -> Vma:
+        """Mirrors __split_vma(vma, addr, new_below): a new VMA takes [v.start, addr) if
+        ``new_below``, else [addr, v.end); v keeps the other part. Returns the new VMA."""
         if check_count and self.map_count >= self.max_map_count:
             raise err(E.ENOMEM, "split would exceed vm.max_map_count")
-        new = Vma(addr, v.end, v.pgoff + ((addr - v.start) >> PAGE_SHIFT), v.flags, v.file, v.anon_vma,
-                  v.avc, v.anon_name, v.policy, v.uffd_ctx, v.has_close_hook, v.label)
-        v.end = addr
-        self._link(new, v)
+        whole_start, whole_end = v.start, v.end
+        if new_below:
+            new = Vma(whole_start, addr, v.pgoff, v.flags, v.file, v.anon_vma, v.avc, v.anon_name,
+                      v.policy, v.uffd_ctx, v.has_close_hook, v.label)
+            v.pgoff += (addr - whole_start) >> PAGE_SHIFT
+            v.start = addr
+            # _link(new, v.prev) with v's rekey, in one index lookup (a hot path: every flag
+            # change that starts inside a VMA); new has v's flags, so sealed_ever stands
+            self._index.split_below(whole_start, addr, new)
+            p = new.prev = v.prev
+            new.next = v
+            v.prev = new
+            if p is not None:
+                p.next = new
+            self.map_count += 1
+        else:
+            new = Vma(addr, whole_end, v.pgoff + ((addr - whole_start) >> PAGE_SHIFT), v.flags,
+                      v.file, v.anon_vma, v.avc, v.anon_name, v.policy, v.uffd_ctx,
+                      v.has_close_hook, v.label)
+            v.end = addr
+            self._link(new, v)
         bounds = self._nomerge_bounds
         bounds.add(addr)
         if len(bounds) > self._bounds_cap:
             self._prune_bounds()
         if self._cur is not None:
-            self._step(X.SPLIT, v.start, new.end, None, note=f"at {addr:#x}")
+            self._step(X.SPLIT, whole_start, whole_end, None, note=f"at {addr:#x}")
         return new
 
     def _vma_modify(self, middle: Vma, start: int, end: int, flags: int, name: str | None, *,
@@ -379,8 +429,9 @@ class VmaMixin(MmCore):
                 merged.flags = flags | (merged.flags & VM_STICKY) if self._sticky else flags
                 merged.anon_name = name
             return merged, True
+        # as vma_modify(): the VMA itself becomes the range, new VMAs take what is around it
         if start > middle.start:
-            middle = self._split(middle, start)
+            self._split(middle, start, new_below=True)
         if end < middle.end:
             self._split(middle, end)
         if write:
@@ -422,7 +473,7 @@ class VmaMixin(MmCore):
                 tail = Vma(end, first.end, first.pgoff + ((end - first.start) >> PAGE_SHIFT),
                            first.flags, first.file, first.anon_vma, first.avc, first.anon_name,
                            first.policy, first.uffd_ctx, first.has_close_hook, first.label)
-                first.end = start
+                first.end = start  # (vma_shrink() of the tail: an attribute, on a hot path)
                 self._link(tail, first)
                 if cur is not None:
                     self._step(X.SPLIT, first.start, tail.end, note=f"at {start:#x}")
@@ -434,7 +485,7 @@ class VmaMixin(MmCore):
             if cur is not None:
                 self._step(X.SPLIT, first.start, first.end, note=f"at {start:#x}")
                 self._step(X.UNMAP, start, first.end)
-            first.end = start
+            first.end = start  # (vma_shrink() of the tail: an attribute, on a hot path)
             prev: Vma | None = first
             v = head = first.next
         else:
@@ -453,8 +504,7 @@ class VmaMixin(MmCore):
             if cur is not None:
                 self._step(X.SPLIT, v.start, v.end, note=f"at {end:#x}")
                 self._step(X.UNMAP, v.start, end)
-            v.pgoff += (end - v.start) >> PAGE_SHIFT
-            self._set_start(v, end)
+            self._vma_shrink(v, end, v.end, v.pgoff + ((end - v.start) >> PAGE_SHIFT))
         if count:
             self._unlink_run(head, last, count)  # type: ignore[arg-type]
         if self.guard_pages:

@@ -3,8 +3,9 @@
 # eBPF, replay it through the model and write the report (terminal summary and offline HTML), then
 # a live snapshot and the system-wide census.
 set -euo pipefail
+. "$(dirname "$0")/root.sh"
+as_root "$(readlink -f "$0")" "$@"
 cd "$(dirname "$0")/.."
-if [ "$(id -u)" != 0 ]; then echo "demo.sh: run as root (sudo scripts/demo.sh)" >&2; exit 1; fi
 bash scripts/setup.sh
 V=.venv/bin/vmatrace
 PY=.venv/bin/python

@@ -5,15 +5,12 @@
 # The README ("The two commands") says what each step installs and why; docs/oracle.md describes
 # the qemu kernels.
 set -euo pipefail
+. "$(dirname "$0")/root.sh"
+as_root "$(readlink -f "$0")" "$@"
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 PY=${PYTHON:-python3}
 say() { printf '[setup] %s\n' "$*"; }
-
-if [ "$(id -u)" != 0 ]; then
-  echo "setup.sh: run as root (sudo $0): it installs Debian packages and mounts tracefs" >&2
-  exit 1
-fi
 
 # 1. Debian packages (libc6-dbg: the symbol tables of libc and ld.so for `record --stacks`;
 #    chromium: the test that opens the HTML report in a real browser).

@@ -7,6 +7,7 @@ capability can never hide behind a green run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -27,6 +28,17 @@ def need(condition: bool, reason: str) -> None:
     if REQUIRE_LIVE:
         pytest.fail(f"live requirement missing (VMATRACE_REQUIRE_LIVE=1): {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def reap(p: subprocess.Popen[Any]) -> None:
+    """Kill p, wait for it and close its pipes (an unclosed pipe is a ResourceWarning, which the
+    suite turns into an error). Its output is not read: a grandchild may still hold the pipe."""
+    p.kill()
+    p.wait()
+    for f in (p.stdout, p.stderr, p.stdin):
+        if f is not None:
+            with contextlib.suppress(OSError):  # flushing stdin into a dead process
+                f.close()
 
 
 def need_root() -> None:

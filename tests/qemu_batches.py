@@ -1,6 +1,6 @@
 """One qemu boot per pinned kernel (replay/oracle/kernels.py) for the whole suite.
 
-Every boot runs, in this order: the §5 recipes, a seeded batch of N_QEMU random sequences (file
+Every boot runs, in this order: the live recipes, a seeded batch of N_QEMU random sequences (file
 mappings, brk and the full mmap/madvise vocabulary included), the first AGAIN of them a second
 time (the kernel must be deterministic on them), and the regression corpus entries of that
 kernel, and the kernel behaviours of tests/kernel_behaviours.py. The boots of all kernels start together on first use, two at a time (this machine has

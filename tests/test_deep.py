@@ -62,9 +62,7 @@ def states(tmp_path_factory: pytest.TempPathFactory) -> Iterator[States]:
     head = proc.stdout.readline().split()
     assert head[0] == "parent", head
     yield States(proc, int(head[1]), int(head[3]))
-    assert proc.stdin is not None
-    proc.stdin.close()
-    proc.wait(timeout=10)
+    proc.communicate(timeout=10)  # closes its stdin (the program then ends) and its stdout
 
 
 def window(frame: pl.DataFrame) -> dict[int, dict[str, Any]]:
@@ -196,9 +194,7 @@ def test_names_without_proc_text(collector: Any, states: States) -> None:
             assert collector._snapshot_named(os.getpid()) is None
     finally:
         for p in (many, py):
-            assert p.stdin is not None
-            p.stdin.close()
-            p.wait(timeout=30)
+            p.communicate(timeout=30)  # closes stdin (it then ends) and its stdout
 
 
 def test_deep_and_plain_agree_on_real_programs(collector: Any, tmp_path: Path) -> None:
@@ -301,7 +297,8 @@ def test_record_attach_seeds_replay_exactly(collector: Any, states: States, tmp_
             assert states.mprotect(page, n, prot) == 0
     finally:
         rec.send_signal(2)  # Ctrl-C: the end snapshot, then the trace is closed
-        assert rec.wait(timeout=60) == 0, rec.stderr.read() if rec.stderr else ""
+        _, err = rec.communicate(timeout=60)  # (the attached process does not hold its stderr)
+        assert rec.returncode == 0, err
     t = read_trace(out)
     specs, pair, notes = default_profiles(t.meta)
     # the seed, as the engine builds it (white-box: the engine's own seeding path)

@@ -274,8 +274,8 @@ def test_regressions_agree_or_documented() -> None:
 @pytest.mark.live
 @pytest.mark.bcc
 def test_fuzz_live_anon_comparison_catches_a_planted_bug(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A model that gives the second half of a split VMA its own anon_vma (the kernel shares it)
-    keeps every layout and flag right at first, and only the anon_vma comparison sees it at once."""
+    """A model that gives the VMA a split creates its own anon_vma (the kernel shares it) keeps
+    every layout and flag right at first, and only the anon_vma comparison sees it at once."""
     need_cc()
     need(os.geteuid() == 0 and _deep() is not None, "needs root and bcc (a BPF task_vma iterator)")
     import replay.mm as M
@@ -284,8 +284,9 @@ def test_fuzz_live_anon_comparison_catches_a_planted_bug(monkeypatch: pytest.Mon
     seqs, kres = seqs[:200], kres[:200]
     real_split = M.AddressSpace._split
 
-    def split(self: M.AddressSpace, v: M.Vma, addr: int, *, check_count: bool = True) -> M.Vma:
-        new = real_split(self, v, addr, check_count=check_count)
+    def split(self: M.AddressSpace, v: M.Vma, addr: int, *, new_below: bool = False,
+              check_count: bool = True) -> M.Vma:
+        new = real_split(self, v, addr, new_below=new_below, check_count=check_count)
         if isinstance(new.anon_vma, M.AnonVma):
             new.anon_vma = M.AnonVma()
         return new

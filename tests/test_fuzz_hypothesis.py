@@ -31,7 +31,7 @@ OTHER_ADVICE = ["guard_install", "guard_remove", "populate_write", "populate_rea
 def _allow_move() -> bool:
     from replay.live import probe_live
 
-    return bool(probe_live().mremap_faulted_safe)  # never drive L20 where it is unsafe (kernel-vma.md §1a)
+    return bool(probe_live().mremap_faulted_safe)  # never drive L20 where it is unsafe (6.16 .. 6.18.7)
 
 
 def _range() -> st.SearchStrategy[tuple[int, int]]:

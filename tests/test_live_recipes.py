@@ -1,4 +1,4 @@
-"""kernel-vma.md §5 live recipes (replay/oracle/recipes.py): real kernels against the documented
+"""The live recipes (replay/oracle/recipes.py): real kernels against the documented
 New/Old columns (runner only), and the model against the real kernels and the columns.
 
 * live kernel: expected New column (L20 only where it is safe, see replay/live.py);
@@ -17,10 +17,10 @@ import pytest
 
 from replay.oracle import compare, run_live, run_model
 from replay.oracle.core import SeqResult
-from replay.oracle.execute import QEMU_KERNELS
 from replay.oracle.recipes import BY_ID, RECIPES, Recipe, final_flags, final_layout
 from replay.profiles import get_profile
 from tests.conftest import need, need_cc
+from tests.kernels import NEW_ANON, QEMU_NEW_ANON, QEMU_OLD_ANON
 from tests.qemu_batches import boot
 
 IDS = [x.rid for x in RECIPES]
@@ -80,7 +80,7 @@ def test_live_kernel_matches_new_column(rid: str) -> None:
 
 
 @pytest.mark.qemu
-@pytest.mark.parametrize("kernel", ["6.1", "6.12"])
+@pytest.mark.parametrize("kernel", QEMU_OLD_ANON)
 @pytest.mark.parametrize("rid", IDS)
 def test_old_kernel_matches_old_column(kernel: str, rid: str) -> None:
     x = BY_ID[rid]
@@ -116,21 +116,21 @@ def test_model_615_matches_old_column(rid: str) -> None:
     assert final_layout(mod) == x.expected("6.15")
 
 
-@pytest.mark.parametrize("profile", ["6.16", "6.18.8", "6.19"])
+@pytest.mark.parametrize("profile", NEW_ANON)
 @pytest.mark.parametrize("rid", IDS)
 def test_model_new_profiles_match_new_column(profile: str, rid: str) -> None:
     x = BY_ID[rid]
     (mod,) = run_model(profile, [x.sequence()])
     assert mod.status == "ok", mod.steps[-1].note
-    if x.unsafe_before_6188 and profile == "6.16":
-        # 6.16 .. 6.18.7 merge in every L20 case, forked or not (kernel-vma.md §4.4)
+    if x.unsafe_before_6188 and not get_profile(profile).fork_check_copied_from:
+        # 6.16 .. 6.18.7 merge in every L20 case, forked or not (the kernel's selftests mm/merge.c)
         assert final_layout(mod) == BY_ID[x.rid.replace("L20f", "L20")].expected("new")
     else:
         assert final_layout(mod) == x.expected("new")
 
 
 @pytest.mark.qemu
-@pytest.mark.parametrize("kernel", ["6.1", "6.12"])
+@pytest.mark.parametrize("kernel", QEMU_OLD_ANON)
 @pytest.mark.parametrize("rid", IDS)
 def test_model_old_profiles_match_qemu_kernels(kernel: str, rid: str) -> None:
     x = BY_ID[rid]
@@ -144,7 +144,7 @@ def test_model_old_profiles_match_qemu_kernels(kernel: str, rid: str) -> None:
 
 
 @pytest.mark.qemu
-@pytest.mark.parametrize("kernel", [k for k in QEMU_KERNELS if k not in ("6.1", "6.12")])
+@pytest.mark.parametrize("kernel", QEMU_NEW_ANON)
 def test_model_matches_every_qemu_kernel_on_the_recipes(kernel: str) -> None:
     """Every recipe, step by step, on the kernels 6.16 .. 7.3 with the profile the guest's
     release picks; the final layout is the New column, except the L20 merges of 6.16 .. 6.18.7

@@ -1,6 +1,6 @@
 """Unit tests of every caller of the merge engine, per kernel profile, through the public API.
 
-Scenario names "Lnn" are the live recipes of kernel-vma.md §5 (the model side; the oracle side
+Scenario names "Lnn" are the live recipes of docs/oracle.md (the model side; the oracle side
 runs them on real kernels). Expected results come from the Old (<= 6.15) / New (6.16+) columns.
 Every test checks the model's invariants after every step (the ``Checked`` wrapper).
 """
@@ -49,6 +49,7 @@ from replay.flags import (
     PROT_WRITE,
     STACK_GUARD_GAP,
 )
+from tests.kernels import ALL, MSEAL, NEW_ANON, OLD_ANON
 
 P = 0x1000
 B = 0x100000000
@@ -56,9 +57,8 @@ R, RW, RWX = PROT_READ, PROT_READ | PROT_WRITE, PROT_READ | PROT_WRITE | PROT_EX
 NR = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE  # the recipes' test mappings
 ACC = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED  # accounted (no NORESERVE)
 
-OLD = ["6.1", "6.6", "6.12", "6.15"]
-NEW = ["6.16", "6.17", "6.18.0", "6.18.8", "6.19", "7.2"]
-ALL = OLD + NEW
+OLD = OLD_ANON
+NEW = NEW_ANON
 
 _OPS = {"mmap", "munmap", "mprotect", "pkey_mprotect", "madvise", "mlock", "mlock2", "munlock",
         "mlockall", "munlockall", "mremap", "brk", "mseal", "touch", "fork", "exec",
@@ -331,7 +331,7 @@ def test_L13_vm_account(kernel: str) -> None:
     mm.mmap(pg(0), 5 * P, R, ACC)
     mm.mmap(pg(5), 5 * P, RW, ACC)
     mm.mprotect(pg(5), 5 * P, R)
-    assert len(spans(mm)) == (2 if kernel in ("6.1", "6.6") else 1)
+    assert len(spans(mm)) == (1 if get_profile(kernel).mprotect_unaccount_unfaulted else 2)
     # c) NORESERVE mismatch
     mm = new(kernel)
     mm.mmap(pg(0), 5 * P, RW, NR)
@@ -348,7 +348,7 @@ def test_L13_overcommit_never_ignores_noreserve() -> None:
 
 @pytest.mark.parametrize("kernel", ALL)
 def test_L1_account_variant(kernel: str) -> None:
-    """kernel-vma.md §5 note: L1 without NORESERVE does not merge on ~6.7+ even with NEW."""
+    """The L1-ACCOUNT note of the recipes: L1 without NORESERVE does not merge on ~6.7+ even with NEW."""
     mm = new(kernel)
     mm.mmap(pg(0), 10 * P, RW, ACC)
     mm.mprotect(pg(0), 5 * P, R)
@@ -543,7 +543,7 @@ def test_L25_guard_install(kernel: str) -> None:
     assert ("gu" in flags_at(mm, 0)) == get_profile(kernel).sticky_flags  # never cleared
 
 
-@pytest.mark.parametrize("kernel", ["6.18.8", "6.19"])
+@pytest.mark.parametrize("kernel", ALL)
 def test_L26_soft_dirty_sticky(kernel: str) -> None:
     mm = new(kernel, soft_dirty=True)
     mm.mmap(pg(0), 5 * P, RW, NR)
@@ -796,7 +796,7 @@ def test_L20_mremap_faulted_to_unfaulted(kernel: str, variant: str, forked: bool
     assert got == want
 
 
-@pytest.mark.parametrize("kernel", ["6.16", "6.18.0", "6.18.8", "6.19"])
+@pytest.mark.parametrize("kernel", NEW)
 def test_L20_anon_vma_propagation(kernel: str) -> None:
     """6.18.8 (61f67c230a5e): the merged VMA gets the moved VMA's anon_vma; before: none."""
     mm = new(kernel)
@@ -994,7 +994,7 @@ def test_mremap_dontunmap_partial_locked_source(kernel: str) -> None:
         assert locked == [(14, 15, True), (15, 17, False), (17, 20, True), (30, 32, True)]
 
 
-@pytest.mark.parametrize("kernel", ["6.12", "6.19"])
+@pytest.mark.parametrize("kernel", ALL)
 def test_shared_anon_grown_past_its_object(kernel: str) -> None:
     """A shmem object keeps the size it was mapped with: touching, populating or mlocking the
     part of a grown mapping beyond it is a SIGBUS (EFAULT / ENOMEM), as on the live kernel."""
@@ -1023,7 +1023,7 @@ def test_mremap_dontunmap_locked_first_page_next_to_its_rest(kernel: str) -> Non
         assert locked == [(6, 7, False), (7, 10, True)]
 
 
-@pytest.mark.parametrize("kernel", ["6.12", "6.19"])
+@pytest.mark.parametrize("kernel", MSEAL)
 def test_madvise_errno_order_per_vma(kernel: str) -> None:
     """Fuzz corpus fz2-1826: a locked VMA's EINVAL comes before a later sealed VMA's EPERM."""
     mm = new(kernel)
@@ -1035,7 +1035,7 @@ def test_madvise_errno_order_per_vma(kernel: str) -> None:
     raises(errno.EPERM, mm.madvise, pg(25), 2 * P, MADV_DONTNEED)
 
 
-@pytest.mark.parametrize("kernel", ["6.1", "6.19"])
+@pytest.mark.parametrize("kernel", ALL)
 def test_madvise_lru_and_free_refusals(kernel: str) -> None:
     """Fuzz fz777-*: COLD/PAGEOUT refuse locked VMAs (can_madv_lru_vma()); FREE needs anonymous
     memory; a hole before the refusing VMA does not change the errno."""

@@ -1,10 +1,12 @@
-"""The kernel's own userland VMA tests (kernel-vma.md §4) as page-diagram tests of the model.
+"""The kernel's own userland VMA tests as page-diagram tests of the model (docs/model.md, "Where
+the rules come from", describes the three sets).
 
 Each test cites the kernel test it ports: tools/testing/vma/vma.c @ 6ab2d9c7c680 (the pre-6.16
-set, §4.1), the changes made by 879bca0a2c4f (§4.2), and tools/testing/vma/tests/merge.c @
-c17ee635fd3a (the newest set with sticky-flag permutations, §4.3). Scenarios that the kernel
-drives through vma_merge_new_range()/vma_merge_existing_range() with a hand-built vmg use
-``replay.harness``, as the kernel's harness does; the rest go through the public syscalls.
+set), the changes made by 879bca0a2c4f, and tools/testing/vma/tests/merge.c @ c17ee635fd3a (the
+newest set, with sticky-flag permutations). Scenarios that the kernel drives through
+vma_merge_new_range()/vma_merge_existing_range()/vma_expand()/vma_shrink() with a hand-built vmg
+use ``replay.harness``, which calls the model's own methods, as the kernel's harness calls the
+kernel's; the rest go through the public syscalls.
 
 Diagrams: one character per page, the column ruler on top, ``*`` marks the operated range.
 Every test runs ``mm.check()`` after every step.
@@ -12,6 +14,7 @@ Every test runs ``mm.check()`` after every step.
 
 from __future__ import annotations
 
+import errno
 import itertools
 
 import pytest
@@ -19,6 +22,7 @@ import pytest
 from replay import AddressSpace, AnonVma
 from replay.diagram import render
 from replay.flags import (
+    MADV_DONTFORK,
     MAP_ANONYMOUS,
     MAP_FIXED,
     MAP_NORESERVE,
@@ -29,14 +33,15 @@ from replay.flags import (
     PROT_WRITE,
     VM_DONTEXPAND,
     VM_IO,
-    VM_MAYBE_GUARD,
     VM_MIXEDMAP,
     VM_PFNMAP,
-    VM_SOFTDIRTY,
     VM_SPECIAL,
+    VM_STICKY,
 )
 from replay.harness import (
     DEFAULT_FLAGS,
+    MERGE_NOMEM,
+    MERGE_SUCCESS,
     VmaMergeStruct,
     alloc_and_link_vma,
     expand,
@@ -46,16 +51,15 @@ from replay.harness import (
     modify_flags,
     shrink,
 )
+from tests.kernels import NEW_ANON, OLD_ANON, STICKY, VMA_TEST_ERA
 
 P = 0x1000
 F = DEFAULT_FLAGS
-VM_STICKY = VM_SOFTDIRTY | VM_MAYBE_GUARD
 
-# Profiles a test set belongs to: tools/testing/vma exists since 6.12.
-PRE_FIX = ["6.12", "6.15"]  # §4.1: before 879bca0a2c4f
-POST_FIX = ["6.16", "6.17", "6.18.0", "6.18.8", "6.19"]  # §4.3 (NEW anon rule)
-ALL = PRE_FIX + POST_FIX
-STICKY = ["6.19"]  # sticky-flag permutations (64212ba02e66)
+# Profiles a test set belongs to: tools/testing/vma exists since 6.12 (the vma_merge_struct era).
+ALL = VMA_TEST_ERA
+PRE_FIX = [k for k in ALL if k in OLD_ANON]  # the pre-6.16 set: before 879bca0a2c4f
+POST_FIX = [k for k in ALL if k in NEW_ANON]  # the newest set (NEW anon rule)
 
 
 def vmas(mm: AddressSpace) -> list[tuple[int, int, int]]:
@@ -80,7 +84,7 @@ def link(mm: AddressSpace, start: int, end: int, pgoff: int, flags: int = F,
 
 
 # ---------------------------------------------------------------------------------------------
-# §4.1 / §4.3 simple cases
+# simple cases (every set)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -112,30 +116,67 @@ def test_simple_modify(kernel: str) -> None:
     v = mm.vma_lookup(0)
     assert v is not None
     got = modify_flags(mm, v, 1 * P, 2 * P, F & ~0x2)  # VM_READ | VM_MAYREAD | VM_MAYWRITE
+    # the VMA given is modified in place and becomes the middle piece; the splits allocate new
+    # VMAs for what is before and after it (vma_modify(): split_vma(new_below=1), then 0)
+    assert got is v
     assert (got.start, got.end, got.pgoff) == (1 * P, 2 * P, 1)
     assert vmas(ok(mm)) == [(0, 1, 0), (1, 2, 1), (2, 3, 2)]
+    before, middle, after = mm.raw_vmas()
+    assert middle is v and before is not v and after is not v
 
 
 @pytest.mark.parametrize("kernel", ALL)
 def test_simple_expand(kernel: str) -> None:
-    """vma.c test_simple_expand: vma_expand() of V [0,1) to [0,3)."""
+    """vma.c test_simple_expand: vma_expand() of V [0,1) to [0,3) (the model's _vma_expand(),
+    which every new-range merge uses)."""
     mm = AddressSpace(kernel)
     v = link(mm, 0, 1, 0)
-    assert expand(mm, v, 0, 3 * P) == "success"  # type: ignore[arg-type]
-    assert vmas(ok(mm)) == [(0, 3, 0)]
+    g = vmg(0, 3, 0, target=v)
+    assert expand(mm, g) == 0 and g.state == MERGE_SUCCESS
+    assert (v.start, v.end, v.pgoff) == (0, 3 * P, 0)  # type: ignore[attr-defined]
+    assert vmas(ok(mm)) == [(0, 3, 0)] and mm.map_count == 1
 
 
 @pytest.mark.parametrize("kernel", ALL)
 def test_simple_shrink(kernel: str) -> None:
-    """vma.c test_simple_shrink: vma_shrink() of V [0,3) to [0,1)."""
+    """vma.c test_simple_shrink: vma_shrink() of V [0,3) to [0,1) (the model's _vma_shrink(),
+    which munmap's head trims use)."""
     mm = AddressSpace(kernel)
     v = link(mm, 0, 3, 0)
-    shrink(mm, v, 0, 1 * P)  # type: ignore[arg-type]
-    assert vmas(ok(mm)) == [(0, 1, 0)]
+    assert shrink(mm, v, 0, 1 * P, 0) == 0  # type: ignore[arg-type]
+    assert (v.start, v.end, v.pgoff) == (0, 1 * P, 0)  # type: ignore[attr-defined]
+    assert vmas(ok(mm)) == [(0, 1, 0)] and mm.map_count == 1
+
+
+@pytest.mark.parametrize("kernel", ALL)
+def test_split_keeps_the_original_as_middle(kernel: str) -> None:
+    """What the kernel's test_simple_modify asserts after a split, through the public calls: a
+    flag change inside a VMA keeps the VMA object as the middle piece (vma_modify()), for
+    mprotect, madvise and mlock alike; munmap of the interior keeps it as the lower piece."""
+    base = 0x100000000
+    for change in ("mprotect", "madvise", "mlock"):
+        mm = AddressSpace(kernel)
+        mm.mmap(base, 3 * P, PROT_READ | PROT_WRITE, ANON)
+        v = mm.vma_lookup(base)
+        if change == "mprotect":
+            mm.mprotect(base + P, P, PROT_READ)
+        elif change == "madvise":
+            mm.madvise(base + P, P, MADV_DONTFORK)
+        else:
+            mm.mlock(base + P, P)
+        lo, mid, hi = ok(mm).raw_vmas()
+        assert mid is v, change
+        assert (mid.start, mid.end, mid.pgoff) == (base + P, base + 2 * P, (base + P) // P)
+        assert lo.pgoff == base // P and hi.pgoff == (base + 2 * P) // P
+    mm = AddressSpace(kernel)
+    mm.mmap(base, 3 * P, PROT_READ | PROT_WRITE, ANON)
+    v = mm.vma_lookup(base)
+    mm.munmap(base + P, P)
+    assert ok(mm).raw_vmas()[0] is v and v.end == base + P  # type: ignore[union-attr]
 
 
 # ---------------------------------------------------------------------------------------------
-# merge_new: §4.1 data, §4.3 run for all 16 sticky permutations
+# merge_new: the pre-6.16 data, and the newest set's 16 sticky permutations
 # ---------------------------------------------------------------------------------------------
 
 _MERGE_NEW_CASES = [(kernel, False, False, False, False) for kernel in ALL] + [
@@ -277,8 +318,8 @@ def test_vma_merge_new_with_close(kernel: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# merge_existing: §4.1 (pre-fix: vmg.anon_vma unset), §4.2 (post-fix: vmg.anon_vma = X, avc 1),
-# §4.3 (8 sticky permutations)
+# merge_existing: pre-fix (vmg.anon_vma unset), post-fix (879bca0a2c4f: vmg.anon_vma = X, avc 1),
+# the newest set (8 sticky permutations)
 # ---------------------------------------------------------------------------------------------
 
 _MERGE_EXISTING_CASES = (
@@ -368,7 +409,7 @@ def test_merge_existing(kernel: str, s_prev: bool, s_mid: bool, s_next: bool) ->
 
 @pytest.mark.parametrize("kernel", PRE_FIX)
 def test_merge_existing_old_rule_with_vmg_anon_set(kernel: str) -> None:
-    """879bca0a2c4f §4.2: had the pre-fix tests set vmg.anon_vma, the OLD rule would have REFUSED
+    """879bca0a2c4f's change to the tests: had the pre-fix tests set vmg.anon_vma, the OLD rule would have REFUSED
     cases a-e (a faulted middle never merges into an unfaulted target)."""
     mm = AddressSpace(kernel)
     p = link(mm, 0, 3, 0)
@@ -420,12 +461,13 @@ def test_anon_vma_old_helper_probes() -> None:
 def test_dup_anon_vma(kernel: str) -> None:
     """vma.c test_dup_anon_vma: the surviving VMA takes the anon_vma of what it absorbs."""
     x = AnonVma()
-    # a) expand P [0,3) over N [3,5) (faulted): P gets X
+    # a) vma_expand() of target P [0,3) to [0,5), next N [3,5) (faulted) removed: P gets X
     mm = AddressSpace(kernel)
     p = link(mm, 0, 3, 0)
-    link(mm, 3, 5, 3, anon_vma=x)
-    assert expand(mm, p, 0, 5 * P) == "success"  # type: ignore[arg-type]
+    n = link(mm, 3, 5, 3, anon_vma=x)
+    assert expand(mm, vmg(0, 5, 0, target=p, next=n)) == 0
     assert p.anon_vma is x and vmas(ok(mm)) == [(0, 5, 0)]  # type: ignore[attr-defined]
+    assert mm.map_count == 1 and n.prev is None and n.next is None  # type: ignore[attr-defined]
     # b) PPPVVNNN, N faulted (avc 1), modify all of V -> P [0,8) anon X
     mm = AddressSpace(kernel)
     p = link(mm, 0, 3, 0)
@@ -457,16 +499,44 @@ def test_dup_anon_vma(kernel: str) -> None:
 
 @pytest.mark.parametrize("kernel", ALL)
 def test_vmi_prealloc_fail(kernel: str) -> None:
-    """vma.c test_vmi_prealloc_fail: allocation failure -> state NOMEM and no layout change."""
+    """vma.c test_vmi_prealloc_fail: the maple tree preallocation fails while V (faulted) merges
+    into P, and while P is expanded over V: state NOMEM, and the anon_vma that was dup'ed into P
+    is unlinked again (unlink_anon_vmas() leaves P unfaulted), so nothing has changed. The
+    model's merge runs up to its vma_iter_prealloc() point; without the fault the same calls
+    merge (checked after each failure)."""
     x = AnonVma()
+    # merge_existing: P [0,3) unfaulted, V [3,5) faulted (one avc); vmg.anon_vma = X since
+    # 879bca0a2c4f, unset in the pre-fix set (which the OLD rule needs to merge at all)
+    anon = None if kernel in PRE_FIX else x
     mm = AddressSpace(kernel)
     p = link(mm, 0, 3, 0)
     v = link(mm, 3, 5, 3, anon_vma=x)
-    g = vmg(3, 5, 3, middle=v, anon_vma=x, fail_alloc=True)
-    assert merge_existing(mm, g) is None and g.state == "nomem"
-    assert expand(mm, p, 0, 5 * P, fail_alloc=True) == "nomem"  # type: ignore[arg-type]
+    g = vmg(3, 5, 3, middle=v, anon_vma=anon, fail_alloc=True)
+    assert merge_existing(mm, g) is None and g.state == MERGE_NOMEM
+    assert mm.last_explanation is not None and mm.last_explanation.errno == errno.ENOMEM
     assert vmas(ok(mm)) == [(0, 3, 0), (3, 5, 3)]
+    assert p.anon_vma is None and v.anon_vma is x  # type: ignore[attr-defined]
+    # the same merge without the fault: P takes V's anon_vma
+    g = vmg(3, 5, 3, middle=v, anon_vma=anon)
+    assert merge_existing(mm, g) is p and g.state == MERGE_SUCCESS
+    assert p.anon_vma is x and vmas(ok(mm)) == [(0, 5, 0)]  # type: ignore[attr-defined]
+    # vma_expand(): target P, next V removed by the expansion to [0,5)
+    mm = AddressSpace(kernel)
+    p = link(mm, 0, 3, 0)
+    v = link(mm, 3, 5, 3, anon_vma=x)
+    g = vmg(0, 5, 3, target=p, next=v, fail_alloc=True)
+    assert expand(mm, g) == -errno.ENOMEM and g.state == MERGE_NOMEM
+    assert vmas(ok(mm)) == [(0, 3, 0), (3, 5, 3)] and mm.map_count == 2
     assert p.anon_vma is None  # type: ignore[attr-defined]
+    g = vmg(0, 5, 0, target=p, next=v)
+    assert expand(mm, g) == 0 and g.state == MERGE_SUCCESS
+    assert p.anon_vma is x and vmas(ok(mm)) == [(0, 5, 0)]  # type: ignore[attr-defined]
+    # the fault also reaches a new-range merge (vma_merge_new_range() -> vma_expand())
+    mm = AddressSpace(kernel)
+    link(mm, 0, 3, 0)
+    g = vmg(3, 5, 3, fail_alloc=True)
+    assert merge_new(mm, g) is None and g.state == MERGE_NOMEM
+    assert vmas(ok(mm)) == [(0, 3, 0)]
 
 
 # ---------------------------------------------------------------------------------------------

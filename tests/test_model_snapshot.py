@@ -6,6 +6,7 @@ import polars as pl
 import pytest
 
 from replay import UNKNOWN, AddressSpace, SnapshotError
+from tests.kernels import ALL
 
 P = 0x1000
 B = 0x7F0000000000
@@ -43,7 +44,7 @@ def base_rows() -> list[tuple]:
     ]
 
 
-@pytest.mark.parametrize("kernel", ["6.12", "6.15", "6.19"])
+@pytest.mark.parametrize("kernel", ALL)
 def test_from_snapshot_states(kernel: str) -> None:
     mm = AddressSpace.from_snapshot(frame(base_rows()), kernel=kernel)
     mm.check()

@@ -17,8 +17,11 @@ from replay.oracle import compare, run_live, run_qemu, seq
 from replay.oracle.core import WINDOW_BASE, SeqResult, Sequence, StepResult, VmaRow, parse_output
 from replay.oracle.execute import build_runner, qemu_available
 from replay.oracle.fuzz import GenConfig, gen_batch, gen_sequence, minimize
+from replay.oracle.kernels import BY_LABEL
 from replay.oracle.model import apply_op
+from replay.profiles import get_profile
 from tests.conftest import need, need_cc
+from tests.kernels import QEMU_OLD_ANON
 
 NR = "private,anon,fixed,noreserve"
 
@@ -247,7 +250,7 @@ def test_live_fork_semantics() -> None:
 
 
 @pytest.mark.qemu
-@pytest.mark.parametrize("kernel", ["6.1", "6.12"])
+@pytest.mark.parametrize("kernel", QEMU_OLD_ANON)
 def test_qemu_runner_sane(kernel: str) -> None:
     need_qemu(kernel)
     s = seq(
@@ -261,15 +264,16 @@ def test_qemu_runner_sane(kernel: str) -> None:
         "mlock2 8 1 onfault",
     )
     (r,) = run_qemu(kernel, [s, seq("q2", "touch 1")])[:1]
+    p = get_profile(BY_LABEL[kernel].version)
     assert r.status == "ok" and len(r.steps) == 8
     assert [v.key() for v in r.steps[4].vmas] == [(0, 5, "r--p"), (5, 10, "r--p")]
-    assert r.steps[5].errno == errno.EINVAL
-    assert r.steps[6].errno == (errno.ENOSYS if kernel == "6.1" else 0)
+    assert r.steps[5].errno == (0 if p.guard_install_available else errno.EINVAL)
+    assert r.steps[6].errno == (0 if p.mseal_available else errno.ENOSYS)
     assert all("sd" in v.flags for v in r.steps[1].vmas)  # Debian kernels: CONFIG_MEM_SOFT_DIRTY=y
     locked = r.steps[7].vmas[-2]
     assert locked.key()[:2] == (8, 9) and "lo" in locked.flags
     # 6.1 has no mnemonic for VM_LOCKONFAULT and prints "??" (found by the fuzzer)
-    assert ("??" in locked.flags) == (kernel == "6.1") and ("lf" in locked.flags) == (kernel == "6.12")
+    assert p.lockonfault_mnemonic in locked.flags
 
 
 # ---- live profile detection logic (fake kernels) -------------------------------------------------
@@ -349,15 +353,18 @@ def test_probe_classifies_and_never_runs_l20_when_unsafe(kind: tuple[bool, ...],
 
 
 @pytest.mark.qemu
-@pytest.mark.parametrize("kernel", ["6.1", "6.12"])
+@pytest.mark.parametrize("kernel", QEMU_OLD_ANON)
 def test_probe_classifies_the_old_kernels(kernel: str) -> None:
     from replay.live import probe
 
     need_qemu(kernel)
     info = probe(lambda s: run_qemu(kernel, s))
-    assert info.profile == kernel, info.findings
-    assert not info.new_anon_rule and not info.has_guard and info.mremap_faulted_safe
-    assert info.has_mseal == (kernel == "6.12") and info.account_drop == (kernel == "6.12")
+    p = get_profile(BY_LABEL[kernel].version)
+    assert info.profile == p.name, info.findings
+    assert not info.new_anon_rule and info.has_guard == p.guard_install_available
+    assert info.mremap_faulted_safe
+    assert info.has_mseal == p.mseal_available
+    assert info.account_drop == p.mprotect_unaccount_unfaulted
 
 
 @pytest.mark.live

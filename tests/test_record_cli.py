@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tests.conftest import ROOT, build_c, need, need_bcc, need_root
+from tests.conftest import ROOT, build_c, need, need_bcc, need_root, reap
 from tests.record_common import WORKLOADS, record
 from vmatrace.base.errors import EXIT_ERROR, EXIT_INCOMPLETE
 from vmatrace.base.trace import read_trace
@@ -156,7 +156,7 @@ def test_pid_already_traced_is_refused(tmp_path: Path) -> None:
         assert not (tmp_path / "t.vmat").exists()  # nothing half-made
     finally:
         os.kill(pid, signal.SIGKILL)
-        st.wait()
+        reap(st)
 
 
 @pytest.mark.live
@@ -179,5 +179,4 @@ def test_several_pids(tmp_path: Path) -> None:
             assert reasons == ["start", "end"]
     finally:
         for tp in targets:
-            tp.kill()
-            tp.wait()
+            reap(tp)

@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tests.conftest import ROOT, build_c, need_bcc
+from tests.conftest import ROOT, build_c, need_bcc, reap
 from tests.record_common import WORKLOADS, final_snapshot, record
 from vmatrace.base.events import EV_POPULATES, EV_RACED_SNAPSHOT
 from vmatrace.base.trace import read_trace
@@ -129,8 +129,7 @@ def test_recorder_killed_with_sigkill(lifecycle: Path, tmp_path: Path) -> None:
     try:
         time.sleep(2.5)
         killed_ns = time.monotonic_ns()
-        rec.kill()
-        rec.wait(timeout=30)
+        reap(rec)
         time.sleep(0.2)
         # the target is left running, untraced (not stopped in a ptrace stop)
         assert _state(pid) in ("S", "R")
@@ -156,8 +155,7 @@ def test_recorder_killed_keeps_ended_processes(lifecycle: Path, tmp_path: Path) 
     pid = _wait_ready(rec)
     try:
         time.sleep(1.5)
-        rec.kill()
-        rec.wait(timeout=30)
+        reap(rec)
     finally:
         os.kill(pid, signal.SIGKILL)
     t = read_trace(out)
@@ -201,8 +199,7 @@ def test_attach_to_running_pid_with_duration(lifecycle: Path, tmp_path: Path) ->
         assert _state(pid) in ("S", "R")  # detached and running on
         assert "TracerPid:\t0" in Path(f"/proc/{pid}/status").read_text()
     finally:
-        target.kill()
-        target.wait()
+        reap(target)
     t = read_trace(out)
     assert t.warnings == [] and t.meta["complete"] and t.meta["ended_by"] == "-d 1.5 s elapsed"
     idx = t.snapshot_index.sort("snapshot_id")

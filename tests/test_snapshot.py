@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from collectors.procmaps import SnapshotError, has_procmap_query, read_snapshot
-from tests.conftest import need
+from tests.conftest import need, reap
 from vmatrace.analysis import REASON_ANON, REASON_FLAGS, invisible_fragmentation
 from vmatrace.base.errors import NoSuchProcess
 from vmatrace.base.snapshot import parse_maps_text, parse_smaps_text
@@ -61,8 +61,7 @@ def _stopped(cmd: list[str]) -> Iterator[subprocess.Popen[str]]:
     try:
         yield p
     finally:
-        p.kill()
-        p.wait()
+        reap(p)
 
 
 def _wait_stopped(pid: int) -> None:
@@ -118,8 +117,7 @@ def test_spawned_python_equals_proc_maps() -> None:
         if has_procmap_query():
             assert read_snapshot(p.pid, smaps=False, method="procmap_query").maps_lines() == want
     finally:
-        p.kill()
-        p.wait()
+        reap(p)
 
 
 def test_this_test_process_text_and_ioctl_agree() -> None:
@@ -150,8 +148,7 @@ def test_ten_thousand_vmas_both_methods_agree() -> None:
         sm = read_snapshot(p.pid, smaps=True)
         assert sm.frame.select("start", "end", "perms").equals(text.frame.select("start", "end", "perms"))
     finally:
-        p.kill()
-        p.wait()
+        reap(p)
 
 
 def test_invisible_fragmentation_found_and_explained() -> None:
@@ -186,8 +183,7 @@ def test_invisible_fragmentation_found_and_explained() -> None:
         # ... while the parent, which never mapped the second half, has one VMA there
         assert not [r for r in runs if r.start <= lo < r.end]
     finally:
-        p.kill()
-        p.wait()
+        reap(p)
 
 
 def test_missing_pid_and_kernel_thread_errors() -> None:
@@ -249,8 +245,7 @@ def test_thread_id_and_exited_group_leader(cbuild) -> None:  # type: ignore[no-u
         assert s2.frame.height > 5 and s2.complete
         assert s2.maps_lines() == _maps_lines_of(f"/proc/{p.pid}/task/{tid}/maps")
     finally:
-        p.kill()
-        p.wait()
+        reap(p)
 
 
 def _status_state(pid: int) -> str:
@@ -309,8 +304,7 @@ def test_odd_file_names(cbuild, tmp_path: Path) -> None:  # type: ignore[no-unty
             assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
             assert "rich[/]markup[bold]" in r.stdout
     finally:
-        p.kill()
-        p.wait()
+        reap(p)
 
 
 def test_parsers_drop_a_vma_printed_twice_and_reject_garbage() -> None:
@@ -363,8 +357,7 @@ def test_fast_smaps_parser_equals_the_line_parser() -> None:
         with open(f"/proc/{p.pid}/smaps", "rb") as f:
             raw = f.read()
     finally:
-        p.kill()
-        p.wait()
+        reap(p)
     text = raw.decode()
     fast = parse_smaps_columns(raw)
     assert len(fast["start"]) > 10000
@@ -438,8 +431,7 @@ def test_smaps_through_the_helper_process_equals_reading_it_here(monkeypatch: py
         snap = read_snapshot(p.pid)
         assert no_pss(snap.columns) == no_pss(here) and snap.complete
     finally:
-        p.kill()
-        p.wait()
+        reap(p)
 
 
 def test_helper_reaped_by_another_thread_falls_back() -> None:

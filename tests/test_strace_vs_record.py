@@ -73,9 +73,7 @@ def shape(calls: list[Call]) -> tuple[Counter[tuple[object, ...]], list[tuple[ob
 
 @pytest.fixture(scope="module")
 def script_exe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    src = WORKLOADS / "vma_script.c"
-    need(src.exists(), "tests/workloads/vma_script.c is missing")
-    return build_c(src, tmp_path_factory.mktemp("vs") / "vma_script", "-pthread")
+    return build_c(WORKLOADS / "vma_script.c", tmp_path_factory.mktemp("vs") / "vma_script", "-pthread")
 
 
 def strace_run(tmp: Path, exe: Path) -> tuple[Path, list[Call]]:

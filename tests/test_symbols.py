@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 
 from collectors.procmaps import read_snapshot
 from collectors.symbols import symbolize
+from tests.conftest import reap
 from vmatrace.base.trace import STACK_SCHEMA
 
 # level1 -> level2 -> level3, which calls mmap and backtrace(3); each level records its return
@@ -84,8 +84,7 @@ def test_symbolize_own_functions(cbuild, flags: tuple[str, ...], tmp_path: Path)
         finally:
             perf_map.unlink()
     finally:
-        os.kill(pid, signal.SIGKILL)
-        proc.wait()
+        reap(proc)
     assert dict(df.schema) == STACK_SCHEMA
     sym = {(r["stack_id"], r["depth"]): r for r in df.iter_rows(named=True)}
     exe = os.path.realpath(binary)
@@ -128,8 +127,7 @@ def test_symbolize_a_replaced_binary(cbuild, tmp_path: Path) -> None:  # type: i
         # WHEN symbolized
         df = symbolize(pid, snap.frame, {1: [v["level2"][0]]})
     finally:
-        os.kill(pid, signal.SIGKILL)
-        proc.wait()
+        reap(proc)
     # THEN the mapped (old) file is read through /proc/PID/map_files, not the new one at the path
     assert (df["symbol"].item(), df["module"].item(), df["offset"].item()) == ("level2", f"{binary} (deleted)", 0)
 

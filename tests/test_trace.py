@@ -118,12 +118,13 @@ while True:
 
 def test_writer_killed_mid_write_leaves_readable_trace(tmp_path: Path) -> None:
     t = tmp_path / "t"
-    p = subprocess.Popen([sys.executable, "-c", WRITER, str(t)], stdout=subprocess.PIPE, text=True)
-    assert p.stdout is not None
-    assert p.stdout.readline().strip() == "ready"
-    time.sleep(1.5)  # let it write several chunks (not a timing assertion: the loss bound below is)
-    p.send_signal(signal.SIGKILL)
-    p.wait()
+    with subprocess.Popen([sys.executable, "-c", WRITER, str(t)], stdout=subprocess.PIPE,
+                          text=True) as p:
+        assert p.stdout is not None
+        assert p.stdout.readline().strip() == "ready"
+        time.sleep(1.5)  # let it write several chunks (not a timing assertion: the loss bound below is)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
     t_kill = time.monotonic_ns()
     tr = read_trace(t)
     assert not tr.meta["complete"]
@@ -168,17 +169,16 @@ def test_random_bytes_foreign_and_wrong_version(tmp_path: Path, capsys: pytest.C
 
 
 def test_info_analyses_a_recorded_snapshot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    p = subprocess.Popen([sys.executable, "-m", "vmatrace.workloads.fragment"], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, text=True)
-    try:
-        assert p.stdout is not None
-        info = json.loads(p.stdout.readline())
-        t = tmp_path / "t"
-        with TraceWriter(t, {}) as w:
-            sid = w.add_snapshot(read_snapshot(p.pid), "exit")
-    finally:
-        p.kill()
-        p.wait()
+    with subprocess.Popen([sys.executable, "-m", "vmatrace.workloads.fragment"],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as p:
+        try:
+            assert p.stdout is not None
+            info = json.loads(p.stdout.readline())
+            t = tmp_path / "t"
+            with TraceWriter(t, {}) as w:
+                sid = w.add_snapshot(read_snapshot(p.pid), "exit")
+        finally:
+            p.kill()
     assert main(["info", str(t), "--snapshot", str(sid), "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["reason"] == "exit" and d["pid"] == info["pid"]

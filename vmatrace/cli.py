@@ -2,7 +2,8 @@
 
 Every error a library raises reaches :func:`main` and leaves as one line on stderr with the exit
 code of the table in ``vmatrace.base.errors`` (and the README); no traceback is shown for any of
-them.
+them. An unexpected exception (a bug) is one line and exit 1 too; ``VMATRACE_DEBUG=1`` lets its
+traceback through.
 """
 
 from __future__ import annotations
@@ -112,4 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(e, ReplayError):
             print(f"vmatrace: error: the model refused the input: {e}", file=sys.stderr)
             return EXIT_ERROR
-        raise
+        if os.environ.get("VMATRACE_DEBUG") == "1":
+            raise
+        # anything else is a bug of vmatrace (or of the model): still one line and exit 1
+        what = " ".join(str(e).split()) or "(no message)"
+        print(f"vmatrace: error: internal error, please report it: {type(e).__name__}: {what} "
+              "(VMATRACE_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return EXIT_ERROR

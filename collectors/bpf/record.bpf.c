@@ -4,7 +4,7 @@
 //   RINGBUF_PAGES  ring buffer size in pages (power of two)
 //   OFF_TASK_PID, OFF_TASK_TGID, OFF_TASK_EXIT_CODE, OFF_TASK_MM
 //                  task_struct member offsets read from the running kernel's BTF
-//                  (the installed headers may describe another kernel: ebpf-here.md §4)
+//                  (the installed headers may describe another kernel)
 //   WITH_FAULTS    trace the first write fault to each page
 //   WITH_STACKS    record user stacks (STACK_ENTRIES entries)
 //   WITH_LOCKSEQ   order VMA-changing syscalls by their mmap write-lock acquisition

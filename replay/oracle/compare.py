@@ -1,6 +1,6 @@
 """Compare kernel results with model results: the first differing step, layout and VmFlags.
 
-Comparison policy (docs/oracle.md §Comparison policy): at every step the errno, the return value
+Comparison policy (docs/oracle.md, "Comparison policy"): at every step the errno, the return value
 of mmap/mremap (as a window page), the layout (start, end, perms of every VMA in the window) and
 the full VmFlags set are compared. No flag is ignored by default: `sd`, `mr mw me`, `ac`, `gu`
 are all predictable from the kernel's configuration and the operations. `ignore_flags` exists for

@@ -17,7 +17,7 @@ from vmatrace.base import uapi as U
 
 PAGE = 4096
 # Not 2 MiB aligned and only 64 pages long: no transparent huge page can ever fit in the window,
-# so no THP read fault can assign an anon_vma (kernel-vma.md §3) and khugepaged never touches it.
+# so no THP read fault can assign an anon_vma and khugepaged never touches it.
 WINDOW_BASE = 0x100000001000
 WINDOW_PAGES = 64
 

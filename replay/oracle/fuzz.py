@@ -144,7 +144,7 @@ def _mmap_file(st: _State, s: int, n: int, prot: str) -> str:
     kind = "private" if y < 0.5 else ("shared" if y < 0.9 else "validate")
     if st.slots[slot] == "zero":
         # MAP_SHARED of /dev/zero only: MAP_PRIVATE of /dev/zero (an anonymous VMA that keeps
-        # the file) is not modelled yet, see docs/oracle.md
+        # the file) is out of the model's scope (docs/model.md, "Out of scope")
         kind = "shared"
     same = [f for f in st.fsegs if st.slots.get(f[2], "?").rstrip("'") == st.slots[slot].rstrip("'")]
     if same and r.random() < 0.6:

@@ -206,7 +206,7 @@ def run_model_one(
     profile: str, s: Sequence, base: int = WINDOW_BASE, pages: int = WINDOW_PAGES,
     options: dict[str, Any] | None = None, check: bool = True,
 ) -> SeqResult:
-    """One sequence through the model; `mm.check()` (if the model has it) after every step."""
+    """One sequence through the model; `mm.check()` after every step (unless ``check=False``)."""
     res = SeqResult(s.name)
     try:
         mm = make_model(profile, options, base)
@@ -219,7 +219,6 @@ def run_model_one(
         err, ret, note = 0, None, ""
         try:
             mm, ret = apply_op(mm, op, base, pages)
-            check = check and hasattr(mm, "check")
         except OSError as e:
             err = e.errno if e.errno is not None else -1
             ret = None

@@ -1,8 +1,8 @@
-"""The live-kernel recipes of kernel-vma.md §5 as data.
+"""The live-kernel recipes (docs/oracle.md, "Recipes") as data.
 
-Each recipe follows the harness rules of §5: a 40-page PROT_NONE carveout C at window page 0,
+Each recipe follows the harness rules: a 40-page PROT_NONE carveout C at window page 0,
 B = C + 1 page, test VMAs mapped MAP_FIXED inside C. Pages in the recipe builders below are
-relative to B (as in the document); the generated op lines are relative to the window (B = 1).
+relative to B; the generated op lines are relative to the window (B = 1).
 Expected layouts list the non-PROT_NONE VMAs of the final state as (start, end, perms) relative
 to B; the carveout's leftover "---p" pieces are not part of the expectation.
 """
@@ -49,7 +49,7 @@ class Recipe:
     new: Layout  # 6.16+ ("New" column; the live kernel)
     old: Layout  # <= 6.15 ("Old" column, as the model's 6.15 profile should give)
     by_kernel: dict[str, Layout] = field(default_factory=dict)  # era overrides: "6.1", "6.12", "6.15"
-    unsafe_before_6188: bool = False  # L20: never run on 6.16 .. 6.18.7 (kernel-vma.md §1a)
+    unsafe_before_6188: bool = False  # L20: never run on 6.16 .. 6.18.7 (a use-after-free there)
     # (start, end) relative to B -> VmFlags that must be present / absent in the final state,
     # checked on kernels that have the feature ("new" = live only).
     flags_present: dict[tuple[int, int], frozenset[str]] = field(default_factory=dict)
