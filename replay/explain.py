@@ -64,6 +64,7 @@ PREDICATES = (
     "uffd",  # userfaultfd context differs
     "just_expand",  # brk: never absorbs the following VMA
     "interior",  # existing-range change strictly inside a VMA
+    "stale_start",  # mseal_apply() of 6.17 - 7.0-rc: the range starts below the VMA
 )
 
 

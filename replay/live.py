@@ -7,13 +7,16 @@ window, so the calling process is untouched:
   rule, else OLD;
 * L25: MADV_GUARD_INSTALL availability (6.13+) and `gu` in smaps afterwards -> sticky flags
   (6.19, or 6.18.y with the June 2026 backport, which sits on top of the 6.18.8 mremap fix);
-* mseal availability (6.10+), L13b (VM_ACCOUNT drop on mprotect, ~6.7+);
+* mseal availability (6.10+), L13b (VM_ACCOUNT drop on mprotect, ~6.7+), and whether mseal's
+  walk goes on from a stale start after a merge (6.17 until the 7.0 fix, which reached 6.18.21
+  and 6.19.11);
 * the mremap probe (L20, forked and unforked) ONLY when sticky flags prove the kernel is past
   6.18.8, with an unfaulted MREMAP_DONTUNMAP copy beside its source (merged 6.16 - 7.1: 6.19;
   apart: 7.2+). On a NEW kernel without sticky flags it may be 6.16 .. 6.18.7, where L20 drives a
   known use-after-free (docs/model.md, "Three kinds of 6.18"), so it is not run and the profile is chosen conservatively
   ("6.18.0": the mremap fix is assumed missing, and the fuzzer must not generate faulted mremap
-  merges there).
+  merges there), unless the order of mremap's checks (EINVAL before EFAULT since 6.17) and a
+  fixed mseal walk place it at 6.18.21+ (or the old order at 6.16).
 """
 
 from __future__ import annotations
@@ -33,6 +36,15 @@ from .profiles import KernelProfile, get_profile
 Runner = Callable[[Seq[Sequence]], list[SeqResult]]
 
 PROBE_MSEAL = Sequence("probe-mseal", ("mmap 1 2 rw- private,anon,fixed,noreserve", "mseal 1 1"))
+# mseal of [1,4) over [1,2) [2,3 sealed) [3,5): [1,2) merges with the sealed [2,3); from
+# 6c2da14ae1e0 (6.17) until 2697dd8ae721 (7.0; stable 6.18.21, 6.19.11) mseal_apply() then seals
+# [3,4) from a stale start, apart from [1,3). No merge is unsafe here: run on every kernel.
+PROBE_MSEAL_WALK = Sequence("probe-mseal-walk", ("mmap 1 4 rw- private,anon,fixed,noreserve",
+                                                 "mseal 2 1", "mseal 1 3"))
+# An unmapped range overlapping its own MREMAP_FIXED destination: EINVAL where every mremap
+# parameter is checked before the VMA lookup (6.17+), EFAULT before (6.16). Safe everywhere.
+PROBE_MREMAP_ORDER = Sequence("probe-mremap-order", ("mmap 4 1 rw- private,anon,fixed",
+                                                     "mremap 5 3 3 maymove,fixed,dontunmap 5"))
 # An unfaulted MREMAP_DONTUNMAP copy next to its own source: merged from 6.16 to 7.1, kept apart
 # before and since 7.2 (no anon_vma is involved: safe on every kernel)
 PROBE_DONTUNMAP = Sequence("probe-dontunmap", ("mmap 5 2 r-- private,anon,fixed",
@@ -49,6 +61,8 @@ class LiveInfo:
     has_mseal: bool = False
     account_drop: bool = False
     mremap_fixed: bool | None = None  # None: not probed (unsafe or irrelevant)
+    mseal_stale: bool | None = None  # mseal_apply()'s stale curr_start; None: no mseal
+    mremap_checks_first: bool | None = None  # None: not probed (OLD anon rule)
 
     @property
     def mremap_faulted_safe(self) -> bool:
@@ -71,8 +85,9 @@ def _ok(res: SeqResult, what: str) -> None:
 def probe(run: Runner) -> LiveInfo:
     """Classify a kernel with `run` (run_live, or a qemu runner for tests)."""
     l1, l25, l13b = BY_ID["L1"], BY_ID["L25"], BY_ID["L13b"]
-    r1, r25, r13b, rms = run([l1.sequence("-probe"), l25.sequence("-probe"), l13b.sequence("-probe"), PROBE_MSEAL])
-    for r in (r1, r25, r13b, rms):
+    r1, r25, r13b, rms, rwalk = run([l1.sequence("-probe"), l25.sequence("-probe"),
+                                     l13b.sequence("-probe"), PROBE_MSEAL, PROBE_MSEAL_WALK])
+    for r in (r1, r25, r13b, rms, rwalk):
         _ok(r, r.name)
     info = LiveInfo(profile="")
     f = info.findings
@@ -100,6 +115,15 @@ def probe(run: Runner) -> LiveInfo:
     ms = _step_errno(rms, "mseal")
     info.has_mseal = ms == 0
     f.append("mseal works (6.10+)" if ms == 0 else f"mseal fails with errno {ms} -> < 6.10")
+    if info.has_mseal:
+        sealed = [(v.start, v.end) for v in rwalk.steps[-1].vmas if "sl" in v.flags]
+        if sealed in ([(1, 3), (3, 4)], [(1, 4)]):
+            info.mseal_stale = sealed == [(1, 3), (3, 4)]
+            f.append("mseal after a merge with a sealed next VMA " + (
+                "leaves the following VMA apart (stale curr_start: 6.17 .. 6.18.20, 6.19.0 .. "
+                "6.19.10)" if info.mseal_stale else "merges the following VMA too"))
+        else:
+            f.append(f"the mseal walk probe gave an unexpected layout {sealed}")
 
     info.account_drop = len(final_layout(r13b)) == 1
     f.append("L13b: " + ("unfaulted anon VMA loses VM_ACCOUNT on mprotect to read-only (~6.7+)"
@@ -124,16 +148,30 @@ def probe(run: Runner) -> LiveInfo:
                 if dontunmap_apart:
                     f.append("an unfaulted MREMAP_DONTUNMAP copy stays apart from its source -> 7.2+")
                     info.profile = "7.2"
+                elif info.mseal_stale:
+                    f.append("sticky flags with the stale mseal walk -> 6.19.0 .. 6.19.10")
+                    info.profile = "6.19.0"
             else:
                 f.append(f"L20 gave unexpected layouts {la} / {lb}: sticky flags without the mremap fork "
                          "check; profile 6.19 kept, mremap disagreements are expected")
                 info.profile = "6.19"
         else:
+            (rord,) = run([PROBE_MREMAP_ORDER])
+            _ok(rord, rord.name)
+            info.mremap_checks_first = rord.steps[-1].errno == errno.EINVAL
             f.append("NEW rule without sticky flags: 6.16 .. 6.18.7 (mremap UAF) or 6.18.8+ (fixed). "
                      "They can only be told apart by running L20, a use-after-free on the affected "
-                     "kernels, so it is NOT run; assuming the mremap fix is missing (profile 6.18.0) "
-                     "and faulted mremap merges must not be exercised")
-            info.profile = "6.18.0"
+                     "kernels, so it is NOT run, and faulted mremap merges must not be exercised")
+            if info.mseal_stale is False and info.mremap_checks_first:
+                f.append("mremap parameters checked first (6.17+) and the mseal walk fixed: "
+                         "6.18.21 .. 6.18.43, which carry the mremap fix of 6.18.8")
+                info.profile = "6.18.21"
+            elif info.mseal_stale is False:
+                f.append("mremap looks the VMA up before its parameter checks -> 6.16")
+                info.profile = "6.16"
+            else:
+                f.append("assuming the mremap fix is missing (profile 6.18.0)")
+                info.profile = "6.18.0"
     else:
         if info.has_guard:
             info.profile = "6.15"

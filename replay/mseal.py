@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import errno as E
 
+from replay import explain as X
 from replay.flags import VM_SEALED
 from replay.internal import PAGE_OFF, U64, MmCore, err
+from replay.mm_types import Vma
 
 
 class MsealMixin(MmCore):
@@ -33,5 +35,50 @@ class MsealMixin(MmCore):
         if self._walk_nochange(start, end):
             raise err(E.ENOMEM, "range not fully mapped")
         self.sealed_ever = True
-        self._walk_modify(start, end, lambda v: None if v.flags & VM_SEALED else
-                          v.flags | VM_SEALED)
+        self._mseal_apply(start, end)
+
+    def _mseal_apply(self, start: int, end: int) -> None:
+        """Mirrors mseal_apply(): every VMA of the (hole-free) range that is not sealed yet is
+        sealed through vma_modify_flags(), which merges it with a sealed neighbour or splits it.
+
+        With ``mseal_stale_curr_start`` the walk's curr_start is the curr_end computed before
+        the previous VMA was modified, which lies below the next VMA's start once that VMA
+        merged with the sealed one after it.
+        """
+        stale = self.profile.mseal_stale_curr_start
+        vma = self._find(start)
+        curr_start = start
+        while vma is not None and vma.start < end:
+            curr_end = vma.end if vma.end < end else end
+            if not stale:  # the fix: curr_start = max(vm_start, start) for every VMA
+                curr_start = vma.start if vma.start > start else start
+            if not vma.flags & VM_SEALED:
+                if curr_start < vma.start:
+                    vma = self._seal_from_below(vma, curr_start, curr_end)
+                else:
+                    vma, merged = self._vma_modify(vma, curr_start, curr_end,
+                                                   vma.flags | VM_SEALED, vma.anon_name)
+                    if not merged and self._cur is not None:
+                        self._step(X.MODIFY, curr_start, curr_end, vma)
+            if curr_end >= end:
+                break
+            curr_start = curr_end
+            vma = vma.next
+
+    def _seal_from_below(self, vma: Vma, start: int, end: int) -> Vma:
+        """vma_modify_flags() over [start, end) with start below vma's vm_start (the stale
+        curr_start of mseal_apply()): vma_merge_existing_range() finds no left side, and next's
+        pgoff, counted from an address below vm_start as an unsigned offset, never matches; so
+        vma_modify() only splits at ``end`` (the start is not inside the VMA), and what is left
+        of the VMA is sealed."""
+        if self._cur is not None:
+            self._step(X.NOMERGE, start, end, None, [X.Refusal(
+                "middle", vma.rng, "stale_start", f"the range starts at {start:#x}, below the "
+                "VMA: no left side, and next's pgoff does not match")])
+        if end < vma.end:
+            self._split(vma, end)
+        vma.flags |= VM_SEALED
+        self._nomerge_bounds.add(vma.start)  # left apart from its prev without a merge attempt
+        if self._cur is not None:
+            self._step(X.MODIFY, vma.start, vma.end, vma)
+        return vma

@@ -18,11 +18,14 @@ name     behaviour
 6.15     as 6.12 plus MADV_GUARD_INSTALL (6.13); OLD anon rule (last era before the fix)
 6.16     NEW anon rule (879bca0a2c4f); KSM flag applied before the merge (check_ksm_early);
          move_vma() refactor (DONTUNMAP: whole source unlocked, source loses VM_ACCOUNT)
-6.17     + multi-VMA mremap, mremap parameters checked first, DONTUNMAP keeps VM_ACCOUNT
-6.18.0   as 6.16; mremap of a faulted VMA merges without anon_vma propagation (the UAF)
+6.17     + multi-VMA mremap, mremap parameters checked first, DONTUNMAP keeps VM_ACCOUNT;
+         mseal_apply() walks on with a stale curr_start after a merge (6c2da14ae1e0)
+6.18.0   as 6.17; mremap of a faulted VMA merges without anon_vma propagation (the UAF)
 6.18.8   + copied_from propagation (61f67c230a5e) and fork check on it (3b617fd3d317)
-6.19     + sticky flags VM_SOFTDIRTY|VM_MAYBE_GUARD (64212ba02e66, 6707915e030a), guard
-         install sets VM_MAYBE_GUARD ("gu"); also 7.0, 7.1 and 6.18.44+ (backport)
+6.18.21  + the mseal curr_start fix (2697dd8ae721, stable backport)
+6.19.0   6.18.8 + sticky flags VM_SOFTDIRTY|VM_MAYBE_GUARD (64212ba02e66, 6707915e030a), guard
+         install sets VM_MAYBE_GUARD ("gu"); 6.19.0 - 6.19.10 (the mseal walk not yet fixed)
+6.19     + the mseal curr_start fix (2697dd8ae721): 6.19.11+, 7.0, 7.1 and 6.18.44+
 7.2      MREMAP_DONTUNMAP as in 6.12-6.15 again: the copy never merges with its source, a
          locked source has only the moved range split out and unlocked (7.2, 7.3)
 ======== ======================================================================================
@@ -165,6 +168,15 @@ class KernelProfile:
     # is enabled" (v6.15): a MAP_STACK mapping is VM_NOHUGEPAGE ("nh"), so a thread stack does
     # not merge with the rw-p mapping beside it.
     map_stack_nohugepage: bool = False
+    # Between Linux kernel commit 6c2da14ae1e0 ("mm/mseal: rework mseal apply logic") (in v6.17)
+    # and its fix 2697dd8ae721 ("mm/mseal: update VMA end correctly on merge") (in v7.0, and in
+    # stable 6.18.21 and 6.19.11; qemu-checked: 6.16.12 and 6.19.14 without, 6.17.13, 6.18.5 and
+    # 6.18.15 with): mseal_apply() advances its curr_start to the curr_end it computed *before*
+    # vma_modify_flags(), so after a VMA merged with the sealed next one the walk modifies the
+    # following VMA from a start below its vm_start. vma_merge_existing_range() then has no left
+    # side, and next's pgoff, counted from an address below vm_start (unsigned), never matches:
+    # that VMA is sealed without merging with its sealed prev, split only at the range's end.
+    mseal_stale_curr_start: bool = False
 
     @property
     def anon_rule_new(self) -> bool:
@@ -204,21 +216,27 @@ _P616 = replace(_P615, name="6.16", anon_rule=AnonRule.NEW, ksm_early=True,
                 dontunmap_unlocks_whole_source=True, dontunmap_copy_merges="any",
                 dontunmap_clears_account=True, unmergeable_clears_sealed=True)
 _P617 = replace(_P616, name="6.17", mremap_multi_vma=True, mremap_checks_first=True,
-                dontunmap_clears_account=False, unmergeable_clears_sealed=False)
+                dontunmap_clears_account=False, unmergeable_clears_sealed=False,
+                mseal_stale_curr_start=True)
 _P6180 = replace(_P617, name="6.18.0")
 _P6188 = replace(
     _P6180, name="6.18.8", copied_from_propagation=True, fork_check_copied_from=True
 )
-_P619 = replace(
-    _P6188, name="6.19", sticky_flags=True, guard_install_sets_maybe_guard=True
+# 6.18.21 (stable): the mseal fix 2697dd8ae721
+_P61821 = replace(_P6188, name="6.18.21", mseal_stale_curr_start=False)
+# 6.19.0 - 6.19.10: sticky flags, but not yet the mseal fix (6.19.11)
+_P6190 = replace(
+    _P6188, name="6.19.0", sticky_flags=True, guard_install_sets_maybe_guard=True
 )
+_P619 = replace(_P6190, name="6.19", mseal_stale_curr_start=False)
 # 7.0 and 7.1 behave as 6.19 on every oracle test; 7.2 changed MREMAP_DONTUNMAP back to the
 # 6.12-6.15 handling of the source (qemu: 7.1.13 vs 7.2.13; 7.3.4 as 7.2)
 _P72 = replace(_P619, name="7.2", dontunmap_unlocks_whole_source=False,
                dontunmap_copy_merges="not_source")
 
 PROFILES: dict[str, KernelProfile] = {
-    p.name: p for p in (_BASE, _P66, _P612, _P615, _P616, _P617, _P6180, _P6188, _P619, _P72)
+    p.name: p for p in (_BASE, _P66, _P612, _P615, _P616, _P617, _P6180, _P6188, _P61821,
+                        _P6190, _P619, _P72)
 }
 PROFILE_NAMES: tuple[str, ...] = tuple(PROFILES)
 
@@ -249,6 +267,12 @@ STABLE_BACKPORTS: tuple[Backport, ...] = (
     # mremap merge too") (in v6.19 and v6.18.8).
     Backport((6, 18), 8, 7, "6.18.8", "the mremap anon_vma fix",
              "the 6.18.8 stable release notes; qemu: 6.18.5 without, 6.18.15 with"),
+    # Linux kernel commit 2697dd8ae721 ("mm/mseal: update VMA end correctly on merge") (in v7.0;
+    # stable: 6.18.21 as 40b3f4700e55, 6.19.11 as 83737e34b83a).
+    Backport((6, 18), 21, 20, "6.18.21", "the mseal curr_start fix",
+             "the 6.18.21 stable release (its shortlog); qemu: 6.18.5 and 6.18.15 without"),
+    Backport((6, 19), 11, 10, "6.19", "the mseal curr_start fix",
+             "the 6.19.11 stable release (its shortlog); qemu: 6.19.14 with"),
     # Linux kernel commits 64212ba02e66 ("mm: implement sticky VMA flags") and 6707915e030a
     # ("mm: propagate VM_SOFTDIRTY on merge") with the VM_MAYBE_GUARD series (in v6.19).
     Backport((6, 18), 44, 15, "6.19", "sticky VMA flags (VM_SOFTDIRTY, VM_MAYBE_GUARD)",
@@ -268,6 +292,23 @@ def _warn_once(version: str, message: str) -> None:
         warn(message)
 
 
+def _with_backports(version: str, key: tuple[int, int], patch: int, name: str) -> str:
+    """The profile of stable release ``patch`` of series ``key`` whose .0 release has profile
+    ``name``: the table's backports apply in order, a later one on top of the earlier."""
+    for b in STABLE_BACKPORTS:
+        if b.series != key:
+            continue
+        if patch >= b.first:
+            name = b.profile
+        elif patch > b.last_without:
+            hint = "pass sticky=True, or " if b.profile == "6.19" and key == (6, 18) else ""
+            _warn_once(version, (
+                f"kernel {version}: not known whether it carries {b.what} ({key[0]}.{key[1]}."
+                f"{b.last_without} does not, {key[0]}.{key[1]}.{b.first} does); assuming it "
+                f"does not ({hint}replay a trace recorded with its kernel probe)"))
+    return name
+
+
 def _series_profile(version: str, key: tuple[int, int], patch: int) -> str:
     """The profile of a release by its series, then by the stable backports it carries."""
     if key < (6, 6):
@@ -283,18 +324,9 @@ def _series_profile(version: str, key: tuple[int, int], patch: int) -> str:
     if key < (6, 18):
         return "6.17"
     if key == (6, 18):
-        name = "6.18.0"
-        for b in STABLE_BACKPORTS:
-            if b.series != key:
-                continue
-            if patch >= b.first:
-                name = b.profile
-            elif patch > b.last_without:
-                _warn_once(version, (
-                    f"kernel {version}: not known whether it carries {b.what} (6.18."
-                    f"{b.last_without} does not, 6.18.{b.first} does); assuming it does not "
-                    "(pass sticky=True, or replay a trace recorded with its kernel probe)"))
-        return name
+        return _with_backports(version, key, patch, "6.18.0")
+    if key == (6, 19):
+        return _with_backports(version, key, patch, "6.19.0")
     if key > NEWEST_KNOWN:
         _warn_once(version, (
             f"kernel {version} is newer than any profile (the newest checked release is "

@@ -10,7 +10,10 @@ from collections.abc import Callable
 
 from replay.oracle.core import SeqResult, VmaRow
 
-Check = Callable[[tuple[int, int], SeqResult], None]
+# A check gets the kernel's release as (major, minor, stable patch level): it compares with
+# (major, minor) tuples for mainline releases and with 3-tuples where a stable backport matters.
+Release = tuple[int, int, int]
+Check = Callable[[Release, SeqResult], None]
 
 
 def _vmas(r: SeqResult, step: int = -1) -> list[VmaRow]:
@@ -21,18 +24,18 @@ def _layout(r: SeqResult, step: int = -1) -> list[tuple[int, int]]:
     return [(v.start, v.end) for v in r.steps[step].vmas]
 
 
-def _dontunmap_account(rel: tuple[int, int], r: SeqResult) -> None:
+def _dontunmap_account(rel: Release, r: SeqResult) -> None:
     # b714ccb02a76 (6.16) cleared VM_ACCOUNT of the source; 0e59f47c15ce (6.18, 6.17.y) undid it
     husk = next(v for v in _vmas(r) if v.start == 0)
-    assert ("ac" in husk.flags) == (rel != (6, 16)), husk
+    assert ("ac" in husk.flags) == (rel[:2] != (6, 16)), husk
 
 
-def _lookup_first(rel: tuple[int, int], r: SeqResult) -> None:
+def _lookup_first(rel: Release, r: SeqResult) -> None:
     # the overlap check (EINVAL) precedes the VMA lookup (EFAULT) since 6.17
     assert r.steps[-1].errno == (errno.EINVAL if rel >= (6, 17) else errno.EFAULT)
 
 
-def _dest_unmapped_first(rel: tuple[int, int], r: SeqResult) -> None:
+def _dest_unmapped_first(rel: Release, r: SeqResult) -> None:
     # before 6.17 the MREMAP_FIXED destination is unmapped before the source range is found not
     # to be one VMA (EFAULT); since d23cb648e365 (6.17) a same-size move takes every VMA of the
     # range, gaps kept
@@ -42,17 +45,17 @@ def _dest_unmapped_first(rel: tuple[int, int], r: SeqResult) -> None:
         assert r.steps[-1].errno == errno.EFAULT and (9, 11) in _layout(r)
 
 
-def _whole_source_era(rel: tuple[int, int]) -> bool:
+def _whole_source_era(rel: Release) -> bool:
     """b714ccb02a76 (6.16) until 7.2: the DONTUNMAP copy may merge with its source, and the
     whole source VMA is unlocked."""
     return (6, 16) <= rel < (7, 2)
 
 
-def _dontunmap_copy_vs_source(rel: tuple[int, int], r: SeqResult) -> None:
+def _dontunmap_copy_vs_source(rel: Release, r: SeqResult) -> None:
     assert _layout(r) == ([(5, 8)] if _whole_source_era(rel) else [(5, 7), (7, 8)])
 
 
-def _dontunmap_locked_source(rel: tuple[int, int], r: SeqResult) -> None:
+def _dontunmap_locked_source(rel: Release, r: SeqResult) -> None:
     locked = [(v.start, v.end, "lo" in v.flags) for v in _vmas(r)]
     if _whole_source_era(rel):
         assert locked == [(12, 15, False)]
@@ -60,19 +63,32 @@ def _dontunmap_locked_source(rel: tuple[int, int], r: SeqResult) -> None:
         assert locked == [(12, 13, False), (13, 15, True)]
 
 
-def _cow_beyond_eof(rel: tuple[int, int], r: SeqResult) -> None:
+def _cow_beyond_eof(rel: Release, r: SeqResult) -> None:
     # the failed write fault (SIGBUS) still gave [2,4) an anon_vma: the OLD anon rule then
     # refuses the merge with the unfaulted prev, the NEW rule (6.16) allows it
     assert r.steps[4].errno == errno.EFAULT
     assert _layout(r) == ([(1, 4)] if rel >= (6, 16) else [(1, 2), (2, 4)])
 
 
-def _unmergeable_sealed(rel: tuple[int, int], r: SeqResult) -> None:
+def _unmergeable_sealed(rel: Release, r: SeqResult) -> None:
     if rel >= (6, 10):
-        assert ("sl" in _vmas(r)[0].flags) == (rel != (6, 16))
+        assert ("sl" in _vmas(r)[0].flags) == (rel[:2] != (6, 16))
 
 
-def _map_stack(rel: tuple[int, int], r: SeqResult) -> None:
+def _mseal_stale_start(rel: Release, r: SeqResult) -> None:
+    # [0,2) merges with the sealed [2,4); from 6c2da14ae1e0 (6.17) until 2697dd8ae721 (7.0;
+    # stable 6.18.21, 6.19.11) mseal_apply() then modifies [4,8) from its stale curr_start 2:
+    # no merge with the sealed [0,4), only the split at 5
+    if rel < (6, 10):
+        assert r.steps[-1].errno == errno.ENOSYS
+        return
+    stale = (6, 17) <= rel < (6, 18, 21) or (6, 19) <= rel < (6, 19, 11)
+    assert r.steps[-1].errno == 0
+    assert [(v.start, v.end, "sl" in v.flags) for v in _vmas(r)] == (
+        [(0, 4, True), (4, 5, True), (5, 8, False)] if stale else [(0, 5, True), (5, 8, False)])
+
+
+def _map_stack(rel: Release, r: SeqResult) -> None:
     # c4608d1bf7c6 (6.7): MAP_STACK is VM_NOHUGEPAGE, so it does not merge with its neighbour
     if rel >= (6, 7):
         assert _layout(r) == [(0, 2), (2, 4)] and "nh" in _vmas(r)[1].flags
@@ -80,42 +96,42 @@ def _map_stack(rel: tuple[int, int], r: SeqResult) -> None:
         assert _layout(r) == [(0, 4)]
 
 
-def _hugetlb(rel: tuple[int, int], r: SeqResult) -> None:
+def _hugetlb(rel: Release, r: SeqResult) -> None:
     assert [s.errno for s in r.steps[1:]] == [errno.EINVAL, errno.ENOMEM]
 
 
-def _validate(rel: tuple[int, int], r: SeqResult) -> None:
+def _validate(rel: Release, r: SeqResult) -> None:
     assert [s.errno for s in r.steps[2:]] == [errno.EOPNOTSUPP, 0]
 
 
-def _remove(rel: tuple[int, int], r: SeqResult) -> None:
+def _remove(rel: Release, r: SeqResult) -> None:
     errs = [s.errno for s in r.steps[1:] if s.op.startswith("madvise")]
     assert errs == [errno.EACCES, errno.EINVAL, 0]
 
 
-def _zero_shared(rel: tuple[int, int], r: SeqResult) -> None:
+def _zero_shared(rel: Release, r: SeqResult) -> None:
     assert [v.backing for v in _vmas(r)] == ["zero_(deleted)+3"]
 
 
-def _zero_private(rel: tuple[int, int], r: SeqResult) -> None:
+def _zero_private(rel: Release, r: SeqResult) -> None:
     # still an anonymous VMA that keeps /dev/zero as its file on every release up to 7.3: the
     # pure-anonymous /dev/zero of upstream's test_pure_anon_dev_zero is newer than 7.3
     assert [v.backing for v in _vmas(r)] == ["zero+5", ""]
 
 
-def _two_opens(rel: tuple[int, int], r: SeqResult) -> None:
+def _two_opens(rel: Release, r: SeqResult) -> None:
     # a second open() is another struct file: no merge; a dup() shares it: merge
     assert _layout(r) == [(0, 2), (2, 4), (6, 10)]
 
 
-def _brk(rel: tuple[int, int], r: SeqResult) -> None:
+def _brk(rel: Release, r: SeqResult) -> None:
     # the runner's heap was faulted by its parent before the fork: a brk extension cannot take
     # the forked VMA's anon_vma (both anon rules refuse), so the heap grows as a second VMA
     assert r.steps[1].ret == 1008 and _layout(r, 1) == [(1000, 1004), (1004, 1008)]
     assert r.steps[3].ret == 1003 and _layout(r) == [(1000, 1002), (1002, 1003)]
 
 
-def _growsdown(rel: tuple[int, int], r: SeqResult) -> None:
+def _growsdown(rel: Release, r: SeqResult) -> None:
     assert r.steps[-1].errno == 0 and _layout(r) == [(8, 12)]
 
 
@@ -141,6 +157,8 @@ BEHAVIOURS: dict[str, tuple[tuple[str, ...], Check]] = {
     "madv-unmergeable-clears-sealed-on-6.16": (
         ("mmap 5 3 --- private,anon,fixed", "madvise 5 3 mergeable", "mseal 5 3",
          "madvise 5 3 unmergeable"), _unmergeable_sealed),
+    "mseal-leaves-the-vma-after-a-merge-apart-from-6.17-until-the-curr-start-fix": (
+        ("mmap 0 8 rw- private,anon,fixed", "mseal 2 2", "mseal 0 5"), _mseal_stale_start),
     "map-stack-is-nohugepage": (
         ("mmap 0 2 rw- private,anon,fixed", "mmap 2 2 rw- private,anon,fixed,stack"), _map_stack),
     "map-hugetlb-refused-without-a-pool": (

@@ -4,6 +4,8 @@ profile the release picks) agrees with the kernel on every step."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from replay.oracle import compare, run_live, run_model
@@ -16,9 +18,11 @@ from tests.qemu_batches import boot
 NAMES = list(BEHAVIOURS)
 
 
-def _release(upstream: str) -> tuple[int, int]:
-    major, minor = upstream.split(".")[:2]
-    return int(major), int(minor)
+def _release(upstream: str) -> tuple[int, int, int]:
+    """(major, minor, stable patch level) of an upstream version "X.Y[.Z]"."""
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", upstream)
+    assert m, upstream
+    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
 
 
 @pytest.mark.qemu

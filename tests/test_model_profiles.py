@@ -18,7 +18,9 @@ from replay import profiles as profiles_mod
         ("6.15.2", "6.15"), ("6.16", "6.16"), ("6.17", "6.17"), ("6.18", "6.18.0"),
         ("6.18.3", "6.18.0"), ("6.18.7", "6.18.0"), ("6.18.8", "6.18.8"),
         ("6.18.15", "6.18.8"), ("6.18.44", "6.19"), ("6.18.44-fc-v669", "6.19"),
-        ("6.18.60", "6.19"), ("6.19", "6.19"), ("6.19.1", "6.19"), ("7.0", "6.19"),
+        ("6.18.20", "6.18.8"), ("6.18.21", "6.18.21"), ("6.18.43", "6.18.21"),
+        ("6.18.60", "6.19"), ("6.19", "6.19"), ("6.19.1", "6.19.0"), ("6.19.10", "6.19.0"),
+        ("6.19.11", "6.19"), ("6.19.14", "6.19"), ("7.0", "6.19"),
         ("7.1.13", "6.19"), ("7.2", "7.2"), ("7.3.4", "7.2"), ("v6.12", "6.12"),
     ],
 )
@@ -28,7 +30,7 @@ def test_get_profile_maps_versions(version: str, name: str) -> None:
 
 def test_profile_names_for_live_detection() -> None:
     assert set(PROFILE_NAMES) == {"6.1", "6.6", "6.12", "6.15", "6.16", "6.17", "6.18.0",
-                                  "6.18.8", "6.19", "7.2"}
+                                  "6.18.8", "6.18.21", "6.19.0", "6.19", "7.2"}
     for n in PROFILE_NAMES:
         assert get_profile(n).name == n
 
@@ -38,7 +40,7 @@ def test_6_16_has_the_old_mremap_check_order_and_clears_the_dontunmap_source_acc
     diff = {f.name for f in dataclasses.fields(p616)
             if getattr(p616, f.name) != getattr(p617, f.name)}
     assert diff == {"name", "mremap_multi_vma", "mremap_checks_first", "dontunmap_clears_account",
-                    "unmergeable_clears_sealed"}
+                    "unmergeable_clears_sealed", "mseal_stale_curr_start"}
     assert p616.dontunmap_clears_account and not p616.mremap_checks_first
     assert not get_profile("6.15").dontunmap_clears_account
     assert not get_profile("6.18.0").dontunmap_clears_account
@@ -69,6 +71,20 @@ def test_release_newer_than_any_profile_warns(capsys: pytest.CaptureFixture[str]
     assert "newer than any profile" in capsys.readouterr().err
     get_profile("7.3.4")
     assert capsys.readouterr().err == ""
+
+
+def test_mseal_stale_curr_start_from_6_17_until_the_fix_and_its_backports() -> None:
+    """6c2da14ae1e0 (6.17) until 2697dd8ae721 (7.0; stable 6.18.21 and 6.19.11)."""
+    stale = {v: get_profile(v).mseal_stale_curr_start for v in (
+        "6.16.12", "6.17.13", "6.18.5", "6.18.15", "6.18.20", "6.18.21", "6.18.44", "6.19.10",
+        "6.19.11", "6.19.14", "7.0", "7.3.4")}
+    assert stale == {"6.16.12": False, "6.17.13": True, "6.18.5": True, "6.18.15": True,
+                     "6.18.20": True, "6.18.21": False, "6.18.44": False, "6.19.10": True,
+                     "6.19.11": False, "6.19.14": False, "7.0": False, "7.3.4": False}
+    for a, b in (("6.18.8", "6.18.21"), ("6.19.0", "6.19")):
+        pa, pb = get_profile(a), get_profile(b)
+        assert {f.name for f in dataclasses.fields(pa) if getattr(pa, f.name) != getattr(
+            pb, f.name)} == {"name", "mseal_stale_curr_start"}
 
 
 def test_7_2_handles_the_dontunmap_source_as_6_12_did() -> None:

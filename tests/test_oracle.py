@@ -281,7 +281,7 @@ def test_qemu_runner_sane(kernel: str) -> None:
 
 def _fake_kernel(
     new: bool, guard: bool, gu: bool, mseal: bool, acct_drop: bool, mremap_fixed: bool = True,
-    dontunmap_merges: bool = True,
+    dontunmap_merges: bool = True, mseal_stale: bool = False, checks_first: bool = True,
 ) -> tuple[Callable[[Seq[Sequence]], list[SeqResult]], list[str]]:
     """A stand-in runner for replay.live.probe() that answers like a kernel of the given kind and
     records what was asked (L20 must never be requested from a possibly affected kernel)."""
@@ -301,6 +301,15 @@ def _fake_kernel(
             if s.name == "probe-dontunmap":
                 steps[-1].vmas = ((VmaRow(5, 8, "r--p", frozenset()),) if dontunmap_merges else
                                   (VmaRow(5, 7, "r--p", frozenset()), VmaRow(7, 8, "r--p", frozenset())))
+            elif s.name == "probe-mseal-walk":
+                sl = frozenset({"sl"})
+                steps[-1].errno = 0 if mseal else errno.ENOSYS
+                steps[-1].vmas = () if not mseal else (
+                    (VmaRow(1, 3, "rw-p", sl), VmaRow(3, 4, "rw-p", sl),
+                     VmaRow(4, 5, "rw-p", frozenset())) if mseal_stale else
+                    (VmaRow(1, 4, "rw-p", sl), VmaRow(4, 5, "rw-p", frozenset())))
+            elif s.name == "probe-mremap-order":
+                steps[-1].errno = errno.EINVAL if checks_first else errno.EFAULT
             elif rid == "probe":  # mseal probe
                 steps[-1].errno = 0 if mseal else errno.ENOSYS
             else:
@@ -331,10 +340,34 @@ def test_probe_tells_7_2_by_its_dontunmap_copy() -> None:
 
 
 @pytest.mark.parametrize(
+    ("sticky", "stale", "checks_first", "profile"),
+    [
+        (True, True, True, "6.19.0"),  # 6.19.0 .. 6.19.10
+        (True, False, True, "6.19"),
+        (False, True, True, "6.18.0"),  # 6.17 .. 6.18.20: the mremap fix cannot be told
+        (False, False, True, "6.18.21"),  # 6.18.21 .. 6.18.43
+        (False, False, False, "6.16"),
+    ],
+)
+def test_probe_places_the_stale_mseal_walk(sticky: bool, stale: bool, checks_first: bool,
+                                           profile: str) -> None:
+    from replay.live import probe
+
+    run, asked = _fake_kernel(True, True, sticky, True, True, mseal_stale=stale,
+                              checks_first=checks_first)
+    info = probe(run)
+    assert info.profile == profile, info.findings
+    assert info.mseal_stale is stale
+    assert any(n.startswith("L20") for n in asked) == sticky
+    assert info.mremap_faulted_safe == sticky  # L20 only runs where sticky flags prove the fix
+
+
+@pytest.mark.parametrize(
     ("kind", "profile", "safe"),
     [
         ((True, True, True, True, True), "6.19", True),
-        ((True, True, False, True, True), "6.18.0", False),  # 6.16 .. 6.18.x without sticky flags
+        # without sticky flags, mremap's check order and a fixed mseal walk: 6.18.21 .. 6.18.43
+        ((True, True, False, True, True), "6.18.21", False),
         ((False, True, False, True, True), "6.15", True),
         ((False, False, False, True, True), "6.12", True),
         ((False, False, False, False, False), "6.1", True),
@@ -369,17 +402,19 @@ def test_probe_classifies_the_old_kernels(kernel: str) -> None:
 
 @pytest.mark.live
 def test_detect_live_profile() -> None:
+    from replay import get_profile
     from replay.live import detect_live_profile, probe_live
 
     need_live()
     profile, findings = detect_live_profile()
-    assert profile in ("6.1", "6.12", "6.15", "6.18.0", "6.19", "7.2")
+    assert profile in ("6.1", "6.12", "6.15", "6.16", "6.18.0", "6.18.21", "6.19.0", "6.19", "7.2")
     assert findings and findings[-1] == f"profile: {profile}"
     info = probe_live()
     assert info.profile == profile
     # the profile is consistent with what the probes saw
-    assert info.new_anon_rule == (profile in ("6.18.0", "6.19", "7.2"))
-    assert info.sticky == (profile in ("6.19", "7.2"))
+    assert info.new_anon_rule == (profile in ("6.16", "6.18.0", "6.18.21", "6.19.0", "6.19", "7.2"))
+    assert info.sticky == (profile in ("6.19.0", "6.19", "7.2"))
+    assert info.mseal_stale == get_profile(profile).mseal_stale_curr_start
     if info.sticky:
         assert info.mremap_fixed is True and info.mremap_faulted_safe
 

@@ -103,4 +103,5 @@ def kernel_probe() -> dict[str, object] | None:
         return None
     return {"profile": info.profile, "sticky": info.sticky, "new_anon_rule": info.new_anon_rule,
             "guard": info.has_guard, "mseal": info.has_mseal, "account_drop": info.account_drop,
-            "mremap_fixed": info.mremap_fixed, "findings": list(info.findings)}
+            "mremap_fixed": info.mremap_fixed, "mseal_stale": info.mseal_stale,
+            "mremap_checks_first": info.mremap_checks_first, "findings": list(info.findings)}
