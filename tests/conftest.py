@@ -41,6 +41,22 @@ def reap(p: subprocess.Popen[Any]) -> None:
                 f.close()
 
 
+def write_small_trace(t: Path) -> Path:
+    """A real trace at ``t``: two snapshots of this test process around two events."""
+    import polars as pl
+
+    from collectors.procmaps import read_snapshot
+    from vmatrace.base.trace import TraceWriter
+
+    with TraceWriter(t, {"collector": "test", "pids": [os.getpid()]}) as w:
+        w.add_snapshot(read_snapshot(os.getpid()), "start")
+        w.add_events(pl.DataFrame({"seq": [0, 1], "ts_ns": [1, 2], "pid": [os.getpid()] * 2,
+                                   "tid": [os.getpid()] * 2, "kind": ["mmap", "munmap"]}))
+        w.flush()
+        w.add_snapshot(read_snapshot(os.getpid()), "exit")
+    return t
+
+
 def need_root() -> None:
     need(os.geteuid() == 0, "needs root")
 

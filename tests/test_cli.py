@@ -176,17 +176,9 @@ def test_closed_stdout_ends_quietly_with_sigpipe_status(json_out: bool) -> None:
 @pytest.fixture(scope="module")
 def small_trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real trace: two snapshots of this test process and two events."""
-    from collectors.procmaps import read_snapshot
-    from vmatrace.base.trace import TraceWriter
+    from tests.conftest import write_small_trace
 
-    t = tmp_path_factory.mktemp("cli") / "t.vmat"
-    with TraceWriter(t, {"collector": "test", "pids": [os.getpid()]}) as w:
-        w.add_snapshot(read_snapshot(os.getpid()), "start")
-        w.add_events(pl.DataFrame({"seq": [0, 1], "ts_ns": [1, 2], "pid": [os.getpid()] * 2,
-                                   "tid": [os.getpid()] * 2, "kind": ["mmap", "munmap"]}))
-        w.flush()
-        w.add_snapshot(read_snapshot(os.getpid()), "exit")
-    return t
+    return write_small_trace(tmp_path_factory.mktemp("cli") / "t.vmat")
 
 
 @pytest.fixture(scope="module")

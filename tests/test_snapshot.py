@@ -416,17 +416,17 @@ def test_smaps_through_the_helper_process_equals_reading_it_here(monkeypatch: py
         _wait_stopped(p.pid)
         here = read_snapshot(p.pid, helper=False).columns
         no_pss = lambda c: {k: v for k, v in c.items() if k != "pss_kb"}  # noqa: E731 (others' maps move Pss)
-        if procmaps._use_helper():
-            fed: list[int] = []
-            real = procmaps._parse_smaps_overlapped
+        monkeypatch.setattr(procmaps, "_use_helper", lambda: True)  # also on a one-CPU machine
+        fed: list[int] = []
+        real = procmaps._parse_smaps_overlapped
 
-            def spy(path: str, parser: procmaps.SmapsParser) -> bool:
-                ok = real(path, parser)
-                fed.append(len(parser.cols["start"]))
-                return ok
-            monkeypatch.setattr(procmaps, "_parse_smaps_overlapped", spy)
-            assert no_pss(read_snapshot(p.pid).columns) == no_pss(here)
-            assert fed and fed[0] > 3000  # the helper's path was taken and read it all
+        def spy(path: str, parser: procmaps.SmapsParser) -> bool:
+            ok = real(path, parser)
+            fed.append(len(parser.cols["start"]))
+            return ok
+        monkeypatch.setattr(procmaps, "_parse_smaps_overlapped", spy)
+        assert no_pss(read_snapshot(p.pid).columns) == no_pss(here)
+        assert fed and fed[0] > 3000  # the helper's path was taken and read it all
         monkeypatch.setattr(procmaps, "_cat", lambda: "/bin/false")
         snap = read_snapshot(p.pid)
         assert no_pss(snap.columns) == no_pss(here) and snap.complete
@@ -434,7 +434,7 @@ def test_smaps_through_the_helper_process_equals_reading_it_here(monkeypatch: py
         reap(p)
 
 
-def test_helper_reaped_by_another_thread_falls_back() -> None:
+def test_helper_reaped_by_another_thread_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
     """A thread of ours that reaps every child (waitpid(-1), as a ptrace loop does) can take the
     helper's exit status first: the snapshot then reads the file again here and is still whole
     (the recorder passes helper=False so that this never costs it a second read)."""
@@ -443,8 +443,7 @@ def test_helper_reaped_by_another_thread_falls_back() -> None:
 
     from collectors import procmaps
 
-    if not procmaps._use_helper():
-        pytest.skip("one CPU: no helper process is used")
+    monkeypatch.setattr(procmaps, "_use_helper", lambda: True)  # also on a one-CPU machine
     here = read_snapshot(os.getpid(), helper=False)
     stop = threading.Event()
 

@@ -231,14 +231,13 @@ def invisible_fragmentation(vmas: Snapshot | pl.DataFrame) -> list[Run]:
     """
     c = _columns(vmas)
     explain = explain_pair_deep if "anon_vma_id" in c else explain_pair
-    starts, ends, perms, paths = c["start"], c["end"], c["perms"], c["path"]
-    n = len(starts)
+    n = len(c["start"])
     if n < 2:
         return []
-    order = list(range(n))
-    if starts != sorted(starts):
-        order.sort(key=starts.__getitem__)
-        starts, ends, perms, paths = ([col[i] for i in order] for col in (starts, ends, perms, paths))
+    if c["start"] != sorted(c["start"]):
+        order = sorted(range(n), key=c["start"].__getitem__)
+        c = {k: [col[i] for i in order] for k, col in c.items()}
+    starts, ends, perms, paths = c["start"], c["end"], c["perms"], c["path"]
     # pairs (i - 1, i), in C-level maps: contiguous, same perms, same name
     same = map(all, zip(map(eq, ends, starts[1:]), map(eq, perms, perms[1:]),
                         map(eq, paths, paths[1:]), strict=True))  # n - 1 pairs each
@@ -247,7 +246,7 @@ def invisible_fragmentation(vmas: Snapshot | pl.DataFrame) -> list[Run]:
         return []
     keys = list(c)
     want = sorted({j - 1 for j in right} | set(right))
-    row = {j: {k: c[k][order[j]] for k in keys} for j in want}
+    row = {j: {k: c[k][j] for k in keys} for j in want}
     runs: list[Run] = []
     cur: Run | None = None
     last = -2

@@ -18,23 +18,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from collectors.procmaps import read_snapshot
 from tests.adversarial.common import EXIT, one_error_line, vm, warnings_of
-from tests.conftest import ROOT
-from vmatrace.base.trace import TraceWriter
+from tests.conftest import ROOT, write_small_trace
 
 
 @pytest.fixture(scope="module")
 def trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A clean trace: two snapshots of this test process and a few events."""
-    t = tmp_path_factory.mktemp("info") / "t.vmat"
-    with TraceWriter(t, {"collector": "test", "pids": [os.getpid()]}) as w:
-        w.add_snapshot(read_snapshot(os.getpid()), "start")
-        w.add_events(pl.DataFrame({"seq": [0, 1], "ts_ns": [1, 2], "pid": [os.getpid()] * 2,
-                                   "tid": [os.getpid()] * 2, "kind": ["mmap", "munmap"]}))
-        w.flush()
-        w.add_snapshot(read_snapshot(os.getpid()), "exit")
-    return t
+    return write_small_trace(tmp_path_factory.mktemp("info") / "t.vmat")
 
 
 def _copy(trace: Path, tmp: Path) -> Path:
