@@ -31,7 +31,6 @@ from vmatrace.base.snapshot import (
     SnapshotError,
     empty_vma_columns,
     parse_maps_columns,
-    parse_smaps_columns,
 )
 
 PF_KTHREAD = 0x00200000
@@ -169,6 +168,15 @@ def _read_all(path: str) -> bytes:
         return f.readall()
 
 
+def _feed(fd: int, parser: SmapsParser) -> None:
+    """Feed the parser all that ``fd`` gives, a piece at a time, as it arrives (non-UTF-8 bytes of a
+    name become \\xNN, as documented in the schema)."""
+    decoder = codecs.getincrementaldecoder("utf-8")("backslashreplace")
+    while chunk := os.read(fd, 1 << 20):
+        parser.feed(decoder.decode(chunk))
+    parser.feed(decoder.decode(b"", final=True))
+
+
 def _cat() -> str | None:
     for d in ("/usr/bin", "/bin"):
         if os.access(f"{d}/cat", os.X_OK):
@@ -201,12 +209,9 @@ def _parse_smaps_overlapped(path: str, parser: SmapsParser) -> bool:
         finally:
             os.close(w)
             os.close(fd)
-        decoder = codecs.getincrementaldecoder("utf-8")("backslashreplace")
         done = False
         try:
-            while chunk := os.read(r, 1 << 20):
-                parser.feed(decoder.decode(chunk))
-            parser.feed(decoder.decode(b"", final=True))
+            _feed(r, parser)
             done = True
         finally:
             if not done:
@@ -299,10 +304,18 @@ def read_snapshot(pid: int, *, smaps: bool = True, method: str = "auto", task: i
                     raise _proc_error(pid, what, e) from None
         if got is None:  # no helper, or it failed: read it here, with this process's errors
             try:
-                raw = _read_all(what)
+                if smaps:
+                    parser = SmapsParser()
+                    fd = os.open(what, os.O_RDONLY | os.O_CLOEXEC)
+                    try:
+                        _feed(fd, parser)
+                    finally:
+                        os.close(fd)
+                    got = parser.finish(warnings)
+                else:
+                    got = parse_maps_columns(_read_all(what), warnings)
             except OSError as e:
                 raise _proc_error(pid, what, e) from None
-            got = parse_smaps_columns(raw, warnings) if smaps else parse_maps_columns(raw, warnings)
         cols = got
         used = "text"
     t1 = time.monotonic_ns()

@@ -364,6 +364,7 @@ def test_fast_smaps_parser_equals_the_line_parser() -> None:
     assert fast == _line_parsed(text)
     for size in (1, 700, 4096, 65536):
         assert parse_smaps_columns(text[i:i + size] for i in range(0, len(text), size)) == fast
+    assert parse_smaps_columns(text.rstrip("\n")) == fast  # the last VmFlags line unended
     odd = text.replace("\nRss:", "\nRssX:", 1)  # one VMA lacks its Rss line
     slow = parse_smaps_columns(odd)
     assert slow["rss_kb"][0] == 0 and slow["start"] == fast["start"]
@@ -462,3 +463,66 @@ def test_helper_reaped_by_another_thread_falls_back(monkeypatch: pytest.MonkeyPa
     finally:
         stop.set()
         th.join()
+
+
+def _kernel_header(start: int, end: int, perms: str, off: int, dev: tuple[int, int], ino: int, name: str | None,
+                   width: int = 72) -> str:
+    """A header line as show_map_vma() prints it: the fields, a space, and for a named VMA spaces
+    up to ``width`` (seq_setwidth(), 72 on a 64-bit kernel, 48 on a 32-bit one), a space, the name."""
+    prefix = f"{start:08x}-{end:08x} {perms} {off:08x} {dev[0]:02x}:{dev[1]:02x} {ino} "
+    return prefix if name is None else prefix + " " * max(0, width - len(prefix)) + " " + name
+
+
+def test_header_columns_equal_the_line_parser() -> None:
+    """The header lines are parsed all at once (the fields before the name column split as one
+    text, the hex numbers of one width decoded together); every line shape the kernel prints gives
+    what the line-by-line parser gives: addresses of 8, 12 and 16 digits mixed, names with spaces,
+    headers too wide for the pad (a 16-digit offset, a 20-digit inode), a 32-bit kernel's pad."""
+    import random
+
+    from vmatrace.base.snapshot import _header, parse_maps_columns
+
+    rng = random.Random(1203)
+    names = [None, None, "/usr/lib/libc.so.6", "[heap]", "[anon:two  spaces]", "/tmp/a  b  c"]
+
+    def lines(n: int, width: int = 72, digits: tuple[int, ...] = (12,), wide: float = 0.0) -> list[str]:
+        starts = sorted({rng.randrange(16 ** (d - 1), 16 ** d - 0x10000) >> 16 << 16
+                         for d in (rng.choice(digits) for _ in range(n))})
+        return [_kernel_header(s, s + 0x1000 * rng.randrange(1, 9), rng.choice(["r--p", "rw-s", "---p"]),
+                               rng.randrange(1 << 64) if rng.random() < wide else rng.randrange(1 << 20) << 12,
+                               (rng.randrange(1, 300), rng.randrange(1 << 12)),
+                               rng.randrange(10 ** 19, 10 ** 20) if rng.random() < wide else rng.randrange(1 << 20),
+                               rng.choice(names), width) for s in starts]
+
+    batches = {
+        "12 digits": lines(500),
+        "8/12/16 digits": lines(500, digits=(8, 12, 16)),
+        "some too wide": lines(500, wide=0.1),
+        "32-bit kernel": lines(500, width=48, digits=(8,)),
+    }
+    # offsets of 12, 8 and 16 digits in turn: as many digits in all as if all had 12
+    batches["offsets of three widths"] = [
+        _kernel_header(0x7F0000000000 + i * 0x10000, 0x7F0000001000 + i * 0x10000, "r--p", off, (8, 1), 12, "/x")
+        for i, off in enumerate([0x123456789000, 0x1000, 0xFEDCBA9876543000] * 167)]
+    for what, lines in batches.items():
+        want: dict[str, list[object]] = {k: [] for k in ("start", "end", "perms", "offset", "dev", "inode", "path")}
+        for ln in lines:
+            for k, v in zip(want, _header(ln), strict=True):
+                want[k].append(v)
+        got = parse_maps_columns("\n".join(lines) + "\n")
+        assert {k: got[k] for k in want} == want, what
+    bad = [*batches["12 digits"][:10], "7f00-7f01-7f02 r--p 00000000 00:00 0 ", *batches["12 digits"][10:20]]
+    with pytest.raises(SnapshotError, match="line 11"):
+        parse_maps_columns("\n".join(bad))
+    with pytest.raises(SnapshotError, match="line 3"):
+        parse_maps_columns("\n".join([*batches["12 digits"][:2], "7f00x-7f01 r--p 00000000 00:00 0 "]))
+
+
+def test_ranges_of_mixed_widths_are_not_decoded_as_one_width() -> None:
+    """A start of 8 digits and an end of 16 make a range as long as one of 12 and 12: the ranges
+    are decoded all at once only when every "-" stands where the first range's does."""
+    from vmatrace.base.snapshot import _range_columns
+
+    ranges = ["7f0000001000-7f0000002000", "00400000-00007f0000003000", "7f0000004000-7f0000005000"]
+    assert _range_columns(ranges) == ([0x7F0000001000, 0x400000, 0x7F0000004000],
+                                      [0x7F0000002000, 0x7F0000003000, 0x7F0000005000])

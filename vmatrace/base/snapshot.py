@@ -14,9 +14,11 @@ printed twice: the parsers drop the later overlapping line and say so in a warni
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from itertools import repeat
-from operator import add, itemgetter
+import sys
+from array import array
+from collections.abc import Callable, Iterable
+from itertools import chain, compress, repeat
+from operator import add, eq, getitem, is_, itemgetter, le, sub
 from typing import TYPE_CHECKING, Any
 
 from vmatrace.base.errors import SnapshotError
@@ -62,6 +64,9 @@ DEEP_FIELDS: dict[str, str] = {
 # smaps field -> column
 _SMAPS_FIELDS = {"Rss:": "rss_kb", "Pss:": "pss_kb", "Anonymous:": "anonymous_kb", "Swap:": "swap_kb"}
 _SIZE_COLUMNS = tuple(_SMAPS_FIELDS.values())
+_VMFLAGS = "\nVmFlags: "  # the start of a block's last line (show_smap_vma_flags())
+_PIECE = 1 << 20  # smaps text is parsed in pieces of this many characters
+_cut: Callable[[str, slice], str] = getitem  # text[slice], mapped over many texts
 
 _SCHEMAS: dict[str, Any] = {}
 
@@ -196,6 +201,83 @@ def _header(line: str) -> tuple[int, int, str, int, str, int, str | None]:
     return int(lo, 16), int(hi, 16), perms, int(parts[2], 16), parts[3], int(parts[4]), path
 
 
+# show_map_vma() pads each header to this column before the name (seq_setwidth(m, 25 +
+# sizeof(void *) * 6 - 1), then seq_pad(m, ' '), in show_vma_header_prefix(), fs/proc/task_mmu.c)
+_NAME_AT = 25 + 8 * 6 - 1 + 1
+_PREFIX, _NAME, _PAD = slice(0, _NAME_AT), slice(_NAME_AT, None), slice(_NAME_AT - 2, _NAME_AT)
+
+
+def _u64s(text: str, width: int, n: int) -> list[int] | None:
+    """``n`` hex numbers of ``width`` digits each, joined by "-", as ints, in a few C-level calls
+    (bytes.fromhex(), 64-bit words); None where that text is not of that shape."""
+    pad = "0" * (16 - width)
+    try:
+        words = array("Q", bytes.fromhex(pad + text.replace("-", pad)))
+    except ValueError:
+        return None
+    if len(words) != n:
+        return None
+    if sys.byteorder == "little":
+        words.byteswap()
+    return words.tolist()
+
+
+def _hex_column(values: list[str]) -> list[int]:
+    """Hex numbers into ints: all at once where they have one width, else one by one."""
+    w = len(values[0]) if values else 0
+    if 0 < w <= 16 and set(map(len, values)) == {w} and (got := _u64s("-".join(values), w, len(values))):
+        return got
+    return list(map(int, values, repeat(16)))
+
+
+def _range_columns(ranges: list[str]) -> tuple[list[int], list[int]]:
+    """``start-end`` texts into starts and ends: all at once where every start and end has one
+    width, else one by one."""
+    n = len(ranges)
+    w = len(ranges[0]) // 2 if ranges else 0
+    if (0 < w <= 16 and set(map(len, ranges)) == {2 * w + 1} and "".join(map(itemgetter(w), ranges)) == "-" * n
+            and (both := _u64s("-".join(ranges), w, 2 * n))):
+        return both[0::2], both[1::2]
+    rng = list(map(str.partition, ranges, repeat("-")))
+    if set(map(itemgetter(1), rng)) != {"-"}:
+        raise ValueError
+    return list(map(int, map(itemgetter(0), rng), repeat(16))), list(map(int, map(itemgetter(2), rng), repeat(16)))
+
+
+def _header_columns(heads: list[str], what: str) -> Columns:
+    """Header lines (:func:`_header`) into the columns start, end, perms, offset, dev, inode and
+    path, each step over all lines at once: the five fields before the name column split as one
+    text, where every named line is padded to that column; line by line otherwise. Raises
+    :class:`SnapshotError` naming the first bad line."""
+    try:
+        names = list(map(_cut, heads, repeat(_NAME)))
+        pads = "".join(compress(map(_cut, heads, repeat(_PAD)), names))
+        tokens = "\n".join(map(_cut, heads, repeat(_PREFIX))).split()
+        if len(pads) == 2 * (len(heads) - names.count("")) and not pads.strip(" ") \
+                and len(tokens) == 5 * len(heads):
+            ranges, perms, offs, devs, inos = (tokens[i::5] for i in range(5))
+            paths: list[str | None] = [x or None for x in names]
+        else:  # a name elsewhere (a header wider than the pad, a 32-bit kernel): one by one
+            parts = list(map(str.split, heads, repeat(None), repeat(5)))
+            if min(map(len, parts), default=5) < 5:
+                raise ValueError
+            ranges, perms, offs, devs, inos = (list(map(itemgetter(i), parts)) for i in range(5))
+            paths = [p[5] if len(p) == 6 else None for p in parts]
+        starts, ends = _range_columns(ranges)
+        cols: Columns = {"start": starts, "end": ends, "perms": perms, "offset": _hex_column(offs), "dev": devs,
+                "inode": list(map(int, inos)), "path": paths}
+        if set(map(len, perms)) - {4}:
+            raise ValueError
+        return cols
+    except ValueError:
+        for h in heads:  # name the bad line
+            try:
+                _header(h)
+            except ValueError:
+                raise SnapshotError(f"a line is not a /proc/PID/{what} line: {h[:60]!r}") from None
+        raise SnapshotError(f"not /proc/PID/{what} text") from None
+
+
 def _decoded(text: str | bytes) -> str:
     """/proc text as str: non-UTF-8 bytes of a name become ``\\xNN`` (documented in the schema)."""
     if isinstance(text, str):
@@ -210,6 +292,8 @@ def drop_reprinted(cols: Columns, warnings: list[str]) -> Columns:
     the last printed address, so a VMA that changed in between can appear again, overlapping.
     """
     starts, ends = cols["start"], cols["end"]
+    if all(map(le, ends[:-1], starts[1:])):  # in order, none overlapping: the usual case
+        return cols
     dup: list[int] = []
     top = -1
     for i, (s, e) in enumerate(zip(starts, ends, strict=True)):
@@ -238,27 +322,17 @@ def _bad_line(text: str, what: str, fallback: str) -> SnapshotError:
 def parse_maps_columns(text: str | bytes, warnings: list[str] | None = None) -> Columns:
     """Parse /proc/PID/maps text (or the bytes read) into columns (the smaps columns None)."""
     text = _decoded(text)
-    cols = empty_vma_columns()
-    starts, ends, permss, offs, devs, inos, paths = (cols[k] for k in (
-        "start", "end", "perms", "offset", "dev", "inode", "path"))
+    lines = text.split("\n")
+    if not all(map(str.strip, lines)):
+        lines = [ln for ln in lines if ln.strip()]
     try:
-        for line in text.split("\n"):
-            if not line.strip():
-                continue
-            s, e, perms, off, dev, ino, path = _header(line)
-            starts.append(s)
-            ends.append(e)
-            permss.append(perms)
-            offs.append(off)
-            devs.append(dev)
-            inos.append(ino)
-            paths.append(path)
-    except ValueError:
+        cols = _header_columns(lines, "maps")
+    except SnapshotError:
         raise _bad_line(text, "maps", "not /proc/PID/maps text") from None
-    n = len(starts)
+    n = len(lines)
     for k in (*_SIZE_COLUMNS, "vmflags"):
         cols[k] = [None] * n
-    return drop_reprinted(cols, warnings if warnings is not None else [])
+    return drop_reprinted({k: cols[k] for k in VMA_FIELDS}, warnings if warnings is not None else [])
 
 
 class SmapsParser:
@@ -273,6 +347,11 @@ class SmapsParser:
     bulk, without splitting its other lines. A block where VmFlags stands elsewhere (a size of 8
     digits or more, another set of lines) is parsed line by line, and so is text of any other
     shape.
+
+    In bulk means a few C-level calls over all the blocks of a piece of text, and no Python code
+    per VMA: the text is split at every VmFlags line; each size is a slice at a fixed offset from
+    the end of its piece; the header lines are parsed together (:func:`_header_columns`). Text
+    is parsed in pieces of about a megabyte, so that each pass finds its piece in the CPU's cache.
     """
 
     def __init__(self) -> None:
@@ -283,6 +362,9 @@ class SmapsParser:
         self._layout: tuple[tuple[tuple[str, int, int, str], ...], int] | bool | None = False
         self._tries = 0
         self._line_no = 0
+        self._body = 0
+        self._sizes_at: Callable[[str], tuple[str, ...]] = tuple
+        self._known: dict[str, int] = {}  # size text -> size
 
     def _learn(self, block_lines: list[str]) -> bool:
         """Learn the layout from one block (header line first); False if this block cannot show
@@ -314,6 +396,12 @@ class SmapsParser:
                 self._layout = None
             return False
         self._layout = (tuple(at), vmflags)
+        # a block's body (the lines between its header and VmFlags line) is this long, and each
+        # size stands at a fixed offset from its end
+        self._body = vmflags - 2
+        at.sort(key=lambda f: _SIZE_COLUMNS.index(f[3]))
+        self._sizes_at = itemgetter(*(slice(a + len(name) - self._body - 1, b - self._body - 1)
+                                      for name, a, b, _ in at))
         return True
 
     def feed(self, text: str) -> None:
@@ -332,84 +420,84 @@ class SmapsParser:
         if self._layout is None:
             self._buf = buf  # another shape: line by line at the end
             return
-        self._buf = buf[self._fast(buf):]
+        self._buf = self._fast(buf)
 
-    def _fast(self, buf: str) -> int:
-        """The fast path over the complete blocks of ``buf``; returns where it stopped."""
-        assert isinstance(self._layout, tuple)
-        vf_off = self._layout[1]
-        find, startswith = buf.find, buf.startswith
-        hs: list[int] = []   # header line start
-        hes: list[int] = []  # header line end
-        ves: list[int] = []  # VmFlags line end
-        pos, n = 0, len(buf)
-        while pos < n:
-            he = find("\n", pos)
-            if he < 0:
-                break
-            if startswith("VmFlags:", he + vf_off):
-                ve = find("\n", he + vf_off)
-                if ve < 0:
-                    break  # the block is not all here yet
-                hs.append(pos)
-                hes.append(he)
-                ves.append(ve)
-                pos = ve + 1
-                continue
-            # VmFlags elsewhere: a wider block, or one not all here yet
-            vfl = find("\nVmFlags:", he)
-            ve = find("\n", vfl + 1) if vfl >= 0 else -1
-            if ve < 0:
-                break
-            self._bulk(buf, hs, hes, ves)
-            hs, hes, ves = [], [], []
-            self._slow(buf[pos:ve])
-            pos = ve + 1
-        self._bulk(buf, hs, hes, ves)
-        return pos
+    def _fast(self, buf: str) -> str:
+        """The fast path over the complete blocks of ``buf``; returns the rest (a block not all
+        here yet).
 
-    def _bulk(self, buf: str, hs: list[int], hes: list[int], ves: list[int]) -> None:
-        """Append the blocks at these offsets (all of the learnt layout) to the columns."""
-        if not hs:
+        Split at each VmFlags line, every piece but the first and the last holds the flags of
+        one VMA, then the header and the other lines of the next: ``flags\\nheader\\nbody``.
+        A block of the learnt layout has a body of exactly the learnt length, so its header
+        ends, and each of its sizes stands, at the same offset from the end of its piece."""
+        pieces = buf.split(_VMFLAGS)
+        if len(pieces) < 2:
+            return buf
+        tail = pieces[-1]
+        t = tail.find("\n")
+        if t >= 0:
+            rest = tail[t + 1:]
+        else:  # the last VmFlags line is not all here: its block waits for the next read
+            pen = pieces[-2]
+            f = pen.find("\n")
+            if len(pieces) < 3 or f < 0:
+                return buf
+            rest = pen[f + 1:] + _VMFLAGS + tail
+            pieces[-2:] = [pen[:f + 1]]
+        pieces[0] = "\n" + pieces[0]  # the first block has no flags before its header
+        nls = list(map(str.find, pieces, repeat("\n")))
+        flags = list(map(str.strip, map(_cut, pieces[1:], map(slice, nls[1:]))))
+        del pieces[-1], nls[-1]
+        blocks, n = pieces, len(pieces)
+        hstart = list(map(add, nls, repeat(1)))
+        heads = list(map(_cut, blocks, map(slice, hstart, repeat(-self._body - 1))))
+        try:  # every header is one line ending where the body of the layout begins
+            fits = ("".join(map(itemgetter(-self._body - 1), blocks)) == "\n" * n and all(heads)
+                    and "\n" not in "".join(heads))
+        except IndexError:
+            fits = False
+        if fits:
+            self._bulk(blocks, heads, flags)
+            return rest
+        good = list(map(eq, map(str.find, blocks, repeat("\n"), hstart),
+                        map(sub, map(len, blocks), repeat(self._body + 1))))
+        i = 0
+        while i < n:  # runs of blocks of the layout, in bulk; any other block line by line
+            if good[i]:
+                j = good.index(False, i) if False in good[i:] else n
+                self._bulk(blocks[i:j], heads[i:j], flags[i:j])
+                i = j
+            else:
+                self._slow(blocks[i][hstart[i]:] + _VMFLAGS + flags[i])
+                i += 1
+        return rest
+
+    def _bulk(self, blocks: list[str], heads: list[str], flags: list[str]) -> None:
+        """Append these blocks (all of the learnt layout) with their header lines to the columns."""
+        if not blocks:
             return
-        assert isinstance(self._layout, tuple)
-        fields, vf_off = self._layout
         c = self.cols
-        cut = buf.__getitem__
-        # every step a C-level map over all blocks: no Python code runs per VMA
-        heads = list(map(cut, map(slice, hs, hes)))
-        try:
-            parts = list(map(str.split, heads, repeat(None), repeat(5)))
-            rng = list(map(str.partition, map(itemgetter(0), parts), repeat("-")))
-            starts = list(map(int, map(itemgetter(0), rng), repeat(16)))
-            ends = list(map(int, map(itemgetter(2), rng), repeat(16)))
-            perms = list(map(itemgetter(1), parts))
-            offs = list(map(int, map(itemgetter(2), parts), repeat(16)))
-            devs = list(map(itemgetter(3), parts))
-            inos = list(map(int, map(itemgetter(4), parts)))
-            if set(map(len, perms)) != {4}:
-                raise ValueError
-        except (ValueError, IndexError):
-            for h in heads:  # name the bad line
-                try:
-                    _header(h)
-                except ValueError:
-                    raise SnapshotError(f"a line is not a /proc/PID/smaps line: {h[:60]!r}") from None
-            raise SnapshotError("not /proc/PID/smaps text") from None
-        c["start"] += starts
-        c["end"] += ends
-        c["perms"] += perms
-        c["offset"] += offs
-        c["dev"] += devs
-        c["inode"] += inos
-        c["path"] += [p[5] if len(p) == 6 else None for p in parts]
-        try:
-            for name, a, b, col in fields:
-                c[col] += map(int, map(cut, map(slice, map(add, hes, repeat(a + len(name))),
-                                                 map(add, hes, repeat(b)))))
-        except ValueError:
-            raise SnapshotError("a size in /proc/PID/smaps is not a number") from None
-        c["vmflags"] += map(str.strip, map(cut, map(slice, map(add, hes, repeat(vf_off + 8)), ves)))
+        head = _header_columns(heads, "smaps")
+        # the sizes of all blocks in one pass, then one column each; most sizes repeat (0, 4, ...),
+        # so a size text seen before is looked up rather than converted again
+        texts = list(chain.from_iterable(map(self._sizes_at, blocks)))
+        known = self._known
+        sizes = list(map(known.get, texts))
+        if None in sizes:
+            try:
+                for i in compress(range(len(sizes)), map(is_, sizes, repeat(None))):
+                    sizes[i] = v = int(texts[i])
+                    if v < 0:
+                        raise ValueError
+                    if len(known) < 4096:
+                        known[texts[i]] = v
+            except ValueError:
+                raise SnapshotError("a size in /proc/PID/smaps is not a number") from None
+        for k, col in head.items():
+            c[k] += col
+        for i, k in enumerate(_SIZE_COLUMNS):
+            c[k] += sizes[i::len(_SIZE_COLUMNS)]
+        c["vmflags"] += flags
 
     def _slow(self, text: str) -> None:
         """Line by line (any shape); names the first bad line."""
@@ -453,7 +541,7 @@ class SmapsParser:
             if self._layout is False:
                 self._layout = None  # one block, never followed by a second: line by line
             if isinstance(self._layout, tuple):
-                self._buf = self._buf[self._fast(self._buf):]
+                self._buf = self._fast(self._buf)
             if self._buf.strip():
                 self._slow(self._buf)
             self._buf = ""
@@ -477,7 +565,10 @@ def _first_block_end(buf: str) -> int:
 def parse_smaps_columns(text: str | bytes | Iterable[str], warnings: list[str] | None = None) -> Columns:
     """Parse /proc/PID/smaps text (the bytes read, or its pieces in order) into columns."""
     p = SmapsParser()
-    for piece in ([_decoded(text)] if isinstance(text, str | bytes) else text):
+    if isinstance(text, str | bytes):  # in pieces: each pass over a piece stays in the CPU's cache
+        whole = _decoded(text)
+        text = (whole[i:i + _PIECE] for i in range(0, len(whole), _PIECE))
+    for piece in text:
         p.feed(piece)
     return p.finish(warnings)
 
