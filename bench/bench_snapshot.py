@@ -90,7 +90,13 @@ def main() -> int:
     if pmap is None:
         print("pmap (Debian's procps) is needed for the comparison", file=sys.stderr)
         return 1
-    vm = [PY, "-m", "vmatrace"]
+    # the command as a user runs it: the venv's console script, with the project's byte-code
+    # written as scripts/setup.sh writes it (Python would otherwise compile every module of the
+    # project on each start where PYTHONDONTWRITEBYTECODE is set)
+    script = Path(PY).with_name("vmatrace")
+    vm = [str(script)] if script.exists() else [PY, "-m", "vmatrace"]
+    subprocess.run([PY, "-m", "compileall", "-q", "vmatrace", "collectors", "replay"], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL)
     rows: list[tuple[str, float, str, float, float]] = []  # what, ms, against, ratio, goal
     p = _spawn(a.vmas)
     q = _spawn(a.all_vmas)
