@@ -67,6 +67,7 @@ _SIZE_COLUMNS = tuple(_SMAPS_FIELDS.values())
 _VMFLAGS = "\nVmFlags: "  # the start of a block's last line (show_smap_vma_flags())
 _PIECE = 1 << 20  # smaps text is parsed in pieces of this many characters
 _cut: Callable[[str, slice], str] = getitem  # text[slice], mapped over many texts
+_NO_NAME: dict[str, str | None] = {"": None}
 
 _SCHEMAS: dict[str, Any] = {}
 
@@ -256,7 +257,7 @@ def _header_columns(heads: list[str], what: str) -> Columns:
         if len(pads) == 2 * (len(heads) - names.count("")) and not pads.strip(" ") \
                 and len(tokens) == 5 * len(heads):
             ranges, perms, offs, devs, inos = (tokens[i::5] for i in range(5))
-            paths: list[str | None] = [x or None for x in names]
+            paths: list[str | None] = list(map(_NO_NAME.get, names, names))  # "" -> None
         else:  # a name elsewhere (a header wider than the pad, a 32-bit kernel): one by one
             parts = list(map(str.split, heads, repeat(None), repeat(5)))
             if min(map(len, parts), default=5) < 5:
@@ -446,7 +447,9 @@ class SmapsParser:
             pieces[-2:] = [pen[:f + 1]]
         pieces[0] = "\n" + pieces[0]  # the first block has no flags before its header
         nls = list(map(str.find, pieces, repeat("\n")))
-        flags = list(map(str.strip, map(_cut, pieces[1:], map(slice, nls[1:]))))
+        # the flags of each block, spaces trimmed in one pass over them all
+        flags = "\n".join(map(_cut, pieces[1:], map(slice, nls[1:]))).replace(" \n", "\n").split("\n")
+        flags[-1] = flags[-1].strip()
         del pieces[-1], nls[-1]
         blocks, n = pieces, len(pieces)
         hstart = list(map(add, nls, repeat(1)))
