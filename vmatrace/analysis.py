@@ -345,8 +345,8 @@ def _json_column(col: list[Any]) -> tuple[str, list[Any]]:
 
 
 def _vmas_json(c: dict[str, list[Any]]) -> str:
-    """The VMAs as a JSON array of one compact object per VMA, formatted row by row from the
-    columns with one %-template."""
+    """The VMAs as a JSON array of one compact object per VMA: one %-template per VMA, all of them
+    filled by one %-format (no Python code runs per VMA)."""
     if not c or not next(iter(c.values())):
         return "[]"
     pieces, values = [], []
@@ -356,7 +356,13 @@ def _vmas_json(c: dict[str, list[Any]]) -> str:
         if vals:
             values.append(vals)
     template = "{" + ",".join(pieces) + "}"
-    return "[" + ",".join([template % row for row in zip(*values, strict=True)]) + "]"
+    n, k = len(next(iter(c.values()))), len(values)
+    if not k:
+        return "[" + ",".join([template] * n) + "]"
+    flat: list[Any] = [None] * (n * k)  # the values row by row, for one %-format over all rows
+    for i, col in enumerate(values):
+        flat[i::k] = col
+    return "[" + ",".join([template] * n) % tuple(flat) + "]"
 
 
 def max_map_count() -> int | None:
