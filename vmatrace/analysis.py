@@ -356,12 +356,12 @@ def _vmas_json(c: dict[str, list[Any]]) -> str:
         if vals:
             values.append(vals)
     template = "{" + ",".join(pieces) + "}"
-    n, k = len(next(iter(c.values()))), len(values)
-    if not k:
+    n, per_row = len(next(iter(c.values()))), len(values)
+    if not per_row:
         return "[" + ",".join([template] * n) + "]"
-    flat: list[Any] = [None] * (n * k)  # the values row by row, for one %-format over all rows
-    for i, col in enumerate(values):
-        flat[i::k] = col
+    flat: list[Any] = [None] * (n * per_row)  # the values row by row, for one %-format over all rows
+    for i, vals in enumerate(values):
+        flat[i::per_row] = vals
     return "[" + ",".join([template] * n) % tuple(flat) + "]"
 
 
