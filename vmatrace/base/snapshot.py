@@ -486,16 +486,19 @@ class SmapsParser:
         texts = list(chain.from_iterable(map(self._sizes_at, blocks)))
         known = self._known
         sizes = list(map(known.get, texts))
-        if None in sizes:
+        if None in sizes:  # convert each new text once, then look them all up again
             try:
-                for i in compress(range(len(sizes)), map(is_, sizes, repeat(None))):
-                    sizes[i] = v = int(texts[i])
-                    if v < 0:
-                        raise ValueError
-                    if len(known) < 4096:
-                        known[texts[i]] = v
+                new = {t: int(t) for t in set(compress(texts, map(is_, sizes, repeat(None))))}
+                if min(new.values()) < 0:
+                    raise ValueError
             except ValueError:
                 raise SnapshotError("a size in /proc/PID/smaps is not a number") from None
+            if len(known) + len(new) <= 4096:
+                known.update(new)
+            else:
+                new.update(known)
+                known = new
+            sizes = list(map(known.__getitem__, texts))
         for k, col in head.items():
             c[k] += col
         for i, k in enumerate(_SIZE_COLUMNS):
