@@ -5,7 +5,9 @@
 Two processes of the bundled workload (``vmatrace.workloads.fragment --many N``) hold --vmas and
 --all-vmas VMAs. Each measurement is the median of --repeat runs, the runs of the things compared
 interleaved (so that a busy machine slows both sides alike); commands run as fresh processes with
-their output to /dev/null, ``read_snapshot()`` runs in this process. Goals (issues 11 and 12):
+their output to /dev/null, ``vmatrace`` as the venv's console script with the project's byte-code
+written first (as ``scripts/setup.sh`` does); ``read_snapshot()`` runs in this process. Goals
+(issues 11 and 12):
 
 * ``vmatrace snapshot PID --json``          <= 0.5x ``pmap -X PID``        (--vmas process)
 * ``read_snapshot(PID)`` (smaps)            <= 1.5x ``cat /proc/PID/smaps`` (--vmas process)

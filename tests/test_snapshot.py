@@ -504,12 +504,12 @@ def test_header_columns_equal_the_line_parser() -> None:
     batches["offsets of three widths"] = [
         _kernel_header(0x7F0000000000 + i * 0x10000, 0x7F0000001000 + i * 0x10000, "r--p", off, (8, 1), 12, "/x")
         for i, off in enumerate([0x123456789000, 0x1000, 0xFEDCBA9876543000] * 167)]
-    for what, lines in batches.items():
+    for what, batch in batches.items():
         want: dict[str, list[object]] = {k: [] for k in ("start", "end", "perms", "offset", "dev", "inode", "path")}
-        for ln in lines:
+        for ln in batch:
             for k, v in zip(want, _header(ln), strict=True):
                 want[k].append(v)
-        got = parse_maps_columns("\n".join(lines) + "\n")
+        got = parse_maps_columns("\n".join(batch) + "\n")
         assert {k: got[k] for k in want} == want, what
     bad = [*batches["12 digits"][:10], "7f00-7f01-7f02 r--p 00000000 00:00 0 ", *batches["12 digits"][10:20]]
     with pytest.raises(SnapshotError, match="line 11"):
