@@ -407,6 +407,9 @@ class SmapsParser:
 
     def feed(self, text: str) -> None:
         """Parse every complete VMA block of the text read so far; keep the rest for later."""
+        if isinstance(self._layout, tuple):
+            self._buf = self._fast(text, self._buf)  # not copied onto the rest of the last piece
+            return
         buf = self._buf + text if self._buf else text
         while self._layout is False:
             end = _first_block_end(buf)  # the newline before the next header
@@ -423,17 +426,23 @@ class SmapsParser:
             return
         self._buf = self._fast(buf)
 
-    def _fast(self, buf: str) -> str:
-        """The fast path over the complete blocks of ``buf``; returns the rest (a block not all
-        here yet).
+    def _fast(self, text: str, before: str = "") -> str:
+        """The fast path over the complete blocks of ``before + text``; returns the rest (a block
+        not all here yet).
 
         Split at each VmFlags line, every piece but the first and the last holds the flags of
         one VMA, then the header and the other lines of the next: ``flags\\nheader\\nbody``.
         A block of the learnt layout has a body of exactly the learnt length, so its header
         ends, and each of its sizes stands, at the same offset from the end of its piece."""
-        pieces = buf.split(_VMFLAGS)
+        pieces = text.split(_VMFLAGS)
+        if before:
+            first = before + pieces[0]
+            if _VMFLAGS in first:  # the rest ended in a VmFlags line, or inside "\nVmFlags: "
+                pieces[0:1] = first.split(_VMFLAGS)
+            else:
+                pieces[0] = first
         if len(pieces) < 2:
-            return buf
+            return before + text
         tail = pieces[-1]
         t = tail.find("\n")
         if t >= 0:
@@ -442,7 +451,7 @@ class SmapsParser:
             pen = pieces[-2]
             f = pen.find("\n")
             if len(pieces) < 3 or f < 0:
-                return buf
+                return before + text
             rest = pen[f + 1:] + _VMFLAGS + tail
             pieces[-2:] = [pen[:f + 1]]
         pieces[0] = "\n" + pieces[0]  # the first block has no flags before its header
