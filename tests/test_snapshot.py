@@ -365,6 +365,19 @@ def test_fast_smaps_parser_equals_the_line_parser() -> None:
     for size in (1, 700, 4096, 65536):
         assert parse_smaps_columns(text[i:i + size] for i in range(0, len(text), size)) == fast
     assert parse_smaps_columns(text.rstrip("\n")) == fast  # the last VmFlags line unended
+    # an error names its line, in a block read in bulk as in one read line by line
+    lines = text.split("\n")
+    heads = [i for i, ln in enumerate(lines) if ln[:1] in "0123456789abcdef" and "-" in ln[:17]]
+    bad = list(lines)
+    bad[heads[9000]] = "zz" + bad[heads[9000]][2:]
+    with pytest.raises(SnapshotError, match=f"^line {heads[9000] + 1} is not a /proc/PID/smaps line"):
+        parse_smaps_columns("\n".join(bad))
+    for name in ("Rss:", "Swap:"):
+        at = next(i for i in range(heads[8000], len(lines)) if lines[i].startswith(name))
+        bad = list(lines)
+        bad[at] = bad[at][:-4] + "x kB"  # the same width: the block is still read in bulk
+        with pytest.raises(SnapshotError, match=f"^line {at + 1}: {name} without a number"):
+            parse_smaps_columns("\n".join(bad))
     odd = text.replace("\nRss:", "\nRssX:", 1)  # one VMA lacks its Rss line
     slow = parse_smaps_columns(odd)
     assert slow["rss_kb"][0] == 0 and slow["start"] == fast["start"]

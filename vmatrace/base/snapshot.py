@@ -362,7 +362,9 @@ class SmapsParser:
         # offset, all from the end of the header line; False: not learnt yet; None: no fast path
         self._layout: tuple[tuple[tuple[str, int, int, str], ...], int] | bool | None = False
         self._tries = 0
-        self._line_no = 0
+        self._line_no = 0  # lines parsed so far (error messages name the line)
+        self._block_lines = 0  # lines of a block of the learnt layout
+        self._size_lines: tuple[int, ...] = ()  # the line number of each size in such a block
         self._body = 0
         self._sizes_at: Callable[[str], tuple[str, ...]] = tuple
         self._known: dict[str, int] = {}  # size text -> size
@@ -397,12 +399,17 @@ class SmapsParser:
                 self._layout = None
             return False
         self._layout = (tuple(at), vmflags)
+        self._block_lines = len(block_lines)
         # a block's body (the lines between its header and VmFlags line) is this long, and each
         # size stands at a fixed offset from its end
         self._body = vmflags - 2
         at.sort(key=lambda f: _SIZE_COLUMNS.index(f[3]))
         self._sizes_at = itemgetter(*(slice(a + len(name) - self._body - 1, b - self._body - 1)
                                       for name, a, b, _ in at))
+        starts = [0]  # where each line of the block starts, after the header's newline
+        for line in block_lines[1:]:
+            starts.append(starts[-1] + len(line) + 1)
+        self._size_lines = tuple(starts.index(a - 1) + 2 for _, a, _, _ in at)  # line numbers in a block
         return True
 
     def feed(self, text: str) -> None:
@@ -489,7 +496,16 @@ class SmapsParser:
         if not blocks:
             return
         c = self.cols
-        head = _header_columns(heads, "smaps")
+        try:
+            head = _header_columns(heads, "smaps")
+        except SnapshotError:
+            for i, h in enumerate(heads):  # name the bad line and its number
+                try:
+                    _header(h)
+                except ValueError:
+                    raise SnapshotError(f"line {self._line_no + i * self._block_lines + 1} is not a /proc/PID/smaps "
+                                        f"line: {h[:60]!r}") from None
+            raise
         # the sizes of all blocks in one pass, then one column each; most sizes repeat (0, 4, ...),
         # so a size text seen before is looked up rather than converted again
         texts = list(chain.from_iterable(map(self._sizes_at, blocks)))
@@ -501,18 +517,28 @@ class SmapsParser:
                 if min(new.values()) < 0:
                     raise ValueError
             except ValueError:
-                raise SnapshotError("a size in /proc/PID/smaps is not a number") from None
+                raise self._bad_size(texts) from None
             if len(known) + len(new) <= 4096:
                 known.update(new)
             else:
                 new.update(known)
                 known = new
             sizes = list(map(known.__getitem__, texts))
+        self._line_no += len(blocks) * self._block_lines
         for k, col in head.items():
             c[k] += col
         for i, k in enumerate(_SIZE_COLUMNS):
             c[k] += sizes[i::len(_SIZE_COLUMNS)]
         c["vmflags"] += flags
+
+    def _bad_size(self, texts: list[str]) -> SnapshotError:
+        """The error for the first size text (of a bulk run) that is not a size."""
+        for k, t in enumerate(texts):
+            if not t.strip().isdigit():
+                block, i = divmod(k, len(_SIZE_COLUMNS))
+                line = self._line_no + block * self._block_lines + self._size_lines[i]
+                return SnapshotError(f"line {line}: {tuple(_SMAPS_FIELDS)[i]} without a number: {t.strip()[:40]!r}")
+        return SnapshotError("a size in /proc/PID/smaps is not a number")
 
     def _slow(self, text: str) -> None:
         """Line by line (any shape); names the first bad line."""
