@@ -35,6 +35,7 @@ import errno
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ _REC_FIELDS = [
     ("start", "<u8"), ("end", "<u8"), ("flags", "<u8"), ("pgoff", "<u8"), ("file", "<u8"),
     ("anon_vma", "<u8"), ("mm", "<u8"), ("tgid", "<u4"), ("tid", "<u4"), ("avc", "<u4"),
     ("bits", "<u4"), ("ino", "<u8"), ("start_brk", "<u8"), ("brk", "<u8"), ("start_stack", "<u8"),
-    ("mm_seq", "<u8"), ("dev", "<u4"), ("pad", "<u4"),
+    ("mm_seq", "<u8"), ("dev", "<u4"), ("pad", "<u4"), ("inode", "<u8"),
 ]
 REC_DTYPE = np.dtype([*_REC_FIELDS, ("anon_name", f"S{ANON_NAME_LEN}")])
 REC_DTYPE_NO_NAME = np.dtype(_REC_FIELDS)
@@ -215,6 +216,10 @@ class DeepCollector:
     verify: bool = True
     ids: Identities = field(default_factory=Identities)
     load_s: float = 0.0
+    # (struct file *, struct inode *, dev, ino) arrays -> file_id (0: no file). Set by a recorder
+    # so that a trace has one numbering of open files, in its events and its deep snapshots;
+    # None: the collector's own numbering (Identities)
+    file_ids: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         t0 = time.monotonic()
@@ -312,7 +317,7 @@ class DeepCollector:
         return pl.DataFrame([
             pl.Series("vm_flags", recs["flags"], pl.UInt64),
             pl.Series("pgoff", recs["pgoff"], pl.UInt64),
-            self.ids.series("file_id", "file", recs["file"]),
+            self._file_series(recs),
             self.ids.series("anon_vma_id", "anon_vma", recs["anon_vma"]),
             pl.Series("avc", np.minimum(avc, 0xFFFF), pl.UInt16),
             pl.Series("fork_child", has_anon & (avc != 1), pl.Boolean),
@@ -321,6 +326,12 @@ class DeepCollector:
             pl.Series("mempolicy", (bits & BIT_POLICY) != 0, pl.Boolean),
             pl.Series("uffd", (bits & BIT_UFFD) != 0, pl.Boolean),
         ])
+
+    def _file_series(self, recs: np.ndarray) -> pl.Series:
+        if self.file_ids is None:
+            return self.ids.series("file_id", "file", recs["file"])
+        s = pl.Series("file_id", self.file_ids(recs["file"], recs["inode"], recs["dev"], recs["ino"]), pl.UInt32)
+        return s.set(s == 0, None) if s.len() else s
 
     # -- snapshots ---------------------------------------------------------------------------
     def snapshot(self, pid: int, *, task: int | None = None, smaps: bool = False,

@@ -284,6 +284,32 @@ class FileTable:
         self.ids: dict[tuple[int, int], int] = {}  # (struct file *, struct inode *) -> id
         self.info: dict[int, tuple[str, int, str | None]] = {}  # id -> (dev, ino, path)
         self.truncated = 0
+        self._lock = threading.Lock()  # deep snapshots name open files from another thread
+
+    def _id(self, key: tuple[int, int], dev: int, ino: int) -> int:
+        """The id of the open file ``key`` (a new one the first time); the caller holds the lock."""
+        fid = self.ids.get(key)
+        if fid is None:
+            fid = self.ids[key] = len(self.ids) + 1
+            self.info[fid] = (kernel_dev_str(dev), ino, None)
+        return fid
+
+    def identify(self, files: np.ndarray, inodes: np.ndarray, devs: np.ndarray, inos: np.ndarray) -> np.ndarray:
+        """The ids of the open files a deep snapshot's VMAs map (0 where none): the numbering of the
+        events' file_id, so that a VMA of a deep snapshot and a later mmap of the same open file
+        name one file."""
+        out = np.zeros(files.size, np.uint32)
+        nz = np.flatnonzero(files)
+        if not nz.size:
+            return out
+        pairs = np.ascontiguousarray(np.stack([files[nz], inodes[nz]], axis=1))
+        keys, first, inverse = np.unique(pairs, axis=0, return_index=True, return_inverse=True)
+        ids = np.empty(len(keys), np.uint32)
+        with self._lock:  # Python works per distinct open file, not per VMA
+            for k, (key, i) in enumerate(zip(keys.tolist(), first.tolist(), strict=True)):
+                ids[k] = self._id((key[0], key[1]), int(devs[nz[i]]), int(inos[nz[i]]))
+        out[nz] = ids[inverse.reshape(-1)]
+        return out
 
     def frame(self, recs: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """(seq, file_id) of the K_FILE records; their paths (K_PATH records) go into the table."""
@@ -301,12 +327,9 @@ class FileTable:
         else:
             keys = np.stack([ptr_keys, a[first, 4]], axis=1)
         ids = np.empty(len(keys), np.uint32)
-        for k, (key, i) in enumerate(zip(keys.tolist(), first.tolist(), strict=True)):
-            fid = self.ids.get((key[0], key[1]))
-            if fid is None:
-                fid = self.ids[(key[0], key[1])] = len(self.ids) + 1
-                self.info[fid] = (kernel_dev_str(int(a[i, 2])), int(a[i, 1]), None)
-            ids[k] = fid
+        with self._lock:
+            for k, (key, i) in enumerate(zip(keys.tolist(), first.tolist(), strict=True)):
+                ids[k] = self._id((key[0], key[1]), int(a[i, 2]), int(a[i, 1]))
         fids = ids[inverse.reshape(-1)]
         with_path = np.flatnonzero(files["flags"] & F_PATH)
         if with_path.size:
@@ -856,6 +879,7 @@ class Recorder:
             from collectors.deep import DeepCollector
 
             self.deep = DeepCollector()
+            self.deep.file_ids = self.files.identify  # one numbering of open files in the trace
         self.load_cpu_s = _cpu_s() - cpu0
         self.tracer = t = Tracer()
         t.on_new_process = self.on_new_process
@@ -872,6 +896,8 @@ class Recorder:
                                "buffer_pages": o.buffer_pages, "lock_order": o.lock_order,
                                "smaps": o.smaps, "duration": o.duration, "deep": o.deep},
             "kernel_probe": o.kernel_probe,
+            # deep_vmas.file_id and events.file_id are one numbering of open files
+            "file_ids_shared": bool(o.deep),
             "event_order": ("seq = mmap write-lock acquisition order once a process has threads "
                             "(from lock_order_since_ns), else syscall return order") if o.lock_order
             else "seq = syscall return order",

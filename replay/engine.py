@@ -452,6 +452,10 @@ class _Replayer:
         # (the deep collector's ids are stable within a trace), so that every seed and resync from
         # a deep snapshot, in every process, agrees on which VMAs map one open file
         self.deep_files: dict[int, OpenFile] = {}
+        # the recorder numbered open files once for its events and its deep snapshots (meta
+        # file_ids_shared): an event's file_id and a deep snapshot's name the same open file.
+        # Older traces number them apart, and a resync bridges them (_keep_file_identities).
+        self.shared_ids = bool(plan.meta.get("file_ids_shared"))
         self.forked: dict[int, AddressSpace] = {}
         # per process, the ranges of calls the model did not replay (seq, lo, hi): a fork child
         # inherits its parent's, since the VMAs they made are copied into it
@@ -494,6 +498,8 @@ class _Replayer:
         if fid is not None:
             key: Any = ("id", fid)
             known = True
+            if self.shared_ids and int(fid) in self.deep_files:  # mapped before, at a deep snapshot
+                return self.deep_files[int(fid)], known
         else:
             key = ("fd", pid, fd)
             known = False
@@ -504,6 +510,8 @@ class _Replayer:
             ino = sp["file_ino"].get(row) or 0
             shm = path.startswith(("/memfd:", "/dev/shm/", "/SYSV", "/dev/zero"))
             f = self.files[key] = OpenFile(path, dev=dev, ino=int(ino), shmem=shm, writable=shm)
+            if self.shared_ids and fid is not None:
+                self.deep_files[int(fid)] = f  # a later deep snapshot names this open file by fid
         return f, known
 
     # -- one process ----------------------------------------------------------------------------

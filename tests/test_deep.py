@@ -420,3 +420,55 @@ def test_record_deep_snapshots(collector: Any, states: States, tmp_path: Path) -
     assert exits.height == 2 and set(exits["method"].to_list()) == {"bpf_iter"}
     forked = [window(t.snapshot(sid))[0]["fork_child"] for sid in exits["snapshot_id"].to_list()]
     assert sorted(forked) == [False, True]  # the parent's own anon_vma, the child's inherited one
+
+
+def test_record_attach_names_open_files_once(collector: Any, tmp_path: Path) -> None:
+    """record -p --deep of a process that mapped a file before the attach and maps more of it
+    after: the deep snapshot and the mmap events number open files in one way (meta
+    file_ids_shared), so the replay knows the later mapping of the same open file is the one the
+    seed holds, and merges it as the kernel does; a mapping of another open file of the same
+    inode stays apart. Without the shared numbering the model kept the first two VMAs apart."""
+    from replay.engine import default_profiles, replay_trace
+    from vmatrace.base.trace import read_trace
+
+    exe = build_c(ROOT / "tests" / "workloads" / "open_files_attach.c", tmp_path / "open_files_attach")
+    proc = subprocess.Popen([str(exe), str(tmp_path / "data")], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        head = proc.stdout.readline().split()
+        assert head[0] == "window", head
+        win = int(head[1], 16)
+        out = tmp_path / "files.vmat"
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        rec = subprocess.Popen([sys.executable, "-m", "vmatrace", "record", "--deep", "-o", str(out),
+                                "-p", str(proc.pid), "-d", "60"],
+                               stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                               text=True, env=env)
+        try:
+            assert rec.stderr is not None
+            line = rec.stderr.readline()
+            assert line.startswith("Tracing VMA changes"), line + rec.stderr.read()
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            assert proc.stdout.readline().strip() == "done"
+        finally:
+            rec.send_signal(2)
+            _, err = rec.communicate(timeout=60)
+            assert rec.returncode == 0, err
+    finally:
+        proc.communicate(timeout=10)
+    t = read_trace(out)
+    assert t.meta["file_ids_shared"] is True
+    mm = t.events.filter((pl.col("kind") == "mmap") & (pl.col("ret") >= win) & (pl.col("ret") < win + 32 * PG))
+    a_id, b_id = mm.sort("ret")["file_id"].to_list()
+    seed = t.snapshot(int(t.snapshot_index["snapshot_id"][0]))
+    assert seed.filter(pl.col("start") == win)["file_id"].to_list() == [a_id] and b_id != a_id
+    end = t.snapshot(int(t.snapshot_index["snapshot_id"][-1]))
+    got = end.filter((pl.col("start") >= win) & (pl.col("start") < win + 32 * PG)).select("start", "end").rows()
+    assert got[:2] == [(win, win + 16 * PG), (win + 16 * PG, win + 24 * PG)]  # the kernel: A merged, B apart
+    specs, pair, notes = default_profiles(t.meta)
+    r = replay_trace(t, specs, fix_pair=pair, notes=notes, jobs=1)
+    run = r.profiles[0].process(proc.pid)
+    assert run is not None and run.deep_snapshots_compared >= 1
+    assert run.divergences == [] and run.mismatches == []

@@ -59,6 +59,7 @@ struct deep_rec {
     u64 mm_seq;      // mm->mm_lock_seq (HAVE_MM_SEQ)
     u32 dev;         // file->f_inode->i_sb->s_dev (kernel dev_t: major << 20 | minor)
     u32 pad;
+    u64 inode;       // file->f_inode (identity: with `file`, the key the recorder names open files by)
 #ifdef HAVE_ANON_NAME
     char anon_name[ANON_NAME_LEN];   // only where the kernel can name anonymous VMAs
 #endif
@@ -107,6 +108,7 @@ int bpf_iter__task_vma(struct bpf_iter__task_vma *ctx) {
     }
     if (r.file != 0) {
         u64 inode = rd64(r.file + OFF_FILE_INODE);
+        r.inode = inode;
         if (inode != 0) {
             r.ino = rd64(inode + OFF_INODE_INO);
             u64 sb = rd64(inode + OFF_INODE_SB);
