@@ -75,6 +75,11 @@ class DeepOffsetsError(DeepError):
     """The struct offsets do not describe the running kernel: deep snapshots are refused."""
 
 
+class DeepRaceError(SnapshotError):
+    """The process changed its mappings during every attempt: the iterator's walk and the /proc
+    read never agreed. A plain snapshot can still be taken (it is read once, as it stands)."""
+
+
 @dataclass(frozen=True)
 class DeepOffsets:
     """Member offsets the BPF program reads at (bytes), and which optional members exist."""
@@ -365,7 +370,7 @@ class DeepCollector:
             if not plain.complete:
                 raise NoSuchProcess(f"PID {pid} exited during the deep snapshot")
             if attempt == RETRIES - 1:
-                raise SnapshotError(f"PID {pid} kept changing its mappings during {RETRIES} deep snapshot "
+                raise DeepRaceError(f"PID {pid} kept changing its mappings during {RETRIES} deep snapshot "
                                     f"attempts ({mismatch})")
         warnings.extend(plain.warnings)
         deep = self.deep_frame(recs)

@@ -556,7 +556,16 @@ class Recorder:
 
         try:
             if self.deep is not None:
-                snap = self.deep.snapshot(pid, task=task, smaps=self.o.smaps, helper=False)
+                from collectors.deep import DeepRaceError
+
+                try:
+                    snap = self.deep.snapshot(pid, task=task, smaps=self.o.smaps, helper=False)
+                except DeepRaceError as e:
+                    # a running process that maps and unmaps faster than a deep snapshot's two
+                    # reads: a plain snapshot rather than none (a trace without a start state
+                    # cannot be replayed); the trace says which snapshot is not deep and why
+                    snap = read_snapshot(pid, smaps=self.o.smaps, task=task, helper=False)
+                    self.snapshot_errors.append(f"{reason} snapshot of {pid}: {e}: a plain snapshot instead")
             else:  # no helper process: the ptrace loop reaps every child (waitpid(-1))
                 snap = read_snapshot(pid, smaps=self.o.smaps, task=task, helper=False)
         except VmatraceError as e:
