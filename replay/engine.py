@@ -572,10 +572,17 @@ class _Replayer:
             if divs:
                 lost = any(cnt and t_to >= last_sync_t and t_from <= s.t_end for cnt, t_from, t_to in plan.losses)
                 index = _WindowIndex(self._window(idx[k_sync:k]))
+                # the snapshot stands after the last event made before its read began; the events
+                # made while it was read follow it, and may or may not be in what it shows
+                k_read = _read_end(c["ts_ns"], idx, k, s.t_end)
+                during = _WindowIndex(self._window(idx[k:k_read])) if k_read > k else None
                 for kind, lo, hi, detail in divs:
                     touching = index.touching(lo, hi)
                     seqs_touching = [w[0] for w in touching]
                     raced = [w for w in touching if s.t_start <= w[4] <= s.t_end]
+                    if during is not None and (read := during.touching(lo, hi)):
+                        raced += read
+                        seqs_touching += [w[0] for w in read]
                     cause = _cause(lost, touching, flags_w, model, lo, hi, raced, s.rows)
                     if not touching:
                         inherited = [u for u in uncovered if u[1] < hi and u[2] > lo]
@@ -1035,6 +1042,23 @@ def _span(rows: list[tuple[int, int, str, str | None, str | None, int]], starts:
 def _span_m(model: list[VmaView], starts: list[int], b: int) -> tuple[int, int]:
     i = bisect_right(starts, b) - 1
     return model[i - 1].start if i > 0 else model[i].start, model[i].end
+
+
+def _read_end(ts: Any, idx: Any, k: int, t_end: int) -> int:
+    """Where the events a process made until ``t_end`` end, from its event ``k`` on (timestamps
+    follow the event order closely but not exactly: looked at in blocks until one is all later)."""
+    import numpy as np
+
+    end = k
+    while end < len(idx):
+        block = ts[idx[end:end + 1024]]
+        hits = np.flatnonzero(block <= t_end)
+        if not hits.size:
+            break
+        end += int(hits[-1]) + 1
+        if hits[-1] + 1 < len(block):
+            break
+    return end
 
 
 def _coalesce(divs: list[tuple[str, int, int, str]]) -> list[tuple[str, int, int, str]]:

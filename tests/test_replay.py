@@ -183,6 +183,38 @@ def test_an_altered_snapshot_is_found(workload_trace: Path) -> None:
 
 @pytest.mark.live
 @pytest.mark.bcc
+def test_an_event_made_while_a_snapshot_was_read_explains_its_divergence(workload_trace: Path) -> None:
+    """A snapshot stands after the last event made before its read began; an event made while
+    it was read (a running process read at attach, --interval or the end of -d) follows it, and
+    the snapshot may show its effect. The workload's first fix mprotect is planted inside the
+    next snapshot's read: the divergence it leaves is blamed on events during the read and names
+    that call (it was blamed on the profile before, the call not looked at)."""
+    from replay.results import CAUSE_RACED
+
+    t = read_trace(workload_trace)
+    r0 = _replay(t)
+    parent, _ = _workload_pids(r0)
+    fix_seq = min(e.seq for e in r0.fix_events if e.pid == parent)
+    ev = t.events.filter(pl.col("pid") == parent).sort("seq")
+    ts_fix = ev.filter(pl.col("seq") == fix_seq)["ts_ns"].item()
+    idx = t.snapshot_index.filter((pl.col("pid") == parent) & (pl.col("t_start_ns") > ts_fix)).sort("t_start_ns")
+    snap = idx.row(0, named=True)
+    # the fix call and every later one of this process before that snapshot: made during its read
+    later = ev.filter((pl.col("seq") >= fix_seq) & (pl.col("ts_ns") <= snap["t_start_ns"]))["seq"]
+    events = t.events.with_columns(
+        pl.when(pl.col("seq").is_in(later.implode())).then(snap["t_start_ns"] + 1).otherwise(pl.col("ts_ns"))
+        .alias("ts_ns"))
+    index = t.snapshot_index.with_columns(
+        pl.when(pl.col("snapshot_id") == snap["snapshot_id"]).then(snap["t_start_ns"] + 2).otherwise(pl.col("t_end_ns"))
+        .alias("t_end_ns"))
+    r = _replay(dataclasses.replace(t, events=events, snapshot_index=index))
+    divs = [d for d in r.profiles[0].process(parent).divergences if d.snapshot_id == snap["snapshot_id"]]
+    assert divs and all(d.cause == CAUSE_RACED for d in divs), divs
+    assert any(fix_seq in d.events for d in divs), divs
+
+
+@pytest.mark.live
+@pytest.mark.bcc
 def test_lost_events_explain_divergences(workload_trace: Path) -> None:
     t = read_trace(workload_trace)
     r0 = _replay(t)
