@@ -7,7 +7,12 @@ tracee only stops:
 * at exit (``PTRACE_EVENT_EXIT``): the thread is inside ``do_exit()`` *before* ``exit_mm()``, so its
   address space can still be read through ``/proc/TGID/task/TID/{maps,smaps}``, for every way of
   ending (exit, exit_group from any thread, fatal signal, SIGKILL: each checked, and without ptrace /proc is already empty by the time
-  user space hears of the exit);
+  user space hears of the exit). Not every thread stops there: one that is already inside
+  ``do_exit()`` when the group is killed (``exit_group`` or a fatal signal sent to another
+  thread) skips its stop, or is woken from it before the tracer has seen it (``ptrace_stop()``
+  returns at once with ``SIGKILL`` pending). Which stop is the last one is therefore decided
+  from the kernel's state of the other threads, not from the stops seen (see
+  :meth:`Tracer.stops_to_come`);
 * after exec (``PTRACE_EVENT_EXEC``): the new image, before its first instruction;
 * at the initial stop of an auto-attached child, before it runs a single instruction;
 * at fork/clone events (to learn the new tids) and at signal and group stops (signals are passed
@@ -91,6 +96,9 @@ def tgid_of(tid: int) -> int | None:
 
 
 PF_KTHREAD = 0x00200000  # include/linux/sched.h: the task is a kernel thread
+PF_EXITING = 0x00000004  # include/linux/sched.h: set by exit_signals(), right after the exit stop
+SIGKILL_BIT = 1 << (signal.SIGKILL - 1)  # in the SigPnd mask of /proc/PID/status
+QUIET_WAIT_S = 0.5  # longest wait for dying threads to let go of the address space (normally < 1 ms)
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -155,12 +163,45 @@ def describe_status(status: int) -> tuple[int, str]:
     return -sig, how
 
 
+def _thread_state(tgid: int, tid: int) -> tuple[str, int, bool] | None:
+    """(state letter, task flags, holds an address space) of thread ``tid``, or None if gone.
+
+    ``vsize`` (field 23 of stat) is 0 once ``exit_mm()`` has cleared the thread's ``mm`` (and
+    for a zombie): do_task_stat() reads it only through get_task_mm().
+    """
+    try:
+        with open(f"/proc/{tgid}/task/{tid}/stat", "rb") as f:
+            text = f.read()
+    except OSError:
+        return None
+    fields = text.rsplit(b")", 1)[1].split() if b")" in text else []
+    try:
+        return fields[0].decode(), int(fields[6]), int(fields[20]) != 0
+    except (IndexError, ValueError):
+        return None
+
+
+def _sigkill_pending(tgid: int, tid: int) -> bool:
+    """SIGKILL is in the thread's own pending set (zap_other_threads() and complete_signal() put it
+    there when the group is killed; a thread already in do_exit() never takes it out)."""
+    try:
+        with open(f"/proc/{tgid}/task/{tid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"SigPnd:"):
+                    return bool(int(line.split()[1], 16) & SIGKILL_BIT)
+    except (OSError, ValueError, IndexError):
+        return False
+    return False
+
+
 @dataclass
 class Proc:
     tgid: int
-    threads: set[int] = field(default_factory=set)
+    threads: set[int] = field(default_factory=set)  # known threads not yet seen at their exit stop or reaped
     exit_status: int | None = None  # from PTRACE_EVENT_EXIT of the last thread
-    final_done: bool = False
+    final_done: bool = False  # the last exit stop was handled (on_last_exit called)
+    gone: bool = False  # the group leader was reaped: the process no longer exists
+    past_exit: set[int] = field(default_factory=set)  # threads let go from their exit stop, not yet reaped
 
 
 class Tracer:
@@ -171,9 +212,11 @@ class Tracer:
       on_exec(tgid)                       after a successful exec, before the new image runs
       on_new_thread(tgid)                 a traced process is creating a thread (the creator and the
                                           new thread are both stopped)
-      on_last_exit(tgid, tid, status)     the last known thread of tgid is in PTRACE_EVENT_EXIT:
-                                          the address space is still intact (snapshot it now)
-      on_gone(tgid)                       the process has been reaped or detached
+      on_last_exit(tgid, tid, status)     thread tid of tgid is in PTRACE_EVENT_EXIT and no other thread
+                                          will stop at exit while holding the address space: it is
+                                          intact and final (snapshot it now, through task tid)
+      on_gone(tgid, status)               the process has been reaped (status: the group leader's
+                                          wait status, which is the process's)
     """
 
     def __init__(self) -> None:
@@ -184,7 +227,7 @@ class Tracer:
         self.on_exec: Callable[[int], None] = lambda tgid: None
         self.on_new_thread: Callable[[int], None] = lambda tgid: None
         self.on_last_exit: Callable[[int, int, int], None] = lambda tgid, tid, status: None
-        self.on_gone: Callable[[int], None] = lambda tgid: None
+        self.on_gone: Callable[[int, int], None] = lambda tgid, status: None
 
     # -- attaching -------------------------------------------------------------------------------
     def seize_thread(self, tid: int, tgid: int) -> None:
@@ -242,7 +285,7 @@ class Tracer:
         if tid == 0:
             return False
         if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-            self._reaped(tid)
+            self._reaped(tid, status)
             return True
         if not os.WIFSTOPPED(status):
             return True
@@ -259,6 +302,9 @@ class Tracer:
                 self.pending_parent[child] = self.tid_tgid[tid]
             except OSError:
                 pass
+            else:
+                if event == PTRACE_EVENT_CLONE:
+                    self._new_thread(child, self.tid_tgid[tid])
             if event == PTRACE_EVENT_CLONE:
                 self.on_new_thread(self.tid_tgid[tid])
             self._cont(tid)
@@ -287,6 +333,15 @@ class Tracer:
             if e.errno != errno.ESRCH:  # the tracee was killed meanwhile
                 raise
 
+    def _new_thread(self, child: int, tgid: int) -> None:
+        """A clone event: count a new thread of ``tgid`` at once, before its first stop (which may
+        come after the other threads' exit stops, or never, when the group is killed first)."""
+        if child in self.tid_tgid or tgid_of(child) != tgid:
+            return  # (a clone without CLONE_THREAD is a new process: its first stop says so)
+        self.pending_parent.pop(child, None)
+        self.tid_tgid[child] = tgid
+        self.procs.setdefault(tgid, Proc(tgid)).threads.add(child)
+
     def _new_tracee(self, tid: int) -> None:
         tgid = tgid_of(tid)
         parent = self.pending_parent.pop(tid, None)
@@ -294,7 +349,9 @@ class Tracer:
             tgid = tid
         self.tid_tgid[tid] = tgid
         proc = self.procs.get(tgid)
-        if proc is None or (not proc.threads and proc.final_done):
+        # a new process under a known PID: the old one was reaped (or, its reaping unseen, a new
+        # group leader shows up after the old one's last exit stop)
+        if proc is None or proc.gone or (tid == tgid and not proc.threads and proc.final_done):
             proc = self.procs[tgid] = Proc(tgid)
             proc.threads.add(tid)
             self.on_new_process(tgid, parent if parent is not None else 0)
@@ -313,10 +370,68 @@ class Tracer:
         if proc is None:
             return
         proc.threads.discard(tid)
-        if not proc.threads and not proc.final_done:
-            proc.exit_status = status
-            proc.final_done = True
-            self.on_last_exit(tgid, tid, status)
+        proc.past_exit.add(tid)  # (from here on: it is continued at once)
+        if proc.final_done or self.stops_to_come(tgid, tid):
+            return
+        proc.exit_status = status
+        proc.final_done = True
+        self.on_last_exit(tgid, tid, status)
+
+    def stops_to_come(self, tgid: int, tid: int) -> bool:
+        """Thread ``tid`` of ``tgid`` is in its exit stop: will another thread still stop at exit
+        with the address space intact? False means this stop is the last chance to read it.
+
+        Each other thread is asked from /proc, whatever the tracer has seen of it:
+        * without an address space (past exit_mm(), a zombie, reaped): it no longer counts;
+        * its exit stop was seen (it is let go), or ``PF_EXITING`` (set by exit_signals() right
+          after the exit stop): past its stop;
+        * ``SIGKILL`` pending: the group is being killed; a thread already inside do_exit() never
+          takes the signal, so ptrace_stop() returns without stopping (one that still takes it
+          does stop, but no user code runs in the group any more: the layout is final);
+        * any other thread (running, in a syscall, or in its exit stop not yet waited for) will
+          stop at exit: a kill can only start from a thread that is not exiting yet, and that
+          thread stops (exit_group's caller, or the one that takes the fatal signal), and once
+          every thread is inside do_exit() prepare_signal() drops every new signal.
+        When no thread of the last kind is left, this thread holds the address space for the
+        snapshot; first the dying threads are given a moment to be stopped or to let go of it,
+        so that no call of theirs still changes a mapping while it is read.
+        """
+        try:
+            others = [int(t) for t in os.listdir(f"/proc/{tgid}/task") if int(t) != tid]
+        except (OSError, ValueError):
+            return False
+        proc = self.procs.get(tgid)
+        seen = proc.past_exit if proc is not None else set()
+        dying: list[int] = []
+        for other in others:
+            st = _thread_state(tgid, other)
+            if st is None or not st[2]:
+                continue
+            if other in seen:
+                dying.append(other)
+                continue
+            if st[1] & PF_EXITING or _sigkill_pending(tgid, other):
+                dying.append(other)
+                continue
+            return True
+        self._let_go(tgid, dying)
+        return False
+
+    @staticmethod
+    def _let_go(tgid: int, dying: list[int]) -> None:
+        """Wait (briefly, bounded) until each dying thread is stopped or has no address space."""
+        import time
+
+        deadline = time.monotonic() + QUIET_WAIT_S
+        while dying and time.monotonic() < deadline:
+            busy = []
+            for other in dying:
+                st = _thread_state(tgid, other)
+                if st is not None and st[2] and st[0] not in ("t", "T"):
+                    busy.append(other)
+            dying = busy
+            if dying:
+                time.sleep(0.0005)
 
     def _exec_stop(self, tid: int) -> None:
         # tid is now the thread group leader; the message is the tid that called exec.
@@ -333,7 +448,7 @@ class Tracer:
         self.tid_tgid[tid] = tgid
         self.on_exec(tgid)
 
-    def _reaped(self, tid: int) -> None:
+    def _reaped(self, tid: int, status: int) -> None:
         tgid = self.tid_tgid.pop(tid, None)
         if tgid is None:
             return
@@ -341,8 +456,15 @@ class Tracer:
         if proc is None:
             return
         proc.threads.discard(tid)
-        if not proc.threads:
-            self.on_gone(tgid)
+        proc.past_exit.discard(tid)
+        if tid == tgid:
+            # the leader is reported only once every other thread is gone (delay_group_leader()):
+            # the process no longer exists, its PID may be reused
+            proc.gone = True
+            for t in proc.threads:
+                self.tid_tgid.pop(t, None)
+            proc.threads.clear()
+            self.on_gone(tgid, status)
 
     # -- leaving ---------------------------------------------------------------------------------
     def detach_all(self, *, timeout_s: float = 1.0) -> None:
@@ -363,7 +485,7 @@ class Tracer:
                 continue
             if os.WIFEXITED(status) or os.WIFSIGNALED(status):
                 pending.discard(tid)
-                self._reaped(tid)
+                self._reaped(tid, status)
                 continue
             if not os.WIFSTOPPED(status):
                 continue

@@ -493,6 +493,7 @@ class Recorder:
         self.lost = 0
         self.snapshots = 0
         self.snapshot_errors: list[str] = []
+        self.exit_missing: dict[int, str] = {}  # pid -> why it has no exit snapshot
         self.drain_error: BaseException | None = None
         self.carry: np.ndarray = np.empty(0, dtype=EVENT_DTYPE)
         self.raw: collections.deque[np.ndarray] = collections.deque()
@@ -639,20 +640,36 @@ class Recorder:
         if tgid == self.child and not self.started:
             self.launch_failed(status)
             return
-        self.snapshot(tgid, "exit", task=tid)
+        errors = len(self.snapshot_errors)
+        if self.snapshot(tgid, "exit", task=tid) is None:
+            why = self.snapshot_errors.pop(errors) if len(self.snapshot_errors) > errors else "unreadable"
+            self.exit_snapshot_missing(tgid, f"its exit snapshot could not be read ({why})")
         p = self._proc(tgid)
         p.exit_ns = time.monotonic_ns()
         p.exit_code, p.how_ended = describe_status(status)
         self.write_procs([tgid])
 
-    def on_gone(self, tgid: int) -> None:
+    def on_gone(self, tgid: int, status: int) -> None:
+        from collectors.ptrace import describe_status
+
         if tgid == self.child and not self.started:
             return
         p = self._proc(tgid)
         if p.how_ended is None:
-            p.how_ended = "gone (no exit stop seen)"
+            # no exit stop was handled: the process ended without one that could be read
             p.exit_ns = time.monotonic_ns()
+            p.exit_code, p.how_ended = describe_status(status)  # (the leader's status is the process's)
+            self.exit_snapshot_missing(tgid, "no thread stopped at exit while the address space was still there")
         self.write_procs([tgid])
+
+    def exit_snapshot_missing(self, pid: int, why: str) -> None:
+        """Say in the trace, at once (a killed recorder keeps it), that process ``pid`` ended
+        without an exit snapshot: meta.exit_snapshot_missing and a record warning."""
+        if pid in self.exit_missing:
+            return
+        self.exit_missing[pid] = why
+        with self.lock:
+            self.writer.update_meta(exit_snapshot_missing=sorted(self.exit_missing))
 
     # -- draining (drain thread) ----------------------------------------------------------------
     # -- draining: a reader thread empties the ring, a writer thread decodes and writes ----------
@@ -1030,6 +1047,7 @@ class Recorder:
             self.write_stacks()
         self.write_procs()
         warnings = list(self.snapshot_errors)
+        warnings += [f"PID {pid} ended without an exit snapshot: {why}" for pid, why in self.exit_missing.items()]
         text_lost = self.counter(C_TEXTLOST)
         if text_lost:
             warnings.append(f"{text_lost} text records (exec filenames, VMA names) lost")
@@ -1150,6 +1168,8 @@ class Recorder:
             print("  no traced process is still running", file=sys.stderr)
         for w in self.snapshot_errors[:5]:
             print(f"  warning: {w}", file=sys.stderr)
+        for pid, why in list(self.exit_missing.items())[:5]:
+            print(f"  warning: PID {pid} ended without an exit snapshot: {why}", file=sys.stderr)
         if self.lost:
             print(f"  warning: {self.lost} events were lost (ring buffer full): raise -b "
                   f"(now {self.o.buffer_pages}); the trace records where.", file=sys.stderr)
