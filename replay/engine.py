@@ -1192,12 +1192,18 @@ def replay_trace(trace: Trace, specs: Sequence[ProfileSpec], *, fix_pair: tuple[
     runs = [r[0] for r in results]
     explanations = results[0][1] if results else []
     real = []
+    # processes that ended without an exit snapshot, as the recorder says (meta.exit_snapshot_missing)
+    no_exit = {int(x) for x in trace.meta.get("exit_snapshot_missing") or [] if isinstance(x, int)}
     for pid in plan.order:
         p = plan.procs[pid]
         snaps = [(s.sid, s.reason, s.t_start, _real_count(plan.frames.get(s.sid))) for s in p.snaps
                  if s.reason != "reconstructed"]
         real.append(RealProcess(pid, p.comm, snaps))
-        if p.events is not None and len(p.events) and snaps and all(sn[1] == "start" for sn in snaps):
+        if pid in no_exit:
+            last = f"snapshot {snaps[-1][0]} ({snaps[-1][1]})" if snaps else "its start"
+            warnings.append(f"PID {pid}: it ended without an exit snapshot (the recorder could not take one): "
+                            f"its layout after {last} is the model's alone, nothing compares it")
+        elif p.events is not None and len(p.events) and snaps and all(sn[1] == "start" for sn in snaps):
             warnings.append(f"PID {pid}: no snapshot after its start (no exit snapshot was recorded): "
                             "its final layout is the model's alone, nothing compares it")
     main_pid = _main_pid(trace, plan)

@@ -60,6 +60,11 @@ def run(args: argparse.Namespace) -> int:
             for r in t.snapshot_index.sort("snapshot_id").iter_rows(named=True):
                 console.print(escape(f"  snapshot {r['snapshot_id']}: PID {r['pid']} {r['reason']}, "
                                      f"{r['vma_count']} VMAs" + (f" ({r['warnings']})" if r["warnings"] else "")))
+            for pid in m.get("exit_snapshot_missing") or []:
+                console.print(escape(f"  PID {pid}: no exit snapshot (it ended without one the recorder could "
+                                     "take: its last layout is not in the trace)"))
+            for w in m.get("record_warnings") or []:
+                console.print(escape(f"  recording warning: {w}"))
         rc = 0
     for w in t.warnings:
         warn(w)
