@@ -444,6 +444,8 @@ class Tracer:
         if former != tid:
             proc.threads.discard(former)
             self.tid_tgid.pop(former, None)
+        # (the old leader may have stopped at exit under the TID the exec'ing thread now has)
+        proc.past_exit.difference_update((tid, former))
         proc.threads.add(tid)
         self.tid_tgid[tid] = tgid
         self.on_exec(tgid)
