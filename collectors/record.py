@@ -9,7 +9,7 @@ Pipeline (docs/recording.md has the why):
 3. a reader thread (nice -10) empties the ring buffer every few milliseconds
    (collectors/ringbuf.py: numpy, no wakeups); a writer thread turns the batches into EVENT_SCHEMA
    frames for the TraceWriter and takes periodic snapshots; the main thread runs the ptrace loop
-   (collectors/ptrace.py), which takes a snapshot at every exec, new child and last-thread exit and
+   (collectors/ptrace.py), which takes a snapshot at every exec, new child and last exit stop and
    attaches the mmap-lock ordering program when a traced process creates its first thread;
 4. at the end (Ctrl-C, SIGTERM, -d elapsed, the tree exited) still-running processes get an end
    snapshot and are detached, the tracepoints are detached in the background, the ring is drained
