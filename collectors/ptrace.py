@@ -284,11 +284,16 @@ class Tracer:
             return False
         if tid == 0:
             return False
+        self._handle(tid, status)
+        return True
+
+    def _handle(self, tid: int, status: int) -> None:
+        """One wait status of a tracee: an exit, or a stop (the tracee goes on, but in a group-stop)."""
         if os.WIFEXITED(status) or os.WIFSIGNALED(status):
             self._reaped(tid, status)
-            return True
+            return
         if not os.WIFSTOPPED(status):
-            return True
+            return
         sig = os.WSTOPSIG(status)
         event = status >> 16
         if tid not in self.tid_tgid:
@@ -320,7 +325,45 @@ class Tracer:
             self._cont(tid)
         else:
             self._cont(tid, sig)  # signal-delivery stop: pass the signal on
-        return True
+
+    def hold(self, tgid: int, *, timeout_s: float = 1.0) -> tuple[set[int], set[int]]:
+        """Stop every thread of process ``tgid`` (PTRACE_INTERRUPT) and keep them stopped: returns
+        (the threads held, the threads that did not stop within ``timeout_s``). Other stops that
+        come meanwhile are handled as the event loop would; a thread the process creates meanwhile
+        is held too. :meth:`release` lets them go."""
+        import time
+
+        proc = self.procs.get(tgid)
+        pending = set(proc.threads) if proc is not None else set()
+        for tid in pending:
+            self._ptrace_quiet(PTRACE_INTERRUPT, tid)
+        held: set[int] = set()
+        deadline = time.monotonic() + timeout_s
+        while pending and time.monotonic() < deadline:
+            try:
+                tid, status = os.waitpid(-1, WALL | os.WNOHANG)
+            except ChildProcessError:
+                break
+            if tid == 0:
+                time.sleep(0.001)
+                continue
+            event = status >> 16
+            if os.WIFSTOPPED(status) and event == PTRACE_EVENT_STOP and os.WSTOPSIG(status) not in _STOP_SIGNALS:
+                if tid not in self.tid_tgid:
+                    self._new_tracee(tid)
+                if self.tid_tgid.get(tid) == tgid:
+                    pending.discard(tid)
+                    held.add(tid)
+                    continue
+            self._handle(tid, status)
+            if not os.WIFSTOPPED(status) or event == PTRACE_EVENT_EXIT:
+                pending.discard(tid)  # gone, or let go from its exit stop: it holds nothing up
+        return held, pending
+
+    def release(self, held: set[int]) -> None:
+        """Let the threads :meth:`hold` stopped run on."""
+        for tid in held:
+            self._cont(tid)
 
     def _cont(self, tid: int, sig: int = 0) -> None:
         self._ptrace_quiet(PTRACE_CONT, tid, 0, sig)
@@ -469,33 +512,46 @@ class Tracer:
             self.on_gone(tgid, status)
 
     # -- leaving ---------------------------------------------------------------------------------
-    def detach_all(self, *, timeout_s: float = 1.0) -> None:
-        """Interrupt and detach every remaining tracee (they continue untraced)."""
+    def detach_all(self, *, timeout_s: float = 1.0,
+                   while_stopped: Callable[[set[int]], None] | None = None) -> None:
+        """Interrupt and detach every remaining tracee (they continue untraced).
+
+        ``while_stopped(running)`` is called once every thread is stopped (or ``timeout_s`` has
+        passed: ``running`` holds the threads that did not stop), before any is let go: nothing
+        of the tracees runs meanwhile, so what it reads of them is one state, the one the last
+        traced event left."""
         import time
 
         pending = {tid for p in self.procs.values() for tid in p.threads}
         for tid in pending:
             self._ptrace_quiet(PTRACE_INTERRUPT, tid)
+        held: dict[int, int] = {}  # stopped thread -> the signal to give back when it is let go
         deadline = time.monotonic() + timeout_s
-        while pending and time.monotonic() < deadline:
-            try:
-                tid, status = os.waitpid(-1, WALL | os.WNOHANG)
-            except ChildProcessError:
-                break
-            if tid == 0:
-                time.sleep(0.002)
-                continue
-            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+        try:
+            while pending and time.monotonic() < deadline:
+                try:
+                    tid, status = os.waitpid(-1, WALL | os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if tid == 0:
+                    time.sleep(0.002)
+                    continue
+                if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                    pending.discard(tid)
+                    held.pop(tid, None)
+                    self._reaped(tid, status)
+                    continue
+                if not os.WIFSTOPPED(status):
+                    continue
+                event = status >> 16
+                if event == PTRACE_EVENT_EXIT:
+                    self._exit_stop(tid)
+                sig = os.WSTOPSIG(status)
+                held[tid] = 0 if event or sig == signal.SIGTRAP else sig
                 pending.discard(tid)
-                self._reaped(tid, status)
-                continue
-            if not os.WIFSTOPPED(status):
-                continue
-            event = status >> 16
-            if event == PTRACE_EVENT_EXIT:
-                self._exit_stop(tid)
-            sig = os.WSTOPSIG(status)
-            inject = 0 if event or sig == signal.SIGTRAP else sig
-            with contextlib.suppress(OSError):
-                ptrace(PTRACE_DETACH, tid, 0, inject)
-            pending.discard(tid)
+            if while_stopped is not None:
+                while_stopped(pending)
+        finally:
+            for tid, inject in held.items():
+                with contextlib.suppress(OSError):
+                    ptrace(PTRACE_DETACH, tid, 0, inject)

@@ -484,6 +484,8 @@ class Recorder:
         self.stop = threading.Event()
         self.waiting = False
         self.raced: dict[int, int] = {}  # pid -> t_end of a start snapshot taken while it ran
+        self.ending = threading.Event()  # the end snapshots are being taken: no periodic one now
+        self.periodic_lock = threading.Lock()  # held while periodic snapshots are taken
         self.stack_pids: set[tuple[int, int]] = set()
         self.last_snapshot: dict[int, pl.DataFrame] = {}
         self.procs: dict[int, ProcInfo] = {}
@@ -767,8 +769,11 @@ class Recorder:
                     self.writer.maybe_flush()
                 if next_snap is not None and time.monotonic() >= next_snap:
                     next_snap += self.o.interval or 0
-                    for pid in list(self.live_pids()):
-                        self.snapshot(pid, "periodic")
+                    with self.periodic_lock:
+                        for pid in list(self.live_pids()):
+                            if self.ending.is_set():
+                                break  # the end snapshots are next: none after them
+                            self.snapshot(pid, "periodic")
                 self.stop.wait(WRITE_INTERVAL_S)
         except BaseException as e:  # reported by the main thread
             self._thread_failed(e)
@@ -958,9 +963,20 @@ class Recorder:
                 self.writer = TraceWriter(out, meta, force=o.force, staged=True)
                 for pid in o.pids:
                     self._fill_names(pid)
-                    snap = self.snapshot(pid, "start")
-                    if snap is not None:
-                        self.raced[pid] = snap.t_end_ns
+                    # every thread stopped while the start snapshot is read: one state, which a
+                    # deep snapshot reads at its first attempt; a thread that does not stop
+                    # leaves the read racing with its calls (flagged, for the replay)
+                    held, running = t.hold(pid)
+                    try:
+                        snap = self.snapshot(pid, "start")
+                    finally:
+                        t.release(held)
+                    if running:
+                        self.snapshot_errors.append(
+                            f"start snapshot of {pid}: {len(running)} thread(s) did not stop within 1 s "
+                            f"(TID {', '.join(map(str, sorted(running)[:5]))}): read while they ran")
+                        if snap is not None:
+                            self.raced[pid] = snap.t_end_ns
                 self.command_started()
             for th in threads:
                 th.start()
@@ -1020,13 +1036,29 @@ class Recorder:
         if not self.started:
             self._kill_unstarted()
         elif t is not None:
+            self.ending.set()
+            with self.periodic_lock:  # (a periodic snapshot being read finishes first)
+                pass
             live = self.live_pids()
-            for pid in live:  # still running: an end snapshot, then let them go
-                self.snapshot(pid, "end")
-                p = self._proc(pid)
-                p.how_ended = "still running (detached)"
+
+            def end_snapshots(running: set[int]) -> None:
+                # still running: every thread is stopped now, so each end snapshot is the state
+                # the last traced event left (a snapshot read while they ran could show calls
+                # made after the recording's end, or half of them)
+                for pid in live:
+                    proc = t.procs.get(pid)
+                    if proc is not None and (proc.final_done or proc.gone):
+                        continue  # it exited meanwhile: its exit snapshot was taken
+                    late = sorted(tid for tid in running if t.tid_tgid.get(tid) == pid)
+                    if late:
+                        self.snapshot_errors.append(
+                            f"end snapshot of {pid}: {len(late)} thread(s) did not stop within 1 s "
+                            f"(TID {', '.join(map(str, late[:5]))}): read while they ran")
+                    self.snapshot(pid, "end")
+                    self._proc(pid).how_ended = "still running (detached)"
+
             with contextlib.suppress(_Stop):
-                t.detach_all()
+                t.detach_all(while_stopped=end_snapshots)
         # Nothing more is wanted from the kernel: detach the tracepoints while the rest is finished
         # (each detach waits for RCU grace periods: about a second for all of them on this VM).
         detacher = threading.Thread(target=self.detach_tracepoints, name="vmatrace-detach", daemon=True)

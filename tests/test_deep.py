@@ -474,49 +474,37 @@ def test_record_attach_names_open_files_once(collector: Any, tmp_path: Path) -> 
     assert run.divergences == [] and run.mismatches == []
 
 
-BUSY_PY = """
-import mmap, sys, threading
-def churn():  # heap blocks of many sizes (malloc maps the large ones) and small mappings
-    keep = []
-    while True:
-        keep.append(bytearray(64 + len(keep) * 997 % 300000))
-        if len(keep) > 2000:
-            del keep[:1000]
-        m = mmap.mmap(-1, 4096 * (1 + len(keep) % 7))
-        m[0] = 1
-        m.close()
-for _ in range(4):
-    threading.Thread(target=churn, daemon=True).start()
-print("ready", flush=True)
-sys.stdin.read()
-"""
+BUSY = ROOT / "tests" / "workloads" / "busy_threads.py"
 
 
 def test_record_deep_of_a_process_too_busy_for_deep_snapshots(collector: Any, tmp_path: Path) -> None:
-    """record -p --deep of a process whose threads map and unmap without pause: the iterator's
-    walk and the /proc read never agree, so no deep snapshot can be taken. The trace still gets
-    its start and end snapshots (plain ones, read once), says in its warnings which are not deep
-    and why, and replays; before, it had no snapshot at all and could not be replayed."""
+    """record -p --deep --interval of a process whose threads map and unmap without pause. The
+    start and end snapshots are deep: the recorder stops every thread while it reads them. A
+    periodic snapshot is read while the process runs, and the iterator's walk and the /proc read
+    may never agree: that snapshot is then a plain one, read once, named in the warnings, never
+    missing. Before, the start snapshot failed alike and the trace had none: replay refused it."""
     from replay.engine import default_profiles, replay_trace
     from vmatrace.base.trace import read_trace
 
-    proc = subprocess.Popen([sys.executable, "-c", BUSY_PY], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, str(BUSY)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         out = tmp_path / "busy.vmat"
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         r = subprocess.run([sys.executable, "-m", "vmatrace", "record", "-q", "--deep", "-o", str(out),
-                            "-p", str(proc.pid), "-d", "1", "-b", "1024"], capture_output=True, text=True, env=env,
-                           timeout=120)
+                            "-p", str(proc.pid), "-d", "1.5", "--interval", "0.3", "-b", "1024"],
+                           capture_output=True, text=True, env=env, timeout=120)
         assert r.returncode == 0, r.stderr
     finally:
         reap(proc)
     t = read_trace(out)
-    reasons = t.snapshot_index.filter(pl.col("pid") == proc.pid)["reason"].to_list()
-    assert reasons[:1] == ["start"] and reasons[-1:] == ["end"], reasons
-    fallback = [w for w in t.meta.get("record_warnings") or [] if "a plain snapshot instead" in w]
-    methods = t.snapshot_index.filter(pl.col("pid") == proc.pid)["method"].to_list()
-    assert len(fallback) == methods.count("text") and fallback, (fallback, methods)  # (busy: never deep)
+    snaps = t.snapshot_index.filter(pl.col("pid") == proc.pid).sort("snapshot_id")
+    reasons, methods = snaps["reason"].to_list(), snaps["method"].to_list()
+    assert reasons[:1] == ["start"] and reasons[-1:] == ["end"] and "periodic" in reasons, reasons
+    assert methods[0] == methods[-1] == "bpf_iter", methods  # read with every thread stopped
+    warnings = t.meta.get("record_warnings") or []
+    fallback = [w for w in warnings if "a plain snapshot instead" in w]
+    assert len(fallback) == methods.count("text") and len(warnings) == len(fallback), (warnings, methods)
     specs, pair, notes = default_profiles(t.meta)
     res = replay_trace(t, specs, fix_pair=pair, notes=notes, jobs=1)
     run = res.profiles[0].process(proc.pid)

@@ -215,6 +215,32 @@ def test_an_event_made_while_a_snapshot_was_read_explains_its_divergence(workloa
 
 @pytest.mark.live
 @pytest.mark.bcc
+def test_a_busy_process_attached_and_left_replays_without_divergence(tmp_path: Path) -> None:
+    """record -p of a process whose four threads map and unmap without pause, ended by -d while
+    it runs on: the recorder stops every thread for the start and the end snapshot, so both are
+    states the event stream reaches, and the replay has no divergence. Before, the end snapshot
+    was read while the threads ran on, untraced, and a few VMAs differed every time."""
+    from tests.conftest import reap
+
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "workloads" / "busy_threads.py")],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        out = tmp_path / "busy.vmat"
+        r = _vmatrace("record", "-q", "-o", str(out), "-p", str(proc.pid), "-d", "1.5", "-b", "1024")
+        assert r.returncode == 0, r.stderr
+    finally:
+        reap(proc)
+    t = read_trace(out)
+    assert t.snapshot_index["reason"].to_list() == ["start", "end"]
+    assert not t.meta.get("record_warnings"), t.meta.get("record_warnings")
+    run = _replay(t).profiles[0].process(proc.pid)
+    assert run is not None and run.events_applied > 1000
+    assert run.divergences == [] and run.mismatches == []
+
+
+@pytest.mark.live
+@pytest.mark.bcc
 def test_lost_events_explain_divergences(workload_trace: Path) -> None:
     t = read_trace(workload_trace)
     r0 = _replay(t)
