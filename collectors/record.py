@@ -964,8 +964,8 @@ class Recorder:
                 for pid in o.pids:
                     self._fill_names(pid)
                     # every thread stopped while the start snapshot is read: one state, which a
-                    # deep snapshot reads at its first attempt; a thread that does not stop
-                    # leaves the read racing with its calls (flagged, for the replay)
+                    # deep snapshot reads at its first attempt (a thread that does not stop leaves
+                    # the read racing with its calls: the events up to its end are flagged)
                     held, running = t.hold(pid)
                     try:
                         snap = self.snapshot(pid, "start")
@@ -975,8 +975,8 @@ class Recorder:
                         self.snapshot_errors.append(
                             f"start snapshot of {pid}: {len(running)} thread(s) did not stop within 1 s "
                             f"(TID {', '.join(map(str, sorted(running)[:5]))}): read while they ran")
-                        if snap is not None:
-                            self.raced[pid] = snap.t_end_ns
+                    if snap is not None:
+                        self.raced[pid] = snap.t_end_ns
                 self.command_started()
             for th in threads:
                 th.start()
