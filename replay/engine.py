@@ -468,7 +468,10 @@ class _Replayer:
                                         deep_files=self.deep_files)
         if s.start_brk:
             mm.start_brk = int(s.start_brk)
-            mm.cur_brk = int(s.brk or s.start_brk)
+            # brk unknown (a process attached with -p: /proc gives only start_brk): the end of
+            # [heap], which /proc names from start_brk to brk, else no heap yet
+            heap_end = mm.cur_brk if mm.cur_brk and mm.cur_brk > mm.start_brk else mm.start_brk
+            mm.cur_brk = int(s.brk) if s.brk else heap_end
         return mm
 
     def _keep_file_identities(self, old: AddressSpace, frame: _Rows) -> None:
@@ -1165,7 +1168,8 @@ def replay_trace(trace: Trace, specs: Sequence[ProfileSpec], *, fix_pair: tuple[
         raise VmatraceError(f"{trace.path} has no snapshot: replay needs at least one exact state to start from")
     plan = _plan(trace)
     warnings = list(trace.warnings) + list(notes)
-    if not plan.has_file_ids and bool((plan.cols["kind"] == _K_MMAP).any()):
+    file_mmaps = (plan.cols["kind"] == _K_MMAP) & (plan.cols["a3"] & MAP_ANONYMOUS == 0)
+    if not plan.has_file_ids and bool(file_mmaps.any()):  # (not a trace that maps no file)
         warnings.append("the trace's mmap events do not name their open files (a trace from an older "
                         "recorder): file mappings are told apart by pid and fd only")
     opts = trace.meta.get("record_options")
