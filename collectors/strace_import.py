@@ -61,7 +61,7 @@ __all__ = [
 
 U64 = (1 << 64) - 1
 # positions in an event row (EVENT_SCHEMA order)
-_SEQ, _TS, _PID, _TID, _KIND, _RET, _STACK, _FLAGS, _TEXT = 0, 1, 2, 3, 4, 11, 12, 13, 14
+_SEQ, _TS, _PID, _TID, _KIND, _A1, _RET, _STACK, _FLAGS, _TEXT = 0, 1, 2, 3, 4, 6, 11, 12, 13, 14
 _FILE_DEV, _FILE_INO, _FILE_PATH, _FILE_ID = 15, 16, 17, 18
 
 # Syscalls that become events of the same name.
@@ -1027,20 +1027,30 @@ class _Parser:
         thread = bool(flags & _CONST["CLONE_THREAD"])
         child = ret
         child_tgid = pid if thread else child
-        if child in self.provisional:
+        early = child in self.provisional  # the child has lines before this one (see pid_of)
+        exited = False
+        if early:
             first_ev = self.provisional.pop(child)
+            mine = [ev for ev in self.events[first_ev:]
+                    if ev is not None and ev[_TID] == child and ev[_PID] == child]
+            # on a loaded machine the child can even end before the clone returns in the log
+            exited = any(ev[_KIND] == "exit" for ev in mine)
             if thread:  # its lines came before the clone returned: they belong to the parent
-                for ev in self.events[first_ev:]:
-                    if ev is not None and ev[_TID] == child and ev[_PID] == child:
-                        ev[_PID] = child_tgid
+                for ev in mine:
+                    ev[_PID] = child_tgid
+                    if ev[_KIND] == "exit":
+                        # not the group's last thread: the thread calling clone is alive
+                        ev[_A1] = 0
                 self.live.pop(child, None)
                 self.procs.pop(child, None)
         self.tgid[child] = child_tgid
-        self.live.setdefault(child_tgid, set()).add(child)
+        if not exited:
+            self.live.setdefault(child_tgid, set()).add(child)
         if not thread:
             self.fork_children.add(child)
             proc = self.procs.setdefault(child, _Proc(child, ppid=pid, start_ns=ts_ns))
             proc.ppid = pid
+            proc.start_ns = ts_ns  # (an early child's first line came after the clone started)
             inherited = dict(self.fds.get(pid, {}))
             if child in self.cur_exec:
                 # the child exec'd before the fork returned in the log (vfork's child runs while
@@ -1051,6 +1061,8 @@ class _Parser:
                 parent = self.procs[pid]
                 proc.comm = parent.comm
                 proc.cmdline = parent.cmdline
+                if early:  # what the child opened before the clone returned in the log is its own
+                    inherited.update(self.fds.get(child, {}))
             self.fds[child] = inherited
         self.emit(ts_ns, pid, tid, "fork", [child, child_tgid, int(thread), flags], ret,
                   text=name, slot=slot)

@@ -459,6 +459,49 @@ def test_child_lines_before_the_clone_returns(tmp_path: Path) -> None:
     assert exits == [(202, 1), (201, 0), (200, 1)]  # group_dead only for the last thread
 
 
+def test_children_that_end_or_open_files_before_the_clone_returns(tmp_path: Path) -> None:
+    # On a loaded machine strace can print a whole short thread, or a whole child process,
+    # before the parent's "<... clone resumed>" line (the parent is not scheduled meanwhile).
+    log = tmp_path / "race.log"
+    log.write_text(
+        '200 1700000000.000001 execve("/bin/true", ["true"], 0x7ffd /* 1 var */) = 0\n'
+        '200 1700000000.000002 openat(AT_FDCWD, "/etc/hosts", O_RDONLY) = 3\n'
+        "200 1700000000.000003 clone3({flags=CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|"
+        "CLONE_SYSVSEM, exit_signal=0, stack=0x7f0000000000, stack_size=0x7fff80} <unfinished ...>\n"
+        "201 1700000000.000004 mmap(NULL, 4096, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000100000\n"
+        "201 1700000000.000005 exit(0) = ?\n"
+        "201 1700000000.000006 +++ exited with 0 +++\n"
+        "200 1700000000.000007 <... clone3 resumed> => {parent_tid=[0]}, 88) = 201\n"
+        "200 1700000000.000008 clone(child_stack=NULL, flags=SIGCHLD <unfinished ...>\n"
+        "202 1700000000.000009 munmap(0x7f0000100000, 4096) = 0\n"
+        "202 1700000000.000010 exit_group(7) = ?\n"
+        "202 1700000000.000011 +++ exited with 7 +++\n"
+        "200 1700000000.000012 <... clone resumed>) = 202\n"
+        "200 1700000000.000013 clone(child_stack=NULL, flags=SIGCHLD <unfinished ...>\n"
+        '203 1700000000.000014 openat(AT_FDCWD, "/etc/passwd", O_RDONLY) = 4\n'
+        "200 1700000000.000015 <... clone resumed>) = 203\n"
+        "203 1700000000.000016 mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, 4, 0) = 0x7f0000200000\n"
+        "203 1700000000.000017 mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, 3, 0) = 0x7f0000300000\n"
+        "203 1700000000.000018 exit_group(0) = ?\n"
+        "203 1700000000.000019 +++ exited with 0 +++\n"
+        "200 1700000000.000020 exit_group(0) = ?\n"
+        "200 1700000000.000021 +++ exited with 0 +++\n"
+    )
+    p = parse_strace([log])
+    assert p.warnings == []
+    # the thread's exit is not the group's end (its creator was in clone3); the child's is, and
+    # neither comes back to life at the clone's return: the main thread's exit ends the group
+    exits = [(e["pid"], e["tid"], e["a0"], e["a1"]) for e in p.events if e["kind"] == "exit"]
+    assert exits == [(200, 201, 0, 0), (202, 202, 7 << 8, 1), (203, 203, 0, 1), (200, 200, 0, 1)]
+    assert {pid: (pr.exit_code, pr.how_ended, pr.ppid) for pid, pr in p.procs.items()} == {
+        200: (0, "exit", 0), 202: (7, "exit", 200), 203: (0, "exit", 200)}
+    # a child process starts at its fork (the clone's first line), not at its own first line
+    assert (p.procs[202].start_ns, p.procs[203].start_ns) == (1_700_000_000_000_008_000, 1_700_000_000_000_013_000)
+    # the fd the child opened before the clone returned is still its own, beside the inherited one
+    texts = [e["text"] for e in p.events if e["kind"] == "mmap" and e["pid"] == 203]
+    assert texts == ["/etc/passwd", "/etc/hosts"]
+
+
 def test_damaged_logs_never_crash(tmp_path: Path, workload: Path) -> None:
     """Seeded mutations of a real log: each imports (with warnings) or fails with one line."""
     import random
