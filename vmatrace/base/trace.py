@@ -254,12 +254,15 @@ class TraceWriter:
             self.flush()
 
     def flush(self) -> None:
+        # the next flush is due flush_interval_s after this one began, not after it ended: a write
+        # slowed down by a busy disk does not stretch the interval of what a kill can lose
+        began = time.monotonic()
         for table, frames in self._buf.items():
             if frames:
                 self._write_part(table, pl.concat(frames, how="vertical"))
                 frames.clear()
         self._write_meta()
-        self._last_flush = time.monotonic()
+        self._last_flush = began
 
     @property
     def committed(self) -> bool:
