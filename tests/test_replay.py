@@ -227,8 +227,8 @@ def test_a_busy_process_attached_and_left_replays_without_divergence(tmp_path: P
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         out = tmp_path / "busy.vmat"
-        r = _vmatrace("record", "-q", "-o", str(out), "-p", str(proc.pid), "-d", "1.5", "-b", "1024")
-        assert r.returncode == 0, r.stderr
+        rec = _vmatrace("record", "-q", "-o", str(out), "-p", str(proc.pid), "-d", "1.5", "-b", "1024")
+        assert rec.returncode == 0, rec.stderr
     finally:
         reap(proc)
     t = read_trace(out)
