@@ -18,7 +18,8 @@ def churn() -> None:
         m.close()
 
 
-for _ in range(4):
-    threading.Thread(target=churn, daemon=True).start()
-print("ready", flush=True)
-sys.stdin.read()
+if __name__ == "__main__":
+    for _ in range(4):
+        threading.Thread(target=churn, daemon=True).start()
+    print("ready", flush=True)
+    sys.stdin.read()
