@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +27,25 @@ def record(out: Path, *args: str, timeout: float = 120, check: bool = True,
     if check and p.returncode != 0:
         raise AssertionError(f"record failed ({p.returncode}):\n{p.stderr}")
     return p
+
+
+@contextmanager
+def attached(out: Path, pid: int, *args: str) -> Iterator[None]:
+    """`vmatrace record -o OUT -p PID ARGS...` running while the block runs (it has said it is
+    tracing when the block starts); then Ctrl-C, and the recorder must end with 0."""
+    need_bcc()
+    rec = subprocess.Popen([sys.executable, "-m", "vmatrace", "record", "-o", str(out), "-p", str(pid), "-d", "60",
+                            *args], cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                           stdin=subprocess.DEVNULL, text=True)
+    try:
+        assert rec.stderr is not None
+        line = rec.stderr.readline()
+        assert line.startswith("Tracing VMA changes"), line + rec.stderr.read()
+        yield
+    finally:
+        rec.send_signal(2)  # Ctrl-C: the end snapshot, then the trace is closed
+        _, err = rec.communicate(timeout=60)  # (the attached process does not hold its stderr)
+        assert rec.returncode == 0, err
 
 
 @dataclass

@@ -20,6 +20,7 @@ from typing import Any
 import polars as pl
 import pytest
 from conftest import ROOT, build_c, need, need_bcc, reap
+from record_common import attached
 
 pytestmark = [pytest.mark.live, pytest.mark.bcc]
 
@@ -283,22 +284,10 @@ def test_record_attach_seeds_replay_exactly(collector: Any, states: States, tmp_
     from replay.engine import _plan, _Replayer, default_profiles, replay_trace
     from vmatrace.base.trace import read_trace
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = tmp_path / "attach.vmat"
-    rec = subprocess.Popen([sys.executable, "-m", "vmatrace", "record", "--deep", "-o", str(out),
-                            "-p", str(states.parent), "-d", "60"],
-                           stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-                           text=True, env=env)
-    try:
-        assert rec.stderr is not None
-        line = rec.stderr.readline()
-        assert line.startswith("Tracing VMA changes"), line + rec.stderr.read()
+    with attached(out, states.parent, "--deep"):
         for page, n, prot in ((2, 2, 3), (8, 2, 1), (16, 1, 1), (16, 1, 3), (2, 2, 1), (8, 2, 3)):
             assert states.mprotect(page, n, prot) == 0
-    finally:
-        rec.send_signal(2)  # Ctrl-C: the end snapshot, then the trace is closed
-        _, err = rec.communicate(timeout=60)  # (the attached process does not hold its stderr)
-        assert rec.returncode == 0, err
     t = read_trace(out)
     specs, pair, notes = default_profiles(t.meta)
     # the seed, as the engine builds it (white-box: the engine's own seeding path)
@@ -440,22 +429,10 @@ def test_record_attach_names_open_files_once(collector: Any, tmp_path: Path) -> 
         assert head[0] == "window", head
         win = int(head[1], 16)
         out = tmp_path / "files.vmat"
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        rec = subprocess.Popen([sys.executable, "-m", "vmatrace", "record", "--deep", "-o", str(out),
-                                "-p", str(proc.pid), "-d", "60"],
-                               stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-                               text=True, env=env)
-        try:
-            assert rec.stderr is not None
-            line = rec.stderr.readline()
-            assert line.startswith("Tracing VMA changes"), line + rec.stderr.read()
+        with attached(out, proc.pid, "--deep"):
             proc.stdin.write("go\n")
             proc.stdin.flush()
             assert proc.stdout.readline().strip() == "done"
-        finally:
-            rec.send_signal(2)
-            _, err = rec.communicate(timeout=60)
-            assert rec.returncode == 0, err
     finally:
         proc.communicate(timeout=10)
     t = read_trace(out)

@@ -23,7 +23,7 @@ from replay.engine import ProfileSpec, apply_what_if, default_profiles, replay_t
 from replay.profiles import get_profile
 from replay.results import CAUSE_LOST, EXPLAINED, ReplayResult, to_json
 from tests.conftest import ROOT
-from tests.record_common import record
+from tests.record_common import attached, record
 from vmatrace.base.errors import UsageError
 from vmatrace.base.trace import Trace, read_trace
 
@@ -276,19 +276,10 @@ def test_attached_process_with_a_grown_heap_replays_its_brk_calls(tmp_path: Path
         assert proc.stdin is not None and proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"
         out = tmp_path / "brk.vmat"
-        rec = subprocess.Popen([sys.executable, "-m", "vmatrace", "record", "-o", str(out), "-p", str(proc.pid),
-                                "-d", "60"], cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-        try:
-            assert rec.stderr is not None
-            line = rec.stderr.readline()
-            assert line.startswith("Tracing VMA changes"), line + rec.stderr.read()
+        with attached(out, proc.pid):
             proc.stdin.write("go\n")
             proc.stdin.flush()
             assert proc.stdout.readline().strip() == "done"
-        finally:
-            rec.send_signal(2)
-            _, err = rec.communicate(timeout=60)
-            assert rec.returncode == 0, err
     finally:
         reap(proc)
     t = read_trace(out)
