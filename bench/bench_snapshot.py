@@ -19,7 +19,7 @@ process whose reading overlaps the parse (``collectors.procmaps``), so the table
 (user + system, children included): what the snapshot costs in all, whatever the overlap saves.
 
 Then, for the record, the readers on their own: PROCMAP_QUERY, maps text, smaps text (read here,
-and through the helper).
+and through the helper), and the smaps parse alone (of a text read once).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from collectors.procmaps import has_procmap_query, read_snapshot
+from vmatrace.base.snapshot import parse_smaps_columns
 
 PY = sys.executable
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,8 +141,12 @@ def main() -> int:
             ("smaps here", {"smaps": True, "helper": False}), ("smaps helper", {"smaps": True})]
         if has_procmap_query():
             modes.insert(0, ("PROCMAP_QUERY", {"smaps": False, "method": "procmap_query"}))
-        r = _medians({name: (lambda kw=kw: read_snapshot(p.pid, **kw))  # type: ignore[misc]
-                      for name, kw in modes}, a.repeat)
+        fns: dict[str, Callable[[], object]] = {
+            name: (lambda kw=kw: read_snapshot(p.pid, **kw)) for name, kw in modes}  # type: ignore[misc]
+        with open(f"/proc/{p.pid}/smaps") as f:
+            text = f.read()
+        fns["smaps parse"] = lambda: parse_smaps_columns(text)  # the parse alone, of the text read once
+        r = _medians(fns, a.repeat)
         print(f"the readers alone, {n} VMAs:")
         for name, t in r.items():
             print(f"  {name:14s} {t * 1000:8.1f} ms  {t / n * 1e6:6.2f} us/VMA")
